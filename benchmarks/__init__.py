@@ -1,0 +1,1 @@
+"""Benchmarks and the loopback mock provider fleet (see README)."""

@@ -1,0 +1,135 @@
+"""The backend protocol, the shared base of the built-in backends, and ``CallableBackend``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from ._errors import PolicyError
+from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A backend's limits: requests and tokens per minute, concurrent attempts (``None`` = none)."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    max_concurrency: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One model at one provider in one region.
+
+    ``complete`` turns a ``Query`` into a ``Response`` or raises a ``BackendError``; it must
+    let cancellation through (a cancelled attempt stops at once and releases what it holds).
+    Prices are USD per 1M tokens.
+    """
+
+    name: str
+    provider: str
+    region: str
+    model: str
+    input_price: float
+    output_price: float
+
+    async def complete(self, query: Query) -> Response:
+        """Send ``query``; return the response or raise ``BackendError``."""
+        ...
+
+
+class BackendBase:
+    """Identity, prices and limits shared by the built-in backends.
+
+    Subclasses implement ``complete``. ``count_input_tokens`` is the estimate used for cost
+    reservation; override it with a real tokenizer where one is available.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        provider: str = "local",
+        region: str = "local",
+        model: str | None = None,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        limits: Limits | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f"backend name must be a non-empty string, got {name!r}", path="$.name")
+        for field, price in (("input_price", input_price), ("output_price", output_price)):
+            if not isinstance(price, (int, float)) or price < 0:
+                raise PolicyError(
+                    f"{field} must be a non-negative number (USD per 1M tokens), got {price!r}",
+                    path=f"$.backends.{name}.{field}",
+                )
+        self.name = name
+        self.provider = provider
+        self.region = region
+        self.model = model if model is not None else name
+        self.input_price = float(input_price)
+        self.output_price = float(output_price)
+        self.limits = limits or Limits()
+
+    def count_input_tokens(self, query: Query) -> int:
+        """Upper bound on the input tokens ``query`` costs at this backend."""
+        return estimate_input_tokens(query)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.model}@{self.provider}/{self.region}>"
+
+
+CompleteFn = Callable[[Query], Awaitable[Response | str]]
+
+
+class CallableBackend(BackendBase):
+    """A backend around any async function ``fn(query) -> Response | str``.
+
+    A returned ``str`` becomes a ``Response`` whose usage is estimated (and marked so) and
+    whose model is this backend's pinned model.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fn: CompleteFn,
+        *,
+        provider: str = "local",
+        region: str = "local",
+        model: str | None = None,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        limits: Limits | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"CallableBackend {name!r}: fn must be an async function, got {fn!r}")
+        if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))):
+            raise TypeError(f"CallableBackend {name!r}: fn must be an async function (async def), got {fn!r}")
+        super().__init__(
+            name,
+            provider=provider,
+            region=region,
+            model=model,
+            input_price=input_price,
+            output_price=output_price,
+            limits=limits,
+        )
+        self._fn = fn
+
+    async def complete(self, query: Query) -> Response:
+        """Call the wrapped function; wrap a plain string answer into a ``Response``."""
+        out = await self._fn(query)
+        if isinstance(out, Response):
+            return out
+        if isinstance(out, str):
+            usage = Usage(
+                input_tokens=estimate_input_tokens(query),
+                output_tokens=min(estimate_tokens(out), query.max_tokens),
+                estimated=True,
+            )
+            return Response(text=out, usage=usage, model=self.model)
+        raise TypeError(f"CallableBackend {self.name!r}: fn returned {type(out).__name__}, expected Response or str")

@@ -1,0 +1,184 @@
+"""Errors raised by specexec.
+
+The hierarchy::
+
+    SpecExecError                    base of everything specexec raises
+    ├── PolicyError                  bad policy or config (path + expected + got); raised at load/build time
+    ├── NoAcceptableResponse         every attempt failed or was rejected (carries each attempt's cause)
+    ├── DeadlineExceeded             the run's deadline passed first (carries the partial trace)
+    ├── BudgetExceeded               no candidate fits the cost ceiling (or the tenant budget)
+    └── BackendError                 one attempt at one backend failed
+        ├── RateLimited              429; ``retry_after`` seconds when the provider said so    (retryable)
+        ├── Unavailable              5xx, 408/409, overloaded, connection refused or reset      (retryable)
+        ├── Timeout                  connect/read/attempt timeout                               (retryable)
+        ├── BadResponse              malformed body, missing fields, truncated stream           (retryable)
+        ├── BadRequest               400/404/422: the request itself is wrong                   (fatal)
+        └── AuthError                401/403: credentials missing or refused                    (fatal)
+
+A *fatal* backend error (``error.fatal is True``) stops a run at once: trying another
+candidate with the same bad request or bad key cannot help. Every other backend error moves
+the run on to the next candidate.
+
+Messages never contain secrets: backends strip API keys before building an error (see
+``redact``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._trace import AttemptRecord, Trace
+
+
+class SpecExecError(Exception):
+    """Base class of every error specexec raises."""
+
+
+class PolicyError(SpecExecError, ValueError):
+    """A policy or config is invalid: says where (``path``), what was expected and what was got."""
+
+    def __init__(self, message: str, *, path: str = "$", source: str | None = None) -> None:
+        self.path = path
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{message} (at {path})")
+
+
+class NoAcceptableResponse(SpecExecError):
+    """Every attempt failed or was rejected; ``attempts`` holds each one's record and cause."""
+
+    def __init__(self, message: str, *, trace: Trace) -> None:
+        self.trace = trace
+        super().__init__(message)
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        """The records of every attempt (and skipped candidate) of the run."""
+        return self.trace.attempts
+
+    @property
+    def causes(self) -> list[BaseException]:
+        """The exceptions that made attempts fail, in launch order (rejections carry none)."""
+        return [a.error for a in self.trace.attempts if a.error is not None]
+
+
+class DeadlineExceeded(SpecExecError, TimeoutError):
+    """The run's deadline passed before a response was accepted; ``trace`` is the partial trace."""
+
+    def __init__(self, message: str, *, trace: Trace) -> None:
+        self.trace = trace
+        super().__init__(message)
+
+
+class BudgetExceeded(SpecExecError):
+    """No candidate could be launched within the cost ceiling (or the tenant budget)."""
+
+    def __init__(self, message: str, *, trace: Trace | None = None) -> None:
+        self.trace = trace
+        super().__init__(message)
+
+
+class BackendError(SpecExecError):
+    """One attempt at one backend failed.
+
+    ``status`` is the HTTP status where there was one, ``request_id`` the provider's request
+    id, ``body`` a short excerpt of the response body with secrets removed.
+    """
+
+    fatal: bool = False
+    kind: str = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [super().__str__()]
+        if self.backend:
+            parts.append(f"backend={self.backend}")
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        if self.body:
+            parts.append(f"body={self.body!r}")
+        return " ".join(parts)
+
+
+class RateLimited(BackendError):
+    """The provider refused for rate (HTTP 429); ``retry_after`` is in seconds when known."""
+
+    kind = "rate_limited"
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class Unavailable(BackendError):
+    """The backend is down or overloaded (5xx, 529, 408/409, connection refused or reset)."""
+
+    kind = "unavailable"
+
+
+class Timeout(BackendError):
+    """The attempt timed out (connect, read, or the policy's ``attempt_timeout``)."""
+
+    kind = "timeout"
+
+
+class BadResponse(BackendError):
+    """The backend answered, but not with a usable response (malformed, truncated, missing fields)."""
+
+    kind = "bad_response"
+
+
+class BadRequest(BackendError):
+    """The request was refused as invalid (400/404/422). Fatal: another backend will not help."""
+
+    kind = "bad_request"
+    fatal = True
+
+
+class AuthError(BackendError):
+    """Credentials are missing or refused (401/403). Fatal."""
+
+    kind = "auth"
+    fatal = True
+
+
+_SECRET_PATTERNS = (
+    re.compile(r"(sk-[A-Za-z0-9_\-]{6,})"),
+    re.compile(r"((?:api[_-]?key|authorization|x-api-key|bearer)[\"']?\s*[:=]?\s*[\"']?)([^\s\"',}]{6,})", re.I),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove secrets from ``text``: each of ``secrets`` verbatim, and anything that looks like a key."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    text = _SECRET_PATTERNS[0].sub("[REDACTED]", text)
+    return _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "[REDACTED]", text)
+
+
+def first_fatal(errors: Sequence[BaseException]) -> BackendError | None:
+    """The first fatal backend error among ``errors``, if any."""
+    for error in errors:
+        if isinstance(error, BackendError) and error.fatal:
+            return error
+    return None
