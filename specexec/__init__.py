@@ -1,9 +1,26 @@
-"""specexec: hedged, raced and verified calls to LLMs (and any async call)."""
+"""specexec: hedged, raced and verified calls to LLMs (and any async call).
 
+>>> result = await specexec.run("2+2?", specexec.Policy.hedge([fast, slow], delay="p95"))
+
+Everything public is re-exported here; modules starting with ``_`` are private.
+"""
+
+from . import backends as backends
+from . import scorers as scorers
+from . import verifiers as verifiers
 from ._backend import Backend as Backend
 from ._backend import BackendBase as BackendBase
 from ._backend import CallableBackend as CallableBackend
 from ._backend import Limits as Limits
+from ._distributions import Component as Component
+from ._distributions import Constant as Constant
+from ._distributions import Distribution as Distribution
+from ._distributions import LogNormal as LogNormal
+from ._distributions import Mixture as Mixture
+from ._distributions import Scaled as Scaled
+from ._distributions import Uniform as Uniform
+from ._distributions import slow_tail as slow_tail
+from ._engine import Result as Result
 from ._errors import AuthError as AuthError
 from ._errors import BackendError as BackendError
 from ._errors import BadRequest as BadRequest
@@ -16,9 +33,24 @@ from ._errors import RateLimited as RateLimited
 from ._errors import SpecExecError as SpecExecError
 from ._errors import Timeout as Timeout
 from ._errors import Unavailable as Unavailable
+from ._health import BreakerConfig as BreakerConfig
+from ._health import HealthConfig as HealthConfig
+from ._policy import HedgeBudgetConfig as HedgeBudgetConfig
+from ._policy import Policy as Policy
 from ._query import Message as Message
 from ._query import Query as Query
 from ._query import Response as Response
 from ._query import Usage as Usage
+from ._runtime import Runtime as Runtime
+from ._runtime import default_runtime as default_runtime
+from ._runtime import run as run
+from ._simulated import SimulatedBackend as SimulatedBackend
+from ._simulated import Slowdown as Slowdown
+from ._trace import AttemptRecord as AttemptRecord
+from ._trace import JsonLinesSink as JsonLinesSink
+from ._trace import LoggingSink as LoggingSink
+from ._trace import Trace as Trace
+from ._trace import TraceEvent as TraceEvent
+from .verifiers import Verdict as Verdict
 
 __version__ = "0.1.0"

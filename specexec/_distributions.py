@@ -1,0 +1,138 @@
+"""Latency distributions for simulated backends and benchmarks (seeded, TOML-loadable).
+
+``LogNormal(0.04, 0.25)`` has a median of 40 ms; ``slow_tail(LogNormal(0.04, 0.25), 0.05, 10)``
+is "95 % lognormal(40 ms) + 5 % ten times slower".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Literal
+
+import msgspec
+
+
+class _Dist(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    def sample(self, rng: random.Random) -> float:
+        """Draw one value in seconds."""
+        raise NotImplementedError
+
+
+class Constant(_Dist, tag="constant"):
+    """Always ``value`` seconds."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("value", self.value)
+
+    def sample(self, rng: random.Random) -> float:
+        """Return ``value``."""
+        return self.value
+
+
+class LogNormal(_Dist, tag="lognormal"):
+    """Log-normal with the given ``median`` (seconds) and ``sigma`` (of the underlying normal)."""
+
+    median: float
+    sigma: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_positive("median", self.median)
+        _check_non_negative("sigma", self.sigma)
+
+    def sample(self, rng: random.Random) -> float:
+        """Draw ``median * exp(sigma * N(0, 1))``."""
+        return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
+
+
+class Uniform(_Dist, tag="uniform"):
+    """Uniform between ``low`` and ``high`` seconds."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("low", self.low)
+        if self.high < self.low:
+            raise ValueError(f"uniform: high ({self.high}) must be >= low ({self.low})")
+
+    def sample(self, rng: random.Random) -> float:
+        """Draw uniformly from [low, high]."""
+        return rng.uniform(self.low, self.high)
+
+
+class Scaled(_Dist, tag="scaled"):
+    """``base`` multiplied by ``factor`` (a slow mode: ``Scaled(base, 10)``)."""
+
+    base: Distribution
+    factor: float
+
+    def __post_init__(self) -> None:
+        _check_positive("factor", self.factor)
+
+    def sample(self, rng: random.Random) -> float:
+        """Draw from ``base`` and scale."""
+        return self.base.sample(rng) * self.factor
+
+
+class Component(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One weighted part of a ``Mixture``."""
+
+    weight: float
+    dist: Distribution
+
+
+class Mixture(_Dist, tag="mixture"):
+    """Draw from one of ``components``, chosen with probability proportional to its weight."""
+
+    components: tuple[Component, ...]
+
+    def __post_init__(self) -> None:
+        if not self.components:
+            raise ValueError("mixture needs at least one component")
+        for c in self.components:
+            _check_non_negative("weight", c.weight)
+        if sum(c.weight for c in self.components) <= 0:
+            raise ValueError("mixture weights must not all be zero")
+
+    def sample(self, rng: random.Random) -> float:
+        """Pick a component by weight, then draw from it."""
+        total = sum(c.weight for c in self.components)
+        pick = rng.random() * total
+        for c in self.components:
+            pick -= c.weight
+            if pick < 0:
+                return c.dist.sample(rng)
+        return self.components[-1].dist.sample(rng)
+
+
+Distribution = Constant | LogNormal | Uniform | Scaled | Mixture
+DistributionKind = Literal["constant", "lognormal", "uniform", "scaled", "mixture"]
+
+
+def slow_tail(base: Distribution, probability: float = 0.05, factor: float = 10.0) -> Mixture:
+    """``base`` most of the time, ``factor`` times slower with ``probability``."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be within [0, 1], got {probability}")
+    return Mixture((Component(1.0 - probability, base), Component(probability, Scaled(base, factor))))
+
+
+def as_distribution(latency: float | Distribution) -> Distribution:
+    """A number of seconds becomes ``Constant``; a distribution passes through."""
+    if isinstance(latency, (Constant, LogNormal, Uniform, Scaled, Mixture)):
+        return latency
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        return Constant(float(latency))
+    raise TypeError(f"latency must be seconds (float) or a distribution, got {latency!r}")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or value <= 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -1,0 +1,314 @@
+"""``Policy``: what a run may do — candidates, the launch schedule, checks, cost and time limits.
+
+Every mode is the same engine with different knobs; a mode is only a set of defaults:
+
+=========  ==============  ============  ======================================
+mode       delay           order         what ends the run
+=========  ==============  ============  ======================================
+single     —               as listed     the one attempt
+failover   ``inf``         as listed     first accepted (next after a failure)
+cascade    ``inf``         cost          first accepted (cheapest first)
+hedge      ``"p95"``       as listed     first accepted (next after the delay)
+race       ``0``           as listed     first accepted (all at once)
+pick       ``0``           as listed     best score of what arrived (needs a scorer)
+=========  ==============  ============  ======================================
+
+Any attempt that fails or is rejected launches the next candidate at once, whatever the
+delay. Validation happens here, when the policy is built or loaded, with the path of the
+bad field (``PolicyError: max_attempts must be >= 1, got 0 (at $.max_attempts)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from ._backend import Backend
+from ._errors import PolicyError
+from .scorers import ScoreFn, Scorer, ScorerSpec
+from .verifiers import Verifier, VerifierSpec
+
+Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
+Order = Literal["as_listed", "latency", "cost"]
+CandidateRef: TypeAlias = "str | Backend"
+
+DEFAULT_FALLBACK_DELAY = 0.2
+"""Hedge delay (seconds) used while a quantile delay has too few samples to be trusted."""
+DEFAULT_MAX_DELAY = 30.0
+"""Ceiling of an adaptive hedge delay (seconds)."""
+
+_MODE_DELAY: dict[str, float | str] = {
+    "single": math.inf,
+    "failover": math.inf,
+    "cascade": math.inf,
+    "hedge": "p95",
+    "race": 0.0,
+    "pick": 0.0,
+}
+_MODE_ORDER: dict[str, Order] = {"cascade": "cost"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _require(ok: bool, message: str, got: object, path: str) -> None:
+    if not ok:
+        raise PolicyError(f"{message}, got {got!r}", path=path)
+
+
+def _require_int(value: object, minimum: int, name: str, path: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise PolicyError(f"{name} must be an integer >= {minimum}, got {value!r}", path=path)
+
+
+class HedgeBudgetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The hedge budget: each request earns ``max_extra_load`` hedges, plus a reserve of
+    ``min_per_second`` hedges per second over a ``ttl``-second window (Finagle's retry budget).
+
+    ``max_extra_load=0, min_per_second=0`` forbids timed hedges altogether.
+    """
+
+    max_extra_load: float = 0.05
+    min_per_second: float = 10.0
+    ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.max_extra_load <= 10, "max_extra_load must be within [0, 10]", self.max_extra_load,
+                 "$.budget.max_extra_load")
+        _require(self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second,
+                 "$.budget.min_per_second")
+        _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.budget.ttl")
+
+
+@functools.cache
+def parse_delay(delay: float | str) -> float | tuple[str, float]:
+    """``0.2`` / ``"200ms"`` / ``"1.5s"`` → seconds; ``"p95"`` → ``("quantile", 0.95)``;
+    ``"auto"`` → ``("auto", 0.0)``. Raises ``ValueError`` for anything else."""
+    if isinstance(delay, bool):
+        raise ValueError(f"delay must be seconds or a quantile such as 'p95', got {delay!r}")
+    if isinstance(delay, (int, float)):
+        if math.isnan(delay) or delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
+        return float(delay)
+    if not isinstance(delay, str):
+        raise ValueError(f"delay must be seconds or a quantile such as 'p95', got {delay!r}")
+    text = delay.strip().lower()
+    if text == "auto":
+        return ("auto", 0.0)
+    m = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", text)
+    if m:
+        q = float(m.group(1)) / 100.0
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantile delay must be between p0 and p100, got {delay!r}")
+        return ("quantile", q)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)", text)
+    if m:
+        value = float(m.group(1))
+        return value / 1000.0 if m.group(2) == "ms" else value
+    raise ValueError(f"delay {delay!r} does not parse: use seconds (0.2, '200ms'), a quantile ('p95', 'p99.9') or 'auto'")
+
+
+class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=True, cache_hash=True):
+    """How ``run`` may answer a query. Build it with a preset (``Policy.hedge(...)``) or from TOML.
+
+    - ``candidates``: backend names (looked up in the runtime) or ``Backend`` objects; a name
+      may appear more than once (several samples from one model, for ``pick``).
+    - ``delay``: wait before the next launch — seconds, ``"200ms"``, a quantile of the
+      primary's live latency (``"p95"``) or ``"auto"`` (the quantile 1 − ``budget.max_extra_load``);
+      ``None`` is the mode's default. A failure or rejection launches the next at once.
+    - ``max_attempts``: most attempts launched (default: one per candidate; ``single``: 1).
+    - ``max_parallel``: most attempts in flight at once (default: no limit).
+    - ``verify``: verifiers every response must pass; ``scorer`` + ``accept_score`` for ``pick``.
+    - ``max_cost``: USD ceiling per run, enforced by reserving each attempt's worst case.
+    - ``deadline``: seconds for the whole run; ``attempt_timeout``: seconds per attempt.
+    - ``order``: ``as_listed``, ``latency`` (predicted, from health) or ``cost``; ``None`` is the
+      mode's default. Hedges prefer another provider and region than those in flight.
+    - ``budget``: the hedge budget (``None``: timed hedges are not rationed).
+    - ``fallback_delay``, ``min_delay``, ``max_delay``: bounds of an adaptive delay.
+    - ``limit_wait``: how long the *primary* may wait for a rate/concurrency slot (hedges never wait).
+    """
+
+    candidates: tuple[CandidateRef, ...]
+    mode: Mode = "hedge"
+    delay: float | str | None = None
+    max_attempts: int | None = None
+    max_parallel: int | None = None
+    verify: tuple[Verifier, ...] = ()
+    scorer: Scorer | ScoreFn | None = None
+    accept_score: float | None = None
+    max_cost: float | None = None
+    deadline: float | None = None
+    attempt_timeout: float | None = None
+    order: Order | None = None
+    budget: HedgeBudgetConfig | None = None
+    fallback_delay: float = DEFAULT_FALLBACK_DELAY
+    min_delay: float = 0.0
+    max_delay: float = DEFAULT_MAX_DELAY
+    limit_wait: float = 0.0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- presets ---------------------------------------------------------------------------
+
+    @classmethod
+    def single(cls, candidate: CandidateRef, **knobs: Any) -> Policy:
+        """One attempt at one backend."""
+        return cls(candidates=(candidate,), mode="single", max_attempts=1, **knobs)
+
+    @classmethod
+    def failover(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+        """Next candidate only after a failure or rejection."""
+        return cls(candidates=tuple(candidates), mode="failover", **knobs)
+
+    @classmethod
+    def cascade(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+        """Cheapest first; the verifiers are the gate to the next, dearer one."""
+        return cls(candidates=tuple(candidates), mode="cascade", **knobs)
+
+    @classmethod
+    def hedge(cls, candidates: Sequence[CandidateRef], *, delay: float | str = "p95",
+              budget: HedgeBudgetConfig | None = HedgeBudgetConfig(), **knobs: Any) -> Policy:
+        """Next candidate after ``delay`` (or at once on failure), within the hedge budget."""
+        return cls(candidates=tuple(candidates), mode="hedge", delay=delay, budget=budget, **knobs)
+
+    @classmethod
+    def race(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+        """All candidates at once; the first accepted wins."""
+        return cls(candidates=tuple(candidates), mode="race", **knobs)
+
+    @classmethod
+    def pick(cls, candidates: Sequence[CandidateRef], *, scorer: Scorer | ScoreFn, **knobs: Any) -> Policy:
+        """Up to ``max_parallel`` at once within ``max_cost``; the best-scored accepted response wins."""
+        return cls(candidates=tuple(candidates), mode="pick", scorer=scorer, **knobs)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, source: str | Path) -> Policy:
+        """Load from a TOML file path or TOML text. Unknown keys and bad values raise
+        ``PolicyError`` naming the key path (and the file)."""
+        text, origin = _read_source(source)
+        try:
+            loaded = msgspec.toml.decode(text, type=_PolicyFile)
+        except msgspec.ValidationError as exc:
+            raise _from_validation(exc, origin) from None
+        except msgspec.DecodeError as exc:
+            raise PolicyError(f"not valid TOML: {exc}", source=origin) from None
+        except PolicyError as exc:
+            raise PolicyError(str(exc).rsplit(" (at ", 1)[0], path=exc.path, source=origin) from None
+        return cls(**msgspec.structs.asdict(loaded))
+
+    # -- resolved knobs --------------------------------------------------------------------
+
+    @property
+    def effective_delay(self) -> float | tuple[str, float]:
+        """The parsed delay, the mode's default when ``delay`` is ``None``."""
+        return parse_delay(self.delay if self.delay is not None else _MODE_DELAY[self.mode])
+
+    @property
+    def effective_order(self) -> Order:
+        """The candidate order, the mode's default when ``order`` is ``None``."""
+        return self.order or _MODE_ORDER.get(self.mode, "as_listed")
+
+    @property
+    def effective_max_attempts(self) -> int:
+        """Most attempts launched: ``max_attempts`` or one per candidate."""
+        return self.max_attempts if self.max_attempts is not None else len(self.candidates)
+
+    @property
+    def label(self) -> str:
+        """A name for reports: ``name`` or the mode."""
+        return self.name or self.mode
+
+
+class _PolicyFile(Policy, frozen=True, forbid_unknown_fields=True):
+    """The TOML shape of a policy: candidates are names; verifiers and scorer are built-ins."""
+
+    candidates: tuple[str, ...]
+    verify: tuple[VerifierSpec, ...] = ()
+    scorer: ScorerSpec | None = None
+
+
+def _validate(p: Policy) -> None:
+    if not isinstance(p.candidates, tuple) or not p.candidates:
+        raise PolicyError("candidates must name at least one backend", path="$.candidates")
+    for i, c in enumerate(p.candidates):
+        if isinstance(c, str):
+            if not c:
+                raise PolicyError("a candidate name must not be empty", path=f"$.candidates[{i}]")
+        elif not (hasattr(c, "complete") and hasattr(c, "name")):
+            raise PolicyError(f"a candidate must be a backend name or a Backend, got {c!r}", path=f"$.candidates[{i}]")
+    if p.mode not in _MODE_DELAY:
+        raise PolicyError(f"mode must be one of {sorted(_MODE_DELAY)}, got {p.mode!r}", path="$.mode")
+    try:
+        delay = p.effective_delay
+    except ValueError as exc:
+        raise PolicyError(str(exc), path="$.delay") from None
+    if delay == ("auto", 0.0) and p.budget is None:
+        raise PolicyError("delay 'auto' derives its quantile from the hedge budget: set budget", path="$.delay")
+    if p.max_attempts is not None:
+        _require_int(p.max_attempts, 1, "max_attempts", "$.max_attempts")
+        if p.max_attempts > len(p.candidates):
+            raise PolicyError(
+                f"max_attempts={p.max_attempts} exceeds the {len(p.candidates)} candidates; list a backend "
+                "more than once to try it again",
+                path="$.max_attempts",
+            )
+    if p.mode == "single" and len(p.candidates) != 1:
+        raise PolicyError(f"single mode takes exactly one candidate, got {len(p.candidates)}", path="$.candidates")
+    if p.max_parallel is not None:
+        _require_int(p.max_parallel, 1, "max_parallel", "$.max_parallel")
+    if p.mode == "pick" and p.scorer is None:
+        raise PolicyError("pick mode needs a scorer (e.g. specexec.scorers.majority())", path="$.scorer")
+    if p.scorer is not None and not callable(getattr(p.scorer, "score_all", None)) and not callable(p.scorer):
+        raise PolicyError(f"scorer must be a Scorer or a callable, got {p.scorer!r}", path="$.scorer")
+    if p.accept_score is not None and p.scorer is None:
+        raise PolicyError("accept_score needs a scorer", path="$.accept_score")
+    for i, v in enumerate(p.verify):
+        if not callable(v):
+            raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.verify[{i}]")
+    for name in ("max_cost", "deadline", "attempt_timeout"):
+        value = getattr(p, name)
+        if value is not None:
+            _require(_is_number(value) and value > 0, f"{name} must be a positive number", value, f"$.{name}")
+    for name in ("fallback_delay", "min_delay", "max_delay", "limit_wait"):
+        value = getattr(p, name)
+        _require(_is_number(value) and value >= 0, f"{name} must be a number >= 0", value, f"$.{name}")
+    _require(p.min_delay <= p.max_delay, "min_delay must be <= max_delay", p.min_delay, "$.min_delay")
+
+
+def _read_source(source: str | Path) -> tuple[str, str | None]:
+    if isinstance(source, Path):
+        return _read_file(source), str(source)
+    if "\n" not in source and "=" not in source:
+        return _read_file(Path(source)), source
+    return source, None
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file: {exc.strerror}", source=str(path)) from None
+
+
+def _from_validation(exc: msgspec.ValidationError, origin: str | None) -> PolicyError:
+    message = str(exc)
+    path = "$"
+    m = re.search(r" - at `(\$[^`]*)`$", message)
+    if m:
+        path, message = m.group(1), message[: m.start()]
+    m = re.search(r"unknown field `([^`]+)`", message)
+    if m:
+        message = f"unknown key {m.group(1)!r} (check its spelling; see the Policy docs for the keys)"
+        path = f"{path}.{m.group(1)}"
+    return PolicyError(message, path=path, source=origin)

@@ -1,0 +1,219 @@
+"""``Runtime``: the backends, their health, the hedge budgets and the resources runs share.
+
+A runtime is cheap to make and is meant to live as long as the service. Enter it
+(``async with Runtime(...) as rt``) so it can open resources (HTTP clients) and close them
+again on exit; ``specexec.run`` without ``runtime=`` uses a process-wide default runtime,
+which is never entered (HTTP backends then use a one-shot client per call).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from ._backend import Backend
+from ._engine import Result, execute
+from ._errors import PolicyError
+from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
+from ._policy import HedgeBudgetConfig, Policy
+from ._query import Query, as_query, estimate_input_tokens
+from ._resources import Resources, _current
+from ._trace import Trace, TraceSink
+
+_log = logging.getLogger("specexec")
+
+
+class BackendState:
+    """One backend as a runtime knows it: the backend and its live health."""
+
+    __slots__ = ("backend", "health", "input_price", "name", "output_price", "provider", "region")
+
+    def __init__(self, backend: Backend, config: HealthConfig) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.provider = backend.provider
+        self.region = backend.region
+        self.input_price = backend.input_price
+        self.output_price = backend.output_price
+        limits = getattr(backend, "limits", None)
+        self.health = BackendHealth(
+            backend.name,
+            config,
+            rpm=getattr(limits, "rpm", None),
+            tpm=getattr(limits, "tpm", None),
+            max_concurrency=getattr(limits, "max_concurrency", None),
+        )
+
+    def input_tokens(self, query: Query) -> int:
+        """Upper bound on the input tokens of ``query`` here (the backend's count if it has one)."""
+        counter = getattr(self.backend, "count_input_tokens", None)
+        return int(counter(query)) if counter is not None else estimate_input_tokens(query)
+
+    def worst_case_cost(self, query: Query) -> float:
+        """USD if ``query`` uses all its input estimate and ``max_tokens`` of output."""
+        return (self.input_tokens(query) * self.input_price + query.max_tokens * self.output_price) / 1e6
+
+
+class Runtime:
+    """Owns per-backend state (health, limits), hedge budgets, trace sinks and resources.
+
+    - ``backends``: the backends policies may name.
+    - ``health``: windows, warm-up and breaker settings for every backend.
+    - ``sinks``: callables that receive each finished ``Trace`` (e.g. ``JsonLinesSink``).
+    - ``failover_throttle``: the gRPC-style throttle on launches after failures.
+
+    ``await rt.run(query, policy)`` runs one query; when it returns or raises, every attempt
+    it started has finished or been cancelled.
+    """
+
+    def __init__(
+        self,
+        backends: Iterable[Backend] = (),
+        *,
+        health: HealthConfig | None = None,
+        sinks: Sequence[TraceSink] = (),
+        failover_throttle: FailoverThrottle | None = None,
+    ) -> None:
+        self.health_config = health or HealthConfig()
+        self.sinks = list(sinks)
+        self._states: dict[str, BackendState] = {}
+        self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
+        self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
+        self._throttle = failover_throttle or FailoverThrottle()
+        self._resources: Resources | None = None
+        for backend in backends:
+            self.add_backend(backend)
+
+    # -- backends ----------------------------------------------------------------------------
+
+    def add_backend(self, backend: Backend) -> None:
+        """Register ``backend`` under its name (a different backend with the same name is an error)."""
+        if not (hasattr(backend, "complete") and isinstance(getattr(backend, "name", None), str)):
+            raise PolicyError(f"not a backend (needs .name and async .complete): {backend!r}", path="$.backends")
+        known = self._states.get(backend.name)
+        if known is not None:
+            if known.backend is backend:
+                return
+            raise PolicyError(f"two different backends are named {backend.name!r}", path="$.backends")
+        self._states[backend.name] = BackendState(backend, self.health_config)
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """The registered backends by name."""
+        return {name: s.backend for name, s in self._states.items()}
+
+    def health(self, name: str) -> BackendHealth:
+        """The live health of backend ``name``."""
+        return self.state_for(name).health
+
+    def state_for(self, backend: str | Backend) -> BackendState:
+        """The state of a backend given by name or object (objects are registered on first use)."""
+        if isinstance(backend, str):
+            state = self._states.get(backend)
+            if state is None:
+                known = ", ".join(sorted(self._states)) or "none registered"
+                raise PolicyError(f"unknown backend {backend!r}; known: {known}", path="$.candidates")
+            return state
+        self.add_backend(backend)
+        return self._states[backend.name]
+
+    def resolve(self, policy: Policy) -> tuple[BackendState, ...]:
+        """The states of ``policy``'s candidates (checked once per policy, then cached)."""
+        states = self._resolved.get(policy)
+        if states is None:
+            resolved = []
+            for i, c in enumerate(policy.candidates):
+                try:
+                    resolved.append(self.state_for(c))
+                except PolicyError as exc:
+                    raise PolicyError(str(exc).rsplit(" (at ", 1)[0], path=f"$.candidates[{i}]") from None
+            if policy.scorer is not None and isinstance(getattr(policy.scorer, "backend", None), str):
+                self.state_for(policy.scorer.backend)  # type: ignore[union-attr]
+            states = self._resolved[policy] = tuple(resolved)
+        return states
+
+    # -- shared scheduler state ----------------------------------------------------------------
+
+    def hedge_budget(self, config: HedgeBudgetConfig) -> HedgeBudget:
+        """The hedge budget shared by every policy with this budget config."""
+        budget = self._budgets.get(config)
+        if budget is None:
+            budget = self._budgets[config] = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
+        return budget
+
+    def failover_allowed(self) -> bool:
+        """Whether a launch after a failure may go ahead (gRPC-style throttle)."""
+        return self._throttle.allow()
+
+    def failover_failed(self) -> None:
+        """An attempt failed: fewer failover tokens."""
+        self._throttle.on_failure()
+
+    def failover_succeeded(self) -> None:
+        """An attempt succeeded: failover tokens recover."""
+        self._throttle.on_success()
+
+    def emit(self, trace: Trace) -> None:
+        """Send a finished trace to every sink; a failing sink is logged, never raised."""
+        for sink in self.sinks:
+            try:
+                sink(trace)
+            except Exception:
+                _log.exception("specexec: trace sink %r failed", sink)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, query: str | Query, policy: Policy) -> Result:
+        """Answer ``query`` under ``policy``.
+
+        Raises ``NoAcceptableResponse``, ``DeadlineExceeded``, ``BudgetExceeded``, a fatal
+        ``BackendError`` or ``PolicyError`` (an unknown backend name, before anything is sent).
+        When it returns or raises, every attempt it started has finished or been cancelled;
+        cancelling the caller cancels them and the cancellation propagates.
+        """
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a specexec.Policy, got {type(policy).__name__}")
+        q = as_query(query)
+        states = self.resolve(policy)
+        token = _current.set(self._resources)
+        try:
+            return await execute(self, q, policy, states)
+        finally:
+            _current.reset(token)
+
+    async def __aenter__(self) -> Runtime:
+        if self._resources is not None:
+            raise RuntimeError("this Runtime is already entered")
+        self._resources = Resources()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        resources, self._resources = self._resources, None
+        if resources is not None:
+            await resources.aclose()
+
+
+_default: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime ``specexec.run`` uses when no ``runtime=`` is given."""
+    global _default
+    if _default is None:
+        _default = Runtime()
+    return _default
+
+
+async def run(query: str | Query, policy: Policy, *, runtime: Runtime | None = None) -> Result:
+    """Answer ``query`` under ``policy`` — hedged, raced, verified, within budget.
+
+    Without ``runtime=`` the process default runtime is used (backends given as objects in the
+    policy are registered there on first use). When it returns or raises, every attempt it
+    started has finished or been cancelled; the caller's cancellation propagates.
+    """
+    return await (runtime or default_runtime()).run(query, policy)
+

@@ -1,0 +1,276 @@
+"""Verifiers: fast checks that accept or reject a response.
+
+A verifier is any callable ``(query, response) -> Verdict | bool`` — sync or async. The
+built-ins below are also loadable from TOML (``verify = [{kind = "json_valid"}]``).
+A verifier that raises counts as a rejection with the exception as its reason, never a crash.
+
+>>> from specexec import verifiers as v
+>>> policy_verify = [v.json_valid(), v.length(max=2000), v.not_refusal()]
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeAlias
+
+import msgspec
+
+from ._query import Query, Response
+
+__all__ = [
+    "Verdict",
+    "Verifier",
+    "VerifierSpec",
+    "all_of",
+    "any_of",
+    "check",
+    "json_valid",
+    "length",
+    "matches_schema",
+    "model_is",
+    "not_refusal",
+    "regex",
+]
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """A verifier's answer: ``accept`` and, on rejection, a short ``reason``."""
+
+    accept: bool
+    reason: str = ""
+
+
+ACCEPT = Verdict(True)
+
+Verifier: TypeAlias = Callable[[Query, Response], "Verdict | bool | Awaitable[Verdict | bool]"]
+"""Any sync or async callable ``(query, response) -> Verdict | bool``."""
+
+
+class _Builtin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        raise NotImplementedError
+
+
+class JsonValid(_Builtin, tag="json_valid"):
+    """Accept text that parses as JSON (surrounding whitespace and a ``` fence are tolerated)."""
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Parse the text with msgspec's JSON decoder."""
+        try:
+            msgspec.json.decode(_strip_fence(response.text))
+        except msgspec.DecodeError as exc:
+            return Verdict(False, f"not valid JSON: {exc}")
+        return ACCEPT
+
+
+class MatchesSchema(msgspec.Struct, frozen=True):
+    """Accept JSON text that decodes into ``schema`` (any type msgspec can decode into)."""
+
+    schema: Any
+
+    def __post_init__(self) -> None:
+        msgspec.json.Decoder(self.schema)  # fail at construction for a type msgspec cannot decode into
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Decode and validate with msgspec."""
+        try:
+            msgspec.json.decode(_strip_fence(response.text), type=self.schema)
+        except msgspec.ValidationError as exc:
+            return Verdict(False, f"does not match schema: {exc}")
+        except msgspec.DecodeError as exc:
+            return Verdict(False, f"not valid JSON: {exc}")
+        return ACCEPT
+
+
+class Regex(_Builtin, tag="regex"):
+    """Accept text in which ``pattern`` is found (``fullmatch=True``: the whole text must match)."""
+
+    pattern: str
+    fullmatch: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"regex: bad pattern {self.pattern!r}: {exc}") from None
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Search (or fullmatch) the text."""
+        compiled = _compiled(self.pattern)
+        found = compiled.fullmatch(response.text) if self.fullmatch else compiled.search(response.text)
+        return ACCEPT if found else Verdict(False, f"does not match /{self.pattern}/")
+
+
+class Length(_Builtin, tag="length"):
+    """Accept text whose length in characters is within [``min``, ``max``]."""
+
+    min: int = 0
+    max: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.min < 0 or (self.max is not None and self.max < self.min):
+            raise ValueError(f"length: need 0 <= min <= max, got min={self.min}, max={self.max}")
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Compare ``len(text)`` with the bounds."""
+        n = len(response.text)
+        if n < self.min:
+            return Verdict(False, f"too short: {n} < {self.min} characters")
+        if self.max is not None and n > self.max:
+            return Verdict(False, f"too long: {n} > {self.max} characters")
+        return ACCEPT
+
+
+DEFAULT_REFUSALS = (
+    r"\bI(?:'m| am) (?:sorry|unable|not able)\b",
+    r"\bI can(?:'|no)t (?:help|assist|comply|do that)\b",
+    r"\bas an AI\b",
+    r"\bI (?:must|have to) (?:decline|refuse)\b",
+)
+
+
+class NotRefusal(_Builtin, tag="not_refusal"):
+    """Reject text that reads as a refusal ("I'm sorry, I can't help with that")."""
+
+    patterns: tuple[str, ...] = DEFAULT_REFUSALS
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Look for any refusal pattern (case-insensitive) in the first 300 characters."""
+        head = response.text[:300]
+        for pattern in self.patterns:
+            if _compiled(pattern, re.I).search(head):
+                return Verdict(False, "reads as a refusal")
+        return ACCEPT
+
+
+class ModelIs(_Builtin, tag="model_is"):
+    """Accept only responses whose reported model id is ``model`` (a pinned, dated version).
+
+    A response that reports no model id is rejected.
+    """
+
+    model: str
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Compare the reported model id."""
+        if response.model == self.model:
+            return ACCEPT
+        return Verdict(False, f"model {response.model!r} is not the pinned {self.model!r}")
+
+
+class AllOf(_Builtin, tag="all_of"):
+    """Accept when every verifier accepts; the first rejection's reason is kept."""
+
+    verifiers: tuple[VerifierSpec, ...]
+
+    async def __call__(self, query: Query, response: Response) -> Verdict:  # type: ignore[override]
+        """Run the verifiers in order, stopping at the first rejection."""
+        return await check(self.verifiers, query, response)
+
+
+class AnyOf(_Builtin, tag="any_of"):
+    """Accept when at least one verifier accepts; otherwise reject with every reason."""
+
+    verifiers: tuple[VerifierSpec, ...]
+
+    async def __call__(self, query: Query, response: Response) -> Verdict:  # type: ignore[override]
+        """Run the verifiers in order, stopping at the first acceptance."""
+        reasons = []
+        for verifier in self.verifiers:
+            verdict = await check((verifier,), query, response)
+            if verdict.accept:
+                return ACCEPT
+            reasons.append(verdict.reason)
+        return Verdict(False, "none accepted: " + "; ".join(reasons))
+
+
+VerifierSpec = JsonValid | Regex | Length | NotRefusal | ModelIs | AllOf | AnyOf
+"""The verifiers a TOML policy can name (a tagged union on ``kind``)."""
+
+
+def json_valid() -> JsonValid:
+    """Accept text that parses as JSON."""
+    return JsonValid()
+
+
+def matches_schema(schema: Any) -> MatchesSchema:
+    """Accept JSON that decodes into ``schema`` (a msgspec Struct, dataclass, TypedDict, ...)."""
+    return MatchesSchema(schema)
+
+
+def regex(pattern: str, *, fullmatch: bool = False) -> Regex:
+    """Accept text matching ``pattern``."""
+    return Regex(pattern, fullmatch)
+
+
+def length(min: int = 0, max: int | None = None) -> Length:
+    """Accept text of ``min`` to ``max`` characters."""
+    return Length(min, max)
+
+
+def not_refusal(patterns: Sequence[str] = DEFAULT_REFUSALS) -> NotRefusal:
+    """Reject refusals."""
+    return NotRefusal(tuple(patterns))
+
+
+def model_is(model: str) -> ModelIs:
+    """Accept only responses reporting exactly ``model``."""
+    return ModelIs(model)
+
+
+def all_of(*verifiers: Verifier) -> AllOf:
+    """Accept when all of ``verifiers`` accept."""
+    return AllOf(tuple(verifiers))  # type: ignore[arg-type]
+
+
+def any_of(*verifiers: Verifier) -> AnyOf:
+    """Accept when any of ``verifiers`` accepts."""
+    return AnyOf(tuple(verifiers))  # type: ignore[arg-type]
+
+
+async def check(verifiers: Sequence[Verifier], query: Query, response: Response) -> Verdict:
+    """Run ``verifiers`` in order; the first rejection wins. A raising verifier rejects."""
+    for verifier in verifiers:
+        try:
+            out = verifier(query, response)
+            if inspect.isawaitable(out):
+                out = await out
+        except Exception as exc:
+            return Verdict(False, f"verifier {_name(verifier)} raised {type(exc).__name__}: {exc}")
+        if out is True:
+            continue
+        if isinstance(out, Verdict):
+            if not out.accept:
+                return out
+            continue
+        if out is False:
+            return Verdict(False, f"rejected by {_name(verifier)}")
+        return Verdict(False, f"verifier {_name(verifier)} returned {out!r}, expected Verdict or bool")
+    return ACCEPT
+
+
+def _name(verifier: object) -> str:
+    if isinstance(verifier, msgspec.Struct):
+        return type(verifier).__name__
+    return getattr(verifier, "__name__", type(verifier).__name__)
+
+
+_regex_cache: dict[tuple[str, int], re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    key = (pattern, flags)
+    compiled = _regex_cache.get(key)
+    if compiled is None:
+        compiled = _regex_cache[key] = re.compile(pattern, flags)
+    return compiled
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.S)
+
+
+def _strip_fence(text: str) -> str:
+    m = _FENCE.match(text)
+    return m.group(1) if m else text
