@@ -107,8 +107,6 @@ class CallableBackend(BackendBase):
     ) -> None:
         if not callable(fn):
             raise TypeError(f"CallableBackend {name!r}: fn must be an async function, got {fn!r}")
-        if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))):
-            raise TypeError(f"CallableBackend {name!r}: fn must be an async function (async def), got {fn!r}")
         super().__init__(
             name,
             provider=provider,
@@ -122,7 +120,10 @@ class CallableBackend(BackendBase):
 
     async def complete(self, query: Query) -> Response:
         """Call the wrapped function; wrap a plain string answer into a ``Response``."""
-        out = await self._fn(query)
+        pending = self._fn(query)
+        if not inspect.isawaitable(pending):
+            raise TypeError(f"CallableBackend {self.name!r}: fn must be async (return an awaitable), got {pending!r}")
+        out = await pending
         if isinstance(out, Response):
             return out
         if isinstance(out, str):

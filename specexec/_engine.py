@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ._runtime import BackendState, Runtime
 
 _EPSILON = 1e-12  # float slack when comparing money against the ceiling
+_ORDER_LABELS = {"as_listed": "as listed", "cost": "by worst-case cost", "latency": "by predicted latency"}
+_LIMIT_POLL = 0.005  # seconds between checks while the primary waits for a rate/concurrency slot
 
 
 class Result(msgspec.Struct):
@@ -74,7 +76,8 @@ class _Run:
             max_cost=policy.max_cost,
             tenant=query.tenant,
         )
-        self.queue = list(states)
+        self.queue = self._ordered(states)
+        self.order_label = _ORDER_LABELS[policy.effective_order]
         self.max_attempts = policy.effective_max_attempts
         self.max_parallel = policy.max_parallel or self.max_attempts
         self.collect = policy.scorer is not None
@@ -92,6 +95,18 @@ class _Run:
         self.deadline_passed = False
         self.cost_skips = 0
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it
+
+    def _ordered(self, states: Sequence[BackendState]) -> list[BackendState]:
+        """Candidates in launch order: as listed, by worst-case cost, or by predicted latency
+        (backends with no estimate yet keep their listed order after those with one)."""
+        order = self.policy.effective_order
+        if order == "cost":
+            return sorted(states, key=lambda s: s.worst_case_cost(self.query))
+        if order == "latency":
+            now = self.t0
+            predicted = {id(s): s.health.predicted_latency(now) for s in states}
+            return sorted(states, key=lambda s: (predicted[id(s)] is None, predicted[id(s)] or 0.0))
+        return list(states)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -221,20 +236,23 @@ class _Run:
         """The next candidate's index in the queue, and why: the head of the queue, unless a
         hedge can go to another provider and region than the attempts in flight."""
         if not self.in_flight or len(self.queue) == 1:
-            return 0, "next in order" if self.launched else "first in order"
+            return 0, f"{'next' if self.launched else 'first'} {self.order_label}"
         busy_regions = {(a.state.provider, a.state.region) for a in self.in_flight}
         regions = {r for _, r in busy_regions}
         providers = {p for p, _ in busy_regions}
         best, best_rank = 0, 3
         for i, s in enumerate(self.queue):
-            rank = (s.region in regions) + (s.provider in providers) * 2 if (s.provider, s.region) not in busy_regions \
+            rank = (
+                (s.region in regions) + (s.provider in providers) * 2
+                if (s.provider, s.region) not in busy_regions
                 else 3
+            )
             if rank < best_rank:
                 best, best_rank = i, rank
                 if rank == 0:
                     break
         if best == 0:
-            return 0, "next in order"
+            return 0, f"next {self.order_label}"
         chosen = self.queue[best]
         return best, f"other failure domain than in flight ({chosen.provider}/{chosen.region})"
 
@@ -242,14 +260,15 @@ class _Run:
         return estimate_input_tokens(self.query) + self.query.max_tokens
 
     async def _wait_for_slot(self, state: BackendState, tokens: int, reason: str) -> str | None:
-        """The primary may wait up to ``limit_wait`` for a rate or concurrency slot."""
+        """The primary may wait up to ``limit_wait`` for a rate or concurrency slot (polled every 5 ms)."""
         give_up = anyio.current_time() + self.policy.limit_wait
-        while reason is not None:
+        waited: str | None = reason
+        while waited is not None:
             now = anyio.current_time()
             if now >= give_up:
-                return f"{reason} (waited {self.policy.limit_wait:g}s)"
-            await anyio.sleep(min(state.health.wait_time(now, tokens) or 0.005, give_up - now))
-            reason = state.health.acquire(anyio.current_time(), tokens)
+                return f"{waited} (waited {self.policy.limit_wait:g}s)"
+            await anyio.sleep(min(_LIMIT_POLL, give_up - now))
+            waited = state.health.acquire(anyio.current_time(), tokens)
         return None
 
     def _skip(self, state: BackendState, reason: str) -> None:
@@ -358,7 +377,9 @@ class _Run:
             usage.output_tokens,
             usage.estimated,
         )
-        actual = (usage.input_tokens * state.backend.input_price + usage.output_tokens * state.backend.output_price) / 1e6
+        actual = (
+            usage.input_tokens * state.backend.input_price + usage.output_tokens * state.backend.output_price
+        ) / 1e6
         self._charge(attempt, actual)
 
     def _charge(self, attempt: _Attempt, actual: float) -> None:
@@ -445,8 +466,9 @@ class _Run:
         summary = "; ".join(f"{a.backend}: {a.outcome} ({a.reason})" for a in trace.attempts) or "no candidates"
         if self.deadline_passed:
             trace.outcome = "deadline"
-            raise DeadlineExceeded(f"deadline of {self.policy.deadline:g}s passed with no accepted response: "
-                                   f"{summary}", trace=trace)
+            raise DeadlineExceeded(
+                f"deadline of {self.policy.deadline:g}s passed with no accepted response: {summary}", trace=trace
+            )
         if self.launched == 0 and self.cost_skips:
             trace.outcome = "budget"
             raise BudgetExceeded(f"no candidate fits max_cost=${self.policy.max_cost}: {summary}", trace=trace)
@@ -469,16 +491,26 @@ class _ScoreContext:
         if max_cost is not None and run.committed + worst > max_cost + _EPSILON:
             raise BudgetExceeded(f"judge call to {state.name} (worst case ${worst:.6f}) does not fit max_cost")
         now = anyio.current_time()
-        record = AttemptRecord(backend=state.name, provider=state.provider, region=state.region, trigger="judge",
-                               why="scorer", started=now - run.t0, reserved=worst, cost=worst)
+        record = AttemptRecord(
+            backend=state.name,
+            provider=state.provider,
+            region=state.region,
+            trigger="judge",
+            why="scorer",
+            started=now - run.t0,
+            reserved=worst,
+            cost=worst,
+        )
         run.trace.attempts.append(record)
         attempt = _Attempt(state, record, worst, now)
         run.committed += worst
         try:
             response = await state.backend.complete(query)
         except BaseException as exc:
-            record.outcome, record.ended = ("failed" if isinstance(exc, Exception) else "cancelled"), \
-                anyio.current_time() - run.t0
+            record.outcome, record.ended = (
+                ("failed" if isinstance(exc, Exception) else "cancelled"),
+                anyio.current_time() - run.t0,
+            )
             record.reason = f"{type(exc).__name__}: {exc}"
             raise
         run._settle(attempt, response)

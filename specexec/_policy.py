@@ -80,10 +80,15 @@ class HedgeBudgetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     ttl: float = 10.0
 
     def __post_init__(self) -> None:
-        _require(0 <= self.max_extra_load <= 10, "max_extra_load must be within [0, 10]", self.max_extra_load,
-                 "$.budget.max_extra_load")
-        _require(self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second,
-                 "$.budget.min_per_second")
+        _require(
+            0 <= self.max_extra_load <= 10,
+            "max_extra_load must be within [0, 10]",
+            self.max_extra_load,
+            "$.budget.max_extra_load",
+        )
+        _require(
+            self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.budget.min_per_second"
+        )
         _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.budget.ttl")
 
 
@@ -112,7 +117,9 @@ def parse_delay(delay: float | str) -> float | tuple[str, float]:
     if m:
         value = float(m.group(1))
         return value / 1000.0 if m.group(2) == "ms" else value
-    raise ValueError(f"delay {delay!r} does not parse: use seconds (0.2, '200ms'), a quantile ('p95', 'p99.9') or 'auto'")
+    raise ValueError(
+        f"delay {delay!r} does not parse: use seconds (0.2, '200ms'), a quantile ('p95', 'p99.9') or 'auto'"
+    )
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=True, cache_hash=True):
@@ -175,8 +182,14 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
         return cls(candidates=tuple(candidates), mode="cascade", **knobs)
 
     @classmethod
-    def hedge(cls, candidates: Sequence[CandidateRef], *, delay: float | str = "p95",
-              budget: HedgeBudgetConfig | None = HedgeBudgetConfig(), **knobs: Any) -> Policy:
+    def hedge(
+        cls,
+        candidates: Sequence[CandidateRef],
+        *,
+        delay: float | str = "p95",
+        budget: HedgeBudgetConfig | None = HedgeBudgetConfig(),
+        **knobs: Any,
+    ) -> Policy:
         """Next candidate after ``delay`` (or at once on failure), within the hedge budget."""
         return cls(candidates=tuple(candidates), mode="hedge", delay=delay, budget=budget, **knobs)
 
@@ -239,6 +252,12 @@ class _PolicyFile(Policy, frozen=True, forbid_unknown_fields=True):
 
 
 def _validate(p: Policy) -> None:
+    for name in ("candidates", "verify"):  # accept any sequence; store a tuple (hashable, immutable)
+        value = getattr(p, name)
+        if isinstance(value, (list, tuple)) and not isinstance(value, tuple):
+            msgspec.structs.force_setattr(p, name, tuple(value))
+        elif not isinstance(value, tuple):
+            raise PolicyError(f"{name} must be a list, got {type(value).__name__}", path=f"$.{name}")
     if not isinstance(p.candidates, tuple) or not p.candidates:
         raise PolicyError("candidates must name at least one backend", path="$.candidates")
     for i, c in enumerate(p.candidates):

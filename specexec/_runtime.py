@@ -79,6 +79,7 @@ class Runtime:
         self.health_config = health or HealthConfig()
         self.sinks = list(sinks)
         self._states: dict[str, BackendState] = {}
+        self._implicit: set[str] = set()  # names registered from policies' Backend objects
         self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
         self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
         self._throttle = failover_throttle or FailoverThrottle()
@@ -90,14 +91,21 @@ class Runtime:
 
     def add_backend(self, backend: Backend) -> None:
         """Register ``backend`` under its name (a different backend with the same name is an error)."""
+        self._register(backend, replaceable=False)
+
+    def _register(self, backend: Backend, *, replaceable: bool) -> BackendState:
         if not (hasattr(backend, "complete") and isinstance(getattr(backend, "name", None), str)):
             raise PolicyError(f"not a backend (needs .name and async .complete): {backend!r}", path="$.backends")
         known = self._states.get(backend.name)
         if known is not None:
             if known.backend is backend:
-                return
-            raise PolicyError(f"two different backends are named {backend.name!r}", path="$.backends")
-        self._states[backend.name] = BackendState(backend, self.health_config)
+                return known
+            if not (replaceable and known.name in self._implicit):
+                raise PolicyError(f"two different backends are named {backend.name!r}", path="$.backends")
+        if replaceable:
+            self._implicit.add(backend.name)
+        state = self._states[backend.name] = BackendState(backend, self.health_config)
+        return state
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -109,15 +117,19 @@ class Runtime:
         return self.state_for(name).health
 
     def state_for(self, backend: str | Backend) -> BackendState:
-        """The state of a backend given by name or object (objects are registered on first use)."""
+        """The state of a backend given by name or object.
+
+        An object not registered yet is registered on first use; a later, different object
+        with the same name replaces such an implicit registration (its health starts afresh),
+        but never a backend given to the constructor or ``add_backend``.
+        """
         if isinstance(backend, str):
             state = self._states.get(backend)
             if state is None:
                 known = ", ".join(sorted(self._states)) or "none registered"
                 raise PolicyError(f"unknown backend {backend!r}; known: {known}", path="$.candidates")
             return state
-        self.add_backend(backend)
-        return self._states[backend.name]
+        return self._register(backend, replaceable=True)
 
     def resolve(self, policy: Policy) -> tuple[BackendState, ...]:
         """The states of ``policy``'s candidates (checked once per policy, then cached)."""
@@ -216,4 +228,3 @@ async def run(query: str | Query, policy: Policy, *, runtime: Runtime | None = N
     started has finished or been cancelled; the caller's cancellation propagates.
     """
     return await (runtime or default_runtime()).run(query, policy)
-

@@ -1,0 +1,39 @@
+"""Shared fixtures: every behaviour test runs on trio in virtual time and on asyncio + uvloop.
+
+On trio the clock is ``MockClock(autojump_threshold=0)``: time only moves when every task
+is waiting, so a hedge due at 200 ms fires at exactly 0.200. On asyncio + uvloop the clock
+is real, so timings are checked within ``Timing.tolerance``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio.testing
+
+BACKENDS = ["trio", "asyncio+uvloop"]
+
+
+class Timing:
+    """Exact comparisons in virtual time, tolerant ones on a real clock."""
+
+    def __init__(self, exact: bool) -> None:
+        self.exact = exact
+        self.tolerance = 1e-9 if exact else 0.06
+
+    def approx(self, value: float) -> Any:
+        """``value`` within the clock's tolerance (one-sided slack on a real clock: never early)."""
+        return pytest.approx(value, abs=self.tolerance)
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    if request.param == "trio":
+        return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    return "asyncio", {"use_uvloop": True}
+
+
+@pytest.fixture
+def timing(anyio_backend: tuple[str, dict[str, Any]]) -> Timing:
+    return Timing(exact=anyio_backend[0] == "trio")

@@ -1,0 +1,66 @@
+"""Test backends whose behaviour is scripted exactly (and which count what is alive)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+import specexec
+from specexec import Query, Response, Usage
+
+
+class Scripted(specexec.BackendBase):
+    """Answers ``text`` after ``latency`` seconds, or raises ``error`` after it.
+
+    ``active`` counts calls in progress; ``cancelled`` those that saw cancellation.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        latency: float,
+        *,
+        text: str | Callable[[Query], str] = '{"ok": true}',
+        error: Exception | None = None,
+        usage: tuple[int, int] = (10, 20),
+        provider: str = "p",
+        region: str = "r",
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        limits: specexec.Limits | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            provider=provider,
+            region=region,
+            input_price=input_price,
+            output_price=output_price,
+            limits=limits,
+            model=model,
+        )
+        self.latency = latency
+        self.text = text
+        self.error = error
+        self.usage = usage
+        self.calls = 0
+        self.active = 0
+        self.cancelled = 0
+        self.started_at: list[float] = []
+
+    async def complete(self, query: Query) -> Response:
+        self.calls += 1
+        self.active += 1
+        self.started_at.append(anyio.current_time())
+        try:
+            await anyio.sleep(self.latency)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+        if self.error is not None:
+            raise self.error
+        text = self.text(query) if callable(self.text) else self.text
+        return Response(text, Usage(*self.usage), model=self.model)
