@@ -336,7 +336,7 @@ class _Run:
         kind = exc.kind if isinstance(exc, BackendError) else "error"
         record.reason = f"{kind}: {exc}" if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
         retry_after = getattr(exc, "retry_after", None)
-        attempt.state.health.on_failure(kind, now, retry_after)
+        attempt.state.health.on_failure(kind, now, retry_after, now - attempt.started)
         self.rt.failover_failed()
         if not isinstance(exc, Timeout):  # a refused request costs nothing; a timed-out one may have
             self._charge(attempt, 0.0)

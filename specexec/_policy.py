@@ -326,6 +326,9 @@ def _from_validation(exc: msgspec.ValidationError, origin: str | None) -> Policy
     m = re.search(r" - at `(\$[^`]*)`$", message)
     if m:
         path, message = m.group(1), message[: m.start()]
+    m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised by validation while decoding
+    if m:
+        path, message = m.group(1), message[: m.start()]
     m = re.search(r"unknown field `([^`]+)`", message)
     if m:
         message = f"unknown key {m.group(1)!r} (check its spelling; see the Policy docs for the keys)"

@@ -1,0 +1,167 @@
+"""``BackendHealth``: everything a runtime knows about one backend's health, in one object."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ._breaker import BreakerConfig, CircuitBreaker
+from ._latency import LatencyWindow
+from ._limits import ConcurrencyLimit, RateLimiter
+
+
+class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How a backend's health is tracked.
+
+    Latency histograms cover the last ``window`` seconds in ``slices`` rotating slices and
+    give quantiles once they hold ``min_samples`` samples; probe results age out after
+    ``probe_max_age`` seconds; ``breaker`` says when the backend is taken out.
+    """
+
+    window: float = 60.0
+    slices: int = 6
+    min_samples: int = 20
+    breaker: BreakerConfig = BreakerConfig()
+    probe_max_age: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not self.window > 0 or not self.probe_max_age > 0:
+            raise ValueError("window and probe_max_age must be positive (seconds)")
+        if self.slices < 1 or self.min_samples < 1:
+            raise ValueError("slices and min_samples must be at least 1")
+
+
+class BackendHealth:
+    """One backend's health in one runtime: latency, breaker, rate and concurrency limits.
+
+    Fed passively by every attempt (``on_success``, ``on_failure``, ``on_rejected``,
+    ``on_cancelled``) and actively by the probe daemon (``probe_latency``). Failures are
+    never recorded as latency: a fast error must not pull the hedge delay down (Finagle
+    excludes them too). ``acquire``/``release`` bracket an attempt; the caller releases the
+    concurrency slot when the attempt ends, whatever its outcome.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: HealthConfig | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config = config if config is not None else HealthConfig()
+        self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
+        self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.min_samples)
+        self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
+        self.breaker = CircuitBreaker(config.breaker)
+        self.requests = RateLimiter(rpm) if rpm is not None else None
+        self.tokens = RateLimiter(tpm) if tpm is not None else None
+        self.concurrency = ConcurrencyLimit(max_concurrency)
+        self.last_model: str | None = None
+        self.last_error_kind: str | None = None
+        self.last_error_at: float | None = None
+        self.successes = 0
+        self.failures = 0
+        self.rejections = 0
+        self.cancellations = 0
+
+    # -- admission -------------------------------------------------------------------------
+
+    def unavailable_reason(self, now: float, tokens: int = 0) -> str | None:
+        """Why an attempt of ``tokens`` tokens could not start now, or ``None``; consumes nothing.
+
+        One of ``"circuit open"``, ``"rate limit"``, ``"token limit"``,
+        ``"at concurrency limit"`` (checked in that order). A half-open breaker whose single
+        trial is out reads ``"circuit open"``.
+        """
+        if not self.breaker.would_allow(now):
+            return "circuit open"
+        if self.requests is not None and self.requests.wait_time(now) > 0:
+            return "rate limit"
+        if tokens > 0 and self.tokens is not None and self.tokens.wait_time(now, tokens) > 0:
+            return "token limit"
+        if self.concurrency.available == 0:
+            return "at concurrency limit"
+        return None
+
+    def acquire(self, now: float, tokens: int = 0) -> str | None:
+        """Take what an attempt needs (breaker trial, rate, tokens, a concurrency slot) or nothing.
+
+        Returns the reason it cannot start (then nothing is taken), else ``None``; call
+        ``release`` when the attempt ends.
+        """
+        reason = self.unavailable_reason(now, tokens)
+        if reason is not None:
+            return reason
+        # Each check above passed at this same `now`, so each of these succeeds.
+        self.breaker.allow(now)
+        if self.requests is not None:
+            self.requests.try_acquire(now)
+        if tokens > 0 and self.tokens is not None:
+            self.tokens.try_acquire(now, tokens)
+        self.concurrency.try_acquire()
+        return None
+
+    def release(self) -> None:
+        """Give back the concurrency slot taken by ``acquire``."""
+        self.concurrency.release()
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def on_success(self, latency: float, now: float, ttft: float | None = None, model: str | None = None) -> None:
+        """An accepted-or-acceptable response after ``latency`` seconds (``ttft`` when streamed)."""
+        self.successes += 1
+        self.latency.record(latency, now)
+        if ttft is not None:
+            self.ttft.record(ttft, now)
+        if model is not None:
+            self.last_model = model
+        self.breaker.on_success(now)
+
+    def on_failure(
+        self, kind: str, now: float, retry_after: float | None = None, elapsed: float | None = None
+    ) -> None:
+        """A failed attempt (``kind``: the error kind); ``retry_after`` from a 429.
+
+        A fast failure is not a latency sample (it would pull the hedge delay down); a
+        ``"timeout"`` after ``elapsed`` seconds is a censored one (the answer would have taken
+        longer than that).
+        """
+        if kind == "timeout" and elapsed is not None:
+            self.latency.record_censored(elapsed, now)
+        self.failures += 1
+        self.last_error_kind = kind
+        self.last_error_at = now
+        self.breaker.on_failure(now, retry_after)
+
+    def on_rejected(self, latency: float, now: float) -> None:
+        """A response a verifier rejected: the backend did answer, so a success for the breaker.
+
+        Not a latency sample: like fast failures, rejections must not pull the hedge delay
+        down (Finagle excludes both); a quick refusal says nothing of a real answer's latency.
+        """
+        self.rejections += 1
+        self.breaker.on_success(now)
+
+    def on_cancelled(self, elapsed: float, now: float) -> None:
+        """An attempt cancelled after ``elapsed`` seconds (a race loser): a censored sample, no verdict."""
+        self.cancellations += 1
+        self.latency.record_censored(elapsed, now)
+        self.breaker.on_cancel(now)
+
+    # -- latency estimates -----------------------------------------------------------------
+
+    def quantile(self, q: float, now: float) -> float | None:
+        """The ``q``-quantile of this backend's latency in seconds, or ``None`` when nothing is known.
+
+        Live traffic when its window holds at least ``min_samples`` samples; otherwise the
+        probe daemon's measurements when they hold that many (they age out after
+        ``probe_max_age``); otherwise ``None``. The two are not mixed: probes measure a small
+        fixed request, live traffic the real ones.
+        """
+        live = self.latency.quantile(q, now)
+        return live if live is not None else self.probe_latency.quantile(q, now)
+
+    def predicted_latency(self, now: float) -> float | None:
+        """The median latency (``quantile(0.5, now)``), or ``None`` when nothing is known."""
+        return self.quantile(0.5, now)

@@ -1,0 +1,140 @@
+"""Policy: presets, validation with paths, TOML loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import specexec
+from specexec import Policy, PolicyError, scorers, verifiers
+from specexec._policy import parse_delay
+
+
+def test_presets_set_the_mode_knobs() -> None:
+    assert Policy.single("a").effective_max_attempts == 1
+    assert Policy.failover(["a", "b"]).effective_delay == math.inf
+    assert Policy.cascade(["a", "b"]).effective_order == "cost"
+    assert Policy.hedge(["a", "b"]).effective_delay == ("quantile", 0.95)
+    assert Policy.hedge(["a", "b"]).budget == specexec.HedgeBudgetConfig()
+    assert Policy.race(["a", "b", "c"]).effective_delay == 0.0
+    assert Policy.race(["a", "b", "c"]).effective_max_attempts == 3
+    pick = Policy.pick(["a", "b"], scorer=scorers.majority(), max_cost=0.02)
+    assert pick.mode == "pick" and pick.max_cost == 0.02
+
+
+def test_issue_signature_example() -> None:
+    policy = Policy.hedge(
+        ["fast", "slow"], delay="p95", max_attempts=2, verify=[verifiers.json_valid()], max_cost=0.01, deadline=2.0
+    )
+    assert policy.verify == (verifiers.json_valid(),)
+    assert hash(policy) == hash(policy)
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        (0.2, 0.2),
+        (0, 0.0),
+        ("200ms", 0.2),
+        ("1.5s", 1.5),
+        ("p95", ("quantile", 0.95)),
+        ("p99.9", ("quantile", 0.999)),
+        ("P50", ("quantile", 0.5)),
+        ("auto", ("auto", 0.0)),
+    ],
+)
+def test_delay_parses(value: float | str, parsed: object) -> None:
+    got = parse_delay(value)
+    if isinstance(parsed, tuple):
+        assert isinstance(got, tuple) and got[0] == parsed[0] and got[1] == pytest.approx(parsed[1])
+    else:
+        assert got == pytest.approx(parsed)
+
+
+@pytest.mark.parametrize(
+    ("build", "path", "words"),
+    [
+        (lambda: Policy.hedge(["a"], max_attempts=0), "$.max_attempts", "max_attempts must be an integer >= 1"),
+        (lambda: Policy.hedge(["a", "b"], max_attempts=3), "$.max_attempts", "exceeds the 2 candidates"),
+        (lambda: Policy.hedge(["a"], delay=-1), "$.delay", "delay must be >= 0"),
+        (lambda: Policy.hedge(["a"], delay="p95x"), "$.delay", "does not parse"),
+        (lambda: Policy.hedge(["a"], delay="p0"), "$.delay", "between p0 and p100"),
+        (lambda: Policy(candidates=("a",), mode="pick"), "$.scorer", "pick mode needs a scorer"),
+        (lambda: Policy.race([]), "$.candidates", "at least one backend"),
+        (lambda: Policy.race(["a", 3]), "$.candidates[1]", "backend name or a Backend"),
+        (lambda: Policy.single("a", max_cost=-1), "$.max_cost", "positive number"),
+        (lambda: Policy.single("a", deadline=0), "$.deadline", "positive number"),
+        (lambda: Policy.race(["a"], verify=[42]), "$.verify[0]", "must be callable"),
+        (lambda: Policy.hedge(["a"], delay="auto", budget=None), "$.delay", "set budget"),
+        (lambda: Policy.race(["a"], accept_score=0.5), "$.accept_score", "needs a scorer"),
+    ],
+)
+def test_bad_policies_fail_at_construction_with_a_path(build: object, path: str, words: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        build()  # type: ignore[operator]
+    assert info.value.path == path
+    assert words in str(info.value)
+
+
+def test_from_toml_text() -> None:
+    policy = Policy.from_toml(
+        """
+mode = "hedge"
+candidates = ["fast", "slow"]
+delay = "p95"
+max_attempts = 2
+max_cost = 0.01
+verify = [{kind = "json_valid"}, {kind = "length", max = 100}]
+
+[budget]
+max_extra_load = 0.1
+"""
+    )
+    assert policy.mode == "hedge" and policy.candidates == ("fast", "slow")
+    assert policy.verify == (verifiers.json_valid(), verifiers.length(max=100))
+    assert policy.budget == specexec.HedgeBudgetConfig(max_extra_load=0.1)
+    assert type(policy) is Policy
+
+
+def test_from_toml_pick_with_scorer(tmp_path: Path) -> None:
+    path = tmp_path / "pick.toml"
+    path.write_text('mode = "pick"\ncandidates = ["a", "b", "c"]\nscorer = {kind = "majority"}\n')
+    assert Policy.from_toml(path).scorer == scorers.majority()
+    assert Policy.from_toml(str(path)).scorer == scorers.majority()
+
+
+def test_toml_unknown_key_says_which_and_where(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('candidates = ["a"]\n[budget]\nmax_extra_lod = 0.1\n')
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml(path)
+    message = str(info.value)
+    assert "max_extra_lod" in message and "$.budget.max_extra_lod" in message and str(path) in message
+
+
+def test_toml_bad_type_says_where() -> None:
+    with pytest.raises(PolicyError, match=r"Expected `int \| null`, got `str`.*\$\.max_attempts"):
+        Policy.from_toml('candidates = ["a"]\nmax_attempts = "two"\n')
+
+
+def test_toml_cross_field_error_keeps_its_path() -> None:
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml('mode = "pick"\ncandidates = ["a"]\n')
+    assert info.value.path == "$.scorer"
+
+
+def test_toml_unknown_verifier_kind() -> None:
+    with pytest.raises(PolicyError, match=r"verify\[0\]"):
+        Policy.from_toml('candidates = ["a"]\nverify = [{kind = "psychic"}]\n')
+
+
+def test_toml_missing_file() -> None:
+    with pytest.raises(PolicyError, match="cannot read policy file"):
+        Policy.from_toml("/nonexistent/policy.toml")
+
+
+def test_toml_syntax_error() -> None:
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        Policy.from_toml("candidates = [\n")

@@ -1,0 +1,157 @@
+"""Invariants of the engine over random latencies, failures, verdicts, prices and policies.
+
+Each example is one ``trio.run`` in virtual time (``MockClock(autojump_threshold=0)``), so
+hundreds of runs with latencies up to seconds take milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import specexec
+from specexec import Policy, Runtime, verifiers
+from tests.helpers import Scripted
+
+BEHAVIOURS = ["ok", "ok", "fail", "reject", "fatal"]
+
+backend_spec = st.fixed_dictionaries(
+    {
+        "latency": st.integers(1, 2000).map(lambda ms: ms / 1000),
+        "behaviour": st.sampled_from(BEHAVIOURS),
+        "price": st.sampled_from([0.0, 0.5, 2.0, 15.0]),
+        "region": st.sampled_from(["us", "eu"]),
+    }
+)
+
+
+def make_backend(i: int, spec: dict[str, Any]) -> Scripted:
+    behaviour = spec["behaviour"]
+    error: Exception | None = None
+    if behaviour == "fail":
+        error = specexec.Unavailable("down")
+    elif behaviour == "fatal":
+        error = specexec.BadRequest("bad")
+    return Scripted(
+        f"b{i}",
+        spec["latency"],
+        text="not json" if behaviour == "reject" else '{"ok": 1}',
+        error=error,
+        input_price=spec["price"],
+        output_price=spec["price"] * 4,
+        region=spec["region"],
+        provider=f"p{i % 2}",
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    specs = draw(st.lists(backend_spec, min_size=1, max_size=4))
+    n = len(specs)
+    mode = draw(st.sampled_from(["hedge", "race", "failover", "cascade", "pick"]))
+    knobs: dict[str, Any] = {
+        "max_attempts": draw(st.integers(1, n)),
+        "verify": [verifiers.json_valid()],
+        "max_cost": draw(st.one_of(st.none(), st.sampled_from([1e-5, 1e-4, 5e-4, 2e-3]))),
+        "deadline": draw(st.one_of(st.none(), st.sampled_from([0.1, 0.5, 1.5]))),
+        "attempt_timeout": draw(st.one_of(st.none(), st.sampled_from([0.3, 1.0]))),
+        "max_parallel": draw(st.one_of(st.none(), st.integers(1, n))),
+    }
+    if mode == "hedge":
+        knobs["delay"] = draw(st.sampled_from([0.0, 0.05, 0.2, "p95"]))
+    if mode == "pick":
+        knobs["scorer"] = specexec.scorers.majority()
+    knobs["mode"] = mode
+    return specs, knobs
+
+
+def run_scenario(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
+    backends = [make_backend(i, s) for i, s in enumerate(specs)]
+    knobs = dict(knobs)
+    policy = Policy(candidates=tuple(b.name for b in backends), **knobs)
+    traces: list[specexec.Trace] = []
+    out: dict[str, Any] = {"backends": backends, "policy": policy}
+
+    async def main() -> None:
+        async with Runtime(backends, sinks=[traces.append]) as rt:
+            out["t0"] = trio.current_time()
+            try:
+                out["result"] = await rt.run(specexec.Query("q", max_tokens=50), policy)
+            except (specexec.SpecExecError, specexec.BackendError) as exc:
+                out["error"] = exc
+            out["t1"] = trio.current_time()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    out["trace"] = traces[0]
+    return out
+
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(scenarios())
+def test_cost_ceiling_is_never_crossed(scenario: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+    out = run_scenario(*scenario)
+    max_cost = scenario[1]["max_cost"]
+    trace = out["trace"]
+    assert trace.cost == pytest.approx(sum(a.cost for a in trace.attempts), abs=1e-12)
+    if max_cost is not None:
+        assert trace.cost <= max_cost + 1e-12
+
+
+@SETTINGS
+@given(scenarios())
+def test_never_more_than_max_attempts_nor_max_parallel(scenario: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+    out = run_scenario(*scenario)
+    launched = [a for a in out["trace"].attempts if a.outcome != "skipped"]
+    assert len(launched) <= scenario[1]["max_attempts"]
+    assert sum(b.calls for b in out["backends"]) == len(launched)
+    limit = scenario[1]["max_parallel"]
+    if limit is not None:
+        events = sorted([(a.started, 1) for a in launched] + [(a.ended, -1) for a in launched], key=lambda e: e[:2])
+        level = peak = 0
+        for _, step in events:
+            level += step
+            peak = max(peak, level)
+        assert peak <= limit
+
+
+@SETTINGS
+@given(scenarios())
+def test_winner_passed_the_verifiers_and_nothing_outlives_run(
+    scenario: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> None:
+    out = run_scenario(*scenario)
+    assert all(b.active == 0 for b in out["backends"])
+    assert all(a.outcome is not None for a in out["trace"].attempts)
+    result = out.get("result")
+    if result is not None:
+        assert verifiers.json_valid()(specexec.Query("q"), result.response).accept
+        assert result.trace.winner == result.backend
+        winner = [a for a in result.trace.attempts if a.outcome == "accepted" and a.backend == result.backend]
+        assert winner
+    deadline = scenario[1]["deadline"]
+    if deadline is not None:
+        assert out["t1"] - out["t0"] <= deadline + 1e-9
+
+
+race_specs = st.lists(backend_spec.filter(lambda s: s["behaviour"] != "fatal"), min_size=1, max_size=4)
+
+
+@SETTINGS
+@given(race_specs)
+def test_with_delay_zero_the_result_time_is_the_fastest_accepted(specs: list[dict[str, Any]]) -> None:
+    out = run_scenario(specs, {"mode": "race", "verify": [verifiers.json_valid()]})
+    accepted = [s["latency"] for s in specs if s["behaviour"] == "ok"]
+    if accepted:
+        assert out["result"].latency == min(accepted)
+        assert out["t1"] - out["t0"] == min(accepted)
+    else:
+        assert isinstance(out["error"], specexec.NoAcceptableResponse)
+        assert out["t1"] - out["t0"] == max(s["latency"] for s in specs)
