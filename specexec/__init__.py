@@ -6,6 +6,7 @@ Everything public is re-exported here; modules starting with ``_`` are private.
 """
 
 from . import backends as backends
+from . import config as config
 from . import scorers as scorers
 from . import verifiers as verifiers
 from ._backend import Backend as Backend
@@ -41,6 +42,7 @@ from ._query import Message as Message
 from ._query import Query as Query
 from ._query import Response as Response
 from ._query import Usage as Usage
+from ._runtime import HealthFeedLike as HealthFeedLike
 from ._runtime import Runtime as Runtime
 from ._runtime import default_runtime as default_runtime
 from ._runtime import run as run

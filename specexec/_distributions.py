@@ -19,7 +19,7 @@ class _Dist(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="
         raise NotImplementedError
 
 
-class Constant(_Dist, tag="constant"):
+class Constant(_Dist, tag="constant", frozen=True):
     """Always ``value`` seconds."""
 
     value: float
@@ -32,7 +32,7 @@ class Constant(_Dist, tag="constant"):
         return self.value
 
 
-class LogNormal(_Dist, tag="lognormal"):
+class LogNormal(_Dist, tag="lognormal", frozen=True):
     """Log-normal with the given ``median`` (seconds) and ``sigma`` (of the underlying normal)."""
 
     median: float
@@ -47,7 +47,7 @@ class LogNormal(_Dist, tag="lognormal"):
         return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
 
 
-class Uniform(_Dist, tag="uniform"):
+class Uniform(_Dist, tag="uniform", frozen=True):
     """Uniform between ``low`` and ``high`` seconds."""
 
     low: float
@@ -63,7 +63,7 @@ class Uniform(_Dist, tag="uniform"):
         return rng.uniform(self.low, self.high)
 
 
-class Scaled(_Dist, tag="scaled"):
+class Scaled(_Dist, tag="scaled", frozen=True):
     """``base`` multiplied by ``factor`` (a slow mode: ``Scaled(base, 10)``)."""
 
     base: Distribution
@@ -84,7 +84,7 @@ class Component(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dist: Distribution
 
 
-class Mixture(_Dist, tag="mixture"):
+class Mixture(_Dist, tag="mixture", frozen=True):
     """Draw from one of ``components``, chosen with probability proportional to its weight."""
 
     components: tuple[Component, ...]

@@ -31,6 +31,7 @@ import msgspec
 
 from ._backend import Backend
 from ._errors import PolicyError
+from ._toml import decode_toml
 from .scorers import ScoreFn, Scorer, ScorerSpec
 from .verifiers import Verifier, VerifierSpec
 
@@ -209,15 +210,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     def from_toml(cls, source: str | Path) -> Policy:
         """Load from a TOML file path or TOML text. Unknown keys and bad values raise
         ``PolicyError`` naming the key path (and the file)."""
-        text, origin = _read_source(source)
-        try:
-            loaded = msgspec.toml.decode(text, type=_PolicyFile)
-        except msgspec.ValidationError as exc:
-            raise _from_validation(exc, origin) from None
-        except msgspec.DecodeError as exc:
-            raise PolicyError(f"not valid TOML: {exc}", source=origin) from None
-        except PolicyError as exc:
-            raise PolicyError(str(exc).rsplit(" (at ", 1)[0], path=exc.path, source=origin) from None
+        loaded = decode_toml(source, _PolicyFile)
         return cls(**msgspec.structs.asdict(loaded))
 
     # -- resolved knobs --------------------------------------------------------------------
@@ -303,34 +296,3 @@ def _validate(p: Policy) -> None:
         value = getattr(p, name)
         _require(_is_number(value) and value >= 0, f"{name} must be a number >= 0", value, f"$.{name}")
     _require(p.min_delay <= p.max_delay, "min_delay must be <= max_delay", p.min_delay, "$.min_delay")
-
-
-def _read_source(source: str | Path) -> tuple[str, str | None]:
-    if isinstance(source, Path):
-        return _read_file(source), str(source)
-    if "\n" not in source and "=" not in source:
-        return _read_file(Path(source)), source
-    return source, None
-
-
-def _read_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy file: {exc.strerror}", source=str(path)) from None
-
-
-def _from_validation(exc: msgspec.ValidationError, origin: str | None) -> PolicyError:
-    message = str(exc)
-    path = "$"
-    m = re.search(r" - at `(\$[^`]*)`$", message)
-    if m:
-        path, message = m.group(1), message[: m.start()]
-    m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised by validation while decoding
-    if m:
-        path, message = m.group(1), message[: m.start()]
-    m = re.search(r"unknown field `([^`]+)`", message)
-    if m:
-        message = f"unknown key {m.group(1)!r} (check its spelling; see the Policy docs for the keys)"
-        path = f"{path}.{m.group(1)}"
-    return PolicyError(message, path=path, source=origin)

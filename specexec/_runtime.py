@@ -11,7 +11,12 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
 
 from ._backend import Backend
 from ._engine import Result, execute
@@ -23,6 +28,14 @@ from ._resources import Resources, _current
 from ._trace import Trace, TraceSink
 
 _log = logging.getLogger("specexec")
+
+
+class HealthFeedLike(Protocol):
+    """Something that keeps a runtime's health current while the runtime is entered."""
+
+    async def follow(self, runtime: Runtime) -> None:
+        """Run until cancelled, updating ``runtime``'s backend health; must never raise."""
+        ...
 
 
 class BackendState:
@@ -63,6 +76,8 @@ class Runtime:
     - ``health``: windows, warm-up and breaker settings for every backend.
     - ``sinks``: callables that receive each finished ``Trace`` (e.g. ``JsonLinesSink``).
     - ``failover_throttle``: the gRPC-style throttle on launches after failures.
+    - ``feeds``: health feeds (e.g. ``HealthFeed`` following a probe daemon) that run in the
+      background while the runtime is entered, and stop when it exits.
 
     ``await rt.run(query, policy)`` runs one query; when it returns or raises, every attempt
     it started has finished or been cancelled.
@@ -75,6 +90,7 @@ class Runtime:
         health: HealthConfig | None = None,
         sinks: Sequence[TraceSink] = (),
         failover_throttle: FailoverThrottle | None = None,
+        feeds: Sequence[HealthFeedLike] = (),
     ) -> None:
         self.health_config = health or HealthConfig()
         self.sinks = list(sinks)
@@ -84,6 +100,8 @@ class Runtime:
         self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
         self._throttle = failover_throttle or FailoverThrottle()
         self._resources: Resources | None = None
+        self.feeds = list(feeds)
+        self._feed_group: TaskGroup | None = None
         for backend in backends:
             self.add_backend(backend)
 
@@ -106,6 +124,15 @@ class Runtime:
             self._implicit.add(backend.name)
         state = self._states[backend.name] = BackendState(backend, self.health_config)
         return state
+
+    @classmethod
+    def from_config(cls, source: str | Path, **options: Any) -> Runtime:
+        """A runtime with the backends and health settings of a TOML file (or text); see
+        ``specexec.config``. ``options`` go to the constructor (``sinks=``, ``feeds=``, ...)."""
+        from .config import RuntimeConfig
+
+        config = RuntimeConfig.load(source, extra=("*",))
+        return cls(config.build_backends(), health=config.health, **options)
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -199,14 +226,26 @@ class Runtime:
         if self._resources is not None:
             raise RuntimeError("this Runtime is already entered")
         self._resources = Resources()
+        if self.feeds:
+            group = anyio.create_task_group()
+            await group.__aenter__()
+            self._feed_group = group
+            for feed in self.feeds:
+                group.start_soon(feed.follow, self)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        resources, self._resources = self._resources, None
-        if resources is not None:
-            await resources.aclose()
+        group, self._feed_group = self._feed_group, None
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+        finally:
+            resources, self._resources = self._resources, None
+            if resources is not None:
+                await resources.aclose()
 
 
 _default: Runtime | None = None

@@ -94,9 +94,13 @@ class SimulatedBackend(BackendBase):
         self.errors = dict(errors or {})
         for kind, rate in self.errors.items():
             if kind not in ERROR_KINDS:
-                raise ValueError(f"SimulatedBackend {name!r}: unknown error kind {kind!r}; known: {sorted(ERROR_KINDS)}")
+                raise ValueError(
+                    f"SimulatedBackend {name!r}: unknown error kind {kind!r}; known: {sorted(ERROR_KINDS)}"
+                )
             if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"SimulatedBackend {name!r}: error rate for {kind!r} must be within [0, 1], got {rate}")
+                raise ValueError(
+                    f"SimulatedBackend {name!r}: error rate for {kind!r} must be within [0, 1], got {rate}"
+                )
         if sum(self.errors.values()) + stall > 1.0:
             raise ValueError(f"SimulatedBackend {name!r}: error and stall rates add up to more than 1")
         self.seed = seed
@@ -149,7 +153,9 @@ class SimulatedBackend(BackendBase):
             raise
         self.completed += 1
         text = self.reply(query) if callable(self.reply) else self.reply
-        usage = Usage(input_tokens=estimate_input_tokens(query), output_tokens=min(self.output_tokens, query.max_tokens))
+        usage = Usage(
+            input_tokens=estimate_input_tokens(query), output_tokens=min(self.output_tokens, query.max_tokens)
+        )
         return Response(text=text, usage=usage, model=self.reported_model or self.model)
 
     def _error(self, kind: str) -> BackendError:

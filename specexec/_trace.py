@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import msgspec
 
@@ -113,9 +113,9 @@ class JsonLinesSink:
         """Append one line."""
         line = trace.to_json() + b"\n"
         if isinstance(self.file, io.TextIOBase):
-            self.file.write(line.decode())  # type: ignore[call-overload]
+            self.file.write(line.decode())
         else:
-            self.file.write(line)  # type: ignore[call-overload]
+            cast("IO[bytes]", self.file).write(line)
         self.file.flush()
 
 

@@ -89,7 +89,7 @@ class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="
         return [await self.score_one(query, c, ctx) for c in candidates]
 
 
-class Majority(_Spec, tag="majority"):
+class Majority(_Spec, tag="majority", frozen=True):
     """Self-consistency: each response scores the share of responses giving the same answer.
 
     Answers are compared after ``extract`` (a regex; its last match, group 1 if any, is the
@@ -118,7 +118,7 @@ class Majority(_Spec, tag="majority"):
         return " ".join(text.strip().strip(".!").lower().split())
 
 
-class ByVerifierThenCheapest(_Spec, tag="by_verifier_then_cheapest"):
+class ByVerifierThenCheapest(_Spec, tag="by_verifier_then_cheapest", frozen=True):
     """Score = share of ``verify`` checks passed; among equal shares, the cheapest wins."""
 
     verify: tuple[VerifierSpec, ...]
@@ -142,7 +142,7 @@ DEFAULT_JUDGE_PROMPT = (
 )
 
 
-class LlmJudge(_Spec, tag="llm_judge"):
+class LlmJudge(_Spec, tag="llm_judge", frozen=True):
     """Ask ``backend`` to rate each response 0–10 (score = rating / 10).
 
     Each judge call is charged against the run's ``max_cost``; when it does not fit, the

@@ -53,7 +53,7 @@ class _Builtin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
         raise NotImplementedError
 
 
-class JsonValid(_Builtin, tag="json_valid"):
+class JsonValid(_Builtin, tag="json_valid", frozen=True):
     """Accept text that parses as JSON (surrounding whitespace and a ``` fence are tolerated)."""
 
     def __call__(self, query: Query, response: Response) -> Verdict:
@@ -84,7 +84,7 @@ class MatchesSchema(msgspec.Struct, frozen=True):
         return ACCEPT
 
 
-class Regex(_Builtin, tag="regex"):
+class Regex(_Builtin, tag="regex", frozen=True):
     """Accept text in which ``pattern`` is found (``fullmatch=True``: the whole text must match)."""
 
     pattern: str
@@ -103,7 +103,7 @@ class Regex(_Builtin, tag="regex"):
         return ACCEPT if found else Verdict(False, f"does not match /{self.pattern}/")
 
 
-class Length(_Builtin, tag="length"):
+class Length(_Builtin, tag="length", frozen=True):
     """Accept text whose length in characters is within [``min``, ``max``]."""
 
     min: int = 0
@@ -131,7 +131,7 @@ DEFAULT_REFUSALS = (
 )
 
 
-class NotRefusal(_Builtin, tag="not_refusal"):
+class NotRefusal(_Builtin, tag="not_refusal", frozen=True):
     """Reject text that reads as a refusal ("I'm sorry, I can't help with that")."""
 
     patterns: tuple[str, ...] = DEFAULT_REFUSALS
@@ -145,7 +145,7 @@ class NotRefusal(_Builtin, tag="not_refusal"):
         return ACCEPT
 
 
-class ModelIs(_Builtin, tag="model_is"):
+class ModelIs(_Builtin, tag="model_is", frozen=True):
     """Accept only responses whose reported model id is ``model`` (a pinned, dated version).
 
     A response that reports no model id is rejected.
@@ -160,7 +160,7 @@ class ModelIs(_Builtin, tag="model_is"):
         return Verdict(False, f"model {response.model!r} is not the pinned {self.model!r}")
 
 
-class AllOf(_Builtin, tag="all_of"):
+class AllOf(_Builtin, tag="all_of", frozen=True):
     """Accept when every verifier accepts; the first rejection's reason is kept."""
 
     verifiers: tuple[VerifierSpec, ...]
@@ -170,7 +170,7 @@ class AllOf(_Builtin, tag="all_of"):
         return await check(self.verifiers, query, response)
 
 
-class AnyOf(_Builtin, tag="any_of"):
+class AnyOf(_Builtin, tag="any_of", frozen=True):
     """Accept when at least one verifier accepts; otherwise reject with every reason."""
 
     verifiers: tuple[VerifierSpec, ...]

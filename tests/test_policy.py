@@ -131,7 +131,7 @@ def test_toml_unknown_verifier_kind() -> None:
 
 
 def test_toml_missing_file() -> None:
-    with pytest.raises(PolicyError, match="cannot read policy file"):
+    with pytest.raises(PolicyError, match="cannot read config file"):
         Policy.from_toml("/nonexistent/policy.toml")
 
 

@@ -1,0 +1,207 @@
+"""``Anthropic``: the Messages API (``POST {base_url}/messages``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+import httpx
+import msgspec
+
+from .._backend import Limits
+from .._query import Query, Response, Usage
+from ._http import (
+    DEFAULT_HTTP_CONFIG,
+    DEFAULT_TIMEOUTS,
+    CallInfo,
+    HttpBackend,
+    HttpConfig,
+    HttpTimeouts,
+    StreamState,
+    error_for_stream_error,
+    make_usage,
+)
+from ._sse import ServerSentEvent
+from ._wire import (
+    AnthropicMessage,
+    AnthropicMessageResponse,
+    AnthropicRequest,
+    AnthropicUsage,
+    anthropic_block_delta_decoder,
+    anthropic_error_decoder,
+    anthropic_message_delta_decoder,
+    anthropic_start_decoder,
+    anthropic_type_decoder,
+    encoder,
+    untyped_decoder,
+)
+
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+"""The ``anthropic-version`` header sent unless another is given."""
+
+
+class Anthropic(HttpBackend):
+    """A Claude model behind the Anthropic Messages API.
+
+    The key is read at each call from ``api_key_env`` (``ANTHROPIC_API_KEY`` by default) and
+    sent as ``x-api-key`` with ``anthropic-version``. ``system`` messages of the query are
+    joined into the top-level ``system`` field. With ``stream=True`` the answer is streamed
+    and ``Response.ttft`` records the time to the first text delta. ``timeout``, ``http``
+    and ``client`` are as for ``OpenAICompatible``.
+    """
+
+    path = "/messages"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str = "https://api.anthropic.com/v1",
+        model: str,
+        api_key_env: str | None = "ANTHROPIC_API_KEY",
+        anthropic_version: str = DEFAULT_ANTHROPIC_VERSION,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        provider: str = "anthropic",
+        region: str = "default",
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        limits: Limits | None = None,
+        timeout: HttpTimeouts = DEFAULT_TIMEOUTS,
+        http: HttpConfig = DEFAULT_HTTP_CONFIG,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            headers=headers,
+            stream=stream,
+            provider=provider,
+            region=region,
+            input_price=input_price,
+            output_price=output_price,
+            limits=limits,
+            timeout=timeout,
+            http=http,
+            client=client,
+        )
+        self.anthropic_version = anthropic_version
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = dict(self._extra_headers)
+        headers["content-type"] = "application/json"
+        headers["accept"] = "text/event-stream" if self.stream else "application/json"
+        headers["anthropic-version"] = self.anthropic_version
+        if key is not None:
+            headers["x-api-key"] = key
+        return headers
+
+    def _encode(self, query: Query) -> bytes:
+        chat = query.chat
+        system = [m.content for m in chat if m.role == "system"]
+        return encoder.encode(
+            AnthropicRequest(
+                model=self.model,
+                messages=[AnthropicMessage(m.role, m.content) for m in chat if m.role != "system"],
+                max_tokens=query.max_tokens,
+                system="\n\n".join(system) if system else None,
+                temperature=query.temperature,
+                stop_sequences=list(query.stop) if query.stop else None,
+                stream=self.stream,
+            )
+        )
+
+    def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
+        try:
+            raw = untyped_decoder.decode(body)
+            message = msgspec.convert(raw, AnthropicMessageResponse)
+        except msgspec.DecodeError as exc:
+            raise call.bad(f"malformed Messages API response: {exc}", body) from None
+        text = "".join(block.text or "" for block in message.content if block.type == "text")
+        return Response(
+            text=text,
+            usage=_usage(query, text, message.usage, message.usage),
+            model=message.model,
+            finish_reason=message.stop_reason,
+            raw=raw,
+        )
+
+    def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
+        return _MessageStream(query, start, call)
+
+
+def _input_tokens(usage: AnthropicUsage | None) -> int | None:
+    if usage is None or usage.input_tokens is None:
+        return None
+    return usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+
+
+def _usage(query: Query, text: str, start: AnthropicUsage | None, end: AnthropicUsage | None) -> Usage:
+    input_tokens = _input_tokens(end) if end is not None and end.input_tokens is not None else _input_tokens(start)
+    output_tokens = end.output_tokens if end is not None else None
+    return make_usage(query, text, input_tokens, output_tokens)
+
+
+class _MessageStream:
+    """Reassembles a streamed message: ``message_start`` (model, input usage), text deltas,
+    ``message_delta`` (stop reason, output usage), ``message_stop``; ``error`` raises."""
+
+    def __init__(self, query: Query, start: float, call: CallInfo) -> None:
+        self.query = query
+        self.start = start
+        self.call = call
+        self.done = False
+        self.parts: list[str] = []
+        self.model: str | None = None
+        self.stop_reason: str | None = None
+        self.start_usage: AnthropicUsage | None = None
+        self.end_usage: AnthropicUsage | None = None
+        self.ttft: float | None = None
+
+    def feed(self, event: ServerSentEvent) -> None:
+        if self.done:
+            return
+        data = event.data
+        try:
+            kind = event.event
+            if kind == "message":  # no `event:` line: the payload's `type` says
+                kind = anthropic_type_decoder.decode(data).type
+            if kind == "content_block_delta":
+                delta = anthropic_block_delta_decoder.decode(data).delta
+                if delta.type == "text_delta" and delta.text:
+                    if self.ttft is None:
+                        self.ttft = anyio.current_time() - self.start
+                    self.parts.append(delta.text)
+            elif kind == "message_start":
+                message = anthropic_start_decoder.decode(data).message
+                self.model = message.model
+                self.start_usage = message.usage
+            elif kind == "message_delta":
+                body = anthropic_message_delta_decoder.decode(data)
+                if body.delta.stop_reason is not None:
+                    self.stop_reason = body.delta.stop_reason
+                if body.usage is not None:
+                    self.end_usage = body.usage
+            elif kind == "message_stop":
+                self.done = True
+            elif kind == "error":
+                error = anthropic_error_decoder.decode(data).error
+                raise error_for_stream_error(error.type, error.message, self.call, data)
+            # ping, content_block_start/stop and unknown events carry nothing we need
+        except msgspec.DecodeError as exc:
+            raise self.call.bad(f"malformed stream event {event.event!r}: {exc}", data) from None
+
+    def finish(self) -> Response:
+        if not self.done:
+            raise self.call.bad("stream ended before message_stop (truncated)")
+        text = "".join(self.parts)
+        return Response(
+            text=text,
+            usage=_usage(self.query, text, self.start_usage, self.end_usage),
+            model=self.model,
+            ttft=self.ttft,
+            finish_reason=self.stop_reason,
+            raw=None,
+        )

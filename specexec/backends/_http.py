@@ -1,0 +1,613 @@
+"""HTTP plumbing shared by the provider backends: config, client sharing, error mapping.
+
+Config is two small frozen value objects with ``DEFAULT_*`` constants: ``HttpTimeouts``
+(applied to every request of a backend) and ``HttpConfig`` (the connection pool of the
+client a backend creates).
+
+Clients. A backend given ``client=`` uses it and never closes it. Otherwise, inside a
+running ``Runtime`` (``specexec._resources.current_resources()`` is not ``None``), backends
+share one ``httpx.AsyncClient`` per scheme+host+port under the key
+``"httpx:{scheme}://{host}:{port}"``: keep-alive connections are pooled across backends on
+the same host and the runtime closes the client. The first backend to need a host's client
+makes it with its own ``HttpConfig``; later backends on that host reuse it as it is.
+Outside a runtime each call opens and closes a one-shot client: correct, but every call
+pays a TCP (and TLS) handshake.
+
+Errors. ``error_for_status`` maps an HTTP status (and its headers and body) to a
+``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception. Both
+strip secrets from everything they put in the error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC
+from typing import ClassVar, Protocol, cast
+
+import anyio
+import httpcore
+import httpx
+import msgspec
+
+from .._backend import BackendBase, Limits
+from .._errors import (
+    AuthError,
+    BackendError,
+    BadRequest,
+    BadResponse,
+    PolicyError,
+    RateLimited,
+    Timeout,
+    Unavailable,
+    redact,
+)
+from .._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
+from .._resources import current_resources
+from ._sse import ServerSentEvent, SSEDecoder
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to establish a connection."""
+DEFAULT_READ_TIMEOUT = 120.0
+"""Seconds to wait for the next bytes of a response (a non-streamed answer comes in one piece)."""
+DEFAULT_WRITE_TIMEOUT = 30.0
+"""Seconds to send a chunk of the request."""
+DEFAULT_POOL_TIMEOUT = 10.0
+"""Seconds to wait for a free connection of the pool."""
+
+DEFAULT_MAX_CONNECTIONS = 100
+"""Connections one client opens at most (per host, since clients are per host)."""
+DEFAULT_MAX_KEEPALIVE_CONNECTIONS = 100
+"""Idle connections kept for reuse; a hedging workload's bursts reconnect less with more."""
+DEFAULT_KEEPALIVE_EXPIRY = 30.0
+"""Seconds an idle connection is kept."""
+
+BODY_EXCERPT_CHARS = 300
+"""Longest body excerpt put in an error (after secrets are removed)."""
+
+DRAIN_TIMEOUT = 1.0
+"""Seconds a finished stream (``[DONE]`` / ``message_stop`` seen) may take to reach EOF so
+its connection can be reused; past that the connection is dropped and the answer returned."""
+
+_ERROR_BODY_READ_LIMIT = 8192
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SENSITIVE_HEADER = re.compile(r"key|auth|token|secret|cookie", re.I)
+_USER_AGENT = "specexec"
+
+
+class HttpTimeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-request timeouts in seconds (``None``: wait forever), as httpx splits them.
+
+    A connect, pool or write timeout and a read timeout between two chunks of the body all
+    raise ``specexec.Timeout``. They bound single HTTP operations; the policy's per-attempt
+    timeout bounds the whole attempt.
+    """
+
+    connect: float | None = DEFAULT_CONNECT_TIMEOUT
+    read: float | None = DEFAULT_READ_TIMEOUT
+    write: float | None = DEFAULT_WRITE_TIMEOUT
+    pool: float | None = DEFAULT_POOL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for field in ("connect", "read", "write", "pool"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise PolicyError(f"expected a positive number of seconds or None, got {value!r}", path=f"$.{field}")
+
+    def as_httpx(self) -> httpx.Timeout:
+        """The equivalent ``httpx.Timeout``."""
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The connection pool of a client a backend creates (``httpx.Limits``), and proxy use.
+
+    ``trust_env`` lets httpx read ``HTTP(S)_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS
+    keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
+    trust_env: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_connections, bool) or self.max_connections < 1:
+            raise PolicyError(f"expected an int >= 1, got {self.max_connections!r}", path="$.max_connections")
+        if isinstance(self.max_keepalive_connections, bool) or self.max_keepalive_connections < 0:
+            raise PolicyError(
+                f"expected an int >= 0, got {self.max_keepalive_connections!r}", path="$.max_keepalive_connections"
+            )
+        if not self.keepalive_expiry >= 0:
+            raise PolicyError(f"expected seconds >= 0, got {self.keepalive_expiry!r}", path="$.keepalive_expiry")
+
+    def as_httpx(self) -> httpx.Limits:
+        """The equivalent ``httpx.Limits``."""
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+            keepalive_expiry=self.keepalive_expiry,
+        )
+
+
+DEFAULT_TIMEOUTS = HttpTimeouts()
+"""The timeouts backends use unless given others."""
+DEFAULT_HTTP_CONFIG = HttpConfig()
+"""The pool config of the clients backends create unless given another."""
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def request_id_from(headers: Mapping[str, str]) -> str | None:
+    """The provider's request id (``x-request-id``, else Anthropic's ``request-id``)."""
+    h = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
+    return h.get("x-request-id") or h.get("request-id") or None
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from ``retry-after-ms`` or ``Retry-After``; ``None`` if absent.
+
+    ``Retry-After`` may be seconds or an HTTP-date (then it is counted from ``now``, the
+    wall clock by default). Negative values (a date in the past) clamp to 0; unparsable
+    values are ignored.
+    """
+    h = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
+    millis = h.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value)
+    header = h.get("retry-after")
+    if not header:
+        return None
+    header = header.strip()
+    try:
+        value = float(header)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, value) if math.isfinite(value) else None
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def excerpt(text: str | bytes, secrets: Iterable[str] = ()) -> str | None:
+    """A short (≤ ``BODY_EXCERPT_CHARS``) excerpt of a body with secrets removed; ``None`` if empty."""
+    if isinstance(text, bytes):
+        text = text[:_ERROR_BODY_READ_LIMIT].decode("utf-8", "replace")
+    text = redact(text.strip(), secrets)
+    if not text:
+        return None
+    if len(text) > BODY_EXCERPT_CHARS:
+        text = text[: BODY_EXCERPT_CHARS - 1] + "…"
+    return text
+
+
+def error_for_status(
+    status: int,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: str | bytes = "",
+    backend: str | None = None,
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+) -> BackendError:
+    """The ``BackendError`` for a non-2xx HTTP answer.
+
+    =====================================  ===============  =====
+    status                                 kind             fatal
+    =====================================  ===============  =====
+    429                                    ``RateLimited``  no   (``retry_after`` from the headers)
+    408, 409, 425, 5xx (incl. 529)         ``Unavailable``  no
+    400, 404, 422                          ``BadRequest``   yes
+    401, 403                               ``AuthError``    yes
+    any other 4xx (402, 405, 410, 413 …)   ``Unavailable``  no   (this backend cannot serve it; another may)
+    anything else (1xx, 3xx: no redirects)  ``BadResponse``  no
+    =====================================  ===============  =====
+    """
+    h = httpx.Headers(headers or {})
+    request_id = request_id_from(h)
+    body_excerpt = excerpt(body, secrets)
+
+    def make(cls: type[BackendError], message: str) -> BackendError:
+        return cls(message, backend=backend, status=status, request_id=request_id, body=body_excerpt)
+
+    if status == 429:
+        retry_after = retry_after_seconds(h, now=now)
+        hint = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
+        return RateLimited(
+            f"rate limited (HTTP 429){hint}",
+            retry_after=retry_after,
+            backend=backend,
+            status=status,
+            request_id=request_id,
+            body=body_excerpt,
+        )
+    if status in (401, 403):
+        return make(AuthError, f"credentials refused (HTTP {status}): check the API key and its permissions")
+    if status in (400, 404, 422):
+        return make(BadRequest, f"request refused as invalid (HTTP {status})")
+    if status in (408, 409, 425) or status >= 500:
+        what = "overloaded" if status == 529 else "unavailable"
+        return make(Unavailable, f"backend {what} (HTTP {status})")
+    if 400 <= status < 500:
+        return make(Unavailable, f"request refused by this backend (HTTP {status})")
+    return make(BadResponse, f"unexpected HTTP status {status}")
+
+
+def error_for_transport(
+    exc: httpx.RequestError,
+    *,
+    backend: str | None = None,
+    secrets: Sequence[str] = (),
+    status: int | None = None,
+    request_id: str | None = None,
+) -> BackendError:
+    """The ``BackendError`` for an httpx transport failure.
+
+    Connect/read/write/pool timeouts → ``Timeout``; connection refused, reset or closed
+    early (``ConnectError``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``, proxy
+    errors) → ``Unavailable``; an undecodable content-encoding → ``BadResponse``.
+    """
+    detail = redact(f"{type(exc).__name__}: {exc}".rstrip(": "), secrets)[:BODY_EXCERPT_CHARS]
+    cls: type[BackendError]
+    if isinstance(exc, httpx.TimeoutException):
+        cls, message = Timeout, f"timed out ({detail})"
+    elif isinstance(exc, httpx.DecodingError):
+        cls, message = BadResponse, f"undecodable response body ({detail})"
+    else:
+        cls, message = Unavailable, f"connection failed ({detail})"
+    return cls(message, backend=backend, status=status, request_id=request_id)
+
+
+def error_for_stream_error(
+    error_type: str | None,
+    message: str | None,
+    call: CallInfo,
+    data: bytes = b"",
+) -> BackendError:
+    """An ``error`` event/chunk inside a 200 stream: overloaded → ``Unavailable``, rate limit →
+    ``RateLimited`` (no retry-after known), anything else → ``BadResponse``."""
+    kind = (error_type or "").lower()
+    text = f"error in stream: {error_type or 'error'}: {message or ''}".rstrip(": ")
+    text = redact(text, call.secrets)[:BODY_EXCERPT_CHARS]
+    body = excerpt(data, call.secrets)
+    if "overloaded" in kind:
+        return Unavailable(text, backend=call.backend, status=call.status, request_id=call.request_id, body=body)
+    if "rate_limit" in kind:
+        return RateLimited(text, backend=call.backend, status=call.status, request_id=call.request_id, body=body)
+    return BadResponse(text, backend=call.backend, status=call.status, request_id=call.request_id, body=body)
+
+
+# --------------------------------------------------------------------------- the shared backend
+
+
+class CallInfo:
+    """What an error raised while reading one answer needs to say: backend, status, request id."""
+
+    __slots__ = ("backend", "request_id", "secrets", "status")
+
+    def __init__(self, backend: str, status: int | None, request_id: str | None, secrets: Sequence[str]) -> None:
+        self.backend = backend
+        self.status = status
+        self.request_id = request_id
+        self.secrets = secrets
+
+    def bad(self, message: str, body: str | bytes = b"") -> BadResponse:
+        """A ``BadResponse`` for this call, message and body excerpt redacted."""
+        return BadResponse(
+            redact(message, self.secrets)[: BODY_EXCERPT_CHARS * 2],
+            backend=self.backend,
+            status=self.status,
+            request_id=self.request_id,
+            body=excerpt(body, self.secrets),
+        )
+
+
+def make_usage(query: Query, text: str, input_tokens: int | None, output_tokens: int | None) -> Usage:
+    """The reported usage, each missing count estimated (and then ``estimated=True``)."""
+    estimated = input_tokens is None or output_tokens is None
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(query)
+    if output_tokens is None:
+        output_tokens = min(estimate_tokens(text), query.max_tokens)
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=estimated)
+
+
+class StreamState(Protocol):
+    """Reassembles one streamed answer from its server-sent events."""
+
+    done: bool
+
+    def feed(self, event: ServerSentEvent) -> None:
+        """Take one event; raise a ``BackendError`` for an error event or a malformed payload."""
+        ...
+
+    def finish(self) -> Response:
+        """The response once the stream ended; ``BadResponse`` if it ended before its end marker."""
+        ...
+
+
+def client_key(base_url: httpx.URL) -> str:
+    """The ``Resources`` key of the shared client for ``base_url``'s scheme, host and port."""
+    port = base_url.port or (443 if base_url.scheme == "https" else 80)
+    return f"httpx:{base_url.scheme}://{base_url.host}:{port}"
+
+
+class HttpBackend(BackendBase):
+    """Base of the HTTP backends: key from the environment, client selection, one POST, error mapping.
+
+    Subclasses set ``path`` and implement ``_headers``, ``_encode``, ``_parse`` and
+    ``_stream_state``.
+    """
+
+    path: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str | None,
+        headers: Mapping[str, str] | None,
+        stream: bool,
+        provider: str,
+        region: str,
+        input_price: float,
+        output_price: float,
+        limits: Limits | None,
+        timeout: HttpTimeouts,
+        http: HttpConfig,
+        client: httpx.AsyncClient | None,
+    ) -> None:
+        super().__init__(
+            name,
+            provider=provider,
+            region=region,
+            model=model,
+            input_price=input_price,
+            output_price=output_price,
+            limits=limits,
+        )
+        if not isinstance(model, str) or not model:
+            raise PolicyError(f"model must be a non-empty string, got {model!r}", path=f"$.backends.{name}.model")
+        try:
+            url = httpx.URL(base_url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise PolicyError(f"base_url is not a valid URL: {exc}", path=f"$.backends.{name}.base_url") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise PolicyError(
+                "base_url must be an absolute http:// or https:// URL", path=f"$.backends.{name}.base_url"
+            )
+        if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)):
+            # never echo the value: it may be the key itself, passed by mistake
+            raise PolicyError(
+                "api_key_env must be the NAME of an environment variable holding the key "
+                "(e.g. 'OPENAI_API_KEY'), not the key itself",
+                path=f"$.backends.{name}.api_key_env",
+            )
+        if not isinstance(timeout, HttpTimeouts):
+            raise PolicyError(f"timeout must be an HttpTimeouts, got {type(timeout).__name__}", path="$.timeout")
+        if not isinstance(http, HttpConfig):
+            raise PolicyError(f"http must be an HttpConfig, got {type(http).__name__}", path="$.http")
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.stream = bool(stream)
+        self.timeout = timeout
+        self.http = http
+        self._url = self.base_url + self.path
+        self._client_key = client_key(url)
+        self._httpx_timeout = timeout.as_httpx()
+        self._extra_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self._header_secrets = tuple(v for k, v in self._extra_headers.items() if _SENSITIVE_HEADER.search(k) and v)
+        self._client = client
+
+    # -- subclass hooks ------------------------------------------------------------------
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _encode(self, query: Query) -> bytes:
+        raise NotImplementedError
+
+    def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
+        raise NotImplementedError
+
+    def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
+        raise NotImplementedError
+
+    # -- the call ------------------------------------------------------------------------
+
+    def _api_key(self) -> str | None:
+        env = self.api_key_env
+        if env is None:
+            return None
+        key = os.environ.get(env)
+        if not key:
+            raise AuthError(
+                f"environment variable {env} is not set (or is empty): export {env} with the API key "
+                f"for backend {self.name!r} before running",
+                backend=self.name,
+            )
+        return key
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            limits=self.http.as_httpx(),
+            timeout=self._httpx_timeout,
+            follow_redirects=False,
+            trust_env=self.http.trust_env,
+            headers={"user-agent": _USER_AGENT},
+        )
+
+    def _shared_client(self) -> httpx.AsyncClient | None:
+        resources = current_resources()
+        if resources is None:
+            return None
+        return cast(httpx.AsyncClient, resources.get_or_create(self._client_key, self._new_client))
+
+    async def complete(self, query: Query) -> Response:
+        """POST ``query`` to the provider and return its ``Response``, or raise a ``BackendError``.
+
+        The API key is read from ``api_key_env`` now (a missing variable is an ``AuthError``).
+        The client is the one given as ``client=``, else the running runtime's shared client
+        for this host, else a one-shot client opened and closed around this call.
+
+        Cancellation: the request runs inside ``client.stream(...)``, so a cancelled call
+        closes its response at once (the server sees the connection drop; the connection is
+        not returned to the pool), frees its pool slot and re-raises the cancellation.
+        """
+        key = self._api_key()
+        headers = self._headers(key)
+        content = self._encode(query)
+        client = self._client if self._client is not None else self._shared_client()
+        if client is not None:
+            return await self._exchange(client, query, content, headers, key)
+        async with self._new_client() as one_shot:
+            return await self._exchange(one_shot, query, content, headers, key)
+
+    async def _exchange(
+        self,
+        client: httpx.AsyncClient,
+        query: Query,
+        content: bytes,
+        headers: dict[str, str],
+        key: str | None,
+    ) -> Response:
+        secrets = (key, *self._header_secrets) if key else self._header_secrets
+        start = anyio.current_time()
+        ok = False
+        try:
+            result = await self._send(client, query, content, headers, secrets, start)
+            ok = True
+            return result
+        finally:
+            if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
+                await release_orphaned_connections(client)
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        query: Query,
+        content: bytes,
+        headers: dict[str, str],
+        secrets: Sequence[str],
+        start: float,
+    ) -> Response:
+        response: httpx.Response | None = None
+        try:
+            async with client.stream(
+                "POST", self._url, content=content, headers=headers, timeout=self._httpx_timeout
+            ) as response:
+                status = response.status_code
+                if not 200 <= status < 300:
+                    body = await _read_error_body(response)
+                    raise error_for_status(
+                        status, headers=response.headers, body=body, backend=self.name, secrets=secrets
+                    )
+                call = CallInfo(self.name, status, request_id_from(response.headers), secrets)
+                if not self.stream:
+                    return self._parse(await response.aread(), query, call)
+                return await _read_stream(response, self._stream_state(query, start, call))
+        except httpx.RequestError as exc:
+            raise error_for_transport(
+                exc,
+                backend=self.name,
+                secrets=secrets,
+                status=response.status_code if response is not None else None,
+                request_id=request_id_from(response.headers) if response is not None else None,
+            ) from exc
+
+
+def _orphaned_connections(pool: httpcore.AsyncConnectionPool) -> list[httpcore.AsyncConnectionInterface]:
+    try:
+        assigned = {id(r.connection) for r in pool._requests if r.connection is not None}
+        return [
+            c
+            for c in pool._connections
+            if isinstance(c, httpcore.AsyncHTTPConnection)
+            and c._connection is None
+            and not c._connect_failed
+            and id(c) not in assigned
+        ]
+    except AttributeError:  # another httpcore layout: leave the pool alone
+        return []
+
+
+async def release_orphaned_connections(client: httpx.AsyncClient) -> None:
+    """Drop pool slots held by connections a cancelled request left behind (encode/httpcore#1093).
+
+    httpcore 1.0.x: when a request is cancelled while it waits for the connection the pool
+    has just created for it (``wait_for_connection``; on trio even without contention, since
+    the wait is a checkpoint), that connection is never connected, never assigned again and
+    never reaped. It keeps its slot for ever; after ``max_connections`` such cancellations
+    every request fails with ``PoolTimeout`` against a healthy server. A hedging client
+    cancels all the time, so after a failed or cancelled exchange we remove such orphans
+    (never-connected connections no live request refers to: they hold no socket) and let
+    the pool hand the freed slots to queued requests. A no-op when there are none, and for
+    transports other than httpx's default one.
+    """
+    transport = client._transport
+    pool = transport._pool if isinstance(transport, httpx.AsyncHTTPTransport) else None
+    if not isinstance(pool, httpcore.AsyncConnectionPool):
+        return
+    orphans = _orphaned_connections(pool)
+    if not orphans:
+        return
+    for connection in orphans:
+        pool._connections.remove(connection)
+    closing = pool._assign_requests_to_connections()
+    if closing:
+        with anyio.CancelScope(shield=True):
+            await pool._close_connections(closing)
+
+
+async def _read_error_body(response: httpx.Response) -> bytes:
+    """Up to ``_ERROR_BODY_READ_LIMIT`` bytes of an error answer's body (what could be read)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= _ERROR_BODY_READ_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass  # the status says what happened; a body cut short only shortens the excerpt
+    return b"".join(chunks)
+
+
+async def _read_stream(response: httpx.Response, state: StreamState) -> Response:
+    """Feed the SSE events of ``response`` to ``state`` until its end marker, then drain to EOF."""
+    decoder = SSEDecoder()
+    chunks = response.aiter_bytes()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            state.feed(event)
+        if state.done:
+            break
+    else:
+        for event in decoder.close():
+            state.feed(event)
+    if state.done:
+        # read the (normally already sent) end of the body so the connection can be reused
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            try:
+                async for _ in chunks:
+                    pass
+            except httpx.HTTPError:
+                pass  # the answer is complete; only the connection's reuse is lost
+    return state.finish()

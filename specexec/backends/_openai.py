@@ -1,0 +1,201 @@
+"""``OpenAICompatible``: the chat completions API (OpenAI, vLLM, Ollama, llama.cpp, TGI, …)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+import httpx
+import msgspec
+
+from .._backend import Limits
+from .._query import Query, Response, Usage
+from ._http import (
+    DEFAULT_HTTP_CONFIG,
+    DEFAULT_TIMEOUTS,
+    CallInfo,
+    HttpBackend,
+    HttpConfig,
+    HttpTimeouts,
+    StreamState,
+    error_for_stream_error,
+    make_usage,
+)
+from ._sse import ServerSentEvent
+from ._wire import (
+    ChatCompletion,
+    OpenAIChatRequest,
+    OpenAIStreamOptions,
+    OpenAIUsage,
+    chat_chunk_decoder,
+    encoder,
+    untyped_decoder,
+)
+
+_STREAM_OPTIONS = OpenAIStreamOptions(include_usage=True)
+
+
+class OpenAICompatible(HttpBackend):
+    """A model behind an OpenAI-compatible ``POST {base_url}/chat/completions``.
+
+    ``api_key_env`` names the environment variable holding the key, read at each call and
+    sent as ``Authorization: Bearer``; ``None`` sends no key (local servers). ``headers``
+    are added to every request. With ``stream=True`` the answer is streamed (SSE, with
+    ``stream_options.include_usage``) and ``Response.ttft`` records the time to the first
+    content delta. ``timeout`` applies to every request; ``http`` configures the pool of a
+    client this backend creates; ``client`` is used as given and never closed.
+    """
+
+    path = "/chat/completions"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        provider: str = "openai",
+        region: str = "default",
+        input_price: float = 0.0,
+        output_price: float = 0.0,
+        limits: Limits | None = None,
+        timeout: HttpTimeouts = DEFAULT_TIMEOUTS,
+        http: HttpConfig = DEFAULT_HTTP_CONFIG,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            headers=headers,
+            stream=stream,
+            provider=provider,
+            region=region,
+            input_price=input_price,
+            output_price=output_price,
+            limits=limits,
+            timeout=timeout,
+            http=http,
+            client=client,
+        )
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = dict(self._extra_headers)
+        headers["content-type"] = "application/json"
+        headers["accept"] = "text/event-stream" if self.stream else "application/json"
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def _encode(self, query: Query) -> bytes:
+        return encoder.encode(
+            OpenAIChatRequest(
+                model=self.model,
+                messages=query.chat,
+                max_tokens=query.max_tokens,
+                temperature=query.temperature,
+                stop=list(query.stop) if query.stop else None,
+                stream=self.stream,
+                stream_options=_STREAM_OPTIONS if self.stream else None,
+            )
+        )
+
+    def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
+        try:
+            raw = untyped_decoder.decode(body)
+            completion = msgspec.convert(raw, ChatCompletion)
+        except msgspec.DecodeError as exc:
+            raise call.bad(f"malformed chat completion: {exc}", body) from None
+        if not completion.choices:
+            raise call.bad("chat completion has no choices", body)
+        choice = completion.choices[0]
+        text = choice.message.content
+        if text is None:
+            raise call.bad("chat completion choice has no message content", body)
+        return Response(
+            text=text,
+            usage=_usage(query, text, completion.usage),
+            model=completion.model,
+            finish_reason=choice.finish_reason,
+            raw=raw,
+        )
+
+    def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
+        return _ChatStream(query, start, call)
+
+
+def _usage(query: Query, text: str, usage: OpenAIUsage | None) -> Usage:
+    if usage is None:
+        return make_usage(query, text, None, None)
+    return make_usage(query, text, usage.prompt_tokens, usage.completion_tokens)
+
+
+class _ChatStream:
+    """Reassembles a streamed chat completion: content deltas of choice 0, model, usage, ``[DONE]``."""
+
+    def __init__(self, query: Query, start: float, call: CallInfo) -> None:
+        self.query = query
+        self.start = start
+        self.call = call
+        self.done = False
+        self.parts: list[str] = []
+        self.model: str | None = None
+        self.finish_reason: str | None = None
+        self.usage: OpenAIUsage | None = None
+        self.ttft: float | None = None
+        self.saw_choice = False
+
+    def feed(self, event: ServerSentEvent) -> None:
+        if self.done:
+            return
+        data = event.data.strip()
+        if data == b"[DONE]":
+            self.done = True
+            return
+        if not data:
+            return
+        try:
+            chunk = chat_chunk_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise self.call.bad(f"malformed stream chunk: {exc}", data) from None
+        if chunk.error is not None:
+            raise error_for_stream_error(
+                chunk.error.type or str(chunk.error.code or ""), chunk.error.message, self.call, data
+            )
+        if event.event == "error":
+            raise error_for_stream_error("error", None, self.call, data)
+        if chunk.model and self.model is None:
+            self.model = chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            self.saw_choice = True
+            content = choice.delta.content
+            if content:
+                if self.ttft is None:
+                    self.ttft = anyio.current_time() - self.start
+                self.parts.append(content)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def finish(self) -> Response:
+        if not self.done:
+            raise self.call.bad("stream ended before [DONE] (truncated)")
+        if not self.saw_choice:
+            raise self.call.bad("stream carried no choices")
+        text = "".join(self.parts)
+        usage = self.usage
+        return Response(
+            text=text,
+            usage=_usage(self.query, text, usage),
+            model=self.model,
+            ttft=self.ttft,
+            finish_reason=self.finish_reason,
+            raw=None,
+        )

@@ -1,0 +1,222 @@
+"""msgspec structs for the provider wire formats (OpenAI chat completions, Anthropic Messages).
+
+Response structs are strict about what a backend needs (a missing ``choices`` or ``content``
+is a decode error, hence ``BadResponse``) and tolerant of everything else: unknown fields
+are ignored (``forbid_unknown_fields`` is deliberately left off), optional fields default.
+Request structs use ``omit_defaults`` so unset parameters are not sent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .._query import Message
+
+# --------------------------------------------------------------------------- requests
+
+
+class OpenAIStreamOptions(msgspec.Struct, frozen=True):
+    """``stream_options``: ask for the final usage chunk."""
+
+    include_usage: bool = True
+
+
+class OpenAIChatRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Body of ``POST /chat/completions``."""
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    stop: list[str] | None = None
+    stream: bool = False
+    stream_options: OpenAIStreamOptions | None = None
+
+
+class AnthropicMessage(msgspec.Struct, frozen=True):
+    """One non-system message of an Anthropic request."""
+
+    role: str
+    content: str
+
+
+class AnthropicRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Body of ``POST /messages``."""
+
+    model: str
+    messages: list[AnthropicMessage]
+    max_tokens: int
+    system: str | None = None
+    temperature: float | None = None
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+
+
+# --------------------------------------------------------------------------- OpenAI responses
+
+
+class OpenAIUsage(msgspec.Struct):
+    """Token counts; either may be missing on some servers (then it is estimated)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class OpenAIErrorBody(msgspec.Struct):
+    """The ``error`` object of an error body or an in-stream error chunk."""
+
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+
+
+class OpenAIMessage(msgspec.Struct):
+    """The assistant message of a choice; ``content`` is checked for presence by the backend."""
+
+    content: str | None = None
+    role: str | None = None
+
+
+class OpenAIChoice(msgspec.Struct):
+    """One choice of a (non-streamed) completion."""
+
+    message: OpenAIMessage
+    finish_reason: str | None = None
+    index: int = 0
+
+
+class ChatCompletion(msgspec.Struct):
+    """A non-streamed chat completion: ``choices`` is required."""
+
+    choices: list[OpenAIChoice]
+    model: str | None = None
+    usage: OpenAIUsage | None = None
+    id: str | None = None
+
+
+class OpenAIDelta(msgspec.Struct):
+    """The increment carried by one streamed choice."""
+
+    content: str | None = None
+    role: str | None = None
+
+
+class OpenAIChunkChoice(msgspec.Struct):
+    """One choice of a streamed chunk."""
+
+    delta: OpenAIDelta = msgspec.field(default_factory=OpenAIDelta)
+    finish_reason: str | None = None
+    index: int = 0
+
+
+class ChatCompletionChunk(msgspec.Struct):
+    """One ``data:`` payload of a streamed completion (the usage chunk has empty ``choices``)."""
+
+    choices: list[OpenAIChunkChoice] = msgspec.field(default_factory=list)
+    model: str | None = None
+    usage: OpenAIUsage | None = None
+    error: OpenAIErrorBody | None = None
+
+
+# --------------------------------------------------------------------------- Anthropic responses
+
+
+class AnthropicUsage(msgspec.Struct):
+    """Token counts of a message (``message_start`` carries input, ``message_delta`` output)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class AnthropicContentBlock(msgspec.Struct):
+    """A content block; only ``text`` blocks contribute to the response text."""
+
+    type: str
+    text: str | None = None
+
+
+class AnthropicMessageResponse(msgspec.Struct):
+    """A non-streamed Messages API response: ``content`` is required."""
+
+    content: list[AnthropicContentBlock]
+    model: str | None = None
+    stop_reason: str | None = None
+    usage: AnthropicUsage | None = None
+    id: str | None = None
+
+
+class AnthropicErrorDetail(msgspec.Struct):
+    """``error`` of an Anthropic error body or ``error`` event."""
+
+    type: str | None = None
+    message: str | None = None
+
+
+class AnthropicEventType(msgspec.Struct):
+    """Just the ``type`` of a streamed event (used when the SSE ``event:`` line is absent)."""
+
+    type: str = ""
+
+
+class AnthropicStartMessage(msgspec.Struct):
+    """The message skeleton in ``message_start``."""
+
+    model: str | None = None
+    usage: AnthropicUsage | None = None
+    id: str | None = None
+
+
+class AnthropicMessageStart(msgspec.Struct):
+    """``message_start``."""
+
+    message: AnthropicStartMessage
+
+
+class AnthropicBlockDelta(msgspec.Struct):
+    """``delta`` of ``content_block_delta``: ``text_delta`` carries ``text``; other kinds are ignored."""
+
+    type: str
+    text: str | None = None
+
+
+class AnthropicContentBlockDelta(msgspec.Struct):
+    """``content_block_delta``."""
+
+    delta: AnthropicBlockDelta
+    index: int = 0
+
+
+class AnthropicMessageDeltaBody(msgspec.Struct):
+    """``delta`` of ``message_delta``."""
+
+    stop_reason: str | None = None
+
+
+class AnthropicMessageDelta(msgspec.Struct):
+    """``message_delta``: the stop reason and the output token count."""
+
+    delta: AnthropicMessageDeltaBody = msgspec.field(default_factory=AnthropicMessageDeltaBody)
+    usage: AnthropicUsage | None = None
+
+
+class AnthropicErrorEvent(msgspec.Struct):
+    """``error`` (an event, or the body of an error response)."""
+
+    error: AnthropicErrorDetail = msgspec.field(default_factory=AnthropicErrorDetail)
+
+
+# --------------------------------------------------------------------------- decoders (built once)
+# Non-streamed bodies are decoded untyped once (kept as ``Response.raw``) and then
+# ``msgspec.convert``-ed into ``ChatCompletion`` / ``AnthropicMessageResponse``.
+
+untyped_decoder = msgspec.json.Decoder()
+
+chat_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
+anthropic_type_decoder = msgspec.json.Decoder(AnthropicEventType)
+anthropic_start_decoder = msgspec.json.Decoder(AnthropicMessageStart)
+anthropic_block_delta_decoder = msgspec.json.Decoder(AnthropicContentBlockDelta)
+anthropic_message_delta_decoder = msgspec.json.Decoder(AnthropicMessageDelta)
+anthropic_error_decoder = msgspec.json.Decoder(AnthropicErrorEvent)
+encoder = msgspec.json.Encoder()
