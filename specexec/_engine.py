@@ -148,10 +148,6 @@ class _Run:
                 if self.owed:
                     self.owed -= 1
                     trigger = "after failure"
-                    if not self.rt.failover_allowed():
-                        self._event("skipped", "failover throttle: too many recent failures")
-                        self.owed = 0
-                        continue
                 elif not self.launched:
                     trigger = "primary"
                 elif zero_delay:
@@ -168,7 +164,7 @@ class _Run:
                     next_at = now + self._delay(now) if timed else math.inf
                 continue
             if not self.in_flight:
-                return  # nothing in flight and nothing due: a throttled failover ends here
+                return  # nothing in flight and nothing due (a hedge the budget refused)
             self.wake = anyio.Event()
             with anyio.move_on_after(next_at - now if room else math.inf):
                 await self.wake.wait()
@@ -201,6 +197,10 @@ class _Run:
                 self.cost_skips += 1
                 left = self.policy.max_cost - self.committed
                 self._skip(state, f"cost ceiling: worst case ${worst:.6f} > ${max(left, 0.0):.6f} left")
+                continue
+            if trigger == "after failure" and not state.throttle.allow():
+                self.queue.pop(index)
+                self._skip(state, "failover throttle: this backend fails too often")
                 continue
             tokens = self._token_estimate(state)
             reason = state.health.acquire(now, tokens)
@@ -315,11 +315,12 @@ class _Run:
             record.ended = now - self.t0
             if verdict is not None and not verdict.accept:
                 health.on_rejected(latency, ended)
+                state.throttle.on_success()  # it answered: a quality miss, not a load failure
                 record.outcome, record.reason = "rejected", verdict.reason
                 self.owed += 1
                 return
             health.on_success(latency, ended, response.ttft, response.model)
-            self.rt.failover_succeeded()
+            state.throttle.on_success()
             if self.collect:
                 await self._collect(attempt)
             else:
@@ -337,7 +338,7 @@ class _Run:
         record.reason = f"{kind}: {exc}" if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
         retry_after = getattr(exc, "retry_after", None)
         attempt.state.health.on_failure(kind, now, retry_after, now - attempt.started)
-        self.rt.failover_failed()
+        attempt.state.throttle.on_failure()
         if not isinstance(exc, Timeout):  # a refused request costs nothing; a timed-out one may have
             self._charge(attempt, 0.0)
         if isinstance(exc, BackendError) and exc.fatal:

@@ -39,9 +39,15 @@ class HealthFeedLike(Protocol):
 
 
 class BackendState:
-    """One backend as a runtime knows it: the backend and its live health."""
+    """One backend as a runtime knows it: the backend, its live health, its failover throttle.
 
-    __slots__ = ("backend", "health", "input_price", "name", "output_price", "provider", "region")
+    The throttle (gRPC's retry throttling, per target): a launch *after a failure* may go to
+    this backend only while its own recent attempts mostly succeed. A dead provider still
+    fails over to healthy ones; when every backend fails, failovers stop instead of doubling
+    the load on a sick fleet.
+    """
+
+    __slots__ = ("backend", "health", "input_price", "name", "output_price", "provider", "region", "throttle")
 
     def __init__(self, backend: Backend, config: HealthConfig) -> None:
         self.backend = backend
@@ -50,6 +56,7 @@ class BackendState:
         self.region = backend.region
         self.input_price = backend.input_price
         self.output_price = backend.output_price
+        self.throttle = FailoverThrottle()
         limits = getattr(backend, "limits", None)
         self.health = BackendHealth(
             backend.name,
@@ -75,7 +82,6 @@ class Runtime:
     - ``backends``: the backends policies may name.
     - ``health``: windows, warm-up and breaker settings for every backend.
     - ``sinks``: callables that receive each finished ``Trace`` (e.g. ``JsonLinesSink``).
-    - ``failover_throttle``: the gRPC-style throttle on launches after failures.
     - ``feeds``: health feeds (e.g. ``HealthFeed`` following a probe daemon) that run in the
       background while the runtime is entered, and stop when it exits.
 
@@ -89,7 +95,6 @@ class Runtime:
         *,
         health: HealthConfig | None = None,
         sinks: Sequence[TraceSink] = (),
-        failover_throttle: FailoverThrottle | None = None,
         feeds: Sequence[HealthFeedLike] = (),
     ) -> None:
         self.health_config = health or HealthConfig()
@@ -98,7 +103,6 @@ class Runtime:
         self._implicit: set[str] = set()  # names registered from policies' Backend objects
         self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
         self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
-        self._throttle = failover_throttle or FailoverThrottle()
         self._resources: Resources | None = None
         self.feeds = list(feeds)
         self._feed_group: TaskGroup | None = None
@@ -181,18 +185,6 @@ class Runtime:
         if budget is None:
             budget = self._budgets[config] = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
         return budget
-
-    def failover_allowed(self) -> bool:
-        """Whether a launch after a failure may go ahead (gRPC-style throttle)."""
-        return self._throttle.allow()
-
-    def failover_failed(self) -> None:
-        """An attempt failed: fewer failover tokens."""
-        self._throttle.on_failure()
-
-    def failover_succeeded(self) -> None:
-        """An attempt succeeded: failover tokens recover."""
-        self._throttle.on_success()
 
     def emit(self, trace: Trace) -> None:
         """Send a finished trace to every sink; a failing sink is logged, never raised."""

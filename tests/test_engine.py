@@ -72,7 +72,11 @@ async def test_race_launches_all_at_once_and_cancels_losers(timing: Timing) -> N
         result = await rt.run("q", Policy.race(["a", "b", "c"]))
     assert result.backend == "b" and result.latency == timing.approx(0.1)
     assert all(x.started == timing.approx(0.0) for x in result.trace.attempts)
-    assert {x.backend: x.outcome for x in result.trace.attempts} == {"a": "cancelled", "b": "accepted", "c": "cancelled"}
+    assert {x.backend: x.outcome for x in result.trace.attempts} == {
+        "a": "cancelled",
+        "b": "accepted",
+        "c": "cancelled",
+    }
     assert [x.cancelled for x in backends] == [1, 0, 1]
     assert all(x.active == 0 for x in backends)
 

@@ -1,0 +1,50 @@
+"""The ``specexec`` command: ``demo``, ``bench``, ``fleet``, ``probe``.
+
+Each subcommand lives with its package and is imported only when used, so ``import specexec``
+stays light: ``demo`` and ``bench`` in ``benchmarks``, ``fleet`` in ``benchmarks.fleet``,
+``probe`` in ``probes``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("benchmarks.demo", "start the loopback fleet and compare policies live (no API keys)"),
+    "bench": ("benchmarks.bench", "compare policies on tail latency, cost and extra load"),
+    "fleet": ("benchmarks.fleet", "run the loopback mock provider fleet"),
+    "probe": ("probes", "run the probe daemon"),
+}
+
+USAGE = (
+    "usage: specexec {"
+    + ",".join(COMMANDS)
+    + "} [options]\n\n"
+    + "\n".join(f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items())
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand's ``main(argv) -> int``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] in {"-V", "--version"}:
+        from . import __version__
+
+        print(f"specexec {__version__}")
+        return 0
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        print(f"specexec: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(entry[0])
+    command: Callable[[list[str]], int] = module.main
+    return command(args[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
