@@ -1,0 +1,8 @@
+"""``python -m benchmarks.fleet``: run the loopback mock provider fleet."""
+
+import sys
+
+from ._run import main
+
+if __name__ == "__main__":
+    sys.exit(main())
