@@ -183,7 +183,7 @@ MSG_DELTA = {
     "usage": {"output_tokens": 15},
 }
 STOP = {"type": "message_stop"}
-EVENTS = [START, BLOCK_START, PING, DELTA_1, DELTA_JSON, DELTA_2, BLOCK_STOP, MSG_DELTA, STOP]
+EVENTS: list[dict[str, Any]] = [START, BLOCK_START, PING, DELTA_1, DELTA_JSON, DELTA_2, BLOCK_STOP, MSG_DELTA, STOP]
 
 
 def named(*events: dict[str, Any]) -> bytes:
