@@ -1,0 +1,79 @@
+"""Smoke tests of the benchmark scripts: they run with tiny counts and print a table or valid JSON.
+
+Correctness only — never timing: the figures of a few dozen calls on a shared machine mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import http, overhead
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_json(module: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def test_overhead_json_has_every_scenario_on_both_loops() -> None:
+    doc = run_json("benchmarks.overhead", "--iterations", "40", "--chunk", "10", "--warmup", "5")
+    assert doc["benchmark"] == "overhead" and doc["iterations"] == 40
+    assert set(doc["loops"]) == {"trio", "asyncio+uvloop"}
+    for loop in doc["loops"].values():
+        rows = loop["scenarios"]
+        assert [r["scenario"] for r in rows] == ["single", "hedge-not-fired", "race-of-3"]
+        for r in rows:
+            assert r["run"]["n"] == 40 and r["ref"]["n"] == 40
+            assert r["run"]["median_us"] > 0 and r["ref"]["median_us"] > 0
+            assert isinstance(r["met"], bool)
+        assert set(loop["variants"]) >= {"bare", "single", "floor_hedge", "hedge", "floor_race", "race"}
+
+
+def test_overhead_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert overhead.main(["--backend", "trio", "--iterations", "20", "--chunk", "10", "--warmup", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "## trio" in out and "## asyncio" not in out
+    for row in ("| single", "| hedge-not-fired", "| race-of-3"):
+        assert row in out
+
+
+def test_http_json_compares_both_variants_without_errors() -> None:
+    doc = run_json("benchmarks.http", "--requests", "20", "--rounds", "2", "--concurrency", "1,4", "--breakdown")
+    assert doc["benchmark"] == "http"
+    assert set(doc["loops"]) == {"trio", "asyncio+uvloop"}
+    for rows in doc["loops"].values():
+        assert [r["concurrency"] for r in rows] == [1, 4]
+        for r in rows:
+            for name in ("raw", "specexec"):
+                assert r[name]["requests"] == 20 and r[name]["errors"] == 0
+                assert r[name]["req_per_s"] > 0
+            assert r["throughput_ratio"] > 0
+    assert set(doc["fleet"]["by_status"]) == {"200"}
+    for split in doc["breakdown"].values():
+        assert split["requests"] == 20
+        assert set(split["median_us"]) == {"raw", "complete", "run", "before", "inside", "after"}
+
+
+def test_http_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert http.main(["--backend", "asyncio", "--requests", "10", "--rounds", "1", "--concurrency", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "## asyncio+uvloop" in out and "## trio" not in out
+    rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| 2 ")]
+    assert [variant.strip() for _, variant in rows] == ["raw", "specexec"]
