@@ -20,6 +20,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._clock import loop_clock
 from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout
 from ._query import Query, Response, estimate_input_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
@@ -67,7 +68,8 @@ class _Run:
         self.rt = runtime
         self.query = query
         self.policy = policy
-        self.t0 = anyio.current_time()
+        self.now = loop_clock()
+        self.t0 = self.now()
         self.trace = Trace(
             mode=policy.mode,
             policy=policy.name,
@@ -148,7 +150,7 @@ class _Run:
         while self.winner is None and self.fatal is None:
             if not (self.launched < self.max_attempts and self.queue):
                 return  # nothing more to launch: the task group waits for what is in flight
-            now = anyio.current_time()
+            now = self.now()
             room = len(self.in_flight) < self.max_parallel
             if room and (self.owed or now >= next_at):
                 if self.owed:
@@ -211,7 +213,7 @@ class _Run:
             reason = state.health.acquire(now, tokens)
             if reason is not None and waiting_allowed and self.policy.limit_wait > 0 and reason != "circuit open":
                 reason = await self._wait_for_slot(state, tokens, reason)
-                now = anyio.current_time()
+                now = self.now()
             if reason is not None:
                 self.queue.pop(index)
                 self._skip(state, reason)
@@ -263,14 +265,14 @@ class _Run:
 
     async def _wait_for_slot(self, state: BackendState, tokens: int, reason: str) -> str | None:
         """The primary may wait up to ``limit_wait`` for a rate or concurrency slot (polled every 5 ms)."""
-        give_up = anyio.current_time() + self.policy.limit_wait
+        give_up = self.now() + self.policy.limit_wait
         waited: str | None = reason
         while waited is not None:
-            now = anyio.current_time()
+            now = self.now()
             if now >= give_up:
                 return f"{waited} (waited {self.policy.limit_wait:g}s)"
             await anyio.sleep(min(_LIMIT_POLL, give_up - now))
-            waited = state.health.acquire(anyio.current_time(), tokens)
+            waited = state.health.acquire(self.now(), tokens)
         return None
 
     def _skip(self, state: BackendState, reason: str) -> None:
@@ -281,12 +283,12 @@ class _Run:
                 region=state.region,
                 outcome="skipped",
                 reason=reason,
-                started=anyio.current_time() - self.t0,
+                started=self.now() - self.t0,
             )
         )
 
     def _event(self, what: str, detail: str) -> None:
-        self.trace.events.append(TraceEvent(anyio.current_time() - self.t0, what, detail))
+        self.trace.events.append(TraceEvent(self.now() - self.t0, what, detail))
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -307,14 +309,14 @@ class _Run:
             except Exception as exc:
                 self._failed(attempt, exc)
                 return
-            ended = anyio.current_time()
+            ended = self.now()
             attempt.response = response
             latency = ended - attempt.started
             self._settle(attempt, response)
             record.latency, record.ttft, record.model = latency, response.ttft, response.model
             if self.policy.verify:
                 verdict = await check(self.policy.verify, self.query, response)
-                now = anyio.current_time()
+                now = self.now()
             else:
                 verdict, now = None, ended
             record.ended = now - self.t0
@@ -334,7 +336,7 @@ class _Run:
             self._ended(attempt)
 
     def _failed(self, attempt: _Attempt, exc: Exception) -> None:
-        now = anyio.current_time()
+        now = self.now()
         record = attempt.record
         record.ended = now - self.t0
         record.latency = now - attempt.started
@@ -356,7 +358,7 @@ class _Run:
         """Last words of every attempt (runs during cancellation too: no awaits here)."""
         record = attempt.record
         if record.outcome is None:
-            now = anyio.current_time()
+            now = self.now()
             record.outcome = "cancelled"
             record.ended = now - self.t0
             if attempt.response is None:
@@ -372,7 +374,7 @@ class _Run:
             return f"{self.winner.record.backend} answered first"
         if self.fatal is not None:
             return "run stopped by a fatal error"
-        if self.policy.deadline is not None and anyio.current_time() >= self.t0 + self.policy.deadline:
+        if self.policy.deadline is not None and self.now() >= self.t0 + self.policy.deadline:
             return "deadline"
         return "caller cancelled"
 
@@ -445,7 +447,7 @@ class _Run:
             if a is not winner and a.record.reason == "":
                 a.record.reason = f"not picked: {winner.record.backend} scored best"
         assert winner.response is not None
-        latency = (winner.record.ended or 0.0) if not self.collect else anyio.current_time() - self.t0
+        latency = (winner.record.ended or 0.0) if not self.collect else self.now() - self.t0
         trace.outcome, trace.winner, trace.latency = "ok", winner.record.backend, latency
         return Result(winner.response, winner.record.backend, latency, self.committed, trace, winner.record.score)
 
@@ -497,7 +499,7 @@ class _ScoreContext:
         max_cost = run.policy.max_cost
         if max_cost is not None and run.committed + worst > max_cost + _EPSILON:
             raise BudgetExceeded(f"judge call to {state.name} (worst case ${worst:.6f}) does not fit max_cost")
-        now = anyio.current_time()
+        now = run.now()
         record = AttemptRecord(
             backend=state.name,
             provider=state.provider,
@@ -516,13 +518,13 @@ class _ScoreContext:
         except BaseException as exc:
             record.outcome, record.ended = (
                 ("failed" if isinstance(exc, Exception) else "cancelled"),
-                anyio.current_time() - run.t0,
+                run.now() - run.t0,
             )
             record.reason = f"{type(exc).__name__}: {exc}"
             raise
         run._settle(attempt, response)
-        record.outcome, record.ended = "accepted", anyio.current_time() - run.t0
-        record.latency = anyio.current_time() - now
+        record.outcome, record.ended = "accepted", run.now() - run.t0
+        record.latency = run.now() - now
         return response
 
 

@@ -90,6 +90,9 @@ class BackendHealth:
         Returns the reason it cannot start (then nothing is taken), else ``None``; call
         ``release`` when the attempt ends.
         """
+        if not self.breaker._open and self.requests is None and self.tokens is None:
+            # the common case, kept cheap: closed breaker, no rate limits, maybe a concurrency cap
+            return None if self.concurrency.try_acquire() else "at concurrency limit"
         reason = self.unavailable_reason(now, tokens)
         if reason is not None:
             return reason
@@ -118,9 +121,7 @@ class BackendHealth:
             self.last_model = model
         self.breaker.on_success(now)
 
-    def on_failure(
-        self, kind: str, now: float, retry_after: float | None = None, elapsed: float | None = None
-    ) -> None:
+    def on_failure(self, kind: str, now: float, retry_after: float | None = None, elapsed: float | None = None) -> None:
         """A failed attempt (``kind``: the error kind); ``retry_after`` from a 429.
 
         A fast failure is not a latency sample (it would pull the hedge delay down); a
