@@ -34,6 +34,7 @@ from ._errors import RateLimited as RateLimited
 from ._errors import SpecExecError as SpecExecError
 from ._errors import Timeout as Timeout
 from ._errors import Unavailable as Unavailable
+from ._feed import HealthFeed as HealthFeed
 from ._health import BreakerConfig as BreakerConfig
 from ._health import HealthConfig as HealthConfig
 from ._policy import HedgeBudgetConfig as HedgeBudgetConfig

@@ -1,0 +1,7 @@
+"""``python -m probes --config probes.toml``: run the probe daemon."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,289 @@
+"""The probe daemon's config: ``[[backends]]`` and ``[health]`` as in ``specexec.config``, plus ``[probe]``.
+
+The file is a superset of ``specexec.config.RuntimeConfig`` (one format for services and
+the daemon; a service reading the same file with ``Runtime.from_config`` ignores
+``[probe]``)::
+
+    [[backends]]
+    kind = "openai"
+    name = "mini-us"
+    model = "gpt-4o-mini-2024-07-18"
+    api_key_env = "OPENAI_API_KEY"
+    input_price = 0.15
+    output_price = 0.60
+
+    [probe]
+    interval = 60.0                 # seconds between probes of a backend (>= 1)
+    jitter = 0.1                    # each wait is interval × (1 ± jitter), uniformly
+    timeout = 10.0                  # a probe still running after this is cut (a "timeout" failure)
+    max_concurrent = 8              # probes in flight at once, over all backends
+    daily_budget = 0.50             # USD per UTC day; probing stops when it is spent
+    query = { prompt = "ping", max_tokens = 1 }
+    snapshot = "/var/lib/specexec/probes.msgpack"
+
+    [probe.canary]                  # optional: a question with a known answer
+    query = { prompt = "What is 2 + 2? Answer with a number only.", max_tokens = 4 }
+    expect = "4"
+    every = 10                      # the first probe and every 10th after it is the canary
+
+    [probe.backends.mini-us]        # optional per-backend overrides
+    interval = 15.0
+    pinned_model = "gpt-4o-mini-2024-07-18"
+
+Errors name the file and the key path
+(``PolicyError: probes.toml: Expected `float` >= 1.0 (at $.probe.interval)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from specexec import Backend, PolicyError, Query, Response
+from specexec._toml import decode_toml, read_toml_source, validation_error
+from specexec.config import RuntimeConfig
+from specexec.verifiers import Verdict, VerifierSpec, check
+
+__all__ = [
+    "DEFAULT_BIND",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_JITTER",
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MIN_SAMPLES",
+    "DEFAULT_PORT",
+    "DEFAULT_QUERY",
+    "DEFAULT_SLICES",
+    "DEFAULT_SNAPSHOT_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "MIN_INTERVAL",
+    "BackendOverride",
+    "Canary",
+    "ProbeConfig",
+    "ProbeSettings",
+    "TargetSettings",
+]
+
+DEFAULT_INTERVAL = 60.0
+"""Seconds between two probes of one backend."""
+MIN_INTERVAL = 1.0
+"""The shortest probe interval a config may ask for (seconds)."""
+DEFAULT_JITTER = 0.1
+"""Each wait between probes is ``interval × (1 ± jitter)`` (uniform), so backends drift apart."""
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a probe may run before it is cut and counted as a ``timeout`` failure."""
+DEFAULT_MAX_CONCURRENT = 8
+"""Probes in flight at once, over all backends."""
+DEFAULT_WINDOW = 1800.0
+"""Seconds of probe results the daemon's latency histograms hold (30 probes at the default interval)."""
+DEFAULT_SLICES = 6
+"""Rotating slices of the latency window."""
+DEFAULT_MIN_SAMPLES = 5
+"""Samples the daemon's window needs before it reports quantiles."""
+DEFAULT_BIND = "127.0.0.1"
+"""The HTTP endpoints listen on loopback unless another address is given explicitly."""
+DEFAULT_PORT = 9470
+"""The HTTP port (``0``: any free port)."""
+DEFAULT_SNAPSHOT_INTERVAL = 10.0
+"""Seconds between two snapshot-file writes (one more is written at shutdown)."""
+DEFAULT_QUERY = Query("ping", max_tokens=1)
+"""The probe query: one short message, one output token."""
+
+
+Interval = Annotated[float, msgspec.Meta(ge=MIN_INTERVAL)]
+Jitter = Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0.0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+USD = Annotated[float, msgspec.Meta(ge=0.0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+class Canary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A question with a known answer; a wrong answer marks the backend *degraded*, however fast.
+
+    ``expect``: the reply, stripped of surrounding whitespace and compared case-insensitively,
+    must equal it; ``verify``: verifiers as in a policy (``[{kind = "regex", pattern = "..."}]``)
+    that must all accept. Give one or both. The first probe of a backend and every
+    ``every``-th after it is the canary instead of the plain probe query.
+    """
+
+    query: Query
+    expect: str | None = None
+    verify: tuple[VerifierSpec, ...] = ()
+    every: PositiveInt = 10
+
+    def __post_init__(self) -> None:
+        if self.expect is None and not self.verify:
+            raise ValueError("a canary needs `expect` or `verify` (or both)")
+
+    async def verdict(self, response: Response) -> Verdict:
+        """Whether ``response`` answers the canary correctly (``Verdict.reason`` says why not)."""
+        text = response.text.strip()
+        if self.expect is not None and text.casefold() != self.expect.strip().casefold():
+            return Verdict(False, f"expected {self.expect!r}, got {text[:80]!r}")
+        if self.verify:
+            return await check(self.verify, self.query, response)
+        return Verdict(True)
+
+
+class BackendOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[probe.backends.NAME]``: settings for one backend; unset fields inherit from ``[probe]``.
+
+    ``canary = false`` turns a default canary off for this backend. ``pinned_model`` is the
+    model id the provider should report (default: the backend's ``model``); a different
+    reported id raises the drift flag. ``enabled = false`` stops probing this backend.
+    """
+
+    interval: Interval | None = None
+    jitter: Jitter | None = None
+    timeout: PositiveSeconds | None = None
+    query: Query | None = None
+    canary: Canary | bool | None = None
+    pinned_model: str | None = None
+    unhealthy_after: PositiveInt | None = None
+    stale_after: PositiveSeconds | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.canary is True:
+            raise ValueError("canary = true says nothing: give a canary table, or false to turn a default one off")
+
+
+class ProbeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[probe]``: defaults for every backend, the daemon's window, budget, endpoints and snapshot.
+
+    - ``interval`` / ``jitter`` / ``timeout``: the schedule (see the ``DEFAULT_*`` constants).
+    - ``max_concurrent``: probes in flight at once; ``daily_budget``: USD per UTC day (``None``:
+      unlimited) — probing stops when the next probe's worst case would not fit.
+    - ``query``: the probe query; ``canary``: an optional ``Canary``.
+    - ``unhealthy_after``: consecutive failed probes that make a backend *unhealthy* (1: the
+      first failure does, so an outage is reported within two intervals).
+    - ``stale_after``: seconds without a finished probe after which a backend reads *unknown*
+      (default ``3 × interval × (1 + jitter) + timeout``).
+    - ``window`` / ``slices`` / ``min_samples``: the daemon's latency histograms.
+    - ``http`` / ``bind`` / ``port``: the HTTP endpoints (loopback unless ``bind`` says otherwise).
+    - ``snapshot`` / ``snapshot_interval``: the snapshot file (``None``: none) and its cadence.
+    - ``seed``: seeds the jitter (``None``: random).
+    - ``backends``: per-backend overrides by name.
+    """
+
+    interval: Interval = DEFAULT_INTERVAL
+    jitter: Jitter = DEFAULT_JITTER
+    timeout: PositiveSeconds = DEFAULT_TIMEOUT
+    max_concurrent: PositiveInt = DEFAULT_MAX_CONCURRENT
+    daily_budget: USD | None = None
+    query: Query = DEFAULT_QUERY
+    canary: Canary | None = None
+    unhealthy_after: PositiveInt = 1
+    stale_after: PositiveSeconds | None = None
+    window: PositiveSeconds = DEFAULT_WINDOW
+    slices: PositiveInt = DEFAULT_SLICES
+    min_samples: PositiveInt = DEFAULT_MIN_SAMPLES
+    http: bool = True
+    bind: Annotated[str, msgspec.Meta(min_length=1)] = DEFAULT_BIND
+    port: Port = DEFAULT_PORT
+    snapshot: str | None = None
+    snapshot_interval: PositiveSeconds = DEFAULT_SNAPSHOT_INTERVAL
+    seed: int | None = None
+    backends: dict[str, BackendOverride] = {}
+
+
+class TargetSettings(msgspec.Struct, frozen=True):
+    """One backend's effective probe settings (``[probe]`` merged with its override)."""
+
+    name: str
+    interval: float
+    jitter: float
+    timeout: float
+    query: Query
+    canary: Canary | None
+    pinned_model: str | None
+    unhealthy_after: int
+    stale_after: float
+    enabled: bool
+
+
+def _override_error(source: str | Path) -> PolicyError | None:
+    """The error of the first bad ``[probe.backends.NAME]`` table, with NAME in its path.
+
+    (msgspec writes a dict value's path as ``backends[...]``; each table is checked again on
+    its own to say which one it was.)
+    """
+    text, origin = read_toml_source(source)
+    raw = msgspec.toml.decode(text)
+    overrides = raw.get("probe", {}).get("backends", {}) if isinstance(raw, dict) else {}
+    for name, body in overrides.items() if isinstance(overrides, dict) else ():
+        try:
+            msgspec.convert(body, BackendOverride)
+        except msgspec.ValidationError as exc:
+            inner = validation_error(exc, origin)
+            detail = str(inner).removeprefix(f"{origin}: " if origin else "").removesuffix(f" (at {inner.path})")
+            return PolicyError(detail, path=f"$.probe.backends.{name}{inner.path[1:]}", source=origin)
+    return None
+
+
+class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
+    """A probe daemon's config file: ``[[backends]]``, ``[health]`` (its ``breaker`` rules the
+    probes' circuit state) and ``[probe]``.
+
+    Load with ``ProbeConfig.load(path_or_text)``; errors are ``PolicyError`` with file and key path.
+    """
+
+    probe: ProbeSettings = ProbeSettings()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        known = {b.name for b in self.backends}
+        for name in self.probe.backends:
+            if name not in known:
+                raise PolicyError(
+                    f"no backend named {name!r} in [[backends]] (known: {', '.join(sorted(known)) or 'none'})",
+                    path=f"$.probe.backends.{name}",
+                )
+
+    @classmethod
+    def load(cls, source: str | Path, *, extra: Sequence[str] = ()) -> ProbeConfig:
+        """Load from a TOML file path or TOML text; top-level tables named in ``extra`` are ignored."""
+        try:
+            return decode_toml(source, cls, ignore=extra)
+        except PolicyError as exc:
+            if not exc.path.startswith("$.probe.backends[...]"):
+                raise
+            raise _override_error(source) or exc from None
+
+    def target(self, backend: Backend) -> TargetSettings:
+        """The effective settings for ``backend`` (overrides by its name, if any)."""
+        p = self.probe
+        o = p.backends.get(backend.name, BackendOverride())
+        interval = o.interval if o.interval is not None else p.interval
+        jitter = o.jitter if o.jitter is not None else p.jitter
+        timeout = o.timeout if o.timeout is not None else p.timeout
+        if o.canary is False:
+            canary = None
+        elif isinstance(o.canary, Canary):
+            canary = o.canary
+        else:
+            canary = p.canary
+        stale_after = o.stale_after if o.stale_after is not None else p.stale_after
+        if stale_after is None:
+            stale_after = 3 * interval * (1 + jitter) + timeout
+        pinned = o.pinned_model if o.pinned_model is not None else (getattr(backend, "model", None) or None)
+        return TargetSettings(
+            name=backend.name,
+            interval=interval,
+            jitter=jitter,
+            timeout=timeout,
+            query=o.query if o.query is not None else p.query,
+            canary=canary,
+            pinned_model=pinned,
+            unhealthy_after=o.unhealthy_after if o.unhealthy_after is not None else p.unhealthy_after,
+            stale_after=stale_after,
+            enabled=o.enabled,
+        )
+
+    def api_key_envs(self) -> list[str]:
+        """The environment variables that hold the backends' API keys (their values are redacted)."""
+        return [env for b in self.backends if (env := getattr(b, "api_key_env", None))]

@@ -1,0 +1,315 @@
+"""``ProbeDaemon``: probes every backend on its schedule and publishes one view of their health.
+
+It ties the pieces together: the ``Scheduler`` (probe loops), a ``ProbeState`` per backend,
+the ``DailyBudget``, the HTTP endpoints (``_http``) and the snapshot file (``_snapshot``).
+Written on anyio: it runs on trio (tests in virtual time) and on asyncio with uvloop (the
+command line's default).
+
+Run it inside a task group::
+
+    daemon = ProbeDaemon(ProbeConfig.load("probes.toml"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)      # listening and probing from here on
+        ...
+        tg.cancel_scope.cancel()        # clean stop: a final snapshot is written
+
+Cancellation: ``run`` returns only by cancellation; by then every probe and connection it
+started has ended, the HTTP clients are closed and (with a snapshot path) the final
+snapshot is on disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup, TaskStatus
+from anyio.streams.stapled import MultiListener
+
+from specexec import Backend
+from specexec._errors import redact
+from specexec._health import HealthConfig
+from specexec._resources import Resources
+
+from ._budget import DailyBudget, day_label
+from ._config import ProbeConfig
+from ._http import Endpoints, HttpServer
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._metrics import render
+from ._schedule import Scheduler, Target
+from ._snapshot import (
+    SNAPSHOT_MEDIA_TYPE,
+    SNAPSHOT_VERSION,
+    BudgetView,
+    HealthReport,
+    Snapshot,
+    encode_snapshot,
+    read_snapshot_file,
+    write_atomic,
+)
+from ._state import ProbeState
+
+__all__ = ["ProbeDaemon"]
+
+_log = logging.getLogger("specexec.probes")
+_JSON = "application/json"
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+class ProbeDaemon:
+    """The probe daemon for one config.
+
+    - ``backends``: backend objects to probe instead of building them from ``[[backends]]``
+      (tests pass ``SimulatedBackend`` objects); per-backend overrides still apply by name.
+    - ``wall_clock``: Unix time (the budget's UTC day, published timestamps); injectable.
+    - ``bind`` / ``port`` / ``snapshot`` / ``http``: override ``[probe]`` (``snapshot=None``: no file).
+
+    After ``run`` has started, ``url`` is the HTTP base URL (``None`` without HTTP).
+    ``health_report()``, ``snapshot()`` and ``metrics()`` are what the endpoints serve.
+    """
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        *,
+        backends: Sequence[Backend] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        bind: str | None = None,
+        port: int | None = None,
+        snapshot: str | os.PathLike[str] | _Unset | None = _UNSET,
+        http: bool | None = None,
+    ) -> None:
+        self.config = config
+        p = config.probe
+        self.wall_clock = wall_clock
+        self.bind = bind if bind is not None else p.bind
+        self.port = port if port is not None else p.port
+        self.http = http if http is not None else p.http
+        if isinstance(snapshot, _Unset):
+            self.snapshot_path: Path | None = Path(p.snapshot) if p.snapshot else None
+        else:
+            self.snapshot_path = Path(snapshot) if snapshot is not None else None
+        self.health_config = HealthConfig(
+            window=p.window,
+            slices=p.slices,
+            min_samples=p.min_samples,
+            breaker=config.health.breaker,
+            probe_max_age=config.health.probe_max_age,
+        )
+        self.backends = list(backends) if backends is not None else config.build_backends()
+        names = [b.name for b in self.backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two backends share a name among {names}")
+        self.budget = DailyBudget(p.daily_budget)
+        self.targets: dict[str, Target] = {}
+        for backend in self.backends:
+            settings = config.target(backend)
+            state = ProbeState(
+                settings,
+                self.health_config,
+                provider=getattr(backend, "provider", ""),
+                region=getattr(backend, "region", ""),
+            )
+            self.targets[backend.name] = Target(backend, settings, state, seed=p.seed)
+        self._secret_envs = sorted(
+            {env for b in self.backends if isinstance(env := getattr(b, "api_key_env", None), str)}
+        )
+        self._header_secrets = tuple(
+            value
+            for b in config.backends
+            for key, value in getattr(b, "headers", {}).items()
+            if any(word in key.lower() for word in ("key", "auth", "token", "secret", "cookie"))
+        )
+        self.started_at = wall_clock()
+        self._started_loop = 0.0
+        self.url: str | None = None
+        self.scheduler: Scheduler | None = None
+
+    # -- what is published ------------------------------------------------------------------
+
+    @property
+    def states(self) -> dict[str, ProbeState]:
+        """Each backend's probe state, by name."""
+        return {name: t.state for name, t in self.targets.items()}
+
+    def redact(self, text: str) -> str:
+        """``text`` without any API key (the configured keys verbatim, and anything key-like)."""
+        secrets = [v for env in self._secret_envs if (v := os.environ.get(env))]
+        return redact(text, [*secrets, *self._header_secrets])
+
+    def _budget_view(self, wall: float) -> BudgetView:
+        b = self.budget
+        exhausted = b.exhausted(wall)
+        day = b.day if b.day is not None else 0
+        return BudgetView(
+            limit=b.limit,
+            spent=b.spent,
+            reserved=b.reserved,
+            day=day,
+            date=day_label(day),
+            exhausted=exhausted,
+            resets_at=b.resets_at(wall),
+            total=b.total,
+        )
+
+    def _revision(self) -> int:
+        return sum(t.state.revision for t in self.targets.values())
+
+    def health_report(self) -> HealthReport:
+        """``GET /v1/health``: the daemon and every backend, now."""
+        now, wall = anyio.current_time(), self.wall_clock()
+        return HealthReport(
+            version=SNAPSHOT_VERSION,
+            generated_at=wall,
+            started_at=self.started_at,
+            uptime=max(0.0, now - self._started_loop),
+            revision=self._revision(),
+            window=self.health_config.window,
+            budget=self._budget_view(wall),
+            backends={name: t.state.view(now, wall) for name, t in self.targets.items()},
+        )
+
+    def snapshot(self) -> Snapshot:
+        """``GET /v1/snapshot``: the health report with every backend's encoded histograms, now."""
+        now, wall = anyio.current_time(), self.wall_clock()
+        return Snapshot(
+            version=SNAPSHOT_VERSION,
+            generated_at=wall,
+            started_at=self.started_at,
+            revision=self._revision(),
+            window=self.health_config.window,
+            budget=self._budget_view(wall),
+            backends={name: t.state.snapshot(now, wall) for name, t in self.targets.items()},
+        )
+
+    def metrics(self) -> str:
+        """``GET /metrics``: Prometheus text exposition."""
+        return render(self.health_report())
+
+    def endpoints(self) -> Endpoints:
+        """The HTTP routes' bodies."""
+        return Endpoints(
+            healthz=lambda: (
+                _JSON,
+                msgspec.json.encode({"status": "ok", "uptime": anyio.current_time() - self._started_loop}),
+            ),
+            health=lambda: (_JSON, msgspec.json.encode(self.health_report())),
+            snapshot=lambda: (SNAPSHOT_MEDIA_TYPE, encode_snapshot(self.snapshot())),
+            metrics=lambda: (METRICS_CONTENT_TYPE, self.metrics().encode("utf-8")),
+        )
+
+    # -- the snapshot file -----------------------------------------------------------------
+
+    def write_snapshot(self) -> bool:
+        """Write the snapshot file now (atomically); ``False`` (and logged) if it failed or there is none."""
+        if self.snapshot_path is None:
+            return False
+        try:
+            write_atomic(self.snapshot_path, encode_snapshot(self.snapshot()))
+        except OSError as exc:
+            _log.error("snapshot: cannot write %s: %s", self.snapshot_path, exc.strerror or exc)
+            return False
+        return True
+
+    def resume(self) -> bool:
+        """Resume from the snapshot file, if there is one: counters, last results, budget, histograms.
+
+        Histograms are restored only from a snapshot younger than the window. Backends no
+        longer configured are dropped. A bad file is logged and ignored (it is overwritten by
+        the next write). Returns whether anything was restored.
+        """
+        if self.snapshot_path is None:
+            return False
+        try:
+            snap = read_snapshot_file(self.snapshot_path)
+        except ValueError as exc:
+            _log.warning("snapshot: ignoring %s: %s", self.snapshot_path, exc)
+            return False
+        if snap is None:
+            return False
+        now, wall = anyio.current_time(), self.wall_clock()
+        fresh = wall - snap.generated_at < self.health_config.window
+        for name, entry in snap.backends.items():
+            target = self.targets.get(name)
+            if target is None:
+                continue
+            try:
+                target.state.restore(entry, now=now, histograms=fresh)
+            except ValueError as exc:
+                _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
+        self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
+        _log.info(
+            "snapshot: resumed from %s (written %.0f s ago%s)",
+            self.snapshot_path,
+            max(0.0, wall - snap.generated_at),
+            "" if fresh else "; histograms too old to restore",
+        )
+        return True
+
+    async def _serve_http(self, listener: MultiListener[SocketStream], tg: TaskGroup) -> None:
+        server = HttpServer(self.endpoints())
+        async with listener:
+            await listener.serve(server.handle, tg)
+
+    async def _snapshot_loop(self) -> None:
+        interval = self.config.probe.snapshot_interval
+        while True:
+            await anyio.sleep(interval)
+            self.write_snapshot()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[ProbeDaemon] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Resume, listen, probe and write snapshots until cancelled (see the module docs).
+
+        Reports itself through ``task_status`` once listening. Raises ``OSError`` if the HTTP
+        address cannot be bound.
+        """
+        self._started_loop = anyio.current_time()
+        self.resume()
+        resources = Resources()
+        p = self.config.probe
+        self.scheduler = Scheduler(
+            list(self.targets.values()),
+            max_concurrent=p.max_concurrent,
+            budget=self.budget,
+            wall_clock=self.wall_clock,
+            resources=resources,
+            redact=self.redact,
+        )
+        started = False
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.http:
+                    listener = await anyio.create_tcp_listener(local_host=self.bind, local_port=self.port)
+                    port = listener.extra(SocketAttribute.local_port)
+                    host = f"[{self.bind}]" if ":" in self.bind else self.bind
+                    self.url = f"http://{host}:{port}"
+                    tg.start_soon(self._serve_http, listener, tg)
+                    _log.info("probe daemon: serving %s (/healthz, /v1/health, /v1/snapshot, /metrics)", self.url)
+                tg.start_soon(self.scheduler.run)
+                if self.snapshot_path is not None:
+                    tg.start_soon(self._snapshot_loop)
+                enabled = sum(t.settings.enabled for t in self.targets.values())
+                _log.info("probe daemon: probing %d backend(s)", enabled)
+                task_status.started(self)
+                started = True
+        finally:
+            # Only a daemon that ran writes: one that failed to start must not overwrite the
+            # file of another instance that holds the port.
+            if started and self.snapshot_path is not None and self.write_snapshot():
+                _log.info("snapshot: final snapshot written to %s", self.snapshot_path)
+            with anyio.move_on_after(2.0, shield=True):
+                await resources.aclose()

@@ -1,0 +1,221 @@
+"""What the daemon publishes: the ``/v1/health`` report and the ``/v1/snapshot`` (msgpack) document.
+
+Both are msgspec Structs. A snapshot is the health report plus, per backend, the latency
+and TTFT windows as HdrHistogram's standard compressed encoding (base64 text, observed and
+censored separately, as ``specexec._health.LatencyWindow.encode`` makes them), so a receiver
+can merge them into its own histograms (``LatencyWindow.merge_encoded``) and get the same
+quantiles. ``specexec.HealthFeed`` reads a subset of these fields; keep the two in step
+(fields may be added; a change of meaning bumps ``SNAPSHOT_VERSION``).
+
+Times are Unix seconds (``*_at``) or seconds (``age``: since the last finished probe, at
+``generated_at``). The snapshot file is written atomically (temp file, fsync, rename), so
+a reader sees the old or the new file, never half of one; the daemon resumes from it on
+restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "SNAPSHOT_MEDIA_TYPE",
+    "SNAPSHOT_VERSION",
+    "BackendSnapshot",
+    "BackendView",
+    "BudgetView",
+    "EncodedHistogram",
+    "HealthReport",
+    "Snapshot",
+    "decode_snapshot",
+    "encode_snapshot",
+    "read_snapshot_file",
+    "write_atomic",
+]
+
+SNAPSHOT_VERSION = 1
+"""The snapshot format's version (``Snapshot.version``)."""
+SNAPSHOT_MEDIA_TYPE = "application/vnd.msgpack"
+"""The ``Content-Type`` of ``GET /v1/snapshot``."""
+
+State = Literal["healthy", "degraded", "unhealthy", "unknown"]
+Circuit = Literal["closed", "open", "half_open"]
+CanaryResult = Literal["passed", "failed"]
+
+
+class EncodedHistogram(msgspec.Struct, frozen=True):
+    """A latency window's observed and censored histograms, each HdrHistogram-compressed, base64."""
+
+    observed: str
+    censored: str
+
+
+class BackendView(msgspec.Struct, frozen=True, kw_only=True):
+    """One backend in ``/v1/health``.
+
+    ``state``: ``healthy``; ``degraded`` (the last canary got a wrong answer); ``unhealthy``
+    (the last ``unhealthy_after`` probes failed); ``unknown`` (no probe finished in
+    ``stale_after`` seconds, e.g. the budget is spent). ``circuit`` is a circuit breaker
+    fed by the probes (``[health.breaker]`` rules). ``p50``/``p90``/``p99`` (seconds, over the
+    daemon's window; ``None`` below ``min_samples``); ``success_rate`` over the window;
+    ``model`` the pinned id, ``reported_model`` the last one the provider reported, ``drift``
+    when they differ. ``successes``, ``failures``, ``errors`` (by kind), ``probes``,
+    ``skipped`` (not sent: budget) and ``cost`` (USD) count since the first start.
+    """
+
+    provider: str
+    region: str
+    model: str | None
+    state: State
+    circuit: Circuit
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    ttft_p50: float | None
+    samples: int
+    success_rate: float | None
+    successes: int
+    failures: int
+    errors: dict[str, int]
+    consecutive_failures: int
+    last_error_kind: str | None
+    last_error: str | None
+    last_error_at: float | None
+    last_success_at: float | None
+    last_probe_at: float | None
+    age: float | None
+    reported_model: str | None
+    drift: bool
+    canary: CanaryResult | None
+    canary_reason: str | None
+    canary_at: float | None
+    probes: int
+    skipped: int
+    cost: float
+    interval: float
+    latency_sum: float
+    latency_count: int
+    ttft_sum: float
+    ttft_count: int
+
+
+class BackendSnapshot(BackendView, frozen=True, kw_only=True):
+    """One backend in ``/v1/snapshot``: its health view plus the encoded latency and TTFT windows."""
+
+    latency: EncodedHistogram
+    ttft: EncodedHistogram
+
+
+class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
+    """The daily probe budget: ``limit`` (``None``: none) and ``spent`` USD on UTC ``day``.
+
+    ``exhausted``: probing is stopped until ``resets_at`` (Unix time of the next UTC midnight).
+    ``total``: USD spent on probes since the first start.
+    """
+
+    limit: float | None
+    spent: float
+    reserved: float
+    day: int
+    date: str
+    exhausted: bool
+    resets_at: float
+    total: float
+
+
+class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/health``: the daemon and every backend, as JSON."""
+
+    version: int
+    generated_at: float
+    started_at: float
+    uptime: float
+    revision: int
+    window: float
+    budget: BudgetView
+    backends: dict[str, BackendView]
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/snapshot`` and the snapshot file: the health report with encoded histograms.
+
+    ``revision`` grows with every recorded probe result (same revision: same data).
+    """
+
+    version: int
+    generated_at: float
+    started_at: float
+    revision: int
+    window: float
+    budget: BudgetView
+    backends: dict[str, BackendSnapshot]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """A snapshot as msgpack bytes."""
+    return _encoder.encode(snapshot)
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    """Decode msgpack bytes into a ``Snapshot``; raises ``ValueError`` on anything else."""
+    try:
+        snapshot = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a probe snapshot: {exc}") from None
+    if snapshot.version != SNAPSHOT_VERSION:
+        raise ValueError(f"snapshot version {snapshot.version} (this daemon reads {SNAPSHOT_VERSION})")
+    return snapshot
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the file at ``path`` with ``data`` atomically: temp file, fsync, rename, fsync the directory.
+
+    Readers see the old file or the new one, never a partial write; after a crash the file is
+    one of the two. The file is world-readable (``0644``): it holds no secrets.
+
+    Synchronous, on purpose: snapshot files are small (kilobytes) and local, so the write takes
+    well under a millisecond plus the fsync, and the project's rules keep work off threads.
+    """
+    target = Path(path)
+    directory = target.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; services of other users read this file
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every platform/filesystem lets a directory be fsynced
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_snapshot_file(path: str | os.PathLike[str]) -> Snapshot | None:
+    """The snapshot in the file at ``path``, or ``None`` when there is no file.
+
+    Raises ``ValueError`` when the file is not a readable snapshot.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read snapshot file: {exc.strerror}") from None
+    return decode_snapshot(data)

@@ -1,0 +1,345 @@
+"""``HealthFeed``: follow a probe daemon and merge its measurements into a runtime's health.
+
+>>> runtime = specexec.Runtime(backends, feeds=[specexec.HealthFeed("http://127.0.0.1:9470")])
+>>> async with runtime:     # the feed polls in the background while the runtime is entered
+...     await runtime.run(query, policy)
+
+The wire format is the daemon's snapshot (``probes/_snapshot.py``, msgpack); this module
+reads only the fields it needs, so the daemon may add fields freely (a change of meaning
+bumps the version, which is checked).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import msgspec
+
+from ._health import LatencyWindow
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["SNAPSHOT_VERSION", "HealthFeed", "RemoteHealth"]
+
+SNAPSHOT_VERSION = 1
+"""The probe snapshot version this feed reads."""
+
+_log = logging.getLogger("specexec.feed")
+
+
+class _Histogram(msgspec.Struct, frozen=True):
+    observed: str
+    censored: str
+
+
+class RemoteHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """What the probe daemon last said about one backend — information for the application.
+
+    ``state`` (``healthy`` / ``degraded`` / ``unhealthy`` / ``unknown``), ``circuit`` (the
+    daemon's breaker, fed by probes), ``model`` (pinned) and ``reported_model``, ``drift``,
+    ``p50``/``p90``/``p99`` and ``success_rate`` over the daemon's window, the last error's
+    kind and Unix time, and ``age``: seconds since the daemon's last finished probe of it, as
+    of the moment ``HealthFeed.remote`` is called.
+    """
+
+    state: str
+    circuit: str = "closed"
+    model: str | None = None
+    reported_model: str | None = None
+    drift: bool = False
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    success_rate: float | None = None
+    last_error_kind: str | None = None
+    last_error_at: float | None = None
+    age: float | None = None
+    latency: _Histogram | None = None
+
+
+class _Snapshot(msgspec.Struct, frozen=True):
+    version: int
+    generated_at: float
+    backends: dict[str, RemoteHealth] = {}
+
+
+_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+class _Entry:
+    __slots__ = ("fresh_until", "health", "observed_at")
+
+    def __init__(self, health: RemoteHealth, fresh_until: float, observed_at: float) -> None:
+        self.health = health
+        self.fresh_until = fresh_until  # loop time at which this data becomes unknown
+        self.observed_at = observed_at  # loop time of the poll that brought it
+
+
+def _empty_like(window: LatencyWindow) -> LatencyWindow:
+    return LatencyWindow(
+        window.window,
+        window.slices,
+        window.min_samples,
+        window.significant_figures,
+        max_refresh_interval=window.max_refresh_interval,
+    )
+
+
+class HealthFeed:
+    """Follows a probe daemon and keeps ``runtime.health(name).probe_latency`` current.
+
+    ``source`` is the daemon's base URL (``http://127.0.0.1:PORT``; ``GET /v1/snapshot`` is
+    fetched) or the path of its snapshot file. Give it to a runtime (``Runtime(...,
+    feeds=[feed])``): while the runtime is entered, ``follow`` polls every ``interval``
+    seconds (each fetch bounded by ``timeout``). ``poll_once`` does one poll (tests, or
+    services that schedule polls themselves).
+
+    **What a snapshot changes.** Only the *probe* latency window of each backend the runtime
+    knows (backends the runtime does not know are ignored): on every poll it is replaced by
+    the daemon's window for that backend — cleared and re-filled from the snapshot's encoded
+    histograms, so probe data is never counted twice — when the daemon calls the backend
+    ``healthy``; for a backend the daemon calls ``unhealthy``, ``degraded`` or ``unknown`` it
+    is emptied (no probe estimate: a fast 503 or a wrong answer must not make a backend look
+    quick). ``BackendHealth.quantile`` then uses live traffic when it has enough samples and
+    the probe window otherwise, as the health module defines; probe data needs the runtime's
+    ``min_samples`` like live data. Give a runtime one feed: a second would replace the
+    first one's probe data on every poll.
+
+    **What it may not change.** The live windows, the runtime's circuit breakers and
+    ``last_model``. A remote snapshot does not force a local breaker open: the daemon's view
+    comes from one tiny request per interval, the breaker from this process's own traffic;
+    letting every service trip on one probe failure would turn a probe blip into a
+    fleet-wide outage and the breaker could not close again on local successes. The daemon's
+    state, circuit, drift flag and reported model are kept as information: ``remote(name)``.
+
+    **Staleness.** Data is as old as the daemon's last finished probe of the backend (the
+    snapshot's ``age`` plus the snapshot's own age by the wall clock). ``max_age`` seconds
+    after that it becomes *unknown*: the probe window is emptied and ``remote`` returns
+    ``None`` — exactly then, whether or not the daemon is still reachable (a stopped daemon,
+    a daemon whose budget is spent, a stale file). So data is never frozen "healthy".
+    ``max_age`` should exceed the daemon's probe interval.
+
+    **Failures.** An unreachable daemon (or an unreadable snapshot) is logged once per
+    outage on the ``specexec.feed`` logger (and once more when it is back); ``follow`` and
+    ``poll_once`` never raise (cancellation passes through), so a runtime's ``run()`` is never
+    failed by its feed. ``wall_clock`` (Unix time) is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        interval: float = 5.0,
+        max_age: float = 180.0,
+        timeout: float = 2.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if not max_age > 0:
+            raise ValueError(f"max_age must be positive (seconds), got {max_age!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
+        text = str(source)
+        self.url: str | None = None
+        self.path: Path | None = None
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            base = source.rstrip("/")
+            self.url = base if base.endswith("/v1/snapshot") else base + "/v1/snapshot"
+        else:
+            self.path = Path(text)
+        self.source = text
+        self.interval = float(interval)
+        self.max_age = float(max_age)
+        self.timeout = float(timeout)
+        self.wall_clock = wall_clock
+        self._entries: dict[str, _Entry] = {}
+        self._filled: set[str] = set()  # backends whose probe window holds data from this feed
+        self._client: httpx.AsyncClient | None = None
+        self._outage_since: float | None = None
+        self.last_success: float | None = None
+        """Loop time of the last successful poll."""
+        self.polls = 0
+        self.failures = 0
+
+    # -- public reading ---------------------------------------------------------------------
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the last poll succeeded."""
+        return self._outage_since is None and self.last_success is not None
+
+    def remote(self, name: str) -> RemoteHealth | None:
+        """What the daemon last said about backend ``name`` (``age`` as of now), or ``None``
+        when there is no fresh word of it (never reported, absent from the snapshot, or older
+        than ``max_age``)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        now = anyio.current_time()
+        if now >= entry.fresh_until:
+            return None
+        age = entry.health.age
+        return msgspec.structs.replace(entry.health, age=None if age is None else age + (now - entry.observed_at))
+
+    # -- polling ----------------------------------------------------------------------------
+
+    async def follow(self, runtime: Runtime) -> None:
+        """Poll every ``interval`` seconds and expire data at exactly ``max_age``, until cancelled.
+
+        Never raises (except cancellation); the HTTP client it opens is closed when it ends.
+        """
+        client = (
+            httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
+            if self.url is not None
+            else None
+        )
+        self._client = client
+        try:
+            next_poll = anyio.current_time()
+            while True:
+                now = anyio.current_time()
+                if now >= next_poll:
+                    await self.poll_once(runtime)
+                    next_poll = anyio.current_time() + self.interval
+                else:
+                    self._expire_safely(runtime)
+                wake = min([next_poll, *(e.fresh_until for e in self._entries.values())])
+                await anyio.sleep_until(wake)
+        finally:
+            self._client = None
+            if client is not None:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+    async def poll_once(self, runtime: Runtime) -> bool:
+        """Fetch the snapshot once and merge it into ``runtime``; ``True`` if that worked.
+
+        On failure the outage is logged (once) and only expiry is applied. Never raises
+        (except cancellation).
+        """
+        self.polls += 1
+        try:
+            data: bytes | None = None
+            with anyio.move_on_after(self.timeout):
+                data = await self._fetch()
+            if data is None:
+                raise TimeoutError(f"no snapshot within {self.timeout:g} s")
+            try:
+                snapshot = _decoder.decode(data)
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"not a probe snapshot: {exc}") from None
+            if snapshot.version != SNAPSHOT_VERSION:
+                raise ValueError(f"snapshot version {snapshot.version}, this feed reads {SNAPSHOT_VERSION}")
+        except Exception as exc:
+            self._failed(exc)
+            self._expire_safely(runtime)
+            return False
+        self._recovered()
+        try:
+            self._apply(runtime, snapshot)
+        except Exception:  # a bug here must not stop the feed, nor a run
+            _log.exception("specexec feed: merging the snapshot from %s failed", self.source)
+            return False
+        return True
+
+    async def _fetch(self) -> bytes:
+        if self.url is None:
+            assert self.path is not None
+            # A local snapshot file is a few kilobytes: read in place (no worker thread, which
+            # the structured-concurrency rules forbid; it costs microseconds).
+            return self.path.read_bytes()
+        client = self._client
+        if client is not None:
+            return await self._get(client)
+        async with httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False) as one_shot:
+            return await self._get(one_shot)
+
+    async def _get(self, client: httpx.AsyncClient) -> bytes:
+        assert self.url is not None
+        response = await client.get(self.url)
+        if response.status_code != 200:
+            raise OSError(f"GET {self.url}: HTTP {response.status_code}")
+        return response.content
+
+    # -- merging and expiry -----------------------------------------------------------------
+
+    def _apply(self, runtime: Runtime, snapshot: _Snapshot) -> None:
+        now = anyio.current_time()
+        self.last_success = now
+        snapshot_age = max(0.0, self.wall_clock() - snapshot.generated_at)
+        for name in runtime.backends:
+            remote = snapshot.backends.get(name)
+            if remote is None or remote.age is None:
+                self._forget(runtime, name)
+                continue
+            fresh_until = now + self.max_age - (remote.age + snapshot_age)
+            if now >= fresh_until:
+                self._forget(runtime, name)
+                continue
+            self._entries[name] = _Entry(
+                msgspec.structs.replace(remote, age=remote.age + snapshot_age), fresh_until, now
+            )
+            health = runtime.health(name)
+            window = _empty_like(health.probe_latency)
+            if remote.state == "healthy" and remote.latency is not None:
+                try:
+                    window.merge_encoded(remote.latency.observed, remote.latency.censored, now)
+                except ValueError as exc:
+                    _log.warning("specexec feed: bad latency histogram for %s from %s: %s", name, self.source, exc)
+                    window = _empty_like(health.probe_latency)
+            if window.count(now) or name in self._filled:
+                health.probe_latency = window
+            if window.count(now):
+                self._filled.add(name)
+            else:
+                self._filled.discard(name)
+
+    def expire(self, runtime: Runtime) -> None:
+        """Make data older than ``max_age`` unknown now (``follow`` calls it at the exact times)."""
+        now = anyio.current_time()
+        for name, entry in list(self._entries.items()):
+            if now >= entry.fresh_until:
+                self._forget(runtime, name)
+
+    def _expire_safely(self, runtime: Runtime) -> None:
+        try:
+            self.expire(runtime)
+        except Exception:
+            _log.exception("specexec feed: expiring probe data failed")
+
+    def _forget(self, runtime: Runtime, name: str) -> None:
+        self._entries.pop(name, None)
+        if name in self._filled:
+            self._filled.discard(name)
+            health = runtime.health(name)
+            health.probe_latency = _empty_like(health.probe_latency)
+
+    # -- outage logging ---------------------------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self._outage_since is None:
+            self._outage_since = anyio.current_time()
+            reason = str(exc) or type(exc).__name__
+            _log.warning(
+                "specexec feed: probe daemon at %s unreachable (%s); probe data ages out after %g s "
+                "(logged once until it is back)",
+                self.source,
+                reason,
+                self.max_age,
+            )
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            down = anyio.current_time() - self._outage_since
+            self._outage_since = None
+            _log.info("specexec feed: probe daemon at %s reachable again after %.1f s", self.source, down)
