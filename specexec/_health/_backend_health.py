@@ -14,7 +14,9 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     Latency histograms cover the last ``window`` seconds in ``slices`` rotating slices and
     give quantiles once they hold ``min_samples`` samples; probe results age out after
-    ``probe_max_age`` seconds; ``breaker`` says when the backend is taken out.
+    ``probe_max_age`` seconds and count once they hold ``probe_min_samples`` (probes are
+    few — one a minute by default — and uncensored, so fewer are trusted); ``breaker`` says
+    when the backend is taken out.
     """
 
     window: float = 60.0
@@ -22,12 +24,13 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_samples: int = 20
     breaker: BreakerConfig = BreakerConfig()
     probe_max_age: float = 180.0
+    probe_min_samples: int = 3
 
     def __post_init__(self) -> None:
         if not self.window > 0 or not self.probe_max_age > 0:
             raise ValueError("window and probe_max_age must be positive (seconds)")
-        if self.slices < 1 or self.min_samples < 1:
-            raise ValueError("slices and min_samples must be at least 1")
+        if self.slices < 1 or self.min_samples < 1 or self.probe_min_samples < 1:
+            raise ValueError("slices, min_samples and probe_min_samples must be at least 1")
 
 
 class BackendHealth:
@@ -51,7 +54,7 @@ class BackendHealth:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
         self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
-        self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.min_samples)
+        self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
         self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
         self.breaker = CircuitBreaker(config.breaker)
         self.requests = RateLimiter(rpm) if rpm is not None else None

@@ -59,7 +59,7 @@ def fleet_config(fleet: FleetProcess, probe: str = "") -> str:
         + openai(fleet, "stall-us")
         + '[[backends]]\nkind = "anthropic"\nname = "gamma-eu"\n'
         + f'base_url = "{fleet.base_url("gamma-eu")}"\nmodel = "gamma-haiku-20250101"\napi_key_env = "{FAKE_KEY_ENV}"\n'
-        + "[health]\nmin_samples = 1\n"
+        + "[health]\nmin_samples = 1\nprobe_min_samples = 1\n"
         + "[probe]\ninterval = 1.0\njitter = 0.0\ntimeout = 2.0\nport = 0\nmin_samples = 1\n"
         + probe
         + "[probe.backends.stall-us]\ntimeout = 0.5\n"  # the others get time for a cold start on a busy machine
@@ -264,7 +264,7 @@ async def test_killing_the_daemon_leaves_the_service_working_with_health_aging_t
 ) -> None:
     config = tmp_path / "probes.toml"
     config.write_text(
-        openai(fleet, "alpha-us") + "[health]\nmin_samples = 1\n"
+        openai(fleet, "alpha-us") + "[health]\nmin_samples = 1\nprobe_min_samples = 1\n"
         "[probe]\ninterval = 1.0\njitter = 0.0\ntimeout = 1.0\nmin_samples = 1\n"
     )
     caplog.set_level(logging.INFO, logger="specexec.feed")

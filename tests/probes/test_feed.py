@@ -74,7 +74,7 @@ async def test_a_dead_daemons_data_ages_to_unknown_at_exactly_max_age(
     config = _config('name = "a"', interval=10.0)
     service_a = SimulatedBackend("a", 0.05)
     feed = _feed(path, interval=5.0, max_age=30.0)
-    runtime = Runtime([service_a], health=HealthConfig(min_samples=1), feeds=[feed])
+    runtime = Runtime([service_a], health=HealthConfig(min_samples=1, probe_min_samples=1), feeds=[feed])
     caplog.set_level(logging.INFO, logger="specexec.feed")
     async with anyio.create_task_group() as tg:
         daemon_scope = anyio.CancelScope()
@@ -109,7 +109,9 @@ async def test_an_unreachable_daemon_is_logged_once_per_outage_and_never_raises(
 ) -> None:
     path = tmp_path / "probes.msgpack"
     feed = _feed(path, interval=1.0, max_age=60.0)
-    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1), feeds=[feed])
+    runtime = Runtime(
+        [SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1, probe_min_samples=1), feeds=[feed]
+    )
     caplog.set_level(logging.INFO, logger="specexec.feed")
     async with running(_config('name = "a"'), [SimulatedBackend("a", 0.05)], snapshot=None) as daemon, runtime:
         await anyio.sleep_until(5.5)  # polls at 0..5 all fail: no file
@@ -143,7 +145,7 @@ async def test_remote_state_is_information_the_local_breaker_is_not_forced(tmp_p
     ]
     service = [SimulatedBackend("down", 0.05), SimulatedBackend("ok", 0.05), SimulatedBackend("unprobed", 0.05)]
     feed = _feed(path, interval=1.0)
-    runtime = Runtime(service, health=HealthConfig(min_samples=1))
+    runtime = Runtime(service, health=HealthConfig(min_samples=1, probe_min_samples=1))
     async with running(config, probed, snapshot=path):
         await anyio.sleep_until(10.5)
         assert await feed.poll_once(runtime)
@@ -160,7 +162,7 @@ async def test_remote_state_is_information_the_local_breaker_is_not_forced(tmp_p
 async def test_polls_replace_probe_data_instead_of_adding_it(tmp_path: Path) -> None:
     path = tmp_path / "probes.msgpack"
     feed = _feed(path)
-    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1))
+    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1, probe_min_samples=1))
     async with running(_config('name = "a"'), [SimulatedBackend("a", 0.05)], snapshot=path):
         await anyio.sleep_until(10.5)
         for _ in range(3):
@@ -175,7 +177,7 @@ async def test_a_degraded_backend_gets_no_probe_estimate(tmp_path: Path) -> None
     path = tmp_path / "probes.msgpack"
     canary = '[probe.canary]\nquery = { prompt = "2+2?" }\nexpect = "4"\n'
     config = _config('name = "a"', extra=canary)
-    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1))
+    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1, probe_min_samples=1))
     feed = _feed(path)
     async with running(config, [SimulatedBackend("a", 0.05, reply="5")], snapshot=path):
         await anyio.sleep_until(3.5)
@@ -187,7 +189,7 @@ async def test_a_degraded_backend_gets_no_probe_estimate(tmp_path: Path) -> None
 
 async def test_an_old_snapshot_is_unknown_at_once(tmp_path: Path) -> None:
     path = tmp_path / "probes.msgpack"
-    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1))
+    runtime = Runtime([SimulatedBackend("a", 0.05)], health=HealthConfig(min_samples=1, probe_min_samples=1))
     async with running(_config('name = "a"'), [SimulatedBackend("a", 0.05)], snapshot=path):
         await anyio.sleep_until(2.5)
     feed = HealthFeed(str(path), max_age=60.0, wall_clock=lambda: WALL0 + 1000.0)  # read much later

@@ -94,7 +94,8 @@ async def test_a_health_feed_over_http() -> None:
         assert daemon.url is not None
         await _probed(daemon, 2)
         runtime = Runtime(
-            [SimulatedBackend("a", 0.002), SimulatedBackend("b", 0.004)], health=HealthConfig(min_samples=1)
+            [SimulatedBackend("a", 0.002), SimulatedBackend("b", 0.004)],
+            health=HealthConfig(min_samples=1, probe_min_samples=1),
         )
         feed = HealthFeed(daemon.url, timeout=2.0)
         assert await feed.poll_once(runtime)
