@@ -85,12 +85,12 @@ class HedgeBudgetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
             0 <= self.max_extra_load <= 10,
             "max_extra_load must be within [0, 10]",
             self.max_extra_load,
-            "$.budget.max_extra_load",
+            "$.max_extra_load",
         )
         _require(
-            self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.budget.min_per_second"
+            self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.min_per_second"
         )
-        _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.budget.ttl")
+        _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.ttl")
 
 
 @functools.cache

@@ -52,9 +52,10 @@ def validation_error(exc: msgspec.ValidationError, origin: str | None) -> Policy
     m = re.search(r" - at `(\$[^`]*)`$", message)
     if m:
         path, message = m.group(1), message[: m.start()]
-    m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised while validating
+    m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised while validating a nested struct
     if m:
-        path, message = m.group(1), message[: m.start()]
+        inner, message = m.group(1), message[: m.start()]
+        path = inner if path == "$" else path + inner[1:]  # its path is relative to that struct
     m = re.search(r"unknown field `([^`]+)`", message)
     if m:
         key = m.group(1)
