@@ -138,3 +138,16 @@ def test_toml_missing_file() -> None:
 def test_toml_syntax_error() -> None:
     with pytest.raises(PolicyError, match="not valid TOML"):
         Policy.from_toml("candidates = [\n")
+
+
+def test_toml_error_in_a_nested_table_keeps_the_full_path() -> None:
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml('candidates = ["a"]\n[budget]\nmax_extra_load = -1\n')
+    assert info.value.path == "$.budget.max_extra_load"
+
+
+def test_runtime_config_refuses_secrets_in_files() -> None:
+    with pytest.raises(PolicyError, match="secrets are not read from files") as info:
+        specexec.config.RuntimeConfig.load('[[backends]]\nkind = "openai"\nname = "x"\napi_key = "sk-abcdefgh"\n')
+    assert "sk-abcdefgh" not in str(info.value)
+    assert info.value.path == "$.backends[0].api_key"
