@@ -1,0 +1,114 @@
+"""The open-loop load driver shared by ``--sim`` (virtual time) and ``--live``/``--target`` (real time).
+
+One nursery: a launcher sends each request at its *intended* time (sleeping until then) and
+starts a task for it; the task runs the policy, bounded by the workload's ``timeout``, and
+records the latency from the intended time to the end. If the launcher falls behind (the
+client stalls, or ``max_in_flight`` requests are already running), requests go out late
+but their latency still counts from when they should have been sent, so a stall shows in
+the tail instead of being hidden (no coordinated omission). Everything ends inside the
+nursery: bounded by the workload's count or duration plus one ``timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from specexec import Policy, Query, Runtime, Trace
+from specexec.verifiers import check
+
+from ._scenario import Scenario
+from ._stats import PolicyStats
+from ._workload import requests
+
+__all__ = ["PROGRESS_EVERY", "LastTrace", "drive"]
+
+PROGRESS_EVERY = 256
+"""Finished requests between two progress callbacks."""
+
+ProgressFn = Callable[[int], None]
+
+
+class LastTrace:
+    """A trace sink keeping the latest trace: ``run`` emits it just before it returns or raises,
+    with no checkpoint in between, so the caller reads its own run's trace right after."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: Trace | None = None
+
+    def __call__(self, trace: Trace) -> None:
+        self.last = trace
+
+
+async def drive(
+    scenario: Scenario,
+    policy: Policy,
+    runtime: Runtime,
+    sink: LastTrace,
+    stats: PolicyStats,
+    on_progress: ProgressFn | None = None,
+    *,
+    start_delay: float = 0.0,
+) -> None:
+    """Send the scenario's workload through ``runtime`` under ``policy`` and record it in ``stats``.
+
+    ``runtime`` must have ``sink`` among its sinks and be entered by the caller. Time zero of
+    the workload (and of ``stats``' phases) is now + ``start_delay``. ``on_progress(n)`` gets
+    the number of requests finished (warm-up included), every ``PROGRESS_EVERY`` and at the end.
+    """
+    workload = scenario.workload
+    quality = scenario.quality
+    verify = quality.verify if quality is not None and quality.verify else None
+    timeout = workload.timeout
+    max_in_flight = workload.max_in_flight
+    run = runtime.run
+    record = stats.record
+    current_time = trio.current_time
+    t0 = current_time() + start_delay
+    in_flight = 0
+    done = 0
+    slot_freed: trio.Event | None = None
+
+    async def one(query: Query, at: float, measured: bool) -> None:
+        nonlocal in_flight, done, slot_freed
+        error: str | None = None
+        good: bool | None = None
+        trace: Trace | None = None
+        with trio.CancelScope(deadline=at + timeout):
+            try:
+                result = await run(query, policy)
+            except Exception as exc:
+                trace = sink.last
+                error = type(exc).__name__
+            else:
+                trace = sink.last
+                if verify is not None:
+                    good = (await check(verify, query, result.response)).accept
+        if trace is None:  # cancelled by the timeout: the run emitted its trace as it unwound
+            trace, error = sink.last, "timeout"
+        if measured:
+            record(at - t0, current_time() - at, trace, error, good)
+        in_flight -= 1
+        done += 1
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            on_progress(done)
+        if slot_freed is not None:
+            slot_freed.set()
+            slot_freed = None
+
+    async with trio.open_nursery() as nursery:
+        for request in requests(workload, scenario.seed):
+            at = t0 + request.at
+            if at > current_time():
+                await trio.sleep_until(at)
+            while in_flight >= max_in_flight:
+                if slot_freed is None:
+                    slot_freed = trio.Event()
+                await slot_freed.wait()
+            in_flight += 1
+            nursery.start_soon(one, request.query, at, request.measured)
+    if on_progress is not None:
+        on_progress(done)

@@ -1,0 +1,250 @@
+"""Per-policy counters and latency histograms, and their summary.
+
+``Stats.record`` is called once per finished request and is kept small (it runs a million
+times in a ``--sim`` run): two histogram records at most, a few counters, one pass over the
+run's attempts. Latency is in microseconds inside the HdrHistogram (1 µs … 1 hour, 3
+significant figures) and in seconds everywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+from specexec import Trace
+
+from ._scenario import Phase
+
+__all__ = ["PERCENTILES", "PolicyStats", "Stats", "Summary", "new_histogram"]
+
+LOWEST_MICROS = 1
+HIGHEST_MICROS = 3_600_000_000
+SIGNIFICANT_FIGURES = 3
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+"""The latency percentiles every report shows (label, percentile)."""
+
+_DEADLINE_KINDS = frozenset({"DeadlineExceeded", "timeout"})
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram (microseconds)."""
+    return HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, SIGNIFICANT_FIGURES)
+
+
+def _micros(seconds: float) -> int:
+    return min(max(int(seconds * 1_000_000), LOWEST_MICROS), HIGHEST_MICROS)
+
+
+class Summary(msgspec.Struct, kw_only=True):
+    """What a report shows of one policy (or one phase of it). Latencies in seconds, costs in USD.
+
+    ``latency`` holds ``p50``, ``p90``, ``p99``, ``p99.9``, ``max`` and ``mean`` of the answered
+    requests (``None`` when none was answered); ``extra_load`` is the attempts beyond each
+    request's first, per request (attempts per request − 1, not counting requests that could
+    launch none, e.g. with every candidate's breaker open); ``attempts`` counts all of them;
+    ``hedge_rate`` the share of requests that fired at least one timed hedge; ``wins`` the share
+    of answered requests each backend won; ``failures`` counts failed requests by error;
+    ``deadline_misses`` those that failed on a deadline or the workload's timeout; ``quality``
+    the share of answered requests passing the scenario's quality check (``None`` without one).
+    """
+
+    requests: int
+    ok: int
+    success: float | None
+    latency: dict[str, float | None]
+    cost_mean: float
+    cost_total: float
+    cost_max: float
+    attempts: int
+    extra_load: float | None
+    hedges: int
+    hedge_rate: float | None
+    wins: dict[str, float]
+    failures: dict[str, int]
+    deadline_misses: int
+    quality: float | None
+
+
+class Stats:
+    """Counters and histograms of the requests of one policy run (or of one phase of it)."""
+
+    __slots__ = (
+        "attempts",
+        "checked",
+        "cost",
+        "cost_max",
+        "extra",
+        "failed_latency",
+        "failures",
+        "good",
+        "hedged",
+        "hedges",
+        "latency",
+        "ok",
+        "requests",
+        "wins",
+    )
+
+    def __init__(self) -> None:
+        self.latency = new_histogram()
+        self.failed_latency = new_histogram()
+        self.requests = 0
+        self.ok = 0
+        self.attempts = 0
+        self.extra = 0
+        self.hedges = 0
+        self.hedged = 0
+        self.cost = 0.0
+        self.cost_max = 0.0
+        self.wins: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+        self.checked = 0
+        self.good = 0
+
+    def record(self, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
+        """One finished request: ``latency`` from its intended send time; ``error`` the failure
+        kind (``None`` if answered); ``good`` whether the answer passed the quality check."""
+        self.requests += 1
+        if error is None:
+            self.ok += 1
+            self.latency.record_value(_micros(latency))
+            if good is not None:
+                self.checked += 1
+                self.good += good
+        else:
+            self.failed_latency.record_value(_micros(latency))
+            self.failures[error] = self.failures.get(error, 0) + 1
+        if trace is not None:
+            launched = hedges = 0
+            for a in trace.attempts:
+                if a.outcome != "skipped":
+                    launched += 1
+                    if a.trigger == "hedge":
+                        hedges += 1
+            self.attempts += launched
+            if launched > 1:
+                self.extra += launched - 1
+            if hedges:
+                self.hedges += hedges
+                self.hedged += 1
+            cost = trace.cost
+            self.cost += cost
+            if cost > self.cost_max:
+                self.cost_max = cost
+            winner = trace.winner
+            if winner is not None and error is None:
+                self.wins[winner] = self.wins.get(winner, 0) + 1
+
+    def merge(self, other: Stats) -> None:
+        """Add ``other``'s requests to these."""
+        self.latency.add(other.latency)
+        self.failed_latency.add(other.failed_latency)
+        for name in ("requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost_max = max(self.cost_max, other.cost_max)
+        for mine, theirs in ((self.wins, other.wins), (self.failures, other.failures)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+    def summary(self) -> Summary:
+        """The figures a report shows."""
+        n, ok = self.requests, self.ok
+        latency: dict[str, float | None]
+        if ok:
+            h = self.latency
+            values = h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+            latency = {label: values[p] / 1e6 for label, p in PERCENTILES}
+            latency["max"] = h.get_max_value() / 1e6
+            latency["mean"] = h.get_mean_value() / 1e6
+        else:
+            latency = dict.fromkeys([*(label for label, _ in PERCENTILES), "max", "mean"])
+        misses = sum(v for k, v in self.failures.items() if k in _DEADLINE_KINDS)
+        return Summary(
+            requests=n,
+            ok=ok,
+            success=ok / n if n else None,
+            latency=latency,
+            cost_mean=self.cost / n if n else 0.0,
+            cost_total=self.cost,
+            cost_max=self.cost_max,
+            attempts=self.attempts,
+            extra_load=self.extra / n if n else None,
+            hedges=self.hedges,
+            hedge_rate=self.hedged / n if n else None,
+            wins={k: v / ok for k, v in sorted(self.wins.items(), key=lambda kv: -kv[1])} if ok else {},
+            failures=dict(sorted(self.failures.items())),
+            deadline_misses=misses,
+            quality=self.good / self.checked if self.checked else None,
+        )
+
+    # -- shipping between processes ------------------------------------------------------
+
+    def to_builtins(self) -> dict[str, Any]:
+        """Plain data (histograms in HdrHistogram's compressed encoding), for ``from_builtins``."""
+        return {
+            "latency": self.latency.encode().decode("ascii"),
+            "failed_latency": self.failed_latency.encode().decode("ascii"),
+            "counters": [
+                self.requests,
+                self.ok,
+                self.attempts,
+                self.extra,
+                self.hedges,
+                self.hedged,
+                self.checked,
+                self.good,
+            ],
+            "cost": [self.cost, self.cost_max],
+            "wins": self.wins,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_builtins(cls, data: dict[str, Any]) -> Stats:
+        """The inverse of ``to_builtins``."""
+        s = cls()
+        s.latency = HdrHistogram.decode(data["latency"])
+        s.failed_latency = HdrHistogram.decode(data["failed_latency"])
+        s.requests, s.ok, s.attempts, s.extra, s.hedges, s.hedged, s.checked, s.good = data["counters"]
+        s.cost, s.cost_max = data["cost"]
+        s.wins = dict(data["wins"])
+        s.failures = dict(data["failures"])
+        return s
+
+
+class PolicyStats:
+    """The stats of one policy run: all measured requests, and each scenario phase's share."""
+
+    __slots__ = ("phase_stats", "phases", "total")
+
+    def __init__(self, phases: Sequence[Phase] = ()) -> None:
+        self.total = Stats()
+        self.phases = tuple((p.start, p.end) for p in phases)
+        self.phase_stats = [Stats() for _ in phases]
+
+    def record(self, at: float, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
+        """One finished request intended at ``at`` seconds (see ``Stats.record``)."""
+        self.total.record(latency, trace, error, good)
+        for i, (start, end) in enumerate(self.phases):
+            if start <= at < end:
+                self.phase_stats[i].record(latency, trace, error, good)
+
+    def to_builtins(self) -> dict[str, Any]:
+        """Plain data for another process."""
+        return {
+            "total": self.total.to_builtins(),
+            "phases": [list(p) for p in self.phases],
+            "phase_stats": [s.to_builtins() for s in self.phase_stats],
+        }
+
+    @classmethod
+    def from_builtins(cls, data: dict[str, Any]) -> PolicyStats:
+        """The inverse of ``to_builtins``."""
+        out = cls()
+        out.total = Stats.from_builtins(data["total"])
+        out.phases = tuple((float(a), float(b)) for a, b in data["phases"])
+        out.phase_stats = [Stats.from_builtins(s) for s in data["phase_stats"]]
+        return out

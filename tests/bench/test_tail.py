@@ -1,0 +1,66 @@
+"""``python -m benchmarks.tail_at_scale``: the exact figures, the target checks, a quick run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from benchmarks.bench._scenario import Brownout, load_scenario
+from benchmarks.bench._stats import Summary
+from benchmarks.bench._tail import brownout_scenario, fixed_delay_analysis, main, quantile, targets
+
+DIST = load_scenario("tail-at-scale").backends[0].latency  # type: ignore[union-attr]
+
+
+def test_exact_figures() -> None:
+    assert quantile(DIST, 0.95) == pytest.approx(0.13656, rel=1e-3)
+    assert quantile(DIST, 0.99) == pytest.approx(0.4937, rel=1e-3)
+    exact = fixed_delay_analysis(DIST, 0.080)
+    assert 1 - exact["p99"] / quantile(DIST, 0.99) == pytest.approx(0.734, abs=0.005)
+    assert 1 - exact["p99.9"] / quantile(DIST, 0.999) == pytest.approx(0.696, abs=0.005)
+    assert exact["extra_load"] == pytest.approx(0.0553, abs=0.0005)
+
+
+def _summary(p99: float, p999: float, extra: float) -> Summary:
+    return Summary(
+        requests=100, ok=100, success=1.0, latency={"p50": 0.04, "p99": p99, "p99.9": p999},
+        cost_mean=0.0, cost_total=0.0, cost_max=0.0, attempts=100, extra_load=extra, hedges=0,
+        hedge_rate=0.0, wins={}, failures={}, deadline_misses=0, quality=None,
+    )  # fmt: skip
+
+
+def test_targets() -> None:
+    found = targets(
+        {
+            "single": _summary(0.5, 0.7, 0.0),
+            "adaptive-p95": _summary(0.15, 0.25, 0.055),
+            "fixed-80ms": _summary(0.13, 0.2, 0.0553),
+            "fixed-60ms": _summary(0.10, 0.15, 0.10),
+        },
+        ["fixed-80ms", "fixed-60ms"],
+    )
+    by_what = {t.what: t for t in found}
+    assert by_what["p99 ≥ 65 % below single"].met and by_what["p99.9 ≥ 60 % below single"].met
+    assert by_what["extra load ≤ 6 %"].met
+    hindsight = by_what["p99 within 10 % of the best fixed delay at equal extra load"]
+    assert not hindsight.met and "fixed-80ms" in hindsight.value  # 0.15 / 0.13 = 1.15; 60 ms costs more load
+
+
+def test_brownout_scenario() -> None:
+    b = brownout_scenario(load_scenario("tail-at-scale"))
+    (ev,) = b.events
+    assert isinstance(ev, Brownout)
+    assert (ev.start, ev.end, ev.factor, ev.backends, ev.region) == (120.0, 180.0, 5.0, None, None)
+    assert [p.name for p in b.phases][1:3] == ["brownout, first 30 s", "brownout, last 30 s"]
+
+
+def test_quick_run_json() -> None:
+    out = io.StringIO()
+    assert main(["--requests", "800", "--sweep", "80,137", "--no-brownout", "--json", "--jobs", "1"], stdout=out) == 0
+    doc = json.loads(out.getvalue())
+    steady = doc["steady"]
+    assert set(steady["sweep"]) == {"fixed-80ms", "fixed-137ms"}
+    assert {t["policy"] for t in steady["targets"]} == {"adaptive-p95", "adaptive-budget", "auto"}
+    assert steady["requests"] == 800 * 7
