@@ -23,6 +23,7 @@ HIGHEST_MICROS = 3_600 * MICROS_PER_SECOND  # one hour
 DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 _NEVER = -(2**62)  # the epoch of a slice that was never used
+_Z = 1.645  # one-sided 95 % lower confidence bound of a quantile (see _lookup)
 _EPSILON = 1e-9  # float slack when comparing the estimated CDF with a quantile
 
 
@@ -112,6 +113,8 @@ class LatencyWindow:
         self._indices: list[int] = []  # the Kaplan-Meier curve: counts-array indices and CDF
         self._cdf: list[float] = []
         self._largest = 0.0
+        self._samples = 0  # samples behind the cached CDF (for the lookup's standard error)
+        self._censored_merged: HdrHistogram | None = None
         self._cache: dict[float, float] = {}
         self._refresh_due = -math.inf
 
@@ -176,8 +179,8 @@ class LatencyWindow:
     def quantile(self, q: float, now: float) -> float | None:
         """The estimated ``q``-quantile in seconds, or ``None`` below ``min_samples``.
 
-        O(1) between refreshes. When the upper tail is all censored (the estimated CDF never
-        reaches ``q``), this is the largest value seen, observed or censored: a lower bound.
+        O(1) between refreshes. When the upper tail is censored (the estimated CDF never
+        reaches ``q``) this is a lower bound from the censored samples (``_censored_bound``).
         A ``q`` not configured is computed from the cached curve and cached from then on.
         """
         if now >= self._slice_end:
@@ -203,20 +206,69 @@ class LatencyWindow:
             self._indices, self._cdf, self._largest, self._cache = [], [], 0.0, {}
             return
         observed, censored = self._merged()
+        self._samples = observed.total_count + censored.total_count
         self._indices, self._cdf = kaplan_meier(observed, censored)
+        self._censored_merged = censored
         self._largest = max(observed.get_max_value(), censored.get_max_value()) / MICROS_PER_SECOND
         self._cache = {q: self._lookup(q) for q in self._quantiles}
 
     def _lookup(self, q: float) -> float:
-        """The smallest value whose estimated CDF reaches ``q``, else the largest value seen."""
-        position = bisect_left(self._cdf, q - _EPSILON)
+        """The smallest value whose estimated CDF is within ``_Z`` standard errors of ``q``; when
+        the curve stops short of that (the tail is censored), the lower bound of
+        ``_censored_bound``.
+
+        Why not "reaches ``q``": where the latency distribution is flat around ``q`` (a fast
+        body and a slow mode, say 94.9 % by 90 ms and 95.2 % by 250 ms) every value on the
+        flat stretch is the ``q``-quantile within sampling error, and the plain estimate
+        flips between its ends from one refresh to the next — worse, under hedging the slow
+        samples are censored just past the delay, the estimated CDF stalls a hair below
+        ``q`` and the plain estimate jumps to the next rare slow sample. The one-sided 95 %
+        lower confidence bound of the quantile (CDF ≥ ``q − 1.645·sqrt(q(1 − q)/n)``, the
+        binomial standard error) is the smallest value statistically indistinguishable from
+        the ``q``-quantile: stable on a flat stretch, and the delay a hedge wants there.
+        Where the distribution is steep it moves the estimate little (≈ 1 % at p95 of a
+        lognormal(σ 0.25) over 6,000 samples; ≈ 8 % over 100), always downwards: a hedge
+        fires a little early rather than late, and the hedge budget caps the extra load.
+        """
+        margin = _Z * math.sqrt(q * (1.0 - q) / self._samples) if self._samples else 0.0
+        position = bisect_left(self._cdf, q - margin - _EPSILON)
         if position == len(self._cdf):
-            return self._largest
+            return self._censored_bound(q - margin)
         # The bucket's highest equivalent value, like get_value_at_percentile (every histogram
         # of this window has the same layout, so any of them translates the index).
         histogram = self._current_observed
         value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(self._indices[position]))
         return float(value) / MICROS_PER_SECOND
+
+    def _censored_bound(self, q: float) -> float:
+        """A lower bound of the ``q``-quantile when the Kaplan–Meier curve ends below ``q``.
+
+        Past the last observed value the remaining survival mass ``S`` sits on the censored
+        samples beyond it (each is known only to exceed its value; the product-limit
+        estimator gives each ``S / n`` of them). The ``q``-quantile cannot be smaller than the
+        value below which that known-slower mass still exceeds ``1 − q``: counting censored
+        samples from the top until they carry ``1 − q`` of mass gives it. Under hedging that
+        is just past the delay (where the slow primaries were cancelled), not the one rare
+        sample cancelled seconds later — so the delay does not jump.
+        """
+        censored = self._censored_merged
+        if censored is None:
+            return self._largest
+        start = self._indices[-1] + 1 if self._indices else 0
+        survival = 1.0 - self._cdf[-1] if self._cdf else 1.0
+        counts = censored.counts
+        top = censored.get_counts_array_index(censored.max_value) if censored.total_count else -1
+        remaining = sum(counts[start : top + 1]) if top >= start else 0
+        if remaining == 0 or survival <= 0.0:
+            return self._largest
+        needed = math.ceil((1.0 - q) / (survival / remaining) - 1e-9)  # censored samples carrying 1 - q
+        seen = 0
+        for index in range(top, start - 1, -1):
+            seen += counts[index]
+            if seen >= needed:
+                value = censored.get_highest_equivalent_value(censored.get_value_from_index(index))
+                return float(value) / MICROS_PER_SECOND
+        return float(censored.get_highest_equivalent_value(censored.get_value_from_index(start))) / MICROS_PER_SECOND
 
     # -- shipping between processes --------------------------------------------------------
 
