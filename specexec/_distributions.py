@@ -7,14 +7,29 @@ is "95 % lognormal(40 ms) + 5 % ten times slower".
 from __future__ import annotations
 
 import math
-import random
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
 
+class Rng(Protocol):
+    """What a distribution draws from: ``random.Random`` or the simulator's keyed streams."""
+
+    def random(self) -> float:
+        """A float in [0, 1)."""
+        ...
+
+    def uniform(self, a: float, b: float) -> float:
+        """A float in [a, b]."""
+        ...
+
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:
+        """A normal draw."""
+        ...
+
+
 class _Dist(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Draw one value in seconds."""
         raise NotImplementedError
 
@@ -27,7 +42,7 @@ class Constant(_Dist, tag="constant", frozen=True):
     def __post_init__(self) -> None:
         _check_non_negative("value", self.value)
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Return ``value``."""
         return self.value
 
@@ -42,7 +57,7 @@ class LogNormal(_Dist, tag="lognormal", frozen=True):
         _check_positive("median", self.median)
         _check_non_negative("sigma", self.sigma)
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Draw ``median * exp(sigma * N(0, 1))``."""
         return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
 
@@ -58,7 +73,7 @@ class Uniform(_Dist, tag="uniform", frozen=True):
         if self.high < self.low:
             raise ValueError(f"uniform: high ({self.high}) must be >= low ({self.low})")
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Draw uniformly from [low, high]."""
         return rng.uniform(self.low, self.high)
 
@@ -72,7 +87,7 @@ class Scaled(_Dist, tag="scaled", frozen=True):
     def __post_init__(self) -> None:
         _check_positive("factor", self.factor)
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Draw from ``base`` and scale."""
         return self.base.sample(rng) * self.factor
 
@@ -97,7 +112,7 @@ class Mixture(_Dist, tag="mixture", frozen=True):
         if sum(c.weight for c in self.components) <= 0:
             raise ValueError("mixture weights must not all be zero")
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Rng) -> float:
         """Pick a component by weight, then draw from it."""
         total = sum(c.weight for c in self.components)
         pick = rng.random() * total

@@ -78,6 +78,8 @@ class _Run:
             max_cost=policy.max_cost,
             tenant=query.tenant,
         )
+        self.input_estimate = estimate_input_tokens(query)  # the generic input-token bound, once per run
+        self.tokens = self.input_estimate + query.max_tokens  # what rate limits are charged per attempt
         self.queue = self._ordered(states)
         self.order_label = _ORDER_LABELS[policy.effective_order]
         self.max_attempts = policy.effective_max_attempts
@@ -97,14 +99,13 @@ class _Run:
         self.deadline_passed = False
         self.cost_skips = 0
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it
-        self.tokens = estimate_input_tokens(query) + query.max_tokens  # what rate limits are charged per attempt
 
     def _ordered(self, states: Sequence[BackendState]) -> list[BackendState]:
         """Candidates in launch order: as listed, by worst-case cost, or by predicted latency
         (backends with no estimate yet keep their listed order after those with one)."""
         order = self.policy.effective_order
         if order == "cost":
-            return sorted(states, key=lambda s: s.worst_case_cost(self.query))
+            return sorted(states, key=lambda s: s.worst_case_cost(self.query, self.input_estimate))
         if order == "latency":
             now = self.t0
             predicted = {id(s): s.health.predicted_latency(now) for s in states}
@@ -198,7 +199,7 @@ class _Run:
         while self.queue:  # no await between `now` and a launch, except while waiting for a slot
             index, why = self._choose(now)
             state = self.queue[index]
-            worst = state.worst_case_cost(self.query)
+            worst = state.worst_case_cost(self.query, self.input_estimate)
             if self.policy.max_cost is not None and self.committed + worst > self.policy.max_cost + _EPSILON:
                 self.queue.pop(index)
                 self.cost_skips += 1

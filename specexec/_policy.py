@@ -87,9 +87,7 @@ class HedgeBudgetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
             self.max_extra_load,
             "$.max_extra_load",
         )
-        _require(
-            self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.min_per_second"
-        )
+        _require(self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.min_per_second")
         _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.ttl")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from ._backend import Backend
+from ._backend import Backend, BackendBase
 from ._engine import Result, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
@@ -47,7 +47,9 @@ class BackendState:
     the load on a sick fleet.
     """
 
-    __slots__ = ("backend", "health", "input_price", "name", "output_price", "provider", "region", "throttle")
+    __slots__ = (
+        "_counter", "backend", "health", "input_price", "name", "output_price", "provider", "region", "throttle",
+    )  # fmt: skip
 
     def __init__(self, backend: Backend, config: HealthConfig) -> None:
         self.backend = backend
@@ -57,6 +59,9 @@ class BackendState:
         self.input_price = backend.input_price
         self.output_price = backend.output_price
         self.throttle = FailoverThrottle()
+        counter = getattr(backend, "count_input_tokens", None)
+        generic = getattr(counter, "__func__", None) is BackendBase.count_input_tokens
+        self._counter: Callable[[Query], int] | None = None if counter is None or generic else counter
         limits = getattr(backend, "limits", None)
         self.health = BackendHealth(
             backend.name,
@@ -66,14 +71,16 @@ class BackendState:
             max_concurrency=getattr(limits, "max_concurrency", None),
         )
 
-    def input_tokens(self, query: Query) -> int:
-        """Upper bound on the input tokens of ``query`` here (the backend's count if it has one)."""
-        counter = getattr(self.backend, "count_input_tokens", None)
-        return int(counter(query)) if counter is not None else estimate_input_tokens(query)
+    def input_tokens(self, query: Query, estimate: int | None = None) -> int:
+        """Upper bound on the input tokens of ``query`` here: the backend's own count when it
+        has one, else ``estimate`` (the generic bound, computed once per run by the engine)."""
+        if self._counter is not None:
+            return int(self._counter(query))
+        return estimate if estimate is not None else estimate_input_tokens(query)
 
-    def worst_case_cost(self, query: Query) -> float:
+    def worst_case_cost(self, query: Query, estimate: int | None = None) -> float:
         """USD if ``query`` uses all its input estimate and ``max_tokens`` of output."""
-        return (self.input_tokens(query) * self.input_price + query.max_tokens * self.output_price) / 1e6
+        return (self.input_tokens(query, estimate) * self.input_price + query.max_tokens * self.output_price) / 1e6
 
 
 class Runtime:

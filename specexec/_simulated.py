@@ -8,14 +8,16 @@ benchmark's results do not depend on the order in which concurrent calls happen.
 
 from __future__ import annotations
 
+import math
 import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import msgspec
 
 from ._backend import BackendBase, Limits
-from ._distributions import Distribution, as_distribution
+from ._distributions import Distribution, Rng, as_distribution
 from ._errors import (
     AuthError,
     BackendError,
@@ -36,6 +38,53 @@ ERROR_KINDS: dict[str, type[BackendError]] = {
     "auth": AuthError,
 }
 """Fault kinds ``SimulatedBackend(errors={kind: rate})`` can inject, and the error each raises."""
+
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_TWO_POW_MINUS_53 = 1.0 / (1 << 53)
+
+
+def _mix(z: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit value from any 64-bit input."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+    return z ^ (z >> 31)
+
+
+class KeyedRandom:
+    """A splitmix64 stream with ``random``, ``uniform`` and ``gauss``: good enough for simulated
+    latencies and ≈ 20× cheaper to make than ``random.Random`` (≈ 10 µs to seed), which
+    matters when every simulated request draws from its own stream."""
+
+    __slots__ = ("_spare", "_state")
+
+    def __init__(self, state: int) -> None:
+        self._state = state & _MASK64
+        self._spare: float | None = None
+
+    def random(self) -> float:
+        """The next float in [0, 1)."""
+        z = self._state = (self._state + _GOLDEN) & _MASK64  # splitmix64, inlined (hot)
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+        return ((z ^ (z >> 31)) >> 11) * _TWO_POW_MINUS_53
+
+    def uniform(self, a: float, b: float) -> float:
+        """A float in [a, b]."""
+        return a + (b - a) * self.random()
+
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:
+        """A normal draw (Box–Muller, the second value kept for the next call)."""
+        z = self._spare
+        if z is None:
+            u = 1.0 - self.random()
+            radius = math.sqrt(-2.0 * math.log(u))
+            angle = 2.0 * math.pi * self.random()
+            z, self._spare = radius * math.cos(angle), radius * math.sin(angle)
+        else:
+            self._spare = None
+        return mu + sigma * z
 
 
 class Slowdown(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,15 +161,17 @@ class SimulatedBackend(BackendBase):
         self.reported_model = reported_model
         self.slowdowns = tuple(slowdowns)
         self._rng = random.Random(seed)
+        self._stream = _mix((seed & _MASK64) ^ (zlib.crc32(name.encode()) << 32))  # per (seed, name)
         self.calls = 0
         self.completed = 0
         self.cancelled = 0
 
-    def _rng_for(self, query: Query) -> random.Random:
+    def _rng_for(self, query: Query) -> Rng:
         key = query.metadata.get("seed_key")
         if key is None:
             return self._rng
-        return random.Random(f"{self.seed}:{self.name}:{key}")
+        key_bits = key if isinstance(key, int) else zlib.crc32(str(key).encode())
+        return KeyedRandom(self._stream ^ (key_bits * _GOLDEN & _MASK64))
 
     def _factor(self, now: float) -> float:
         factor = 1.0

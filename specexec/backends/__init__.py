@@ -2,15 +2,16 @@
 
 ``OpenAICompatible`` covers OpenAI and the servers that speak its API (vLLM, Ollama,
 llama.cpp server, TGI, most hosted APIs); ``Anthropic`` the Messages API. Both read their
-API key from an environment variable at call time, share one pooled ``httpx.AsyncClient``
-per host inside a running runtime, map every HTTP and transport failure to a
-``specexec.BackendError`` kind (see ``error_for_status``) and close their HTTP stream at
-once when the attempt is cancelled.
+API key from an environment variable at call time, share pooled ``httpx.AsyncClient``s per
+host inside a running runtime (``HttpConfig.clients_per_host`` shards, least busy first),
+map every HTTP and transport failure to a ``specexec.BackendError`` kind (see
+``error_for_status``) and close their HTTP stream at once when the attempt is cancelled.
 """
 
 from ._anthropic import DEFAULT_ANTHROPIC_VERSION as DEFAULT_ANTHROPIC_VERSION
 from ._anthropic import Anthropic as Anthropic
 from ._http import BODY_EXCERPT_CHARS as BODY_EXCERPT_CHARS
+from ._http import DEFAULT_CLIENTS_PER_HOST as DEFAULT_CLIENTS_PER_HOST
 from ._http import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._http import DEFAULT_HTTP_CONFIG as DEFAULT_HTTP_CONFIG
 from ._http import DEFAULT_KEEPALIVE_EXPIRY as DEFAULT_KEEPALIVE_EXPIRY
@@ -30,6 +31,7 @@ from ._openai import OpenAICompatible as OpenAICompatible
 __all__ = [
     "BODY_EXCERPT_CHARS",
     "DEFAULT_ANTHROPIC_VERSION",
+    "DEFAULT_CLIENTS_PER_HOST",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HTTP_CONFIG",
     "DEFAULT_KEEPALIVE_EXPIRY",

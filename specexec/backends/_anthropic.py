@@ -47,7 +47,8 @@ class Anthropic(HttpBackend):
     sent as ``x-api-key`` with ``anthropic-version``. ``system`` messages of the query are
     joined into the top-level ``system`` field. With ``stream=True`` the answer is streamed
     and ``Response.ttft`` records the time to the first text delta. ``timeout``, ``http``
-    and ``client`` are as for ``OpenAICompatible``.
+    and ``client`` are as for ``OpenAICompatible``, and so is ``Response.raw`` (the JSON
+    body as a plain ``dict``, parsed once).
     """
 
     path = "/messages"
@@ -90,6 +91,7 @@ class Anthropic(HttpBackend):
         self.anthropic_version = anthropic_version
 
     def _headers(self, key: str | None) -> dict[str, str]:
+        """``x-api-key`` and ``anthropic-version`` plus the fixed headers (cached per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
         headers["accept"] = "text/event-stream" if self.stream else "application/json"
@@ -108,7 +110,7 @@ class Anthropic(HttpBackend):
                 max_tokens=query.max_tokens,
                 system="\n\n".join(system) if system else None,
                 temperature=query.temperature,
-                stop_sequences=list(query.stop) if query.stop else None,
+                stop_sequences=query.stop or None,
                 stream=self.stream,
             )
         )

@@ -1,17 +1,21 @@
 """HTTP plumbing shared by the provider backends: config, client sharing, error mapping.
 
 Config is two small frozen value objects with ``DEFAULT_*`` constants: ``HttpTimeouts``
-(applied to every request of a backend) and ``HttpConfig`` (the connection pool of the
-client a backend creates).
+(applied to every request of a backend) and ``HttpConfig`` (the connection pools of the
+clients a backend creates).
 
 Clients. A backend given ``client=`` uses it and never closes it. Otherwise, inside a
 running ``Runtime`` (``specexec._resources.current_resources()`` is not ``None``), backends
-share one ``httpx.AsyncClient`` per scheme+host+port under the key
+share the clients of a ``HostClients`` per scheme+host+port, under the key
 ``"httpx:{scheme}://{host}:{port}"``: keep-alive connections are pooled across backends on
-the same host and the runtime closes the client. The first backend to need a host's client
-makes it with its own ``HttpConfig``; later backends on that host reuse it as it is.
-Outside a runtime each call opens and closes a one-shot client: correct, but every call
-pays a TCP (and TLS) handshake.
+the same host and the runtime closes the clients. ``HostClients`` holds
+up to ``HttpConfig.clients_per_host`` shards (8 by default, at most one per 8 connections),
+each an ``httpx.AsyncClient`` with an even share of the host's ``max_connections``; each
+request goes to the shard with the most free connections, so one request at a time always
+uses shard 0 and its warm connection.
+The first backend to need a host's clients makes them with its own ``HttpConfig``; later
+backends on that host reuse them as they are. Outside a runtime each call opens and closes
+a one-shot client: correct, but every call pays a TCP (and TLS) handshake.
 
 Pooling and cancellation. A cancelled attempt closes its response, so its connection is
 dropped (the server sees the disconnect) rather than returned busy to the pool. httpcore
@@ -19,9 +23,10 @@ dropped (the server sees the disconnect) rather than returned busy to the pool. 
 has just created for it (encode/httpcore#1093); after ``max_connections`` such leaks every
 request fails with ``PoolTimeout``. A hedging client cancels constantly, so
 ``release_orphaned_connections`` repairs the pool after each failed or cancelled exchange.
-On loopback, one shared client costs ≈ 1 ms of client CPU per request at 1–4 in flight and
-≈ 2–2.5 ms at 32 (httpcore's pool assignment grows with requests × connections); the
-backends add only a few µs to what httpx itself costs.
+On loopback, one httpx client costs ≈ 1 ms of client CPU per request at 1–4 in flight and
+≈ 2–2.5 ms at 32: httpcore's pool does work proportional to its requests × connections
+whenever a request is queued or a response closed. Sharding keeps each pool small (see
+``HostClients``). The backends add only a few µs to what httpx itself costs.
 
 Errors. ``error_for_status`` maps an HTTP status (and its headers and body) to a
 ``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception. Both
@@ -34,6 +39,7 @@ import email.utils
 import math
 import os
 import re
+import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
@@ -70,9 +76,17 @@ DEFAULT_POOL_TIMEOUT = 10.0
 """Seconds to wait for a free connection of the pool."""
 
 DEFAULT_MAX_CONNECTIONS = 100
-"""Connections one client opens at most (per host, since clients are per host)."""
+"""Connections opened to one host at most, across all the shards of its shared clients."""
 DEFAULT_MAX_KEEPALIVE_CONNECTIONS = 100
-"""Idle connections kept for reuse; a hedging workload's bursts reconnect less with more."""
+"""Idle connections kept for reuse (per host, across shards); a hedging workload's bursts
+reconnect less with more."""
+DEFAULT_CLIENTS_PER_HOST = 8
+"""Shared clients (shards, each with its own pool) a runtime opens per host at most, each
+request going to the least busy: one pool's CPU per request grows with the requests in
+flight on it."""
+MIN_CONNECTIONS_PER_SHARD = 8
+"""A host gets at most one shard per this many of its ``max_connections``: small pools are
+not split into shards of a connection or two."""
 DEFAULT_KEEPALIVE_EXPIRY = 30.0
 """Seconds an idle connection is kept."""
 
@@ -114,19 +128,28 @@ class HttpTimeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The connection pool of a client a backend creates (``httpx.Limits``), and proxy use.
+    """The connection pools of the clients a backend creates (``httpx.Limits``), and proxy use.
 
-    ``trust_env`` lets httpx read ``HTTP(S)_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``.
+    ``max_connections`` and ``max_keepalive_connections`` are per host. Inside a runtime a
+    host's requests are spread over up to ``clients_per_host`` shared clients (``shards``),
+    each with an even share of both limits; see ``HostClients``. A host gets at most one
+    shard per ``MIN_CONNECTIONS_PER_SHARD`` (8) connections: with the defaults, 8 shards of
+    12–13 connections; with ``max_connections`` below 16, one client, as before sharding.
+    ``clients_per_host=1`` always gives one shared client per host. ``trust_env`` lets
+    httpx read ``HTTP(S)_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``.
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS
     keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
     trust_env: bool = True
+    clients_per_host: int = DEFAULT_CLIENTS_PER_HOST
 
     def __post_init__(self) -> None:
         if isinstance(self.max_connections, bool) or self.max_connections < 1:
             raise PolicyError(f"expected an int >= 1, got {self.max_connections!r}", path="$.max_connections")
+        if isinstance(self.clients_per_host, bool) or self.clients_per_host < 1:
+            raise PolicyError(f"expected an int >= 1, got {self.clients_per_host!r}", path="$.clients_per_host")
         if isinstance(self.max_keepalive_connections, bool) or self.max_keepalive_connections < 0:
             raise PolicyError(
                 f"expected an int >= 0, got {self.max_keepalive_connections!r}", path="$.max_keepalive_connections"
@@ -135,12 +158,35 @@ class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise PolicyError(f"expected seconds >= 0, got {self.keepalive_expiry!r}", path="$.keepalive_expiry")
 
     def as_httpx(self) -> httpx.Limits:
-        """The equivalent ``httpx.Limits``."""
+        """The equivalent ``httpx.Limits`` of one unsharded client (a one-shot client's)."""
         return httpx.Limits(
             max_connections=self.max_connections,
             max_keepalive_connections=self.max_keepalive_connections,
             keepalive_expiry=self.keepalive_expiry,
         )
+
+    @property
+    def shards(self) -> int:
+        """How many shared clients a host gets: ``clients_per_host``, but at most one per
+        ``MIN_CONNECTIONS_PER_SHARD`` connections (and at least one)."""
+        return max(1, min(self.clients_per_host, self.max_connections // MIN_CONNECTIONS_PER_SHARD))
+
+    def shard_limits(self) -> list[httpx.Limits]:
+        """The ``httpx.Limits`` of each shard: the per-host limits split as evenly as possible."""
+        n = self.shards
+        return [
+            httpx.Limits(
+                max_connections=_share(self.max_connections, n, i),
+                max_keepalive_connections=_share(self.max_keepalive_connections, n, i),
+                keepalive_expiry=self.keepalive_expiry,
+            )
+            for i in range(n)
+        ]
+
+
+def _share(total: int, parts: int, i: int) -> int:
+    """Part ``i`` of ``total`` split into ``parts`` near-equal ints (the first ones larger)."""
+    return total // parts + (1 if i < total % parts else 0)
 
 
 DEFAULT_TIMEOUTS = HttpTimeouts()
@@ -305,15 +351,25 @@ def error_for_stream_error(
 
 
 class CallInfo:
-    """What an error raised while reading one answer needs to say: backend, status, request id."""
+    """What an error raised while reading one answer needs to say: backend, status, request id.
 
-    __slots__ = ("backend", "request_id", "secrets", "status")
+    The request id is read from the response headers only when an error asks for it.
+    """
 
-    def __init__(self, backend: str, status: int | None, request_id: str | None, secrets: Sequence[str]) -> None:
+    __slots__ = ("_headers", "backend", "secrets", "status")
+
+    def __init__(
+        self, backend: str, status: int | None, headers: Mapping[str, str] | None, secrets: Sequence[str]
+    ) -> None:
         self.backend = backend
         self.status = status
-        self.request_id = request_id
+        self._headers = headers
         self.secrets = secrets
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id from the response headers (``None`` without one)."""
+        return request_id_from(self._headers) if self._headers is not None else None
 
     def bad(self, message: str, body: str | bytes = b"") -> BadResponse:
         """A ``BadResponse`` for this call, message and body excerpt redacted."""
@@ -351,9 +407,116 @@ class StreamState(Protocol):
 
 
 def client_key(base_url: httpx.URL) -> str:
-    """The ``Resources`` key of the shared client for ``base_url``'s scheme, host and port."""
+    """The ``Resources`` key of the shared clients for ``base_url``'s scheme, host and port."""
     port = base_url.port or (443 if base_url.scheme == "https" else 80)
     return f"httpx:{base_url.scheme}://{base_url.host}:{port}"
+
+
+class HostClients:
+    """The ``httpx.AsyncClient`` shards a runtime shares among the backends of one host.
+
+    ``HttpConfig.shards`` clients, each with its own connection pool and an even share of
+    ``max_connections`` and ``max_keepalive_connections`` (so the host's totals stay as
+    configured). ``acquire`` hands out the shard with the most free connections, the lowest
+    index on a tie: one request in flight always goes to shard 0 and reuses its connection,
+    and a request has to wait for a connection only when every shard is full, as with one
+    pool. (When all are full, each shard queues its own waiters: a connection freed on one
+    shard serves that shard's queue, not another's, so past ``max_connections`` in flight
+    waits are a little less fair than with one pool.) Shards are created on first use, so
+    a host that never has more than one request in flight has one client, and they share
+    one SSL context (loading the CA bundle costs ≈ 25 ms per context). ``aclose`` closes
+    them all; the runtime calls it.
+
+    Why shard: httpcore's pool does work proportional to the requests and connections it
+    holds each time a request is queued or a response is closed, so one pool's CPU per
+    request grows with the requests in flight. On loopback at 32 in flight, 8 shards cut
+    the client CPU per request from ≈ 2.6–4 ms to ≈ 0.9 ms (``benchmarks/PERFORMANCE.md``).
+    """
+
+    __slots__ = ("_clients", "_closed", "_config", "_free", "_limits", "_ssl", "_timeout")
+
+    def __init__(self, config: HttpConfig, timeout: httpx.Timeout) -> None:
+        self._config = config
+        self._timeout = timeout
+        self._limits = config.shard_limits()
+        self._free = [limits.max_connections or 0 for limits in self._limits]
+        self._clients: list[httpx.AsyncClient | None] = [None] * len(self._limits)
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    @property
+    def clients(self) -> list[httpx.AsyncClient]:
+        """The shards created so far, in shard order (for tests and diagnostics)."""
+        return [c for c in self._clients if c is not None]
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Exchanges in progress on each shard (for tests and diagnostics)."""
+        return [(limits.max_connections or 0) - free for limits, free in zip(self._limits, self._free, strict=True)]
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``aclose`` was called."""
+        return self._closed
+
+    def acquire(self) -> tuple[int, httpx.AsyncClient]:
+        """The shard for one exchange, as ``(index, client)``; pair it with ``release(index)``."""
+        free = self._free
+        best = 0
+        if len(free) > 1:
+            most = free[0]
+            for i in range(1, len(free)):
+                if free[i] > most:
+                    best, most = i, free[i]
+        client = self._clients[best]
+        if client is None:
+            client = self._clients[best] = self._new_client(best)
+        free[best] -= 1
+        return best, client
+
+    def release(self, shard: int) -> None:
+        """The exchange on ``shard`` is over."""
+        self._free[shard] += 1
+
+    def _new_client(self, shard: int) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("this Runtime is closed: its HTTP clients cannot be used any more")
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(trust_env=self._config.trust_env)
+        return httpx.AsyncClient(
+            limits=self._limits[shard],
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=self._config.trust_env,
+            headers={"user-agent": _USER_AGENT},
+            verify=self._ssl,
+        )
+
+    async def aclose(self) -> None:
+        """Close every shard created; the first error is raised after all were tried."""
+        self._closed = True
+        first: Exception | None = None
+        for client in self.clients:
+            try:
+                await client.aclose()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+
+class _KeyedHeaders:
+    """The request headers and secrets built for one API key value; its repr never shows them."""
+
+    __slots__ = ("headers", "key", "secrets")
+
+    def __init__(self, key: str | None, headers: dict[str, str], secrets: tuple[str, ...]) -> None:
+        self.key = key
+        self.headers = headers
+        self.secrets = secrets
+
+    def __repr__(self) -> str:
+        return "<request headers (redacted)>"
 
 
 class HttpBackend(BackendBase):
@@ -361,6 +524,12 @@ class HttpBackend(BackendBase):
 
     Subclasses set ``path`` and implement ``_headers``, ``_encode``, ``_parse`` and
     ``_stream_state``.
+
+    Per call the backend does little beyond httpx's own work: the URL is parsed once (an
+    ``httpx.URL``, which spares httpx ≈ 20 µs of parsing per request); the headers dict and
+    the secrets to redact are built once per API key value (the environment variable is
+    still read at every call, so a rotated key takes effect on the next call); the request
+    id is read from the response headers only when an error needs it.
     """
 
     path: ClassVar[str]
@@ -418,16 +587,18 @@ class HttpBackend(BackendBase):
         self.stream = bool(stream)
         self.timeout = timeout
         self.http = http
-        self._url = self.base_url + self.path
+        self._url = httpx.URL(self.base_url + self.path)
         self._client_key = client_key(url)
         self._httpx_timeout = timeout.as_httpx()
         self._extra_headers = {k.lower(): v for k, v in (headers or {}).items()}
         self._header_secrets = tuple(v for k, v in self._extra_headers.items() if _SENSITIVE_HEADER.search(k) and v)
+        self._keyed: _KeyedHeaders | None = None
         self._client = client
 
     # -- subclass hooks ------------------------------------------------------------------
 
     def _headers(self, key: str | None) -> dict[str, str]:
+        """The request headers for API key ``key`` (built once per key value, then reused)."""
         raise NotImplementedError
 
     def _encode(self, query: Query) -> bytes:
@@ -454,6 +625,15 @@ class HttpBackend(BackendBase):
             )
         return key
 
+    def _request_headers(self) -> _KeyedHeaders:
+        """The headers and secrets for the key in the environment now (rebuilt when it changed)."""
+        key = self._api_key()
+        keyed = self._keyed
+        if keyed is None or keyed.key != key:
+            secrets = (key, *self._header_secrets) if key else self._header_secrets
+            keyed = self._keyed = _KeyedHeaders(key, self._headers(key), secrets)
+        return keyed
+
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             limits=self.http.as_httpx(),
@@ -463,75 +643,70 @@ class HttpBackend(BackendBase):
             headers={"user-agent": _USER_AGENT},
         )
 
-    def _shared_client(self) -> httpx.AsyncClient | None:
+    def _new_host_clients(self) -> HostClients:
+        return HostClients(self.http, self._httpx_timeout)
+
+    def _shared_clients(self) -> HostClients | None:
         resources = current_resources()
         if resources is None:
             return None
-        return cast(httpx.AsyncClient, resources.get_or_create(self._client_key, self._new_client))
+        return cast(HostClients, resources.get_or_create(self._client_key, self._new_host_clients))
 
     async def complete(self, query: Query) -> Response:
         """POST ``query`` to the provider and return its ``Response``, or raise a ``BackendError``.
 
         The API key is read from ``api_key_env`` now (a missing variable is an ``AuthError``).
-        The client is the one given as ``client=``, else the running runtime's shared client
-        for this host, else a one-shot client opened and closed around this call.
+        The client is the one given as ``client=``, else one of the running runtime's shared
+        clients for this host (``HostClients``), else a one-shot client opened and closed
+        around this call.
 
-        Cancellation: the request runs inside ``client.stream(...)``, so a cancelled call
-        closes its response at once (the server sees the connection drop; the connection is
-        not returned to the pool), frees its pool slot and re-raises the cancellation.
+        Cancellation: the response is closed in a ``finally``, so a cancelled call closes it
+        at once (the server sees the connection drop; the connection is not returned to the
+        pool), frees its pool slot and re-raises the cancellation.
         """
-        key = self._api_key()
-        headers = self._headers(key)
+        keyed = self._request_headers()
         content = self._encode(query)
-        client = self._client if self._client is not None else self._shared_client()
+        client = self._client
         if client is not None:
-            return await self._exchange(client, query, content, headers, key)
-        async with self._new_client() as one_shot:
-            return await self._exchange(one_shot, query, content, headers, key)
+            return await self._exchange(client, query, content, keyed)
+        shared = self._shared_clients()
+        if shared is None:
+            async with self._new_client() as one_shot:
+                return await self._exchange(one_shot, query, content, keyed)
+        shard, client = shared.acquire()
+        try:
+            return await self._exchange(client, query, content, keyed)
+        finally:
+            shared.release(shard)
 
     async def _exchange(
-        self,
-        client: httpx.AsyncClient,
-        query: Query,
-        content: bytes,
-        headers: dict[str, str],
-        key: str | None,
+        self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders
     ) -> Response:
-        secrets = (key, *self._header_secrets) if key else self._header_secrets
-        start = anyio.current_time()
+        secrets = keyed.secrets
+        response: httpx.Response | None = None
         ok = False
         try:
-            result = await self._send(client, query, content, headers, secrets, start)
-            ok = True
-            return result
-        finally:
-            if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
-                await release_orphaned_connections(client)
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        query: Query,
-        content: bytes,
-        headers: dict[str, str],
-        secrets: Sequence[str],
-        start: float,
-    ) -> Response:
-        response: httpx.Response | None = None
-        try:
-            async with client.stream(
-                "POST", self._url, content=content, headers=headers, timeout=self._httpx_timeout
-            ) as response:
+            start = anyio.current_time() if self.stream else 0.0
+            request = client.build_request(
+                "POST", self._url, content=content, headers=keyed.headers, timeout=self._httpx_timeout
+            )
+            response = await client.send(request, stream=True)
+            try:
                 status = response.status_code
                 if not 200 <= status < 300:
                     body = await _read_error_body(response)
                     raise error_for_status(
                         status, headers=response.headers, body=body, backend=self.name, secrets=secrets
                     )
-                call = CallInfo(self.name, status, request_id_from(response.headers), secrets)
-                if not self.stream:
-                    return self._parse(await response.aread(), query, call)
-                return await _read_stream(response, self._stream_state(query, start, call))
+                call = CallInfo(self.name, status, response.headers, secrets)
+                if self.stream:
+                    result = await _read_stream(response, self._stream_state(query, start, call))
+                else:
+                    result = self._parse(await response.aread(), query, call)
+            finally:
+                await response.aclose()
+            ok = True
+            return result
         except httpx.RequestError as exc:
             raise error_for_transport(
                 exc,
@@ -540,6 +715,9 @@ class HttpBackend(BackendBase):
                 status=response.status_code if response is not None else None,
                 request_id=request_id_from(response.headers) if response is not None else None,
             ) from exc
+        finally:
+            if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
+                await release_orphaned_connections(client)
 
 
 def _orphaned_connections(pool: httpcore.AsyncConnectionPool) -> list[httpcore.AsyncConnectionInterface]:

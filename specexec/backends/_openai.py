@@ -42,8 +42,17 @@ class OpenAICompatible(HttpBackend):
     sent as ``Authorization: Bearer``; ``None`` sends no key (local servers). ``headers``
     are added to every request. With ``stream=True`` the answer is streamed (SSE, with
     ``stream_options.include_usage``) and ``Response.ttft`` records the time to the first
-    content delta. ``timeout`` applies to every request; ``http`` configures the pool of a
-    client this backend creates; ``client`` is used as given and never closed.
+    content delta. ``timeout`` applies to every request; ``http`` configures the pools of
+    the clients this backend creates; ``client`` is used as given and never closed.
+
+    ``Response.raw`` of a non-streamed answer is the provider's JSON body as a plain
+    ``dict`` (``None`` when streamed). The body is parsed once, untyped, and the typed
+    ``ChatCompletion`` the backend reads is ``msgspec.convert``-ed from that dict (a walk
+    over Python objects, not a second parse). A typed-only decode would save ≈ 1 µs per
+    call, but ``raw`` would then have to become a typed struct (dropping the fields the
+    struct does not name, such as ``system_fingerprint``) or a lazy mapping (which
+    ``json.dumps``, ``isinstance(raw, dict)`` and ``msgspec`` encoding of a ``Response``
+    would no longer accept); ``raw`` stays the ``dict`` callers already index and serialize.
     """
 
     path = "/chat/completions"
@@ -82,8 +91,10 @@ class OpenAICompatible(HttpBackend):
             http=http,
             client=client,
         )
+        self._stream_options = _STREAM_OPTIONS if self.stream else None
 
     def _headers(self, key: str | None) -> dict[str, str]:
+        """``Authorization: Bearer`` plus the fixed headers (the base class caches it per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
         headers["accept"] = "text/event-stream" if self.stream else "application/json"
@@ -98,9 +109,9 @@ class OpenAICompatible(HttpBackend):
                 messages=query.chat,
                 max_tokens=query.max_tokens,
                 temperature=query.temperature,
-                stop=list(query.stop) if query.stop else None,
+                stop=query.stop or None,
                 stream=self.stream,
-                stream_options=_STREAM_OPTIONS if self.stream else None,
+                stream_options=self._stream_options,
             )
         )
 

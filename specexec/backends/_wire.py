@@ -28,7 +28,7 @@ class OpenAIChatRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     messages: tuple[Message, ...]
     max_tokens: int
     temperature: float | None = None
-    stop: list[str] | None = None
+    stop: tuple[str, ...] | None = None
     stream: bool = False
     stream_options: OpenAIStreamOptions | None = None
 
@@ -48,7 +48,7 @@ class AnthropicRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     max_tokens: int
     system: str | None = None
     temperature: float | None = None
-    stop_sequences: list[str] | None = None
+    stop_sequences: tuple[str, ...] | None = None
     stream: bool = False
 
 
@@ -208,8 +208,9 @@ class AnthropicErrorEvent(msgspec.Struct):
 
 
 # --------------------------------------------------------------------------- decoders (built once)
-# Non-streamed bodies are decoded untyped once (kept as ``Response.raw``) and then
-# ``msgspec.convert``-ed into ``ChatCompletion`` / ``AnthropicMessageResponse``.
+# Non-streamed bodies are decoded untyped once (kept as ``Response.raw``, a dict) and then
+# ``msgspec.convert``-ed into ``ChatCompletion`` / ``AnthropicMessageResponse`` (no second
+# parse; see the ``OpenAICompatible`` docstring for why ``raw`` stays a dict).
 
 untyped_decoder = msgspec.json.Decoder()
 
