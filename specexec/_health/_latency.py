@@ -37,11 +37,12 @@ def _check_quantile(q: float) -> None:
         raise ValueError(f"a quantile is between 0 and 1, got {q!r}")
 
 
-def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float]]:
+def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float]]:
     """The product-limit estimate of the latency CDF from two histograms of the same layout.
 
-    Returns ``(indices, cdf)``: the counts-array indices holding observed values, ascending,
-    and the estimated ``P(latency <= value)`` at each. At an index, the observed count ``d``
+    Returns ``(indices, cdf, errors)``: the counts-array indices holding observed values,
+    ascending, the estimated ``P(latency <= value)`` at each, and its standard error
+    (Greenwood's formula; without censoring it is the binomial ``sqrt(F(1 − F)/n)``). At an index, the observed count ``d``
     is processed before the censored count there: ``S *= 1 - d / at_risk``, then both leave
     the risk set (censored at ``t`` means "still running at ``t``"). Without censored
     samples this is the empirical CDF.
@@ -54,16 +55,21 @@ def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[i
     events, losses = observed.counts[:end], censored.counts[:end]
     at_risk = observed.total_count + censored.total_count
     survival = 1.0
+    greenwood = 0.0  # Σ d / (n (n − d)): Var(S(t)) ≈ S(t)² · greenwood
     indices: list[int] = []
     cdf: list[float] = []
+    errors: list[float] = []
     for index in compress(range(end), map(or_, events, losses)):
         died = events[index]
         if died:
             survival *= 1.0 - died / at_risk
+            if at_risk > died:
+                greenwood += died / (at_risk * (at_risk - died))
             indices.append(index)
             cdf.append(1.0 - survival)
+            errors.append(survival * math.sqrt(greenwood))
         at_risk -= died + losses[index]
-    return indices, cdf
+    return indices, cdf, errors
 
 
 class LatencyWindow:
@@ -112,8 +118,8 @@ class LatencyWindow:
         self._warm = False
         self._indices: list[int] = []  # the Kaplan-Meier curve: counts-array indices and CDF
         self._cdf: list[float] = []
+        self._errors: list[float] = []  # the CDF's standard errors (Greenwood)
         self._largest = 0.0
-        self._samples = 0  # samples behind the cached CDF (for the lookup's standard error)
         self._censored_merged: HdrHistogram | None = None
         self._cache: dict[float, float] = {}
         self._refresh_due = -math.inf
@@ -203,37 +209,42 @@ class LatencyWindow:
         self._refresh_due = now + self.max_refresh_interval
         self._warm = self._total >= self.min_samples
         if not self._warm:
-            self._indices, self._cdf, self._largest, self._cache = [], [], 0.0, {}
+            self._indices, self._cdf, self._errors, self._largest, self._cache = [], [], [], 0.0, {}
             return
         observed, censored = self._merged()
-        self._samples = observed.total_count + censored.total_count
-        self._indices, self._cdf = kaplan_meier(observed, censored)
+        self._indices, self._cdf, self._errors = kaplan_meier(observed, censored)
         self._censored_merged = censored
         self._largest = max(observed.get_max_value(), censored.get_max_value()) / MICROS_PER_SECOND
         self._cache = {q: self._lookup(q) for q in self._quantiles}
 
     def _lookup(self, q: float) -> float:
-        """The smallest value whose estimated CDF is within ``_Z`` standard errors of ``q``; when
-        the curve stops short of that (the tail is censored), the lower bound of
-        ``_censored_bound``.
+        """The one-sided 95 % lower confidence bound of the ``q``-quantile: the smallest value
+        whose estimated CDF is within ``_Z`` standard errors of ``q``; when the curve stops
+        short of that (the tail is censored), the lower bound of ``_censored_bound``.
 
-        Why not "reaches ``q``": where the latency distribution is flat around ``q`` (a fast
-        body and a slow mode, say 94.9 % by 90 ms and 95.2 % by 250 ms) every value on the
-        flat stretch is the ``q``-quantile within sampling error, and the plain estimate
-        flips between its ends from one refresh to the next — worse, under hedging the slow
-        samples are censored just past the delay, the estimated CDF stalls a hair below
-        ``q`` and the plain estimate jumps to the next rare slow sample. The one-sided 95 %
-        lower confidence bound of the quantile (CDF ≥ ``q − 1.645·sqrt(q(1 − q)/n)``, the
-        binomial standard error) is the smallest value statistically indistinguishable from
-        the ``q``-quantile: stable on a flat stretch, and the delay a hedge wants there.
-        Where the distribution is steep it moves the estimate little (≈ 1 % at p95 of a
-        lognormal(σ 0.25) over 6,000 samples; ≈ 8 % over 100), always downwards: a hedge
-        fires a little early rather than late, and the hedge budget caps the extra load.
+        Why not the plain "CDF reaches ``q``": where the latency distribution is flat around
+        ``q`` (a fast body and a slow mode, 94.9 % by 90 ms and 95.2 % by 250 ms) every value
+        on the flat stretch is the ``q``-quantile within sampling error, and the plain
+        estimate flips between its ends from one refresh to the next. Under hedging it is
+        worse: slow primaries are cancelled (censored) just past the delay, the few samples
+        that finish beyond carry large Kaplan–Meier weights, and one of them lifts the CDF
+        over ``q`` — the delay jumps to a rare slow sample and stays there, since a longer
+        delay lets more slow samples finish. The standard error (Greenwood's, which grows
+        where few samples are left at risk) makes those sparse points count for what they
+        are worth: the bound stays on the well-measured part of the curve. Where the
+        distribution is steep it moves the estimate little (≈ 1 % at p95 of a lognormal(σ
+        0.25) over 6,000 samples; ≈ 8 % over 100), always downwards: a hedge fires a little
+        early rather than late, and the hedge budget caps the extra load.
         """
-        margin = _Z * math.sqrt(q * (1.0 - q) / self._samples) if self._samples else 0.0
-        position = bisect_left(self._cdf, q - margin - _EPSILON)
-        if position == len(self._cdf):
-            return self._censored_bound(q - margin)
+        if q >= 1.0:
+            return self._largest
+        cdf, errors = self._cdf, self._errors
+        target = q - _EPSILON
+        position = bisect_left(cdf, target - _Z * max(errors, default=0.0))  # none below can qualify
+        while position < len(cdf) and cdf[position] + _Z * errors[position] < target:
+            position += 1
+        if position == len(cdf):
+            return self._censored_bound(q)
         # The bucket's highest equivalent value, like get_value_at_percentile (every histogram
         # of this window has the same layout, so any of them translates the index).
         histogram = self._current_observed

@@ -160,9 +160,14 @@ def test_without_censoring_it_is_the_plain_percentile(values: list[float]) -> No
     ordered = sorted(values)
     n = len(values)
     for q in (0.5, 0.9, 0.95, 0.99):
-        # the smallest k with k/n >= q less 1.645 standard errors (see LatencyWindow._lookup)
-        rank = max(1, math.ceil((q - 1.645 * math.sqrt(q * (1 - q) / n)) * n - 1e-9))
-        assert_close(window.quantile(q, 0.0), ordered[rank - 1])
+        # the 95 % lower confidence bound (see LatencyWindow._lookup): the smallest value whose
+        # empirical CDF F is within 1.645 binomial standard errors sqrt(F(1 - F)/n) of q
+        expected = next(
+            v
+            for v in sorted(set(values))
+            if (f := sum(x <= v for x in values) / n) + 1.645 * math.sqrt(f * (1 - f) / n) >= q - 1e-9
+        )
+        assert_close(window.quantile(q, 0.0), expected)
 
 
 # -- censoring ---------------------------------------------------------------------------------
