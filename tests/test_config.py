@@ -55,7 +55,8 @@ def test_runtime_from_config(tmp_path: Path) -> None:
 def test_backend_config_errors_say_where(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
-        '[[backends]]\nkind = "simulated"\nname = "a"\n\n[[backends]]\nkind = "openai"\nname = "b"\ninput_price = "cheap"\n'
+        '[[backends]]\nkind = "simulated"\nname = "a"\n\n'
+        '[[backends]]\nkind = "openai"\nname = "b"\ninput_price = "cheap"\n'
     )
     with pytest.raises(specexec.PolicyError) as info:
         specexec.config.load_backends(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import trio
 
 import specexec
 from specexec import LogNormal, SimulatedBackend, slow_tail

@@ -42,10 +42,10 @@ def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[i
 
     Returns ``(indices, cdf, errors)``: the counts-array indices holding observed values,
     ascending, the estimated ``P(latency <= value)`` at each, and its standard error
-    (Greenwood's formula; without censoring it is the binomial ``sqrt(F(1 − F)/n)``). At an index, the observed count ``d``
-    is processed before the censored count there: ``S *= 1 - d / at_risk``, then both leave
-    the risk set (censored at ``t`` means "still running at ``t``"). Without censored
-    samples this is the empirical CDF.
+    (Greenwood's formula; without censoring it is the binomial ``sqrt(F(1 − F)/n)``). At an
+    index, the observed count ``d`` is processed before the censored count there:
+    ``S *= 1 - d / at_risk``, then both leave the risk set (censored at ``t`` means "still
+    running at ``t``"). Without censored samples this is the empirical CDF.
 
     Walks the counts arrays directly, visiting only non-empty indices: the histogram's
     recorded-value iterator costs ~7 ms per histogram here, this ~0.2 ms for both.

@@ -157,7 +157,6 @@ def test_constructor_checks_its_arguments() -> None:
 def test_without_censoring_it_is_the_plain_percentile(values: list[float]) -> None:
     window = LatencyWindow(min_samples=20)
     fill(window, values)
-    ordered = sorted(values)
     n = len(values)
     for q in (0.5, 0.9, 0.95, 0.99):
         # the 95 % lower confidence bound (see LatencyWindow._lookup): the smallest value whose
