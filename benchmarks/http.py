@@ -2,18 +2,26 @@
 
 The mock provider fleet (``benchmarks.fleet``, asyncio + uvloop) runs in a subprocess with
 one OpenAI-compatible deployment of constant, tiny latency (TTFT ``--ttft-ms``, default 0;
-no per-token time; one output token), so the client side is what is measured. Two
+no per-token time; one output token), so the client side is what is measured. The
 variants send the same requests, on trio and on asyncio + uvloop, at each concurrency:
 
-- **raw**: one ``httpx.AsyncClient`` built like the backend's shared client (same pool
-  limits, timeouts, ``trust_env``, user agent), ``client.post(url, content=body)`` with the
-  same JSON body and headers, status checked and the body decoded with msgspec;
+- **raw**: bare httpx with the backend's client layout: as many ``httpx.AsyncClient``s as
+  the backend's ``HttpConfig`` has shards (``HttpConfig.shards``: 8 by default), each built
+  like the backend's (same pool limits, timeouts, ``trust_env``, user agent, one shared SSL
+  context), each request going to the one with the most free connections, as the backend
+  does; ``client.post(url, content=body)`` with the backend's exact URL object, JSON body
+  and headers, status checked and the body decoded with msgspec;
 - **specexec**: ``Runtime([OpenAICompatible(...)])`` entered once, then
-  ``await rt.run(q, Policy.single("x"))`` (the runtime's shared client for the host).
+  ``await rt.run(q, Policy.single("x"))`` (the runtime's shared clients for the host);
+- **raw, one client** (only when the layout has more than one shard): bare httpx with one
+  client holding all of the host's connections, httpx's usual layout and the backend's
+  layout before ``clients_per_host``. It is reported in its own table, for reference: the
+  throughput target is judged against **raw** (the same layout), never against a slower
+  layout.
 
 ``c`` workers each send requests until the variant's share of the round is done; the
 variants alternate in rounds (raw, specexec, then the reverse order), so machine noise hits
-both alike. Reported: requests/s (requests ÷ wall time spent in that variant's rounds),
+all alike. Reported: requests/s (requests ÷ wall time spent in that variant's rounds),
 median and p99 latency per request, client CPU per request (``time.process_time`` of this
 process ÷ requests: the machine has 2 cores and the fleet has the other one), the fleet's
 CPU share (from ``/proc``, where there is one), the throughput ratio and the median time
@@ -21,10 +29,12 @@ specexec adds per request. At ``c > 1`` a request's latency includes waiting for
 loop and the connection pool behind the other workers, so "added" there is queueing
 amplified by the extra CPU per request, not the cost of one call.
 
-``--max-connections N`` caps both pools alike (the per-request cost of httpcore's pool grows
-with its connections, see ``PERFORMANCE.md``). ``--breakdown`` adds, per loop, a ``c = 1``
-split of the added time: raw, ``backend.complete`` and ``rt.run`` one after the other, with
-``run``'s time before, inside and after ``complete``.
+``--max-connections N`` caps the host's connections in every variant alike (the
+per-request cost of httpcore's pool grows with its connections, see ``PERFORMANCE.md``);
+``--clients-per-host N`` sets the shard count of the backend and of **raw** alike.
+``--breakdown`` adds, per loop, a ``c = 1`` split of the added time: raw,
+``backend.complete`` and ``rt.run`` one after the other on one client, with ``run``'s time
+before, inside and after ``complete``.
 
 Targets (issue 4): specexec throughput ≥ 0.9× raw; ≤ 100 µs median added (at ``c = 1``).
 The script reports, it does not assert: it exits 0 whatever the figures.
@@ -33,6 +43,7 @@ The script reports, it does not assert: it exits 0 whatever the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -175,51 +186,116 @@ def _split(n: int, rounds: int) -> list[int]:
     return [n // rounds + (1 if i < n % rounds else 0) for i in range(rounds)]
 
 
-def http_config(max_connections: int | None) -> HttpConfig:
-    """The backend's default pool config, or one capped at ``max_connections`` (used by both variants)."""
-    if max_connections is None:
-        return DEFAULT_HTTP_CONFIG
-    return HttpConfig(max_connections=max_connections, max_keepalive_connections=max_connections)
+def http_config(max_connections: int | None, clients_per_host: int | None = None) -> HttpConfig:
+    """The backend's default pool config, with ``max_connections`` (and as many keep-alive
+    connections) and ``clients_per_host`` changed where given (used by every variant)."""
+    config = DEFAULT_HTTP_CONFIG
+    if max_connections is not None:
+        config = msgspec.structs.replace(
+            config, max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+    if clients_per_host is not None:
+        config = msgspec.structs.replace(config, clients_per_host=clients_per_host)
+    return config
 
 
-def measure(
-    loop: str, fleet: FleetProcess, concurrency: int, requests: int, rounds: int, max_connections: int | None = None
-) -> dict[str, Any]:
-    """Both variants at one concurrency on one loop; their reports and the comparison."""
-    base_url = fleet.base_url(DEPLOYMENT)
-    query = Query(prompt=PROMPT, max_tokens=MAX_TOKENS)
-    pool = http_config(max_connections)
-
-    async def main() -> dict[str, Any]:
-        backend = OpenAICompatible(DEPLOYMENT, base_url=base_url, model=MODEL, http=pool)
-        body = backend._encode(query)  # the exact bytes the backend sends
-        headers = backend._headers(None)
-        url = base_url + OpenAICompatible.path
-        policy = Policy.single(DEPLOYMENT)
-        raw_client = httpx.AsyncClient(
-            limits=pool.as_httpx(),
+def raw_clients(pool: HttpConfig, *, sharded: bool) -> tuple[list[httpx.AsyncClient], list[int]]:
+    """Bare httpx clients built like the backend's: one per shard of ``pool`` (``sharded``), or one
+    client with all the host's connections; and each client's connection limit."""
+    limits = pool.shard_limits() if sharded else [pool.as_httpx()]
+    ssl_context = httpx.create_ssl_context(trust_env=pool.trust_env)
+    clients = [
+        httpx.AsyncClient(
+            limits=shard,
             timeout=DEFAULT_TIMEOUTS.as_httpx(),
             follow_redirects=False,
             trust_env=pool.trust_env,
             headers={"user-agent": "specexec"},
+            verify=ssl_context,
         )
-        decoder = msgspec.json.Decoder()
-        async with raw_client, Runtime([backend]) as rt:
+        for shard in limits
+    ]
+    return clients, [shard.max_connections or 0 for shard in limits]
 
-            async def raw() -> str:
-                r = await raw_client.post(url, content=body, headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                text: str = decoder.decode(r.content)["choices"][0]["message"]["content"]
-                return text
+
+def raw_call(
+    clients: list[httpx.AsyncClient], capacity: list[int], url: httpx.URL, body: bytes, headers: dict[str, str]
+) -> Call:
+    """One bare httpx request: to the client with the most free connections (the lowest index on a
+    tie, as ``HostClients`` does), status checked, body decoded."""
+    decoder = msgspec.json.Decoder()
+
+    def text_of(r: httpx.Response) -> str:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}")
+        text: str = decoder.decode(r.content)["choices"][0]["message"]["content"]
+        return text
+
+    if len(clients) == 1:
+        (client,) = clients
+
+        async def raw() -> str:
+            return text_of(await client.post(url, content=body, headers=headers))
+
+        return raw
+
+    free = list(capacity)
+    shards = range(1, len(free))
+
+    async def raw_sharded() -> str:
+        best, most = 0, free[0]
+        for i in shards:
+            if free[i] > most:
+                best, most = i, free[i]
+        free[best] -= 1
+        try:
+            return text_of(await clients[best].post(url, content=body, headers=headers))
+        finally:
+            free[best] += 1
+
+    return raw_sharded
+
+
+def measure(
+    loop: str,
+    fleet: FleetProcess,
+    concurrency: int,
+    requests: int,
+    rounds: int,
+    max_connections: int | None = None,
+    clients_per_host: int | None = None,
+) -> dict[str, Any]:
+    """Every variant at one concurrency on one loop; their reports and the comparisons."""
+    base_url = fleet.base_url(DEPLOYMENT)
+    query = Query(prompt=PROMPT, max_tokens=MAX_TOKENS)
+    pool = http_config(max_connections, clients_per_host)
+
+    async def main() -> dict[str, Any]:
+        backend = OpenAICompatible(DEPLOYMENT, base_url=base_url, model=MODEL, http=pool)
+        body = backend._encode(query)  # the exact bytes the backend sends
+        headers = backend._headers(None)  # its headers
+        url = backend._url  # and its URL object (parsed once, as the backend does)
+        policy = Policy.single(DEPLOYMENT)
+        same, same_capacity = raw_clients(pool, sharded=True)
+        variants_clients = {"raw": same}
+        variants: dict[str, Call] = {"raw": raw_call(same, same_capacity, url, body, headers)}
+        if pool.shards > 1:
+            one, one_capacity = raw_clients(pool, sharded=False)
+            variants_clients["raw_one_client"] = one
+            variants["raw_one_client"] = raw_call(one, one_capacity, url, body, headers)
+        async with contextlib.AsyncExitStack() as stack:
+            for client in (c for clients in variants_clients.values() for c in clients):
+                await stack.enter_async_context(client)
+            rt = await stack.enter_async_context(Runtime([backend]))
 
             async def via_specexec() -> str:
                 result = await rt.run(query, policy)
                 return result.response.text
 
-            variants: dict[str, Call] = {"raw": raw, "specexec": via_specexec}
-            if await raw() != await via_specexec():  # same answer both ways
-                raise AssertionError("raw httpx and specexec got different answers")
+            variants["specexec"] = via_specexec
+            answers = {name: await call() for name, call in variants.items()}
+            if len(set(answers.values())) != 1:  # the same answer every way
+                raise AssertionError(f"the variants got different answers: {answers}")
             tallies = {name: Tally() for name in variants}
             warm = Tally()
             for call in variants.values():  # open the pools' connections; untimed
@@ -228,18 +304,23 @@ def measure(
                 order = list(variants) if i % 2 == 0 else list(reversed(variants))
                 for name in order:
                     await _drive(variants[name], share, concurrency, tallies[name], fleet.pid)
-            pools = {
-                "raw": _pool_size(raw_client),
-                "specexec": {k: _pool_size(v) for k, v in (rt._resources.items() if rt._resources else {}).items()},
-            }
-        raw_r, spx_r = tallies["raw"].report(), tallies["specexec"].report()
+            pools: dict[str, Any] = {name: [_pool_size(c) for c in cs] for name, cs in variants_clients.items()}
+            pools["specexec"] = {k: _pool_sizes(v) for k, v in (rt._resources.items() if rt._resources else {}).items()}
+        reports = {name: tally.report() for name, tally in tallies.items()}
+        raw_r, spx_r = reports["raw"], reports["specexec"]
         thr = ratio(spx_r["req_per_s"] or 0.0, raw_r["req_per_s"] or 0.0)
         added = spx_r["median_us"] - raw_r["median_us"]
+        one_r = reports.get("raw_one_client")
         return {
             "concurrency": concurrency,
+            "shards": pool.shards,
             "raw": raw_r,
             "specexec": spx_r,
+            "raw_one_client": one_r,
             "throughput_ratio": round(thr, 3),
+            "throughput_ratio_vs_one_client": (
+                round(ratio(spx_r["req_per_s"] or 0.0, one_r["req_per_s"] or 0.0), 3) if one_r else None
+            ),
             "added_median_us": round(added, 1),
             "added_cpu_us_per_req": round((spx_r["cpu_us_per_req"] or 0.0) - (raw_r["cpu_us_per_req"] or 0.0), 1),
             "throughput_met": thr >= THROUGHPUT_TARGET,
@@ -256,6 +337,12 @@ def _pool_size(client: Any) -> int | None:
         return len(client._transport._pool.connections)
     except AttributeError:
         return None
+
+
+def _pool_sizes(shared: Any) -> list[int | None]:
+    """Connections in each shard's pool of a runtime's ``HostClients`` (or of a lone client)."""
+    clients = getattr(shared, "clients", None)
+    return [_pool_size(c) for c in clients] if clients is not None else [_pool_size(shared)]
 
 
 # --------------------------------------------------------------------------- --breakdown
@@ -280,8 +367,9 @@ def breakdown(loop: str, fleet: FleetProcess, requests: int) -> dict[str, Any]:
 
     Per round: a raw httpx request; ``backend.complete(q)``; ``rt.run(q, single)``, whose
     time is split into before ``complete`` is entered, ``complete`` itself, and after it
-    returned. All three use one client of the same configuration (given as ``client=``), so
-    only the code on the path differs. Medians in µs, CPU per request in µs.
+    returned; every other round in the reverse order. All three use one client of the same
+    configuration (given as ``client=``) and the same URL object, so only the code on the
+    path differs. Medians in µs, CPU per request in µs.
     """
     base_url = fleet.base_url(DEPLOYMENT)
     query = Query(prompt=PROMPT, max_tokens=MAX_TOKENS)
@@ -295,7 +383,7 @@ def breakdown(loop: str, fleet: FleetProcess, requests: int) -> dict[str, Any]:
             headers={"user-agent": "specexec"},
         )
         backend = _Stamped(DEPLOYMENT, base_url=base_url, model=MODEL, client=client)
-        body, headers, url = backend._encode(query), backend._headers(None), base_url + OpenAICompatible.path
+        body, headers, url = backend._encode(query), backend._headers(None), backend._url
         policy = Policy.single(DEPLOYMENT)
         decoder = msgspec.json.Decoder()
         samples: dict[str, list[float]] = {k: [] for k in ("raw", "complete", "run", "before", "inside", "after")}
@@ -317,8 +405,9 @@ def breakdown(loop: str, fleet: FleetProcess, requests: int) -> dict[str, Any]:
             for call in calls.values():
                 for _ in range(50):
                     await call()
-            for _ in range(requests):
-                for name, call in calls.items():
+            order = list(calls.items())
+            for i in range(requests):  # the order reverses every round: none always follows another
+                for name, call in order if i % 2 == 0 else reversed(order):
                     c0, t0 = time.process_time(), clock()
                     await call()
                     t1 = clock()
@@ -403,13 +492,37 @@ def render(loop: str, rows: list[dict[str, Any]]) -> str:
                 ]
             )
     pools = "; ".join(f"c={r['concurrency']}: {r['pools']}" for r in rows)
-    return (
+    shards = rows[0]["shards"] if rows else 1
+    text = (
         f"## {LOOP_LABELS[loop]}\n\n{table(headers, body, left=2)}\n\n"
-        "thr ratio = specexec req/s ÷ raw req/s (target ≥ 0.9); added = specexec median − raw median "
-        "(target ≤ 100 µs at c=1; at c>1 it includes queueing). fleet CPU = the fleet process's CPU "
-        "÷ wall time.\n"
-        f"connections pooled at the end: {pools}\n"
+        f"raw = bare httpx with the backend's layout ({shards} client{'s' if shards > 1 else ''} per host, "
+        "least busy first). thr ratio = specexec req/s ÷ raw req/s (target ≥ 0.9); added = specexec "
+        "median − raw median (target ≤ 100 µs at c=1; at c>1 it includes queueing). fleet CPU = the "
+        "fleet process's CPU ÷ wall time.\n"
+        f"connections pooled at the end (per client): {pools}\n"
     )
+    one_rows = [r for r in rows if r.get("raw_one_client")]
+    if one_rows:
+        one_body = [
+            [
+                "raw, one client",
+                str(r["concurrency"]),
+                fmt(r["raw_one_client"]["req_per_s"] or float("nan"), 0),
+                fmt(r["raw_one_client"]["median_ms"], 3),
+                fmt(r["raw_one_client"]["p99_ms"], 3),
+                fmt(r["raw_one_client"]["cpu_us_per_req"] or float("nan"), 0),
+                str(r["raw_one_client"]["errors"]),
+                f"{r['throughput_ratio_vs_one_client']:.2f}x",
+            ]
+            for r in one_rows
+        ]
+        one_headers = ["layout", "c", "req/s", "median ms", "p99 ms", "CPU µs/req", "errors", "specexec ÷ this"]
+        text += (
+            "\nFor reference (not a target): bare httpx with one client holding all the host's "
+            "connections (httpx's usual layout), measured in the same rounds.\n\n"
+            f"{table(one_headers, one_body, left=1)}\n"
+        )
+    return text
 
 
 def _concurrencies(text: str) -> list[int]:
@@ -442,6 +555,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"pool size of both clients (default: the backend's, {DEFAULT_HTTP_CONFIG.max_connections})",
     )
+    p.add_argument(
+        "--clients-per-host",
+        type=int,
+        default=None,
+        help=f"shards of the backend's clients and of raw's (default: the backend's, "
+        f"{DEFAULT_HTTP_CONFIG.clients_per_host})",
+    )
     p.add_argument("--ttft-ms", type=float, default=0.0, help="the deployment's constant time to first token (0)")
     p.add_argument(
         "--breakdown",
@@ -452,8 +572,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.requests is not None and args.requests < 1:
         p.error("--requests must be >= 1")
-    if args.rounds < 1 or args.ttft_ms < 0 or (args.max_connections is not None and args.max_connections < 1):
-        p.error("--rounds and --max-connections must be >= 1, --ttft-ms >= 0")
+    if (
+        args.rounds < 1
+        or args.ttft_ms < 0
+        or (args.max_connections is not None and args.max_connections < 1)
+        or (args.clients_per_host is not None and args.clients_per_host < 1)
+    ):
+        p.error("--rounds, --max-connections and --clients-per-host must be >= 1, --ttft-ms >= 0")
     return args
 
 
@@ -461,18 +586,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Start the fleet, measure, print the report; always 0 (it reports targets, it does not assert them)."""
     args = parse_args(argv)
     note = machine_note()
+    pool = http_config(args.max_connections, args.clients_per_host)
     report: dict[str, Any] = {
         "benchmark": "http",
         "ttft_ms": args.ttft_ms,
         "rounds": args.rounds,
-        "max_connections": http_config(args.max_connections).max_connections,
+        "max_connections": pool.max_connections,
+        "clients_per_host": pool.shards,
         "machine": note,
         "loops": {},
     }
     if not args.json:
         print(
             f"# specexec over HTTP vs raw httpx — fleet deployment TTFT {args.ttft_ms:g} ms, 1 output token, "
-            f"pool max_connections={http_config(args.max_connections).max_connections}"
+            f"max_connections={pool.max_connections} per host over {pool.shards} client(s) "
+            f"({', '.join(str(x.max_connections) for x in pool.shard_limits())})"
         )
         print(f"machine: {machine_line(note)}\n", flush=True)
     with start_fleet_process(fleet_config(args.ttft_ms / 1000.0)) as fleet:
@@ -480,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = []
             for c in args.concurrency:
                 n = args.requests if args.requests is not None else DEFAULT_REQUESTS.get(c, DEFAULT_REQUESTS[32])
-                rows.append(measure(loop, fleet, c, n, args.rounds, args.max_connections))
+                rows.append(measure(loop, fleet, c, n, args.rounds, args.max_connections, args.clients_per_host))
             report["loops"][LOOP_LABELS[loop]] = rows
             if not args.json:
                 print(render(loop, rows), flush=True)

@@ -430,7 +430,7 @@ class HostClients:
     Why shard: httpcore's pool does work proportional to the requests and connections it
     holds each time a request is queued or a response is closed, so one pool's CPU per
     request grows with the requests in flight. On loopback at 32 in flight, 8 shards cut
-    the client CPU per request from ≈ 2.6–4 ms to ≈ 0.9 ms (``benchmarks/PERFORMANCE.md``).
+    the client CPU per request from ≈ 2.6–4.2 ms to ≈ 0.8–1 ms (``benchmarks/PERFORMANCE.md``).
     """
 
     __slots__ = ("_clients", "_closed", "_config", "_free", "_limits", "_ssl", "_timeout")
@@ -529,7 +529,9 @@ class HttpBackend(BackendBase):
     ``httpx.URL``, which spares httpx ≈ 20 µs of parsing per request); the headers dict and
     the secrets to redact are built once per API key value (the environment variable is
     still read at every call, so a rotated key takes effect on the next call); the request
-    id is read from the response headers only when an error needs it.
+    id is read from the response headers only when an error needs it. The cached headers
+    also hold ``stream``'s ``accept`` (and ``Anthropic.anthropic_version``) as they were
+    when the key was first seen: to change those, make a new backend.
     """
 
     path: ClassVar[str]

@@ -91,7 +91,6 @@ class OpenAICompatible(HttpBackend):
             http=http,
             client=client,
         )
-        self._stream_options = _STREAM_OPTIONS if self.stream else None
 
     def _headers(self, key: str | None) -> dict[str, str]:
         """``Authorization: Bearer`` plus the fixed headers (the base class caches it per key value)."""
@@ -111,7 +110,7 @@ class OpenAICompatible(HttpBackend):
                 temperature=query.temperature,
                 stop=query.stop or None,
                 stream=self.stream,
-                stream_options=self._stream_options,
+                stream_options=_STREAM_OPTIONS if self.stream else None,
             )
         )
 

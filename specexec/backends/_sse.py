@@ -35,17 +35,26 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events whose terminating blank line they contained."""
         buffer = self._buffer + chunk if self._buffer else chunk
-        lines = buffer.splitlines(keepends=True)
-        if lines and (not lines[-1].endswith((b"\n", b"\r")) or lines[-1].endswith(b"\r")):
-            # an unterminated line, or one ending in CR that may be half of CRLF: wait for more
+        lines = buffer.splitlines()
+        end = buffer[-1:]
+        if end == b"\r":  # a CR that may be half of a CRLF: keep the line (and the CR) for more
+            self._buffer = lines.pop() + b"\r"
+        elif end != b"\n" and lines:  # an unterminated line: wait for the rest
             self._buffer = lines.pop()
         else:
             self._buffer = b""
         events: list[ServerSentEvent] = []
+        data = self._data
         for line in lines:
-            event = self._line(line.rstrip(b"\r\n"))
-            if event is not None:
-                events.append(event)
+            if line[:6] == b"data: ":  # by far the most common line: inlined
+                data.append(line[6:])
+            elif not line:  # blank: dispatch
+                if data:
+                    events.append(ServerSentEvent(self._event or "message", b"\n".join(data)))
+                    data = self._data = []
+                self._event = ""
+            else:
+                self._line(line)
         return events
 
     def close(self) -> list[ServerSentEvent]:

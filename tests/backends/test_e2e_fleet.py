@@ -41,7 +41,7 @@ from specexec import (
 )
 from specexec._resources import Resources, _current
 from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible
-from specexec.backends._http import HttpBackend
+from specexec.backends._http import HostClients, HttpBackend
 
 from .conftest import FAKE_KEY
 
@@ -154,9 +154,15 @@ def pool_of(client: httpx.AsyncClient) -> Any:
     return client._transport._pool  # type: ignore[attr-defined]
 
 
-def shared_client(resources: Resources, backend: HttpBackend) -> httpx.AsyncClient:
-    client: httpx.AsyncClient = resources.items()[backend._client_key]
-    return client
+def host_clients(resources: Resources, backend: HttpBackend) -> HostClients:
+    """The runtime's shared clients (all shards) for ``backend``'s host."""
+    host: HostClients = resources.items()[backend._client_key]
+    return host
+
+
+def pools_of(resources: Resources, backend: HttpBackend) -> list[Any]:
+    """The connection pool of every shard created so far for ``backend``'s host."""
+    return [pool_of(client) for client in host_clients(resources, backend).clients]
 
 
 QUERY = Query("Say something short.", max_tokens=8)
@@ -243,7 +249,9 @@ async def test_connections_are_reused_and_shared_per_host(faults_fleet: FleetPro
             await a.complete(QUERY)
             await b.complete(QUERY)
         assert list(resources.items()) == [f"httpx:http://127.0.0.1:{faults_fleet.port}"]
-        pool = pool_of(shared_client(resources, a))
+        # one call at a time: always the first shard, never another one
+        assert len(host_clients(resources, a).clients) == 1
+        (pool,) = pools_of(resources, a)
         assert len(pool.connections) == 1  # one keep-alive connection served all 20 calls
         assert all(c.is_idle() for c in pool.connections)
     after = await settled_stats(faults_fleet, "ok")
@@ -381,9 +389,10 @@ async def test_cancelled_attempt_is_a_disconnect_at_the_server(faults_fleet: Fle
         elapsed = anyio.current_time() - start
         assert scope.cancelled_caught
         assert elapsed < 0.5  # the cancellation was prompt
-        pool = pool_of(shared_client(resources, backend))
-        assert not pool._requests
-        assert all(c.is_closed() or c.is_idle() for c in pool.connections)
+        for pool in pools_of(resources, backend):
+            assert not pool._requests
+            assert all(c.is_closed() or c.is_idle() for c in pool.connections)
+        assert host_clients(resources, backend).in_flight == [0] * HttpConfig().shards
     after = await settled_stats(faults_fleet, name)
     assert after["requests"] - before["requests"] == 1
     assert after["disconnected"] - before["disconnected"] == 1
@@ -391,9 +400,16 @@ async def test_cancelled_attempt_is_a_disconnect_at_the_server(faults_fleet: Fle
 
 
 @pytest.mark.slow
-async def test_a_thousand_cancelled_requests_leave_no_busy_connection(faults_fleet: FleetProcess) -> None:
-    workers, per_worker, max_connections = 20, 50, 10
-    http = HttpConfig(max_connections=max_connections, max_keepalive_connections=max_connections)
+@pytest.mark.parametrize(("max_connections", "clients_per_host"), [(10, 1), (16, 2)], ids=["one-client", "2-shards"])
+async def test_a_thousand_cancelled_requests_leave_no_busy_connection(
+    faults_fleet: FleetProcess, max_connections: int, clients_per_host: int
+) -> None:
+    workers, per_worker = 20, 50
+    http = HttpConfig(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        clients_per_host=clients_per_host,
+    )
     backend = make(faults_fleet, "churn", http=http)
     before = await settled_stats(faults_fleet, "churn")
     cancelled = 0
@@ -411,12 +427,16 @@ async def test_a_thousand_cancelled_requests_leave_no_busy_connection(faults_fle
             for _ in range(workers):
                 tg.start_soon(worker)
         elapsed = anyio.current_time() - start
-        client = shared_client(resources, backend)
-        pool = pool_of(client)
-        assert not pool._requests  # no request is still queued or assigned
-        assert len(pool.connections) <= max_connections
-        busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
-        assert busy == []
+        host = host_clients(resources, backend)
+        assert len(host.clients) == clients_per_host  # 20 workers: every shard was used
+        assert host.in_flight == [0] * clients_per_host
+        limits = http.shard_limits()
+        for pool, shard_limits in zip(pools_of(resources, backend), limits, strict=True):
+            assert not pool._requests  # no request is still queued or assigned
+            assert len(pool.connections) <= (shard_limits.max_connections or 0)
+            busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
+            assert busy == []
+        assert sum(len(pool.connections) for pool in pools_of(resources, backend)) <= max_connections
         # the pool still works: a normal call goes through at once
         with anyio.fail_after(2):
             assert (await make(faults_fleet, "ok", http=http).complete(QUERY)).text
@@ -426,7 +446,7 @@ async def test_a_thousand_cancelled_requests_leave_no_busy_connection(faults_fle
     after = await settled_stats(faults_fleet, "churn")
     sent = after["requests"] - before["requests"]
     # How many reached the fleet before their cancellation depends on the machine's load (the
-    # client is CPU bound; the others were cancelled while queued for one of the 10
+    # client is CPU bound; the others were cancelled while queued for one of the
     # connections or connecting). Every one that did is a disconnect there, none in flight.
     assert sent > 0
     assert after["disconnected"] - before["disconnected"] + after["completed"] - before["completed"] == sent

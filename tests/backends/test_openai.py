@@ -507,7 +507,7 @@ async def test_shared_client_per_host_within_a_runtime() -> None:
         b = OpenAICompatible("b", base_url="http://h.test:8000/b/v1", model="m")
         c = OpenAICompatible("c", base_url="http://h.test:9000/v1", model="m")
         d = OpenAICompatible("d", base_url="https://h.test/v1", model="m")
-        ca, cb, cc, cd = (x._shared_client() for x in (a, b, c, d))
+        ca, cb, cc, cd = (x._shared_clients() for x in (a, b, c, d))
         assert ca is cb
         assert ca is not cc and cc is not cd
         assert set(resources.items()) == {
@@ -522,4 +522,4 @@ async def test_shared_client_per_host_within_a_runtime() -> None:
 
 
 async def test_no_runtime_no_shared_client() -> None:
-    assert OpenAICompatible("a", base_url=BASE, model="m")._shared_client() is None
+    assert OpenAICompatible("a", base_url=BASE, model="m")._shared_clients() is None
