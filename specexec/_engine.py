@@ -101,15 +101,23 @@ class _Run:
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it
 
     def _ordered(self, states: Sequence[BackendState]) -> list[BackendState]:
-        """Candidates in launch order: as listed, by worst-case cost, or by predicted latency
-        (backends with no estimate yet keep their listed order after those with one)."""
+        """Candidates in launch order: as listed, by worst-case cost, or by predicted latency.
+
+        A backend with no estimate (no recent traffic, no probes) is ranked as a typical one
+        — the median of the others' predictions — not last: otherwise a backend demoted once
+        would never be tried again, its window would stay empty and it would stay last.
+        Ties keep the listed order.
+        """
         order = self.policy.effective_order
         if order == "cost":
             return sorted(states, key=lambda s: s.worst_case_cost(self.query, self.input_estimate))
         if order == "latency":
             now = self.t0
-            predicted = {id(s): s.health.predicted_latency(now) for s in states}
-            return sorted(states, key=lambda s: (predicted[id(s)] is None, predicted[id(s)] or 0.0))
+            predicted = [s.health.predicted_latency(now) for s in states]
+            known = sorted(p for p in predicted if p is not None)
+            typical = known[len(known) // 2] if known else 0.0
+            rank = {id(s): typical if p is None else p for s, p in zip(states, predicted, strict=True)}
+            return sorted(states, key=lambda s: rank[id(s)])
         return list(states)
 
     # -- the loop ----------------------------------------------------------------------------

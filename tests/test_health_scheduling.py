@@ -306,3 +306,19 @@ def test_censoring_keeps_the_p95_estimate_honest_under_steady_hedging() -> None:
     virtual(main)
     for estimate in estimates[3:]:
         assert abs(estimate - true_p95) / true_p95 < 0.15, (estimates, true_p95)
+
+
+def test_a_backend_with_no_estimate_ranks_as_a_typical_one_not_last() -> None:
+    async def main() -> None:
+        down = specexec.Unavailable("down")  # every attempt fails, so the trace shows the whole order
+        backends = [Scripted(name, 0.01, error=down) for name in ("forgotten", "a", "b", "c")]
+        async with Runtime(backends) as rt:
+            now = trio.current_time()
+            for name, latency in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+                feed(rt, name, [latency] * 30, now)
+            with pytest.raises(specexec.NoAcceptableResponse) as info:
+                await rt.run("q", Policy.failover(["forgotten", "a", "b", "c"], order="latency"))
+            # no estimate → the median of the others (0.2 s), tied with b and listed before it
+            assert [x.backend for x in info.value.attempts] == ["a", "forgotten", "b", "c"]
+
+    virtual(main)
