@@ -301,3 +301,21 @@ def test_a_flat_stretch_around_the_quantile_gives_its_low_end() -> None:
     steep = LatencyWindow(min_samples=20)
     fill(steep, [i / 10000 for i in range(1, 10001)])  # uniform over (0, 1 s]: p95 barely moves
     assert abs(steep.quantile(0.95, 0.0) - 0.95) / 0.95 < 0.01  # type: ignore[operator]
+
+
+@given(st.lists(st.integers(1, 3_600_000_000), min_size=1, max_size=200), st.integers(1, 4))
+def test_fast_recording_matches_hdrhistogram(values: list[int], digits: int) -> None:
+    from hdrh.histogram import HdrHistogram
+
+    from specexec._health._latency import HIGHEST_MICROS, LOWEST_MICROS, _record_fast
+
+    ours, theirs = (HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, digits) for _ in range(2))
+    for v in values:
+        _record_fast(ours, v)
+        theirs.record_value(v)
+    assert list(ours.counts) == list(theirs.counts)
+    assert (ours.total_count, ours.min_value, ours.max_value) == (
+        theirs.total_count,
+        theirs.min_value,
+        theirs.max_value,
+    )
