@@ -85,7 +85,9 @@ class BackendError(SpecExecError):
     """One attempt at one backend failed.
 
     ``status`` is the HTTP status where there was one, ``request_id`` the provider's request
-    id, ``body`` a short excerpt of the response body with secrets removed.
+    id, ``body`` a short excerpt of the response body with secrets removed, ``retry_after``
+    the seconds the provider asked to wait (a 429's or a 503/529's ``Retry-After``): the
+    backend's circuit breaker stays open exactly that long.
     """
 
     fatal: bool = False
@@ -99,7 +101,9 @@ class BackendError(SpecExecError):
         status: int | None = None,
         request_id: str | None = None,
         body: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
+        self.retry_after = retry_after
         self.backend = backend
         self.status = status
         self.request_id = request_id
@@ -125,8 +129,7 @@ class RateLimited(BackendError):
     kind = "rate_limited"
 
     def __init__(self, message: str = "rate limited", *, retry_after: float | None = None, **kw: object) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+        super().__init__(message, retry_after=retry_after, **kw)  # type: ignore[arg-type]
 
 
 class Unavailable(BackendError):

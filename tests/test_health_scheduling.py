@@ -322,3 +322,19 @@ def test_a_backend_with_no_estimate_ranks_as_a_typical_one_not_last() -> None:
             assert [x.backend for x in info.value.attempts] == ["a", "forgotten", "b", "c"]
 
     virtual(main)
+
+
+def test_503_retry_after_keeps_the_backend_out_for_exactly_that_long() -> None:
+    async def main() -> None:
+        busy = Scripted("busy", 0.0, error=specexec.Unavailable("overloaded", retry_after=3.0))
+        other = Scripted("other", 0.0)
+        async with Runtime([busy, other]) as rt:
+            policy = Policy.failover(["busy", "other"])
+            await rt.run("q", policy)
+            busy.error = None
+            await trio.sleep(2.999)
+            assert (await rt.run("q", policy)).trace.attempts[0].reason == "circuit open"
+            await trio.sleep(0.001)
+            assert (await rt.run("q", policy)).backend == "busy"
+
+    virtual(main)

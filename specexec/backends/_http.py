@@ -266,7 +266,7 @@ def error_for_status(
     status                                 kind             fatal
     =====================================  ===============  =====
     429                                    ``RateLimited``  no   (``retry_after`` from the headers)
-    408, 409, 425, 5xx (incl. 529)         ``Unavailable``  no
+    408, 409, 425, 5xx (incl. 529)         ``Unavailable``  no   (503/529: ``retry_after`` from the headers)
     400, 404, 422                          ``BadRequest``   yes
     401, 403                               ``AuthError``    yes
     any other 4xx (402, 405, 410, 413 …)   ``Unavailable``  no   (this backend cannot serve it; another may)
@@ -297,7 +297,16 @@ def error_for_status(
         return make(BadRequest, f"request refused as invalid (HTTP {status})")
     if status in (408, 409, 425) or status >= 500:
         what = "overloaded" if status == 529 else "unavailable"
-        return make(Unavailable, f"backend {what} (HTTP {status})")
+        retry_after = retry_after_seconds(h, now=now) if status in (503, 529) else None
+        hint = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
+        return Unavailable(
+            f"backend {what} (HTTP {status}){hint}",
+            retry_after=retry_after,
+            backend=backend,
+            status=status,
+            request_id=request_id,
+            body=body_excerpt,
+        )
     if 400 <= status < 500:
         return make(Unavailable, f"request refused by this backend (HTTP {status})")
     return make(BadResponse, f"unexpected HTTP status {status}")

@@ -238,3 +238,12 @@ async def test_release_is_a_no_op_for_other_transports() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200))) as client:
         await release_orphaned_connections(client)
+
+
+@pytest.mark.parametrize(("status", "expected"), [(503, 3.0), (529, 3.0), (500, None), (502, None)])
+def test_retry_after_on_503_and_529_is_kept(status: int, expected: float | None) -> None:
+    from specexec import Unavailable
+    from specexec.backends import error_for_status
+
+    error = error_for_status(status, headers={"Retry-After": "3"}, backend="b")
+    assert isinstance(error, Unavailable) and error.retry_after == expected
