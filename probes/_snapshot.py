@@ -38,8 +38,9 @@ __all__ = [
     "write_atomic",
 ]
 
-SNAPSHOT_VERSION = 1
-"""The snapshot format's version (``Snapshot.version``)."""
+# One version for the writer (this daemon) and the reader (specexec.HealthFeed), so they cannot drift.
+from specexec._feed import SNAPSHOT_VERSION as SNAPSHOT_VERSION
+
 SNAPSHOT_MEDIA_TYPE = "application/vnd.msgpack"
 """The ``Content-Type`` of ``GET /v1/snapshot``."""
 

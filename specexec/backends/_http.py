@@ -277,20 +277,19 @@ def error_for_status(
     request_id = request_id_from(h)
     body_excerpt = excerpt(body, secrets)
 
-    def make(cls: type[BackendError], message: str) -> BackendError:
-        return cls(message, backend=backend, status=status, request_id=request_id, body=body_excerpt)
-
-    if status == 429:
-        retry_after = retry_after_seconds(h, now=now)
+    def make(cls: type[BackendError], message: str, retry_after: float | None = None) -> BackendError:
         hint = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
-        return RateLimited(
-            f"rate limited (HTTP 429){hint}",
-            retry_after=retry_after,
+        return cls(
+            message + hint,
             backend=backend,
             status=status,
             request_id=request_id,
             body=body_excerpt,
+            retry_after=retry_after,
         )
+
+    if status == 429:
+        return make(RateLimited, "rate limited (HTTP 429)", retry_after_seconds(h, now=now))
     if status in (401, 403):
         return make(AuthError, f"credentials refused (HTTP {status}): check the API key and its permissions")
     if status in (400, 404, 422):
@@ -298,15 +297,7 @@ def error_for_status(
     if status in (408, 409, 425) or status >= 500:
         what = "overloaded" if status == 529 else "unavailable"
         retry_after = retry_after_seconds(h, now=now) if status in (503, 529) else None
-        hint = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
-        return Unavailable(
-            f"backend {what} (HTTP {status}){hint}",
-            retry_after=retry_after,
-            backend=backend,
-            status=status,
-            request_id=request_id,
-            body=body_excerpt,
-        )
+        return make(Unavailable, f"backend {what} (HTTP {status})", retry_after)
     if 400 <= status < 500:
         return make(Unavailable, f"request refused by this backend (HTTP {status})")
     return make(BadResponse, f"unexpected HTTP status {status}")
