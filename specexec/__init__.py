@@ -27,6 +27,7 @@ from ._errors import BackendError as BackendError
 from ._errors import BadRequest as BadRequest
 from ._errors import BadResponse as BadResponse
 from ._errors import BudgetExceeded as BudgetExceeded
+from ._errors import ContextWindowExceeded as ContextWindowExceeded
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import NoAcceptableResponse as NoAcceptableResponse
 from ._errors import PolicyError as PolicyError

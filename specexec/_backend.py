@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from ._errors import PolicyError
+from ._health import BreakerConfig
 from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
 
 
@@ -46,6 +47,9 @@ class BackendBase:
 
     Subclasses implement ``complete``. ``count_input_tokens`` is the estimate used for cost
     reservation; override it with a real tokenizer where one is available.
+    ``context_window`` (tokens, optional): a candidate whose window cannot hold the query's
+    input-token bound plus ``max_tokens`` is skipped before launch. ``breaker``: this
+    backend's own circuit-breaker settings (default: the runtime's ``HealthConfig.breaker``).
     """
 
     def __init__(
@@ -58,6 +62,8 @@ class BackendBase:
         input_price: float = 0.0,
         output_price: float = 0.0,
         limits: Limits | None = None,
+        context_window: int | None = None,
+        breaker: BreakerConfig | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise PolicyError(f"backend name must be a non-empty string, got {name!r}", path="$.name")
@@ -67,6 +73,17 @@ class BackendBase:
                     f"{field} must be a non-negative number (USD per 1M tokens), got {price!r}",
                     path=f"$.backends.{name}.{field}",
                 )
+        if context_window is not None and (
+            not isinstance(context_window, int) or isinstance(context_window, bool) or context_window < 1
+        ):
+            raise PolicyError(
+                f"context_window must be a positive number of tokens, got {context_window!r}",
+                path=f"$.backends.{name}.context_window",
+            )
+        if breaker is not None and not isinstance(breaker, BreakerConfig):
+            raise PolicyError(
+                f"breaker must be a BreakerConfig, got {type(breaker).__name__}", path=f"$.backends.{name}.breaker"
+            )
         self.name = name
         self.provider = provider
         self.region = region
@@ -74,6 +91,8 @@ class BackendBase:
         self.input_price = float(input_price)
         self.output_price = float(output_price)
         self.limits = limits or Limits()
+        self.context_window = context_window
+        self.breaker = breaker
 
     def count_input_tokens(self, query: Query) -> int:
         """Upper bound on the input tokens ``query`` costs at this backend."""
@@ -104,6 +123,8 @@ class CallableBackend(BackendBase):
         input_price: float = 0.0,
         output_price: float = 0.0,
         limits: Limits | None = None,
+        context_window: int | None = None,
+        breaker: BreakerConfig | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"CallableBackend {name!r}: fn must be an async function, got {fn!r}")
@@ -115,6 +136,8 @@ class CallableBackend(BackendBase):
             input_price=input_price,
             output_price=output_price,
             limits=limits,
+            context_window=context_window,
+            breaker=breaker,
         )
         self._fn = fn
 

@@ -38,7 +38,8 @@ _LIMIT_POLL = 0.005  # seconds between checks while the primary waits for a rate
 
 class Result(msgspec.Struct):
     """What ``run`` returns: the winning ``response``, its ``backend`` name, the run's ``latency``
-    (seconds from start to acceptance), the total ``cost`` of every attempt, and the ``trace``."""
+    (seconds from start to acceptance), the total ``cost`` of every attempt, and the ``trace``;
+    ``score`` in ``pick``; ``route`` the router's route when a ``Router`` chose the policy."""
 
     response: Response
     backend: str
@@ -46,6 +47,7 @@ class Result(msgspec.Struct):
     cost: float
     trace: Trace
     score: float | None = None
+    route: str | None = None
 
 
 class _Attempt:

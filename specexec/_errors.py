@@ -13,11 +13,18 @@ The hierarchy::
         ├── Timeout                  connect/read/attempt timeout                               (retryable)
         ├── BadResponse              malformed body, missing fields, truncated stream           (retryable)
         ├── BadRequest               400/404/422: the request itself is wrong                   (fatal)
-        └── AuthError                401/403: credentials missing or refused                    (fatal)
+        │   └── ContextWindowExceeded  the input + max_tokens do not fit this model's window  (not fatal)
+        └── AuthError                401/403: credentials missing or refused (about the backend: not fatal)
 
-A *fatal* backend error (``error.fatal is True``) stops a run at once: trying another
-candidate with the same bad request or bad key cannot help. Every other backend error moves
-the run on to the next candidate.
+A *fatal* backend error (``error.fatal is True``) stops a run at once: another candidate
+cannot help with a request that is itself wrong. Which kinds end a run is the policy's
+``fatal`` (default: ``BadRequest`` but not ``ContextWindowExceeded``). An ``AuthError`` is
+about one backend's credentials: that candidate fails, the backend is taken out for a long
+cooldown, and the run carries on with the others. Every other backend error moves the run
+on to the next candidate.
+
+A failure after the provider began to answer (a stream cut after some tokens) carries the
+tokens received in ``partial_usage``: the provider bills them, so the run is charged them.
 
 Messages never contain secrets: backends strip API keys before building an error (see
 ``redact``).
@@ -30,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._query import Usage
     from ._trace import AttemptRecord, Trace
 
 
@@ -87,7 +95,9 @@ class BackendError(SpecExecError):
     ``status`` is the HTTP status where there was one, ``request_id`` the provider's request
     id, ``body`` a short excerpt of the response body with secrets removed, ``retry_after``
     the seconds the provider asked to wait (a 429's or a 503/529's ``Retry-After``): the
-    backend's circuit breaker stays open exactly that long.
+    backend's circuit breaker stays open exactly that long (capped by
+    ``HealthConfig.max_retry_after``). ``partial_usage`` holds the tokens already received
+    when the failure came after the provider began to answer (they are billed).
     """
 
     fatal: bool = False
@@ -102,8 +112,10 @@ class BackendError(SpecExecError):
         request_id: str | None = None,
         body: str | None = None,
         retry_after: float | None = None,
+        partial_usage: Usage | None = None,
     ) -> None:
         self.retry_after = retry_after
+        self.partial_usage = partial_usage
         self.backend = backend
         self.status = status
         self.request_id = request_id
@@ -157,11 +169,20 @@ class BadRequest(BackendError):
     fatal = True
 
 
+class ContextWindowExceeded(BadRequest):
+    """The input plus ``max_tokens`` do not fit this model's context window (a 400 such as
+    OpenAI's ``context_length_exceeded``). Not fatal: a model with a larger window may answer."""
+
+    kind = "context_window"
+    fatal = False
+
+
 class AuthError(BackendError):
-    """Credentials are missing or refused (401/403). Fatal."""
+    """Credentials are missing or refused (401/403). Not fatal to the run: the key is this
+    backend's, so the candidate fails and the backend is taken out (breaker reason ``auth``)."""
 
     kind = "auth"
-    fatal = True
+    fatal = False
 
 
 _SECRET_PATTERNS = (

@@ -27,6 +27,7 @@ from ._errors import (
     Timeout,
     Unavailable,
 )
+from ._health import BreakerConfig
 from ._query import Query, Response, Usage, estimate_input_tokens
 
 ERROR_KINDS: dict[str, type[BackendError]] = {
@@ -129,6 +130,8 @@ class SimulatedBackend(BackendBase):
         input_price: float = 0.0,
         output_price: float = 0.0,
         limits: Limits | None = None,
+        context_window: int | None = None,
+        breaker: BreakerConfig | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -138,6 +141,8 @@ class SimulatedBackend(BackendBase):
             input_price=input_price,
             output_price=output_price,
             limits=limits,
+            context_window=context_window,
+            breaker=breaker,
         )
         self.latency = as_distribution(latency)
         self.errors = dict(errors or {})

@@ -9,6 +9,7 @@ import httpx
 import msgspec
 
 from .._backend import Limits
+from .._health import BreakerConfig
 from .._query import Query, Response, Usage
 from ._http import (
     DEFAULT_HTTP_CONFIG,
@@ -68,6 +69,8 @@ class Anthropic(HttpBackend):
         input_price: float = 0.0,
         output_price: float = 0.0,
         limits: Limits | None = None,
+        context_window: int | None = None,
+        breaker: BreakerConfig | None = None,
         timeout: HttpTimeouts = DEFAULT_TIMEOUTS,
         http: HttpConfig = DEFAULT_HTTP_CONFIG,
         client: httpx.AsyncClient | None = None,
@@ -84,6 +87,8 @@ class Anthropic(HttpBackend):
             input_price=input_price,
             output_price=output_price,
             limits=limits,
+            context_window=context_window,
+            breaker=breaker,
             timeout=timeout,
             http=http,
             client=client,

@@ -62,6 +62,7 @@ from .._errors import (
     Unavailable,
     redact,
 )
+from .._health import BreakerConfig
 from .._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
 from .._resources import current_resources
 from ._sse import ServerSentEvent, SSEDecoder
@@ -550,6 +551,8 @@ class HttpBackend(BackendBase):
         input_price: float,
         output_price: float,
         limits: Limits | None,
+        context_window: int | None,
+        breaker: BreakerConfig | None,
         timeout: HttpTimeouts,
         http: HttpConfig,
         client: httpx.AsyncClient | None,
@@ -562,6 +565,8 @@ class HttpBackend(BackendBase):
             input_price=input_price,
             output_price=output_price,
             limits=limits,
+            context_window=context_window,
+            breaker=breaker,
         )
         if not isinstance(model, str) or not model:
             raise PolicyError(f"model must be a non-empty string, got {model!r}", path=f"$.backends.{name}.model")
