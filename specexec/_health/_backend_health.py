@@ -16,7 +16,9 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     give quantiles once they hold ``min_samples`` samples; probe results age out after
     ``probe_max_age`` seconds and count once they hold ``probe_min_samples`` (probes are
     few — one a minute by default — and uncensored, so fewer are trusted); ``breaker`` says
-    when the backend is taken out.
+    when the backend is taken out (a backend's own ``breaker`` overrides it). A provider's
+    ``Retry-After`` is trusted up to ``max_retry_after`` seconds; refused credentials
+    (``AuthError``) take the backend out for ``auth_cooldown`` seconds.
     """
 
     window: float = 60.0
@@ -25,6 +27,8 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     breaker: BreakerConfig = BreakerConfig()
     probe_max_age: float = 180.0
     probe_min_samples: int = 3
+    max_retry_after: float = 300.0
+    auth_cooldown: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.window > 0 or not self.probe_max_age > 0:
