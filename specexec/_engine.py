@@ -11,7 +11,9 @@ been cancelled; the caller's cancellation propagates through it unchanged.
 
 from __future__ import annotations
 
+import heapq
 import math
+import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,8 +23,8 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._clock import loop_clock
-from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout
-from ._query import Query, Response, estimate_input_tokens
+from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout, Unavailable
+from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
 from .verifiers import check
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 _EPSILON = 1e-12  # float slack when comparing money against the ceiling
 _ORDER_LABELS = {"as_listed": "as listed", "cost": "by worst-case cost", "latency": "by predicted latency"}
 _LIMIT_POLL = 0.005  # seconds between checks while the primary waits for a rate/concurrency slot
+_NOT_RETRIED = frozenset({"auth", "context_window", "bad_request"})  # another try at the same backend cannot help
+_jitter = random.Random()  # full-jitter backoff draws (not security sensitive)
 
 
 class Result(msgspec.Struct):
@@ -101,6 +105,11 @@ class _Run:
         self.deadline_passed = False
         self.cost_skips = 0
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it
+        self.fatal_kinds = frozenset(policy.fatal)
+        self.halted = False  # the ceiling was crossed by over-reported usage: launch nothing more
+        self.open_skips: list[BackendState] = []  # candidates skipped with an open breaker (for panic mode)
+        self.retry_due: list[tuple[float, int, BackendState, int]] = []  # heap of (due, seq, backend, retry number)
+        self.retries_used: dict[int, int] = {}  # id(state) -> retries booked
 
     def _ordered(self, states: Sequence[BackendState]) -> list[BackendState]:
         """Candidates in launch order: as listed, by worst-case cost, or by predicted latency.
@@ -145,24 +154,47 @@ class _Run:
             self.rt.emit(self.trace)
 
     async def _run_attempts(self) -> None:
-        if self.max_attempts == 1 and not self.collect:
+        if self.max_attempts == 1 and not self.collect and not self.policy.retries:
             attempt = await self._launch("primary", waiting_allowed=True, now=self.t0)
             if attempt is not None:
                 await self._attempt(attempt)
         else:
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
-                await self._schedule(tg)
+            try:
+                async with anyio.create_task_group() as tg:
+                    self.tg = tg
+                    await self._schedule(tg)
+            finally:
+                # A task cancelled before its first step (asyncio) never runs its own `finally`:
+                # give back what its launch took, so no slot outlives the run.
+                for attempt in list(self.in_flight):
+                    self._ended(attempt)
 
     async def _schedule(self, tg: TaskGroup) -> None:
         next_at = -math.inf  # when the next timed launch is due
         zero_delay = self.policy.effective_delay == 0.0
         timed = True
-        while self.winner is None and self.fatal is None:
-            if not (self.launched < self.max_attempts and self.queue):
-                return  # nothing more to launch: the task group waits for what is in flight
+        while self.winner is None and self.fatal is None and not self.halted:
             now = self.now()
             room = len(self.in_flight) < self.max_parallel
+            if not (self.launched < self.max_attempts and self.queue):
+                # no new candidate: a failure may still be retried on its backend after a backoff
+                if not (self.owed and self.retry_due):
+                    if not (self.in_flight and self.policy.retries):
+                        return  # nothing more to launch: the task group waits for what is in flight
+                    self.wake = anyio.Event()  # an attempt in flight may fail and book a retry
+                    await self.wake.wait()
+                    continue
+                due = self.retry_due[0][0]
+                if room and now >= due:
+                    self.owed -= 1
+                    attempt = self._launch_retry(now)
+                    if attempt is not None:
+                        tg.start_soon(self._attempt, attempt)
+                    continue
+                self.wake = anyio.Event()
+                with anyio.move_on_after(due - now if room else math.inf):
+                    await self.wake.wait()
+                continue
             if room and (self.owed or now >= next_at):
                 if self.owed:
                     self.owed -= 1
@@ -206,49 +238,129 @@ class _Run:
 
     async def _launch(self, trigger: str, *, waiting_allowed: bool, now: float) -> _Attempt | None:
         """Pick the next candidate that can run at ``now``, reserve its cost and book it; or None."""
-        while self.queue:  # no await between `now` and a launch, except while waiting for a slot
+        while self.queue and not self.halted:  # no await between `now` and a launch, except waiting for a slot
             index, why = self._choose(now)
-            state = self.queue[index]
-            worst = state.worst_case_cost(self.query, self.input_estimate)
-            if self.policy.max_cost is not None and self.committed + worst > self.policy.max_cost + _EPSILON:
-                self.queue.pop(index)
-                self.cost_skips += 1
-                left = self.policy.max_cost - self.committed
-                self._skip(state, f"cost ceiling: worst case ${worst:.6f} > ${max(left, 0.0):.6f} left")
-                continue
-            if trigger == "after failure" and not state.throttle.allow():
-                self.queue.pop(index)
-                self._skip(state, "failover throttle: this backend fails too often")
-                continue
-            tokens = self.tokens
-            reason = state.health.acquire(now, tokens)
-            if reason is not None and waiting_allowed and self.policy.limit_wait > 0 and reason != "circuit open":
-                reason = await self._wait_for_slot(state, tokens, reason)
-                now = self.now()
-            if reason is not None:
-                self.queue.pop(index)
-                self._skip(state, reason)
-                continue
-            self.queue.pop(index)
-            self.committed += worst
-            record = AttemptRecord(
-                backend=state.name,
-                provider=state.provider,
-                region=state.region,
-                trigger=trigger,
-                why=why,
-                started=now - self.t0,
-                reserved=worst,
-                cost=worst,
-            )
-            self.trace.attempts.append(record)
-            attempt = _Attempt(state, record, worst, now)
-            self.launched += 1
-            self.in_flight.append(attempt)
-            if self.primary is None:
-                self.primary = state
-            return attempt
+            state = self.queue.pop(index)
+            attempt = await self._admit(state, trigger, why, now, waiting_allowed=waiting_allowed)
+            if attempt is not None:
+                return attempt
+            now = self.now()
+        if self.launched == 0 and not self.in_flight and self.open_skips and self.policy.panic and not self.halted:
+            return self._panic(now)
         return None
+
+    async def _admit(
+        self, state: BackendState, trigger: str, why: str, now: float, *, waiting_allowed: bool
+    ) -> _Attempt | None:
+        """Launch ``state`` now if it fits the ceiling, its window, the throttle and its limits; else skip it."""
+        worst = state.worst_case_cost(self.query, self.input_estimate)
+        if self.policy.max_cost is not None and self.committed + worst > self.policy.max_cost + _EPSILON:
+            self.cost_skips += 1
+            left = self.policy.max_cost - self.committed
+            self._skip(state, f"cost ceiling: worst case ${worst:.6f} > ${max(left, 0.0):.6f} left")
+            return None
+        window = state.context_window
+        if window is not None:
+            needed = state.input_tokens(self.query, self.input_estimate)
+            if needed + self.query.max_tokens > window:
+                self._skip(
+                    state, f"context window: {needed} input + {self.query.max_tokens} max_tokens > {window} tokens"
+                )
+                return None
+        if trigger == "after failure" and not state.throttle.allow():
+            self._skip(state, "failover throttle: this backend fails too often")
+            return None
+        tokens = self.tokens
+        never = state.health.never_admits(tokens)
+        if never is not None:
+            self._skip(state, never)
+            return None
+        reason = state.health.acquire(now, tokens)
+        if reason is not None and waiting_allowed and self.policy.limit_wait > 0 and not reason.startswith("circuit"):
+            reason = await self._wait_for_slot(state, tokens, reason)
+            now = self.now()
+        if reason is not None:
+            if reason.startswith("circuit open"):
+                self.open_skips.append(state)
+            self._skip(state, reason)
+            return None
+        return self._book(state, trigger, why, worst, now)
+
+    def _book(self, state: BackendState, trigger: str, why: str, worst: float, now: float) -> _Attempt:
+        """Reserve ``worst`` and record a launched attempt (its slots are already taken)."""
+        self.committed += worst
+        record = AttemptRecord(
+            backend=state.name,
+            provider=state.provider,
+            region=state.region,
+            trigger=trigger,
+            why=why,
+            started=now - self.t0,
+            reserved=worst,
+            cost=worst,
+        )
+        self.trace.attempts.append(record)
+        attempt = _Attempt(state, record, worst, now)
+        if trigger != "retry":
+            self.launched += 1
+        self.in_flight.append(attempt)
+        if self.primary is None:
+            self.primary = state
+        return attempt
+
+    def _panic(self, now: float) -> _Attempt | None:
+        """Every candidate was skipped with an open breaker: try the one whose cooldown ends first."""
+        state = min(self.open_skips, key=lambda s: s.health.breaker.open_until or 0.0)
+        self.open_skips.clear()
+        until = state.health.breaker.open_until
+        left = f"{until - now:.3g}s" if until is not None else "?"
+        worst = state.worst_case_cost(self.query, self.input_estimate)
+        if self.policy.max_cost is not None and self.committed + worst > self.policy.max_cost + _EPSILON:
+            return None
+        reason = state.health.acquire(now, self.tokens, ignore_breaker=True)
+        if reason is not None:
+            self._event("panic refused", f"{state.name}: {reason}")
+            return None
+        self._event("panic", f"every candidate's breaker is open; trying {state.name} (its cooldown ends in {left})")
+        return self._book(state, "panic", "panic: its cooldown ends first", worst, now)
+
+    def _launch_retry(self, now: float) -> _Attempt | None:
+        """Launch the retry that is due (same backend, after its backoff), or skip it."""
+        _, _, state, number = heapq.heappop(self.retry_due)
+        worst = state.worst_case_cost(self.query, self.input_estimate)
+        if self.policy.max_cost is not None and self.committed + worst > self.policy.max_cost + _EPSILON:
+            self._skip(state, f"retry {number}: cost ceiling")
+            return None
+        if not state.throttle.allow():
+            self._skip(state, f"retry {number}: failover throttle: this backend fails too often")
+            return None
+        reason = state.health.acquire(now, self.tokens)
+        if reason is not None:
+            self._skip(state, f"retry {number}: {reason}")
+            return None
+        return self._book(state, "retry", f"retry {number} of {self.policy.retries} after a backoff", worst, now)
+
+    def _schedule_retry(self, state: BackendState, exc: BaseException, now: float) -> None:
+        """After a retryable failure, book a retry of the same backend after an exponential backoff."""
+        policy = self.policy
+        number = self.retries_used.get(id(state), 0) + 1
+        if number > policy.retries or self.halted:
+            return
+        kind = exc.kind if isinstance(exc, BackendError) else "error"
+        if kind in _NOT_RETRIED:
+            return
+        cap = min(policy.max_backoff, policy.backoff * 2.0 ** (number - 1))
+        wait = _jitter.uniform(0.0, cap) if policy.jitter else cap
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after > wait:
+            wait = min(retry_after, state.health.config.max_retry_after)  # sooner would be refused
+        due = now + wait
+        if policy.deadline is not None and due >= self.t0 + policy.deadline:
+            self._event("retry not scheduled", f"{state.name}: a backoff of {wait:.3g}s ends after the deadline")
+            return
+        self.retries_used[id(state)] = number
+        heapq.heappush(self.retry_due, (due, len(self.trace.attempts), state, number))
+        self._event("retry scheduled", f"{state.name}: retry {number} in {wait:.3g}s")
 
     def _choose(self, now: float) -> tuple[int, str]:
         """The next candidate's index in the queue, and why: the head of the queue, unless a
@@ -309,14 +421,7 @@ class _Run:
         health = state.health
         try:
             try:
-                timeout = self.policy.attempt_timeout
-                if timeout is None:
-                    response = await state.backend.complete(self.query)
-                else:
-                    with anyio.move_on_after(timeout) as timer:
-                        response = await state.backend.complete(self.query)
-                    if timer.cancelled_caught:
-                        raise Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=state.name)
+                response = await self._call(state, self.query)
             except Exception as exc:
                 self._failed(attempt, exc)
                 return
@@ -346,34 +451,63 @@ class _Run:
         finally:
             self._ended(attempt)
 
+    async def _call(self, state: BackendState, query: Query) -> Response:
+        """One call of a backend within the policy's ``attempt_timeout``."""
+        timeout = self.policy.attempt_timeout
+        if timeout is None:
+            return await state.backend.complete(query)
+        with anyio.move_on_after(timeout):
+            return await state.backend.complete(query)
+        raise Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=state.name)
+
     def _failed(self, attempt: _Attempt, exc: Exception) -> None:
         now = self.now()
         record = attempt.record
         record.ended = now - self.t0
         record.latency = now - attempt.started
         record.outcome, record.error = "failed", exc
+        kind = self._record_failure(attempt, exc, now)
+        if isinstance(exc, BackendError) and kind in self.fatal_kinds:
+            self.fatal = exc
+            self._cancel_all()
+            return
+        self.owed += 1
+        self._schedule_retry(attempt.state, exc, now)
+
+    def _record_failure(self, attempt: _Attempt, exc: Exception, now: float) -> str:
+        """Health, throttle, cost and reason of a failed call (race attempt or judge call); its kind."""
+        record, state = attempt.record, attempt.state
         kind = exc.kind if isinstance(exc, BackendError) else "error"
         record.reason = f"{kind}: {exc}" if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
         retry_after = getattr(exc, "retry_after", None)
-        attempt.state.health.on_failure(kind, now, retry_after, now - attempt.started)
-        attempt.state.throttle.on_failure()
-        if not isinstance(exc, Timeout):  # a refused request costs nothing; a timed-out one may have
+        if not isinstance(retry_after, (int, float)) or math.isnan(retry_after):
+            retry_after = None
+        elif retry_after > state.health.config.max_retry_after:
+            cap = state.health.config.max_retry_after
+            self._event("retry-after capped", f"{state.name} asked for {retry_after:.6g}s; capped at {cap:g}s")
+        state.health.on_failure(kind, now, retry_after, now - attempt.started)
+        if kind != "context_window":  # the request did not fit: no sign of this backend's load
+            state.throttle.on_failure()
+        partial = getattr(exc, "partial_usage", None)
+        if isinstance(partial, Usage):  # it began to answer: the provider bills what it sent
+            self._settle_usage(attempt, partial, None)
+        elif not isinstance(exc, Timeout):  # a refused request costs nothing; a timed-out one may have
             self._charge(attempt, 0.0)
-        if isinstance(exc, BackendError) and exc.fatal:
-            self.fatal = exc
-            self._cancel_all()
-        else:
-            self.owed += 1
+        return kind
 
     def _ended(self, attempt: _Attempt) -> None:
         """Last words of every attempt (runs during cancellation too: no awaits here)."""
         record = attempt.record
+        if attempt not in self.in_flight:
+            return  # already ended (its task's `finally`, then the run's sweep)
         if record.outcome is None:
             now = self.now()
             record.outcome = "cancelled"
             record.ended = now - self.t0
             if attempt.response is None:
                 attempt.state.health.on_cancelled(now - attempt.started, now)
+            else:  # cancelled while verifying or scoring: it did answer
+                attempt.state.health.on_unverified(now)
             record.reason = self._cancel_reason()
         attempt.state.health.release()
         self.in_flight.remove(attempt)
@@ -390,16 +524,35 @@ class _Run:
         return "caller cancelled"
 
     def _settle(self, attempt: _Attempt, response: Response) -> None:
-        usage, record, state = response.usage, attempt.record, attempt.state
-        record.input_tokens, record.output_tokens, record.usage_estimated = (
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.estimated,
-        )
-        actual = (
-            usage.input_tokens * state.backend.input_price + usage.output_tokens * state.backend.output_price
-        ) / 1e6
+        self._settle_usage(attempt, response.usage, response.text)
+
+    def _settle_usage(self, attempt: _Attempt, usage: Usage, text: str | None) -> None:
+        """Charge what the provider reported — unless it is not usage (negative, not an integer):
+        then an estimate, marked so. Usage above the reservation is real money: charged as
+        reported; when that crosses ``max_cost``, nothing more is launched in this run."""
+        record, state, query = attempt.record, attempt.state, self.query
+        input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, usage.estimated
+        if not (_is_count(input_tokens) and _is_count(output_tokens)):
+            self._event(
+                "usage ignored",
+                f"{state.name} reported input_tokens={input_tokens!r}, output_tokens={output_tokens!r}, "
+                "which is not usage: estimated instead",
+            )
+            input_tokens = state.input_tokens(query, self.input_estimate)
+            output_tokens = min(estimate_tokens(text), query.max_tokens) if text is not None else query.max_tokens
+            estimated = True
+        record.input_tokens, record.output_tokens, record.usage_estimated = input_tokens, output_tokens, estimated
+        actual = (input_tokens * state.input_price + output_tokens * state.output_price) / 1e6
         self._charge(attempt, actual)
+        max_cost = self.policy.max_cost
+        if actual > attempt.reserved + _EPSILON and max_cost is not None and self.committed > max_cost + _EPSILON:
+            if output_tokens > query.max_tokens:
+                detail = f"{state.name} reported {output_tokens} output tokens > max_tokens {query.max_tokens}"
+            else:
+                bound = state.input_tokens(query, self.input_estimate)
+                detail = f"{state.name} reported {input_tokens} input tokens > the input bound {bound}"
+            self._event("ceiling crossed", detail)
+            self.halted = True
 
     def _charge(self, attempt: _Attempt, actual: float) -> None:
         self.committed += actual - attempt.record.cost
@@ -497,13 +650,15 @@ class _Run:
 
 
 class _ScoreContext:
-    """Lets a scorer call a backend, its cost reserved against the run's ceiling and traced."""
+    """Lets a scorer call a backend: through the same admission as attempts (breaker, limits,
+    health, ``attempt_timeout``), its cost reserved against the run's ceiling and traced — but
+    not a race attempt (it never wins and is never hedged)."""
 
     def __init__(self, run: _Run) -> None:
         self.run = run
 
     async def complete(self, backend: Any, query: Query) -> Response:
-        """Call ``backend`` (name or object) with ``query`` within ``max_cost``."""
+        """Call ``backend`` (name or object) with ``query`` within ``max_cost`` and the backend's limits."""
         run = self.run
         state = run.rt.state_for(backend)
         worst = state.worst_case_cost(query)
@@ -511,6 +666,12 @@ class _ScoreContext:
         if max_cost is not None and run.committed + worst > max_cost + _EPSILON:
             raise BudgetExceeded(f"judge call to {state.name} (worst case ${worst:.6f}) does not fit max_cost")
         now = run.now()
+        tokens = state.input_tokens(query) + query.max_tokens
+        reason = state.health.never_admits(tokens) or state.health.acquire(now, tokens)
+        if reason is not None:
+            run._skip(state, f"judge call: {reason}")
+            run.trace.attempts[-1].trigger = "judge"
+            raise Unavailable(f"judge backend not admitted: {reason}", backend=state.name)
         record = AttemptRecord(
             backend=state.name,
             provider=state.provider,
@@ -525,18 +686,30 @@ class _ScoreContext:
         attempt = _Attempt(state, record, worst, now)
         run.committed += worst
         try:
-            response = await state.backend.complete(query)
-        except BaseException as exc:
-            record.outcome, record.ended = (
-                ("failed" if isinstance(exc, Exception) else "cancelled"),
-                run.now() - run.t0,
-            )
-            record.reason = f"{type(exc).__name__}: {exc}"
+            response = await run._call(state, query)
+        except Exception as exc:
+            ended = run.now()
+            record.outcome, record.ended, record.latency, record.error = "failed", ended - run.t0, ended - now, exc
+            run._record_failure(attempt, exc, ended)
             raise
+        except BaseException:
+            ended = run.now()
+            record.outcome, record.ended, record.reason = "cancelled", ended - run.t0, run._cancel_reason()
+            state.health.on_cancelled(ended - now, ended)
+            raise
+        finally:
+            state.health.release()
+        ended = run.now()
         run._settle(attempt, response)
-        record.outcome, record.ended = "accepted", run.now() - run.t0
-        record.latency = run.now() - now
+        state.health.on_success(ended - now, ended, response.ttft, response.model)
+        state.throttle.on_success()
+        record.outcome, record.ended, record.latency = "accepted", ended - run.t0, ended - now
         return response
+
+
+def _is_count(value: object) -> bool:
+    """A token count a provider may report: a non-negative integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 async def execute(runtime: Runtime, query: Query, policy: Policy, states: Sequence[BackendState]) -> Result:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack
 
 import msgspec
 
@@ -43,6 +43,18 @@ DEFAULT_FALLBACK_DELAY = 0.2
 """Hedge delay (seconds) used while a quantile delay has too few samples to be trusted."""
 DEFAULT_MAX_DELAY = 30.0
 """Ceiling of an adaptive hedge delay (seconds)."""
+DEFAULT_FATAL: tuple[str, ...] = ("bad_request",)
+"""Error kinds that end a run: a request that is itself wrong (not a context-window overflow)."""
+DEFAULT_BACKOFF = 0.1
+"""Base of the retry backoff (seconds): retry k waits up to ``backoff * 2**k``."""
+DEFAULT_MAX_BACKOFF = 5.0
+"""Cap of one retry backoff (seconds)."""
+ERROR_KINDS = frozenset(
+    {"rate_limited", "unavailable", "timeout", "bad_response", "bad_request", "context_window", "auth", "error"}
+)
+"""The ``kind`` of every ``BackendError`` (``"error"``: any other exception from a backend)."""
+MIN_BUDGET_TTL = 0.1
+"""Shortest hedge-budget window (seconds): shorter ones cannot count a request rate."""
 
 _MODE_DELAY: dict[str, float | str] = {
     "single": math.inf,
@@ -59,6 +71,10 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
+def _is_finite(value: object) -> bool:
+    return _is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
+
+
 def _require(ok: bool, message: str, got: object, path: str) -> None:
     if not ok:
         raise PolicyError(f"{message}, got {got!r}", path=path)
@@ -73,22 +89,36 @@ class HedgeBudgetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """The hedge budget: each request earns ``max_extra_load`` hedges, plus a reserve of
     ``min_per_second`` hedges per second over a ``ttl``-second window (Finagle's retry budget).
 
+    The default reserve is 0.1/s (one hedge per 10 s window): Finagle's 10/s is meant for
+    services at thousands of requests a second, and at LLM rates (1–100 req/s) it made a
+    "5 %" budget hedge 15–70 % of requests. With 0.1/s the share is 5.25 % at 40 req/s and
+    5.1 % at 100 req/s; an idle service still gets its first hedge.
     ``max_extra_load=0, min_per_second=0`` forbids timed hedges altogether.
     """
 
     max_extra_load: float = 0.05
-    min_per_second: float = 10.0
+    min_per_second: float = 0.1
     ttl: float = 10.0
 
     def __post_init__(self) -> None:
         _require(
-            0 <= self.max_extra_load <= 10,
+            _is_number(self.max_extra_load) and 0 <= self.max_extra_load <= 10,
             "max_extra_load must be within [0, 10]",
             self.max_extra_load,
             "$.max_extra_load",
         )
-        _require(self.min_per_second >= 0, "min_per_second must be >= 0", self.min_per_second, "$.min_per_second")
-        _require(self.ttl > 0, "ttl must be > 0 seconds", self.ttl, "$.ttl")
+        _require(
+            _is_finite(self.min_per_second) and self.min_per_second >= 0,
+            "min_per_second must be a finite number >= 0",
+            self.min_per_second,
+            "$.min_per_second",
+        )
+        _require(
+            _is_finite(self.ttl) and self.ttl >= MIN_BUDGET_TTL,
+            f"ttl must be a finite number of seconds >= {MIN_BUDGET_TTL}",
+            self.ttl,
+            "$.ttl",
+        )
 
 
 @functools.cache
@@ -139,6 +169,14 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     - ``budget``: the hedge budget (``None``: timed hedges are not rationed).
     - ``fallback_delay``, ``min_delay``, ``max_delay``: bounds of an adaptive delay.
     - ``limit_wait``: how long the *primary* may wait for a rate/concurrency slot (hedges never wait).
+    - ``fatal``: error kinds that end the run (default ``("bad_request",)``: a request that is
+      itself wrong; a context-window overflow or a refused key only fails that candidate).
+    - ``retries``: same-backend retries after a retryable failure, each after an exponential
+      backoff (``backoff * 2**k`` capped at ``max_backoff``; full jitter unless ``jitter=False``),
+      launched when no other candidate can take the failure's place, within the deadline and
+      the failover throttle. Attempts total at most ``max_attempts * (1 + retries)``.
+    - ``panic``: when every candidate is skipped because its breaker is open, try the one whose
+      cooldown ends first instead of failing with no attempt (Envoy's panic threshold).
     """
 
     candidates: tuple[CandidateRef, ...]
@@ -158,6 +196,12 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     min_delay: float = 0.0
     max_delay: float = DEFAULT_MAX_DELAY
     limit_wait: float = 0.0
+    fatal: tuple[str, ...] = DEFAULT_FATAL
+    retries: int = 0
+    backoff: float = DEFAULT_BACKOFF
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    jitter: bool = True
+    panic: bool = True
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -166,19 +210,23 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     # -- presets ---------------------------------------------------------------------------
 
     @classmethod
-    def single(cls, candidate: CandidateRef, **knobs: Any) -> Policy:
-        """One attempt at one backend."""
-        return cls(candidates=(candidate,), mode="single", max_attempts=1, **knobs)
+    def single(cls, candidate: CandidateRef, **knobs: Unpack[PolicyKnobs]) -> Policy:
+        """One attempt at one backend (and its retries, if any)."""
+        if knobs.get("max_attempts", 1) != 1:
+            raise PolicyError(
+                f"single mode makes one attempt, got max_attempts={knobs['max_attempts']!r}", path="$.max_attempts"
+            )
+        return _make(cls, (candidate,), "single", {**knobs, "max_attempts": 1})
 
     @classmethod
-    def failover(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+    def failover(cls, candidates: Sequence[CandidateRef], **knobs: Unpack[PolicyKnobs]) -> Policy:
         """Next candidate only after a failure or rejection."""
-        return cls(candidates=tuple(candidates), mode="failover", **knobs)
+        return _make(cls, candidates, "failover", knobs)
 
     @classmethod
-    def cascade(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+    def cascade(cls, candidates: Sequence[CandidateRef], **knobs: Unpack[PolicyKnobs]) -> Policy:
         """Cheapest first; the verifiers are the gate to the next, dearer one."""
-        return cls(candidates=tuple(candidates), mode="cascade", **knobs)
+        return _make(cls, candidates, "cascade", knobs)
 
     @classmethod
     def hedge(
@@ -187,20 +235,22 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
         *,
         delay: float | str = "p95",
         budget: HedgeBudgetConfig | None = HedgeBudgetConfig(),
-        **knobs: Any,
+        **knobs: Unpack[_HedgeKnobs],
     ) -> Policy:
         """Next candidate after ``delay`` (or at once on failure), within the hedge budget."""
-        return cls(candidates=tuple(candidates), mode="hedge", delay=delay, budget=budget, **knobs)
+        return _make(cls, candidates, "hedge", {**knobs, "delay": delay, "budget": budget})
 
     @classmethod
-    def race(cls, candidates: Sequence[CandidateRef], **knobs: Any) -> Policy:
+    def race(cls, candidates: Sequence[CandidateRef], **knobs: Unpack[PolicyKnobs]) -> Policy:
         """All candidates at once; the first accepted wins."""
-        return cls(candidates=tuple(candidates), mode="race", **knobs)
+        return _make(cls, candidates, "race", knobs)
 
     @classmethod
-    def pick(cls, candidates: Sequence[CandidateRef], *, scorer: Scorer | ScoreFn, **knobs: Any) -> Policy:
+    def pick(
+        cls, candidates: Sequence[CandidateRef], *, scorer: Scorer | ScoreFn, **knobs: Unpack[_PickKnobs]
+    ) -> Policy:
         """Up to ``max_parallel`` at once within ``max_cost``; the best-scored accepted response wins."""
-        return cls(candidates=tuple(candidates), mode="pick", scorer=scorer, **knobs)
+        return _make(cls, candidates, "pick", {**knobs, "scorer": scorer})
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -208,8 +258,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     def from_toml(cls, source: str | Path) -> Policy:
         """Load from a TOML file path or TOML text. Unknown keys and bad values raise
         ``PolicyError`` naming the key path (and the file)."""
-        loaded = decode_toml(source, _PolicyFile)
-        return cls(**msgspec.structs.asdict(loaded))
+        return from_file(decode_toml(source, _PolicyFile))
 
     # -- resolved knobs --------------------------------------------------------------------
 
@@ -234,16 +283,79 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
         return self.name or self.mode
 
 
+class _Knobs(TypedDict, total=False):
+    """The keyword arguments of every preset (``Policy``'s fields; see its docstring)."""
+
+    max_attempts: int | None
+    max_parallel: int | None
+    verify: Sequence[Verifier]
+    accept_score: float | None
+    max_cost: float | None
+    deadline: float | None
+    attempt_timeout: float | None
+    order: Order | None
+    fallback_delay: float
+    min_delay: float
+    max_delay: float
+    limit_wait: float
+    fatal: Sequence[str]
+    retries: int
+    backoff: float
+    max_backoff: float
+    jitter: bool
+    panic: bool
+    name: str | None
+
+
+class PolicyKnobs(_Knobs, total=False):
+    """The keyword arguments ``Policy.single``/``failover``/``cascade``/``race`` take."""
+
+    delay: float | str | None
+    budget: HedgeBudgetConfig | None
+    scorer: Scorer | ScoreFn | None
+
+
+class _HedgeKnobs(_Knobs, total=False):
+    scorer: Scorer | ScoreFn | None
+
+
+class _PickKnobs(_Knobs, total=False):
+    delay: float | str | None
+    budget: HedgeBudgetConfig | None
+
+
+_UNSET_BUDGET = HedgeBudgetConfig(max_extra_load=0.0, min_per_second=0.0, ttl=MIN_BUDGET_TTL * 1.5)
+"""A sentinel for "no budget key in the file" (TOML has no null)."""
+
+
 class _PolicyFile(Policy, frozen=True, forbid_unknown_fields=True):
-    """The TOML shape of a policy: candidates are names; verifiers and scorer are built-ins."""
+    """The TOML shape of a policy: candidates are names; verifiers and scorer are built-ins;
+    ``budget = "none"`` for an unrationed hedge (absent: ``mode = "hedge"`` gets the default)."""
 
     candidates: tuple[str, ...]
     verify: tuple[VerifierSpec, ...] = ()
     scorer: ScorerSpec | None = None
+    budget: HedgeBudgetConfig | Literal["none"] | None = _UNSET_BUDGET  # type: ignore[assignment]
+
+
+def from_file(loaded: _PolicyFile) -> Policy:
+    """The policy a decoded TOML table describes (``budget`` absent: the mode's default budget)."""
+    fields = msgspec.structs.asdict(loaded)
+    budget = fields.pop("budget")
+    if budget is _UNSET_BUDGET:  # absent: the mode's default, as the preset gives it
+        budget = HedgeBudgetConfig() if loaded.mode == "hedge" else None
+    elif budget == "none":
+        budget = None
+    return Policy(budget=budget, **fields)
+
+
+def _make(cls: type[Policy], candidates: Sequence[CandidateRef], mode: Mode, knobs: Mapping[str, Any]) -> Policy:
+    """A preset's policy: the typed knobs (checked by the type checker) as the struct's fields."""
+    return cls(candidates=tuple(candidates), mode=mode, **knobs)
 
 
 def _validate(p: Policy) -> None:
-    for name in ("candidates", "verify"):  # accept any sequence; store a tuple (hashable, immutable)
+    for name in ("candidates", "verify", "fatal"):  # accept any sequence; store a tuple (hashable, immutable)
         value = getattr(p, name)
         if isinstance(value, (list, tuple)) and not isinstance(value, tuple):
             msgspec.structs.force_setattr(p, name, tuple(value))
@@ -289,8 +401,19 @@ def _validate(p: Policy) -> None:
     for name in ("max_cost", "deadline", "attempt_timeout"):
         value = getattr(p, name)
         if value is not None:
-            _require(_is_number(value) and value > 0, f"{name} must be a positive number", value, f"$.{name}")
-    for name in ("fallback_delay", "min_delay", "max_delay", "limit_wait"):
+            _require(_is_finite(value) and value > 0, f"{name} must be a finite positive number", value, f"$.{name}")
+    for name in ("fallback_delay", "min_delay", "backoff", "max_backoff"):
+        value = getattr(p, name)
+        _require(_is_finite(value) and value >= 0, f"{name} must be a finite number >= 0", value, f"$.{name}")
+    for name in ("max_delay", "limit_wait"):  # may be infinite: no ceiling / wait as long as it takes
         value = getattr(p, name)
         _require(_is_number(value) and value >= 0, f"{name} must be a number >= 0", value, f"$.{name}")
     _require(p.min_delay <= p.max_delay, "min_delay must be <= max_delay", p.min_delay, "$.min_delay")
+    _require_int(p.retries, 0, "retries", "$.retries")
+    for name in ("jitter", "panic"):
+        _require(isinstance(getattr(p, name), bool), f"{name} must be true or false", getattr(p, name), f"$.{name}")
+    for i, kind in enumerate(p.fatal):
+        if kind not in ERROR_KINDS:
+            raise PolicyError(
+                f"fatal lists error kinds, one of {sorted(ERROR_KINDS)}, got {kind!r}", path=f"$.fatal[{i}]"
+            )

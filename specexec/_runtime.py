@@ -48,7 +48,8 @@ class BackendState:
     """
 
     __slots__ = (
-        "_counter", "backend", "health", "input_price", "name", "output_price", "provider", "region", "throttle",
+        "_counter", "backend", "context_window", "health", "input_price", "name", "output_price", "provider",
+        "region", "throttle",
     )  # fmt: skip
 
     def __init__(self, backend: Backend, config: HealthConfig) -> None:
@@ -69,7 +70,9 @@ class BackendState:
             rpm=getattr(limits, "rpm", None),
             tpm=getattr(limits, "tpm", None),
             max_concurrency=getattr(limits, "max_concurrency", None),
+            breaker=getattr(backend, "breaker", None),
         )
+        self.context_window: int | None = getattr(backend, "context_window", None)
 
     def input_tokens(self, query: Query, estimate: int | None = None) -> int:
         """Upper bound on the input tokens of ``query`` here: the backend's own count when it

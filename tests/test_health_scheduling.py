@@ -36,11 +36,11 @@ def test_delay_tracks_the_primarys_percentile() -> None:
         async with Runtime([slow, other]) as rt:
             feed(rt, "slow", [0.05] * 90 + [0.1] * 10, trio.current_time())
             t0 = trio.current_time()
-            result = await rt.run("q", Policy.hedge(["slow", "other"], delay="p95"))
+            result = await rt.run("q", Policy.hedge(["slow", "other"], delay="p95", budget=None))
             assert other.started_at[0] - t0 == pytest.approx(0.1, rel=0.01)
             assert result.trace.attempts[1].trigger == "hedge"
             t1 = trio.current_time()
-            await rt.run("q", Policy.hedge(["slow", "other"], delay="p85"))
+            await rt.run("q", Policy.hedge(["slow", "other"], delay="p85", budget=None))
             assert other.started_at[1] - t1 == pytest.approx(0.05, rel=0.01)
 
     virtual(main)

@@ -151,3 +151,45 @@ def test_runtime_config_refuses_secrets_in_files() -> None:
         specexec.config.RuntimeConfig.load('[[backends]]\nkind = "openai"\nname = "x"\napi_key = "sk-abcdefgh"\n')
     assert "sk-abcdefgh" not in str(info.value)
     assert info.value.path == "$.backends[0].api_key"
+
+
+def test_toml_hedge_gets_the_same_default_budget_as_the_preset() -> None:
+    loaded = Policy.from_toml('mode = "hedge"\ncandidates = ["a", "b"]')
+    assert loaded.budget == Policy.hedge(["a", "b"]).budget == specexec.HedgeBudgetConfig()
+    unrationed = Policy.from_toml('mode = "hedge"\ncandidates = ["a", "b"]\nbudget = "none"')
+    assert unrationed.budget is None
+
+
+@pytest.mark.parametrize(
+    ("knobs", "path"),
+    [
+        ({"min_delay": math.inf}, "$.min_delay"),
+        ({"fallback_delay": math.inf}, "$.fallback_delay"),
+        ({"deadline": math.inf}, "$.deadline"),
+        ({"max_cost": math.inf}, "$.max_cost"),
+        ({"retries": -1}, "$.retries"),
+        ({"backoff": math.nan}, "$.backoff"),
+    ],
+)
+def test_non_finite_knobs_are_rejected_with_their_path(knobs: dict[str, object], path: str) -> None:
+    with pytest.raises(specexec.PolicyError) as info:
+        Policy.hedge(["a", "b"], **knobs)  # type: ignore[arg-type]
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize("ttl", [1e-300, math.inf, math.nan])
+def test_budget_ttl_must_be_sane(ttl: float) -> None:
+    with pytest.raises(specexec.PolicyError, match=r"\$\.ttl"):
+        specexec.HedgeBudgetConfig(ttl=ttl)
+    with pytest.raises(specexec.PolicyError, match=r"\$\.budget\.ttl"):
+        Policy.from_toml(f'mode = "hedge"\ncandidates = ["a"]\nbudget = {{ ttl = {ttl!r} }}')
+
+
+def test_presets_have_real_keyword_signatures_for_the_type_checker(tmp_path: Path) -> None:
+    mypy_api = pytest.importorskip("mypy.api")
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'import specexec\nspecexec.Policy.hedge(["a"], max_atempts=2)\nspecexec.Policy.single("a", deadline=1.0)\n'
+    )
+    out, _, status = mypy_api.run(["--strict", "--no-incremental", "--cache-dir=/dev/null", str(sample)])
+    assert status == 1 and "max_atempts" in out and out.count("error:") == 1, out

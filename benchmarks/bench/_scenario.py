@@ -72,7 +72,7 @@ import msgspec
 
 from benchmarks.fleet import FleetConfig, FleetConfigError
 from specexec import Distribution, HealthConfig, Policy, PolicyError
-from specexec._policy import _PolicyFile
+from specexec._policy import _PolicyFile, from_file
 from specexec._toml import decode_toml, read_toml_source, validation_error
 from specexec.config import BackendConfig, SimulatedConfig
 from specexec.verifiers import VerifierSpec
@@ -537,7 +537,7 @@ def _load_policies(raw: dict[str, dict[str, Any]], names: set[str] | None, origi
         table = {"name": key, **table}
         try:
             loaded = msgspec.convert(table, _PolicyFile)
-            policy = Policy(**msgspec.structs.asdict(loaded))
+            policy = from_file(loaded)
         except msgspec.ValidationError as exc:
             raise _rebase(validation_error(exc, None), prefix, origin) from None
         except PolicyError as exc:

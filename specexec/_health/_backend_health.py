@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import msgspec
 
 from ._breaker import BreakerConfig, CircuitBreaker
 from ._latency import LatencyWindow
 from ._limits import ConcurrencyLimit, RateLimiter
+
+_log = logging.getLogger("specexec")
+_NEUTRAL_KINDS = frozenset({"context_window"})
+"""Failures that are about the request, not the backend's health: the breaker does not count them."""
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -54,13 +61,14 @@ class BackendHealth:
         rpm: float | None = None,
         tpm: float | None = None,
         max_concurrency: int | None = None,
+        breaker: BreakerConfig | None = None,
     ) -> None:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
         self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
         self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
         self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
-        self.breaker = CircuitBreaker(config.breaker)
+        self.breaker = CircuitBreaker(breaker if breaker is not None else config.breaker)
         self.requests = RateLimiter(rpm) if rpm is not None else None
         self.tokens = RateLimiter(tpm) if tpm is not None else None
         self.concurrency = ConcurrencyLimit(max_concurrency)
@@ -82,7 +90,7 @@ class BackendHealth:
         trial is out reads ``"circuit open"``.
         """
         if not self.breaker.would_allow(now):
-            return "circuit open"
+            return "circuit open (auth)" if self.breaker.open_reason == "auth" else "circuit open"
         if self.requests is not None and self.requests.wait_time(now) > 0:
             return "rate limit"
         if tokens > 0 and self.tokens is not None and self.tokens.wait_time(now, tokens) > 0:
@@ -91,25 +99,51 @@ class BackendHealth:
             return "at concurrency limit"
         return None
 
-    def acquire(self, now: float, tokens: int = 0) -> str | None:
+    def never_admits(self, tokens: int) -> str | None:
+        """Why an attempt of ``tokens`` tokens can never start here (no wait would help), or ``None``."""
+        if self.tokens is not None and tokens > self.tokens.burst:
+            return (
+                f"token limit can never admit {tokens} tokens (tpm={self.tokens.rate_per_minute:g}): "
+                "raise the limit or lower max_tokens"
+            )
+        if self.concurrency.limit == 0:
+            return "max_concurrency=0 can never admit an attempt"
+        return None
+
+    def acquire(self, now: float, tokens: int = 0, *, ignore_breaker: bool = False) -> str | None:
         """Take what an attempt needs (breaker trial, rate, tokens, a concurrency slot) or nothing.
 
         Returns the reason it cannot start (then nothing is taken), else ``None``; call
-        ``release`` when the attempt ends.
+        ``release`` when the attempt ends. ``ignore_breaker`` (panic mode) admits past an
+        open breaker and takes no trial slot.
         """
         if not self.breaker._open and self.requests is None and self.tokens is None:
             # the common case, kept cheap: closed breaker, no rate limits, maybe a concurrency cap
             return None if self.concurrency.try_acquire() else "at concurrency limit"
         reason = self.unavailable_reason(now, tokens)
-        if reason is not None:
+        if reason is not None and not (ignore_breaker and reason.startswith("circuit open")):
             return reason
+        if ignore_breaker:
+            reason = self._limits_reason(now, tokens)
+            if reason is not None:
+                return reason
         # Each check above passed at this same `now`, so each of these succeeds.
-        self.breaker.allow(now)
+        if not ignore_breaker:
+            self.breaker.allow(now)
         if self.requests is not None:
             self.requests.try_acquire(now)
         if tokens > 0 and self.tokens is not None:
             self.tokens.try_acquire(now, tokens)
         self.concurrency.try_acquire()
+        return None
+
+    def _limits_reason(self, now: float, tokens: int) -> str | None:
+        if self.requests is not None and self.requests.wait_time(now) > 0:
+            return "rate limit"
+        if tokens > 0 and self.tokens is not None and self.tokens.wait_time(now, tokens) > 0:
+            return "token limit"
+        if self.concurrency.available == 0:
+            return "at concurrency limit"
         return None
 
     def release(self) -> None:
@@ -140,6 +174,20 @@ class BackendHealth:
         self.failures += 1
         self.last_error_kind = kind
         self.last_error_at = now
+        if kind in _NEUTRAL_KINDS:
+            return
+        if kind == "auth":
+            was_auth = self.breaker.open_reason == "auth" and self.breaker.state(now) == "open"
+            self.breaker.trip(now, self.config.auth_cooldown, "auth")
+            if not was_auth:
+                _log.warning(
+                    "specexec: backend %s refused its credentials (auth); taken out for %gs — check its API key",
+                    self.name,
+                    self.config.auth_cooldown,
+                )
+            return
+        if retry_after is not None:  # never trusted blindly: NaN is no answer, anything past the cap is the cap
+            retry_after = None if math.isnan(retry_after) else min(max(retry_after, 0.0), self.config.max_retry_after)
         self.breaker.on_failure(now, retry_after)
 
     def on_rejected(self, latency: float, now: float) -> None:
@@ -149,6 +197,11 @@ class BackendHealth:
         down (Finagle excludes both); a quick refusal says nothing of a real answer's latency.
         """
         self.rejections += 1
+        self.breaker.on_success(now)
+
+    def on_unverified(self, now: float) -> None:
+        """An answer that arrived but was cancelled before its verdict: the backend did answer
+        (a success for the breaker, which gives a half-open trial back); not a latency sample."""
         self.breaker.on_success(now)
 
     def on_cancelled(self, elapsed: float, now: float) -> None:

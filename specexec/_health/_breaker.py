@@ -58,6 +58,8 @@ class CircuitBreaker:
         self._open = False
         self._open_until = 0.0
         self._trial_out = False
+        self.open_reason: str | None = None
+        """Why the breaker is open: ``"failures"``, ``"retry-after"`` or ``"auth"`` (``None``: closed)."""
 
     @property
     def open_until(self) -> float | None:
@@ -123,13 +125,25 @@ class CircuitBreaker:
         seen = successes + failures
         return seen >= self.config.min_requests and failures >= self.config.error_rate * seen
 
-    def _trip(self, now: float, retry_after: float | None) -> None:
+    def trip(self, now: float, duration: float, reason: str) -> None:
+        """Open now for ``duration`` seconds (or longer, if already open for longer), for ``reason``."""
+        until = now + max(duration, 0.0)
+        if self._open and self.state(now) == "open" and self._open_until >= until:
+            return
         self._open = True
         self._trial_out = False
-        self._open_until = now + (self.config.cooldown if retry_after is None else max(retry_after, 0.0))
+        self._open_until = until
+        self.open_reason = reason
+
+    def _trip(self, now: float, retry_after: float | None) -> None:
+        if retry_after is None:
+            self.trip(now, self.config.cooldown, "failures")
+        else:
+            self.trip(now, retry_after, "retry-after")
 
     def _close(self) -> None:
         self._open = False
+        self.open_reason = None
         self._trial_out = False
         self._consecutive_failures = 0
         self._outcomes.clear()

@@ -118,3 +118,20 @@ def test_failover_throttle_allows_while_more_than_half_the_tokens_are_left() -> 
     for _ in range(1000):
         throttle.on_success()
     assert throttle.tokens == 10.0  # capped
+
+
+def test_default_budget_share_is_the_real_share_at_llm_request_rates() -> None:
+    """Issue 9.10: at 40 req/s for a minute, every request wanting a hedge, a 5 % budget fires ≤ 7 %."""
+    from specexec import HedgeBudgetConfig
+
+    config = HedgeBudgetConfig()
+    for rate in (10, 40, 100):
+        budget = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
+        fired = 0
+        requests = rate * 60
+        for i in range(requests):
+            now = i / rate
+            budget.deposit(now)
+            fired += budget.try_withdraw(now)
+        assert fired / requests <= 0.07, (rate, fired / requests)
+        assert fired / requests >= 0.045, (rate, fired / requests)  # and the configured share is available
