@@ -108,6 +108,7 @@ class _Run:
         self.fatal_kinds = frozenset(policy.fatal)
         self.halted = False  # the ceiling was crossed by over-reported usage: launch nothing more
         self.open_skips: list[BackendState] = []  # candidates skipped with an open breaker (for panic mode)
+        self.panicking = False  # panic mode: every breaker was open; retries ignore breakers too
         self.retry_due: list[tuple[float, int, BackendState, int]] = []  # heap of (due, seq, backend, retry number)
         self.retries_used: dict[int, int] = {}  # id(state) -> retries booked
 
@@ -322,6 +323,7 @@ class _Run:
             self._event("panic refused", f"{state.name}: {reason}")
             return None
         self._event("panic", f"every candidate's breaker is open; trying {state.name} (its cooldown ends in {left})")
+        self.panicking = True
         return self._book(state, "panic", "panic: its cooldown ends first", worst, now)
 
     def _launch_retry(self, now: float) -> _Attempt | None:
@@ -334,7 +336,7 @@ class _Run:
         if not state.throttle.allow():
             self._skip(state, f"retry {number}: failover throttle: this backend fails too often")
             return None
-        reason = state.health.acquire(now, self.tokens)
+        reason = state.health.acquire(now, self.tokens, ignore_breaker=self.panicking)
         if reason is not None:
             self._skip(state, f"retry {number}: {reason}")
             return None

@@ -372,3 +372,34 @@ async def test_attempts_cancelled_before_their_first_step_give_their_slots_back(
             await rt.run("q", Policy.race(["bad", "b", "c"]))
         assert [rt.health(n).concurrency.in_use for n in ("b", "c")] == [0, 0]
         assert (await rt.run("q", Policy.single("b"))).backend == "b"
+
+
+def test_partial_failure_stays_partial_with_panic_mode_and_retries() -> None:
+    """9.9: a backend failing half the time must not turn into most runs failing (panic mode);
+    retries with backoff turn a backend's occasional failures into rarer failed runs."""
+    import trio
+    import trio.testing
+
+    def failed_share(rate: float, **knobs: Any) -> float:
+        backend = specexec.SimulatedBackend("flaky", 0.01, errors={"unavailable": rate}, seed=3)
+        failures = 0
+
+        async def main() -> None:
+            nonlocal failures
+            async with Runtime([backend]) as rt:
+                for _ in range(400):
+                    try:
+                        await rt.run("q", Policy.single("flaky", **knobs))
+                    except specexec.NoAcceptableResponse:
+                        failures += 1
+                    await trio.sleep(0.05)
+
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        return failures / 400
+
+    assert failed_share(0.5, panic=False) > 0.7  # the defect: the open breaker fails runs with no attempt
+    assert 0.4 <= failed_share(0.5) <= 0.6  # panic mode: the backend's own failure rate
+    # retries, governed by the failover throttle (gRPC's: it stops retries once a backend fails
+    # more than ≈ 9 % of the time, so that a sick fleet is not hammered)
+    assert failed_share(0.05) >= 0.03
+    assert failed_share(0.05, retries=2, backoff=0.01) <= 0.01
