@@ -47,6 +47,8 @@ from specexec._toml import decode_toml, read_toml_source, validation_error
 from specexec.config import RuntimeConfig
 from specexec.verifiers import Verdict, VerifierSpec, check
 
+from ._expect import contains_answer, normalise
+
 __all__ = [
     "DEFAULT_BIND",
     "DEFAULT_INTERVAL",
@@ -104,10 +106,16 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 class Canary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A question with a known answer; a wrong answer marks the backend *degraded*, however fast.
 
-    ``expect``: the reply, stripped of surrounding whitespace and compared case-insensitively,
-    must equal it; ``verify``: verifiers as in a policy (``[{kind = "regex", pattern = "..."}]``)
-    that must all accept. Give one or both. The first probe of a backend and every
-    ``every``-th after it is the canary instead of the plain probe query.
+    ``expect``: the answer must *occur in* the reply, compared loosely — both are NFKC-normalised,
+    case-folded and their whitespace collapsed, the expectation is stripped of surrounding
+    punctuation — and it must stand as a whole word and a whole number: ``expect = "4"``
+    accepts ``4``, ``2 + 2 = 4``, ``The answer is 4.`` and ``**4**``, and rejects ``14``,
+    ``40``, ``4.5``, ``0.4`` and ``-4`` (``four`` is not found in ``fourteen``). An
+    expectation that is empty after normalising is a config error. ``verify``: verifiers as
+    in a policy (``[{kind = "regex", pattern = "^4$"}]``) that must all accept — use it for
+    precise checks (an exact reply, a format). Give one or both (both must pass). The first
+    probe of a backend and every ``every``-th after it is the canary instead of the plain
+    probe query.
     """
 
     query: Query
@@ -118,12 +126,16 @@ class Canary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.expect is None and not self.verify:
             raise ValueError("a canary needs `expect` or `verify` (or both)")
+        if self.expect is not None and not normalise(self.expect):
+            raise ValueError(
+                f"the canary's `expect` = {self.expect!r} is empty once punctuation and whitespace are"
+                " stripped: give the answer's words or digits, or use `verify`"
+            )
 
     async def verdict(self, response: Response) -> Verdict:
         """Whether ``response`` answers the canary correctly (``Verdict.reason`` says why not)."""
-        text = response.text.strip()
-        if self.expect is not None and text.casefold() != self.expect.strip().casefold():
-            return Verdict(False, f"expected {self.expect!r}, got {text[:80]!r}")
+        if self.expect is not None and not contains_answer(response.text, self.expect):
+            return Verdict(False, f"expected {self.expect!r} in the reply, got {response.text.strip()[:80]!r}")
         if self.verify:
             return await check(self.verify, self.query, response)
         return Verdict(True)
