@@ -51,6 +51,7 @@ from ._snapshot import (
     Snapshot,
     encode_snapshot,
     read_snapshot_file,
+    remove_orphans,
     write_atomic,
 )
 from ._state import ProbeState
@@ -136,6 +137,9 @@ class ProbeDaemon:
         self._started_loop = 0.0
         self.url: str | None = None
         self.scheduler: Scheduler | None = None
+        self._revision_value = 0  # the last revision published (see Snapshot.revision)
+        self._changes_seen: int | None = None  # the targets' change count it was published for
+        self._snapshot_failing = False  # an outage of the snapshot file is logged once
 
     # -- what is published ------------------------------------------------------------------
 
@@ -165,7 +169,12 @@ class ProbeDaemon:
         )
 
     def _revision(self) -> int:
-        return sum(t.state.revision for t in self.targets.values())
+        """The published revision: bumped to ``max(previous + 1, Unix µs)`` when the data changed."""
+        changes = sum(t.state.revision for t in self.targets.values())
+        if changes != self._changes_seen:
+            self._changes_seen = changes
+            self._revision_value = max(self._revision_value + 1, int(self.wall_clock() * 1e6))
+        return self._revision_value
 
     def health_report(self) -> HealthReport:
         """``GET /v1/health``: the daemon and every backend, now."""
@@ -213,15 +222,43 @@ class ProbeDaemon:
     # -- the snapshot file -----------------------------------------------------------------
 
     def write_snapshot(self) -> bool:
-        """Write the snapshot file now (atomically); ``False`` (and logged) if it failed or there is none."""
+        """Write the snapshot file now (atomically); ``False`` if it failed or there is none.
+
+        A failure is logged as an ERROR once per outage (later failures at DEBUG), and the first
+        write that works again at INFO.
+        """
         if self.snapshot_path is None:
             return False
         try:
             write_atomic(self.snapshot_path, encode_snapshot(self.snapshot()))
         except OSError as exc:
-            _log.error("snapshot: cannot write %s: %s", self.snapshot_path, exc.strerror or exc)
+            if self._snapshot_failing:
+                _log.debug("snapshot: still cannot write %s: %s", self.snapshot_path, exc.strerror or exc)
+            else:
+                self._snapshot_failing = True
+                _log.error(
+                    "snapshot: cannot write %s: %s (retried every %g s; logged once until it works again)",
+                    self.snapshot_path,
+                    exc.strerror or exc,
+                    self.config.probe.snapshot_interval,
+                )
             return False
+        if self._snapshot_failing:
+            self._snapshot_failing = False
+            _log.info("snapshot: writing %s works again", self.snapshot_path)
         return True
+
+    def remove_orphans(self) -> None:
+        """Remove temp files a killed writer of this snapshot file left behind (``.{name}.*.tmp``)."""
+        if self.snapshot_path is None:
+            return
+        try:
+            removed = remove_orphans(self.snapshot_path)
+        except OSError as exc:
+            _log.warning("snapshot: cannot look for orphan temp files next to %s: %s", self.snapshot_path, exc)
+            return
+        if removed:
+            _log.info("snapshot: removed %d orphan temp file(s): %s", len(removed), ", ".join(p.name for p in removed))
 
     def resume(self) -> bool:
         """Resume from the snapshot file, if there is one: counters, last results, budget, histograms.
@@ -250,6 +287,8 @@ class ProbeDaemon:
             except ValueError as exc:
                 _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
         self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
+        self._revision_value = max(self._revision_value, snap.revision)
+        self._changes_seen = None  # the next revision published is above the file's
         _log.info(
             "snapshot: resumed from %s (written %.0f s ago%s)",
             self.snapshot_path,
@@ -301,6 +340,9 @@ class ProbeDaemon:
                     _log.info("probe daemon: serving %s (/healthz, /v1/health, /v1/snapshot, /metrics)", self.url)
                 tg.start_soon(self.scheduler.run)
                 if self.snapshot_path is not None:
+                    # Only now: a daemon that could not bind (another instance holds the port)
+                    # must not remove that instance's temp files.
+                    self.remove_orphans()
                     tg.start_soon(self._snapshot_loop)
                 enabled = sum(t.settings.enabled for t in self.targets.values())
                 _log.info("probe daemon: probing %d backend(s)", enabled)

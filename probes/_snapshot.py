@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,7 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "read_snapshot_file",
+    "remove_orphans",
     "write_atomic",
 ]
 
@@ -145,7 +147,12 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/snapshot`` and the snapshot file: the health report with encoded histograms.
 
-    ``revision`` grows with every recorded probe result (same revision: same data).
+    ``revision`` changes only when the data does (a probe result was recorded or a snapshot
+    resumed: same revision, same data) and then grows to ``max(previous + 1, Unix time in
+    microseconds)``. A restarted daemon resumes from its snapshot file's revision, so its
+    revisions stay above the file's even if the wall clock was set back, and above every
+    revision the previous run served (also those served after its last snapshot write, e.g.
+    before a ``kill -9``) unless the clock was set back by more than the restart took.
     """
 
     version: int
@@ -177,6 +184,38 @@ def decode_snapshot(data: bytes) -> Snapshot:
     return snapshot
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def remove_orphans(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files ``write_atomic(path, ...)`` left behind when a writer was killed mid-write.
+
+    Only regular files named ``.{name}.*.tmp`` in ``path``'s directory are removed (``name`` is
+    ``path``'s file name): the pattern ``write_atomic`` creates, so other files are never
+    touched. Call it only while no other process writes ``path``. Returns the removed files;
+    a file that cannot be removed is skipped (``OSError`` only if the directory cannot be listed
+    for another reason than not existing).
+    """
+    target = Path(path)
+    prefix = f".{target.name}."
+    removed: list[Path] = []
+    try:
+        names = os.listdir(target.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX) and len(name) > len(prefix) + len(_TMP_SUFFIX)):
+            continue
+        orphan = target.parent / name
+        try:
+            if stat.S_ISREG(orphan.lstat().st_mode):
+                orphan.unlink()
+                removed.append(orphan)
+        except OSError:
+            continue
+    return removed
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace the file at ``path`` with ``data`` atomically: temp file, fsync, rename, fsync the directory.
 
@@ -188,7 +227,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """
     target = Path(path)
     directory = target.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             os.chmod(tmp, 0o644)  # mkstemp makes it 0600; services of other users read this file
