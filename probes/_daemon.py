@@ -32,13 +32,13 @@ import msgspec
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.stapled import MultiListener
 
-from specexec import Backend
+from specexec import Backend, PolicyError
 from specexec._errors import redact
 from specexec._health import HealthConfig
 from specexec._resources import Resources
 
 from ._budget import DailyBudget, day_label
-from ._config import ProbeConfig
+from ._config import ProbeConfig, valid_host
 from ._http import Endpoints, HttpServer
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import render
@@ -69,6 +69,19 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
+def _build_backends(config: ProbeConfig) -> list[Backend]:
+    """Every ``[[backends]]`` entry built; a ``ValueError`` without a key path gets the entry's."""
+    built: list[Backend] = []
+    for index, entry in enumerate(config.backends):
+        try:
+            built.append(entry.build())
+        except PolicyError:
+            raise
+        except ValueError as exc:
+            raise PolicyError(f"backend {entry.name!r}: {exc}", path=f"$.backends[{index}]") from None
+    return built
+
+
 class ProbeDaemon:
     """The probe daemon for one config.
 
@@ -76,6 +89,12 @@ class ProbeDaemon:
       (tests pass ``SimulatedBackend`` objects); per-backend overrides still apply by name.
     - ``wall_clock``: Unix time (the budget's UTC day, published timestamps); injectable.
     - ``bind`` / ``port`` / ``snapshot`` / ``http``: override ``[probe]`` (``snapshot=None``: no file).
+
+    The constructor builds everything ``run`` uses — every backend, the health config, each
+    backend's probe state and the schedule — and sends nothing, so constructing one is the
+    complete check of a config (``specexec probe --check`` does exactly that). A value that
+    cannot be built raises ``PolicyError`` with its key path (``ValueError`` for a bad
+    ``bind``/``port`` argument).
 
     After ``run`` has started, ``url`` is the HTTP base URL (``None`` without HTTP).
     ``health_report()``, ``snapshot()`` and ``metrics()`` are what the endpoints serve.
@@ -97,19 +116,32 @@ class ProbeDaemon:
         self.wall_clock = wall_clock
         self.bind = bind if bind is not None else p.bind
         self.port = port if port is not None else p.port
+        if not valid_host(self.bind):
+            raise ValueError(f"bind must be an IP address or a host name, got {self.bind!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0 to 65535, got {self.port!r}")
         self.http = http if http is not None else p.http
         if isinstance(snapshot, _Unset):
             self.snapshot_path: Path | None = Path(p.snapshot) if p.snapshot else None
         else:
             self.snapshot_path = Path(snapshot) if snapshot is not None else None
-        self.health_config = HealthConfig(
-            window=p.window,
-            slices=p.slices,
-            min_samples=p.min_samples,
-            breaker=config.health.breaker,
-            probe_max_age=config.health.probe_max_age,
-        )
-        self.backends = list(backends) if backends is not None else config.build_backends()
+        try:
+            self.health_config = HealthConfig(
+                window=p.window,
+                slices=p.slices,
+                min_samples=p.min_samples,
+                breaker=config.health.breaker,
+                probe_max_age=config.health.probe_max_age,
+            )
+        except PolicyError:
+            raise
+        except ValueError as exc:
+            raise PolicyError(
+                f"the daemon's health windows ([probe] window, slices, min_samples; [health] breaker,"
+                f" probe_max_age): {exc}",
+                path="$.probe",
+            ) from None
+        self.backends = list(backends) if backends is not None else _build_backends(config)
         names = [b.name for b in self.backends]
         if len(set(names)) != len(names):
             raise ValueError(f"two backends share a name among {names}")
@@ -136,7 +168,13 @@ class ProbeDaemon:
         self.started_at = wall_clock()
         self._started_loop = 0.0
         self.url: str | None = None
-        self.scheduler: Scheduler | None = None
+        self.scheduler = Scheduler(
+            list(self.targets.values()),
+            max_concurrent=p.max_concurrent,
+            budget=self.budget,
+            wall_clock=self.wall_clock,
+            redact=self.redact,
+        )
         self._revision_value = 0  # the last revision published (see Snapshot.revision)
         self._changes_seen: int | None = None  # the targets' change count it was published for
         self._snapshot_failing = False  # an outage of the snapshot file is logged once
@@ -319,15 +357,7 @@ class ProbeDaemon:
         self._started_loop = anyio.current_time()
         self.resume()
         resources = Resources()
-        p = self.config.probe
-        self.scheduler = Scheduler(
-            list(self.targets.values()),
-            max_concurrent=p.max_concurrent,
-            budget=self.budget,
-            wall_clock=self.wall_clock,
-            resources=resources,
-            redact=self.redact,
-        )
+        self.scheduler.resources = resources
         started = False
         try:
             async with anyio.create_task_group() as tg:
