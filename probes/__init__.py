@@ -1,8 +1,9 @@
 """The probe daemon: keeps every service's view of upstream health current.
 
 It sends a tiny probe (``Query("ping", max_tokens=1)``, and optionally a *canary* question
-with a known answer) to each backend on a schedule, records latency, TTFT, errors by kind
-and the reported model id into rotating HDR histograms, and publishes the result over HTTP
+with a known answer) to each backend on a schedule, records latency and TTFT (per probe
+query: the ping and the canary apart), errors by kind and the reported model id into
+rotating HDR histograms, and publishes the result over HTTP
 (``/healthz``, ``/v1/health``, ``/v1/snapshot``, ``/metrics``) and as an atomically written
 snapshot file. Services follow it with ``specexec.HealthFeed``. See ``probes/README.md``.
 
@@ -27,6 +28,8 @@ from ._snapshot import BackendView as BackendView
 from ._snapshot import BudgetView as BudgetView
 from ._snapshot import EncodedHistogram as EncodedHistogram
 from ._snapshot import HealthReport as HealthReport
+from ._snapshot import QuerySnapshot as QuerySnapshot
+from ._snapshot import QueryView as QueryView
 from ._snapshot import Snapshot as Snapshot
 from ._snapshot import decode_snapshot as decode_snapshot
 from ._snapshot import encode_snapshot as encode_snapshot
@@ -47,6 +50,8 @@ __all__ = [
     "ProbeDaemon",
     "ProbeSettings",
     "ProbeState",
+    "QuerySnapshot",
+    "QueryView",
     "Snapshot",
     "TargetSettings",
     "decode_snapshot",

@@ -3,6 +3,11 @@
 Exit status: 0 after a clean stop (SIGTERM or SIGINT: probes are cancelled, the final
 snapshot is written), 1 when the daemon cannot run (e.g. the port is taken), 2 for a bad
 command line or config (the message names the file and key path).
+
+``--check`` builds everything a start builds — the config, every backend, the health
+config, each backend's probe state and the schedule, with the command line's overrides —
+then exits without binding, reading or writing the snapshot, or sending anything: a config
+it calls ok does not fail at start for a config reason (a taken port still can).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import anyio
 
 from specexec import PolicyError
 
-from ._config import ProbeConfig
+from ._config import ProbeConfig, valid_host
 from ._daemon import ProbeDaemon
 from ._snapshot import write_atomic
 
@@ -74,25 +79,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "hpack"):  # request lines at INFO, connection chatter at DEBUG
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if args.port is not None and not 0 <= args.port <= 65535:
+        print(f"specexec probe: --port must be 0 to 65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.bind is not None and not valid_host(args.bind):
+        print(f"specexec probe: --bind must be an IP address or a host name, got {args.bind!r}", file=sys.stderr)
+        return 2
+    if args.snapshot is not None and "\x00" in args.snapshot:
+        print("specexec probe: --snapshot contains a NUL character", file=sys.stderr)
+        return 2
     try:
         config = ProbeConfig.load(Path(args.config))
-    except PolicyError as exc:
-        print(f"specexec probe: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        print(f"{args.config}: ok ({len(config.backends)} backend(s))")
-        return 0
-    try:
-        daemon = ProbeDaemon(
+        daemon = ProbeDaemon(  # builds everything a start needs, sends nothing: --check stops here
             config,
             bind=args.bind,
             port=args.port,
             http=False if args.no_http else None,
             **({"snapshot": args.snapshot} if args.snapshot is not None else {}),
         )
-    except (PolicyError, ValueError) as exc:
-        print(f"specexec probe: {exc}", file=sys.stderr)
+    except PolicyError as exc:
+        print(f"specexec probe: {_located(exc, args.config)}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"specexec probe: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok ({len(config.backends)} backend(s))")
+        return 0
     options = {"use_uvloop": True} if args.loop == "asyncio" and sys.platform != "win32" else {}
     try:
         anyio.run(_serve, daemon, args.ready_file, backend=args.loop, backend_options=options)
@@ -105,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"specexec probe: cannot run: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _located(exc: PolicyError, source: str) -> PolicyError:
+    """``exc`` naming the config file (errors raised while building backends know only the key path)."""
+    if exc.source is not None:
+        return exc
+    message = str(exc).removesuffix(f" (at {exc.path})")
+    return PolicyError(message, path=exc.path, source=source)
 
 
 def _os_error(exc: BaseException) -> OSError | None:

@@ -13,13 +13,14 @@ the daemon; a service reading the same file with ``Runtime.from_config`` ignores
     output_price = 0.60
 
     [probe]
-    interval = 60.0                 # seconds between probes of a backend (>= 1)
+    interval = 60.0                 # seconds between probes of a backend (1 to 86400)
     jitter = 0.1                    # each wait is interval × (1 ± jitter), uniformly
-    timeout = 10.0                  # a probe still running after this is cut (a "timeout" failure)
-    max_concurrent = 8              # probes in flight at once, over all backends
+    timeout = 10.0                  # a probe still running after this is cut (a "timeout" failure; 0.05 to 600)
+    max_concurrent = 8              # probes in flight at once, over all backends (1 to 1024)
     daily_budget = 0.50             # USD per UTC day; probing stops when it is spent
     query = { prompt = "ping", max_tokens = 1 }
     snapshot = "/var/lib/specexec/probes.msgpack"
+    snapshot_interval = 10.0        # seconds between snapshot writes (1 to 86400)
 
     [probe.canary]                  # optional: a question with a known answer
     query = { prompt = "What is 2 + 2? Answer with a number only.", max_tokens = 4 }
@@ -32,10 +33,22 @@ the daemon; a service reading the same file with ``Runtime.from_config`` ignores
 
 Errors name the file and the key path
 (``PolicyError: probes.toml: Expected `float` >= 1.0 (at $.probe.interval)``).
+
+Bounds (the ``MIN_*``/``MAX_*`` constants; every value must also be finite: ``nan`` and
+``inf`` are refused): ``interval`` 1 s to 1 day (faster is load on the provider and its rate
+limits, not information); ``timeout`` 50 ms to 10 min (below a network round trip every
+probe would time out); ``snapshot_interval`` 1 s to 1 day (each write is two fsyncs; services
+poll every few seconds, so writing more often buys nothing and a tiny value would make the
+daemon a busy loop of disk writes); ``window`` and ``stale_after`` 1 s to 7 days;
+``slices`` 1 to 60 (memory: each slice holds four HDR histograms, ~0.11 MB, per probe
+query per backend); ``max_concurrent`` 1 to 1024 (each probe in flight holds a connection);
+``daily_budget`` up to 1,000,000 USD (leave it out for no limit).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +59,8 @@ from specexec import Backend, PolicyError, Query, Response
 from specexec._toml import decode_toml, read_toml_source, validation_error
 from specexec.config import RuntimeConfig
 from specexec.verifiers import Verdict, VerifierSpec, check
+
+from ._expect import contains_answer, normalise
 
 __all__ = [
     "DEFAULT_BIND",
@@ -59,18 +74,49 @@ __all__ = [
     "DEFAULT_SNAPSHOT_INTERVAL",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WINDOW",
+    "MAX_CONCURRENT",
+    "MAX_DAILY_BUDGET",
+    "MAX_INTERVAL",
+    "MAX_SLICES",
+    "MAX_SNAPSHOT_INTERVAL",
+    "MAX_TIMEOUT",
+    "MAX_WINDOW",
     "MIN_INTERVAL",
+    "MIN_SNAPSHOT_INTERVAL",
+    "MIN_TIMEOUT",
+    "MIN_WINDOW",
     "BackendOverride",
     "Canary",
     "ProbeConfig",
     "ProbeSettings",
     "TargetSettings",
+    "valid_host",
 ]
 
 DEFAULT_INTERVAL = 60.0
 """Seconds between two probes of one backend."""
 MIN_INTERVAL = 1.0
 """The shortest probe interval a config may ask for (seconds)."""
+MAX_INTERVAL = 86_400.0
+"""The longest probe interval (a day)."""
+MIN_TIMEOUT = 0.05
+"""The shortest probe timeout (seconds): below a network round trip every probe would time out."""
+MAX_TIMEOUT = 600.0
+"""The longest probe timeout (seconds)."""
+MIN_SNAPSHOT_INTERVAL = 1.0
+"""The shortest time between snapshot writes (seconds): each is two fsyncs; services poll every few seconds."""
+MAX_SNAPSHOT_INTERVAL = 86_400.0
+"""The longest time between snapshot writes (a day)."""
+MIN_WINDOW = 1.0
+"""The shortest latency window and ``stale_after`` (seconds)."""
+MAX_WINDOW = 604_800.0
+"""The longest latency window and ``stale_after`` (7 days)."""
+MAX_SLICES = 60
+"""The most slices of a latency window (each costs ~0.11 MB per probe query per backend)."""
+MAX_CONCURRENT = 1024
+"""The most probes in flight at once (each holds a connection)."""
+MAX_DAILY_BUDGET = 1_000_000.0
+"""The largest daily budget, USD (leave ``daily_budget`` out for no limit)."""
 DEFAULT_JITTER = 0.1
 """Each wait between probes is ``interval × (1 ± jitter)`` (uniform), so backends drift apart."""
 DEFAULT_TIMEOUT = 10.0
@@ -93,21 +139,43 @@ DEFAULT_QUERY = Query("ping", max_tokens=1)
 """The probe query: one short message, one output token."""
 
 
-Interval = Annotated[float, msgspec.Meta(ge=MIN_INTERVAL)]
+Interval = Annotated[float, msgspec.Meta(ge=MIN_INTERVAL, le=MAX_INTERVAL)]
 Jitter = Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)]
-PositiveSeconds = Annotated[float, msgspec.Meta(gt=0.0)]
+Timeout = Annotated[float, msgspec.Meta(ge=MIN_TIMEOUT, le=MAX_TIMEOUT)]
+SnapshotInterval = Annotated[float, msgspec.Meta(ge=MIN_SNAPSHOT_INTERVAL, le=MAX_SNAPSHOT_INTERVAL)]
+Span = Annotated[float, msgspec.Meta(ge=MIN_WINDOW, le=MAX_WINDOW)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-USD = Annotated[float, msgspec.Meta(ge=0.0)]
+Slices = Annotated[int, msgspec.Meta(ge=1, le=MAX_SLICES)]
+Concurrency = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONCURRENT)]
+USD = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DAILY_BUDGET)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?\Z")
+
+
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is an IP address (v4 or v6) or a host name a listener can bind to."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.match(host) is not None
+    return True
 
 
 class Canary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A question with a known answer; a wrong answer marks the backend *degraded*, however fast.
 
-    ``expect``: the reply, stripped of surrounding whitespace and compared case-insensitively,
-    must equal it; ``verify``: verifiers as in a policy (``[{kind = "regex", pattern = "..."}]``)
-    that must all accept. Give one or both. The first probe of a backend and every
-    ``every``-th after it is the canary instead of the plain probe query.
+    ``expect``: the answer must *occur in* the reply, compared loosely — both are NFKC-normalised,
+    case-folded and their whitespace collapsed, the expectation is stripped of surrounding
+    punctuation — and it must stand as a whole word and a whole number: ``expect = "4"``
+    accepts ``4``, ``2 + 2 = 4``, ``The answer is 4.`` and ``**4**``, and rejects ``14``,
+    ``40``, ``4.5``, ``0.4`` and ``-4`` (``four`` is not found in ``fourteen``). An
+    expectation that is empty after normalising is a config error. ``verify``: verifiers as
+    in a policy (``[{kind = "regex", pattern = "^4$"}]``) that must all accept — use it for
+    precise checks (an exact reply, a format). Give one or both (both must pass). The first
+    probe of a backend and every ``every``-th after it is the canary instead of the plain
+    probe query.
     """
 
     query: Query
@@ -118,12 +186,16 @@ class Canary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.expect is None and not self.verify:
             raise ValueError("a canary needs `expect` or `verify` (or both)")
+        if self.expect is not None and not normalise(self.expect):
+            raise ValueError(
+                f"the canary's `expect` = {self.expect!r} is empty once punctuation and whitespace are"
+                " stripped: give the answer's words or digits, or use `verify`"
+            )
 
     async def verdict(self, response: Response) -> Verdict:
         """Whether ``response`` answers the canary correctly (``Verdict.reason`` says why not)."""
-        text = response.text.strip()
-        if self.expect is not None and text.casefold() != self.expect.strip().casefold():
-            return Verdict(False, f"expected {self.expect!r}, got {text[:80]!r}")
+        if self.expect is not None and not contains_answer(response.text, self.expect):
+            return Verdict(False, f"expected {self.expect!r} in the reply, got {response.text.strip()[:80]!r}")
         if self.verify:
             return await check(self.verify, self.query, response)
         return Verdict(True)
@@ -139,12 +211,12 @@ class BackendOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     interval: Interval | None = None
     jitter: Jitter | None = None
-    timeout: PositiveSeconds | None = None
+    timeout: Timeout | None = None
     query: Query | None = None
     canary: Canary | bool | None = None
     pinned_model: str | None = None
     unhealthy_after: PositiveInt | None = None
-    stale_after: PositiveSeconds | None = None
+    stale_after: Span | None = None
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -172,23 +244,32 @@ class ProbeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     interval: Interval = DEFAULT_INTERVAL
     jitter: Jitter = DEFAULT_JITTER
-    timeout: PositiveSeconds = DEFAULT_TIMEOUT
-    max_concurrent: PositiveInt = DEFAULT_MAX_CONCURRENT
+    timeout: Timeout = DEFAULT_TIMEOUT
+    max_concurrent: Concurrency = DEFAULT_MAX_CONCURRENT
     daily_budget: USD | None = None
     query: Query = DEFAULT_QUERY
     canary: Canary | None = None
     unhealthy_after: PositiveInt = 1
-    stale_after: PositiveSeconds | None = None
-    window: PositiveSeconds = DEFAULT_WINDOW
-    slices: PositiveInt = DEFAULT_SLICES
+    stale_after: Span | None = None
+    window: Span = DEFAULT_WINDOW
+    slices: Slices = DEFAULT_SLICES
     min_samples: PositiveInt = DEFAULT_MIN_SAMPLES
     http: bool = True
-    bind: Annotated[str, msgspec.Meta(min_length=1)] = DEFAULT_BIND
+    bind: str = DEFAULT_BIND
     port: Port = DEFAULT_PORT
     snapshot: str | None = None
-    snapshot_interval: PositiveSeconds = DEFAULT_SNAPSHOT_INTERVAL
+    snapshot_interval: SnapshotInterval = DEFAULT_SNAPSHOT_INTERVAL
     seed: int | None = None
     backends: dict[str, BackendOverride] = {}
+
+    def __post_init__(self) -> None:
+        if not valid_host(self.bind):
+            raise PolicyError(
+                f"bind = {self.bind!r} is not an IP address or a host name (e.g. 127.0.0.1, ::1, localhost)",
+                path="$.bind",
+            )
+        if self.snapshot is not None and "\x00" in self.snapshot:
+            raise PolicyError("the snapshot path contains a NUL character", path="$.snapshot")
 
 
 class TargetSettings(msgspec.Struct, frozen=True):

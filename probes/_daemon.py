@@ -32,13 +32,13 @@ import msgspec
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.stapled import MultiListener
 
-from specexec import Backend
+from specexec import Backend, PolicyError
 from specexec._errors import redact
 from specexec._health import HealthConfig
 from specexec._resources import Resources
 
 from ._budget import DailyBudget, day_label
-from ._config import ProbeConfig
+from ._config import ProbeConfig, valid_host
 from ._http import Endpoints, HttpServer
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import render
@@ -51,6 +51,7 @@ from ._snapshot import (
     Snapshot,
     encode_snapshot,
     read_snapshot_file,
+    remove_orphans,
     write_atomic,
 )
 from ._state import ProbeState
@@ -68,6 +69,19 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
+def _build_backends(config: ProbeConfig) -> list[Backend]:
+    """Every ``[[backends]]`` entry built; a ``ValueError`` without a key path gets the entry's."""
+    built: list[Backend] = []
+    for index, entry in enumerate(config.backends):
+        try:
+            built.append(entry.build())
+        except PolicyError:
+            raise
+        except ValueError as exc:
+            raise PolicyError(f"backend {entry.name!r}: {exc}", path=f"$.backends[{index}]") from None
+    return built
+
+
 class ProbeDaemon:
     """The probe daemon for one config.
 
@@ -75,6 +89,12 @@ class ProbeDaemon:
       (tests pass ``SimulatedBackend`` objects); per-backend overrides still apply by name.
     - ``wall_clock``: Unix time (the budget's UTC day, published timestamps); injectable.
     - ``bind`` / ``port`` / ``snapshot`` / ``http``: override ``[probe]`` (``snapshot=None``: no file).
+
+    The constructor builds everything ``run`` uses — every backend, the health config, each
+    backend's probe state and the schedule — and sends nothing, so constructing one is the
+    complete check of a config (``specexec probe --check`` does exactly that). A value that
+    cannot be built raises ``PolicyError`` with its key path (``ValueError`` for a bad
+    ``bind``/``port`` argument).
 
     After ``run`` has started, ``url`` is the HTTP base URL (``None`` without HTTP).
     ``health_report()``, ``snapshot()`` and ``metrics()`` are what the endpoints serve.
@@ -96,19 +116,32 @@ class ProbeDaemon:
         self.wall_clock = wall_clock
         self.bind = bind if bind is not None else p.bind
         self.port = port if port is not None else p.port
+        if not valid_host(self.bind):
+            raise ValueError(f"bind must be an IP address or a host name, got {self.bind!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0 to 65535, got {self.port!r}")
         self.http = http if http is not None else p.http
         if isinstance(snapshot, _Unset):
             self.snapshot_path: Path | None = Path(p.snapshot) if p.snapshot else None
         else:
             self.snapshot_path = Path(snapshot) if snapshot is not None else None
-        self.health_config = HealthConfig(
-            window=p.window,
-            slices=p.slices,
-            min_samples=p.min_samples,
-            breaker=config.health.breaker,
-            probe_max_age=config.health.probe_max_age,
-        )
-        self.backends = list(backends) if backends is not None else config.build_backends()
+        try:
+            self.health_config = HealthConfig(
+                window=p.window,
+                slices=p.slices,
+                min_samples=p.min_samples,
+                breaker=config.health.breaker,
+                probe_max_age=config.health.probe_max_age,
+            )
+        except PolicyError:
+            raise
+        except ValueError as exc:
+            raise PolicyError(
+                f"the daemon's health windows ([probe] window, slices, min_samples; [health] breaker,"
+                f" probe_max_age): {exc}",
+                path="$.probe",
+            ) from None
+        self.backends = list(backends) if backends is not None else _build_backends(config)
         names = [b.name for b in self.backends]
         if len(set(names)) != len(names):
             raise ValueError(f"two backends share a name among {names}")
@@ -135,7 +168,16 @@ class ProbeDaemon:
         self.started_at = wall_clock()
         self._started_loop = 0.0
         self.url: str | None = None
-        self.scheduler: Scheduler | None = None
+        self.scheduler = Scheduler(
+            list(self.targets.values()),
+            max_concurrent=p.max_concurrent,
+            budget=self.budget,
+            wall_clock=self.wall_clock,
+            redact=self.redact,
+        )
+        self._revision_value = 0  # the last revision published (see Snapshot.revision)
+        self._changes_seen: int | None = None  # the targets' change count it was published for
+        self._snapshot_failing = False  # an outage of the snapshot file is logged once
 
     # -- what is published ------------------------------------------------------------------
 
@@ -165,7 +207,12 @@ class ProbeDaemon:
         )
 
     def _revision(self) -> int:
-        return sum(t.state.revision for t in self.targets.values())
+        """The published revision: bumped to ``max(previous + 1, Unix µs)`` when the data changed."""
+        changes = sum(t.state.revision for t in self.targets.values())
+        if changes != self._changes_seen:
+            self._changes_seen = changes
+            self._revision_value = max(self._revision_value + 1, int(self.wall_clock() * 1e6))
+        return self._revision_value
 
     def health_report(self) -> HealthReport:
         """``GET /v1/health``: the daemon and every backend, now."""
@@ -213,15 +260,43 @@ class ProbeDaemon:
     # -- the snapshot file -----------------------------------------------------------------
 
     def write_snapshot(self) -> bool:
-        """Write the snapshot file now (atomically); ``False`` (and logged) if it failed or there is none."""
+        """Write the snapshot file now (atomically); ``False`` if it failed or there is none.
+
+        A failure is logged as an ERROR once per outage (later failures at DEBUG), and the first
+        write that works again at INFO.
+        """
         if self.snapshot_path is None:
             return False
         try:
             write_atomic(self.snapshot_path, encode_snapshot(self.snapshot()))
         except OSError as exc:
-            _log.error("snapshot: cannot write %s: %s", self.snapshot_path, exc.strerror or exc)
+            if self._snapshot_failing:
+                _log.debug("snapshot: still cannot write %s: %s", self.snapshot_path, exc.strerror or exc)
+            else:
+                self._snapshot_failing = True
+                _log.error(
+                    "snapshot: cannot write %s: %s (retried every %g s; logged once until it works again)",
+                    self.snapshot_path,
+                    exc.strerror or exc,
+                    self.config.probe.snapshot_interval,
+                )
             return False
+        if self._snapshot_failing:
+            self._snapshot_failing = False
+            _log.info("snapshot: writing %s works again", self.snapshot_path)
         return True
+
+    def remove_orphans(self) -> None:
+        """Remove temp files a killed writer of this snapshot file left behind (``.{name}.*.tmp``)."""
+        if self.snapshot_path is None:
+            return
+        try:
+            removed = remove_orphans(self.snapshot_path)
+        except OSError as exc:
+            _log.warning("snapshot: cannot look for orphan temp files next to %s: %s", self.snapshot_path, exc)
+            return
+        if removed:
+            _log.info("snapshot: removed %d orphan temp file(s): %s", len(removed), ", ".join(p.name for p in removed))
 
     def resume(self) -> bool:
         """Resume from the snapshot file, if there is one: counters, last results, budget, histograms.
@@ -250,6 +325,8 @@ class ProbeDaemon:
             except ValueError as exc:
                 _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
         self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
+        self._revision_value = max(self._revision_value, snap.revision)
+        self._changes_seen = None  # the next revision published is above the file's
         _log.info(
             "snapshot: resumed from %s (written %.0f s ago%s)",
             self.snapshot_path,
@@ -280,15 +357,7 @@ class ProbeDaemon:
         self._started_loop = anyio.current_time()
         self.resume()
         resources = Resources()
-        p = self.config.probe
-        self.scheduler = Scheduler(
-            list(self.targets.values()),
-            max_concurrent=p.max_concurrent,
-            budget=self.budget,
-            wall_clock=self.wall_clock,
-            resources=resources,
-            redact=self.redact,
-        )
+        self.scheduler.resources = resources
         started = False
         try:
             async with anyio.create_task_group() as tg:
@@ -301,6 +370,9 @@ class ProbeDaemon:
                     _log.info("probe daemon: serving %s (/healthz, /v1/health, /v1/snapshot, /metrics)", self.url)
                 tg.start_soon(self.scheduler.run)
                 if self.snapshot_path is not None:
+                    # Only now: a daemon that could not bind (another instance holds the port)
+                    # must not remove that instance's temp files.
+                    self.remove_orphans()
                     tg.start_soon(self._snapshot_loop)
                 enabled = sum(t.settings.enabled for t in self.targets.values())
                 _log.info("probe daemon: probing %d backend(s)", enabled)

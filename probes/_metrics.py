@@ -5,9 +5,9 @@ Written by hand (the format is simple): each metric family has one ``# HELP`` an
 HELP text escapes ``\\`` and line feeds; values are Go-style floats (``+Inf``, ``-Inf``,
 ``NaN``); every line ends with ``\\n``. Families:
 
-- ``specexec_probe_latency_seconds`` (summary): quantiles 0.5/0.9/0.99 over the daemon's
-  window, ``_sum``/``_count`` of every successful probe's latency; ``specexec_probe_ttft_seconds``
-  likewise for streamed probes.
+- ``specexec_probe_latency_seconds{backend,query}`` (summary, one per probe query: ``ping``,
+  ``canary``): quantiles 0.5/0.9/0.99 over the daemon's window, ``_sum``/``_count`` of every
+  successful probe's latency; ``specexec_probe_ttft_seconds`` likewise for streamed probes.
 - ``specexec_probe_success_total``, ``specexec_probe_errors_total{kind}``,
   ``specexec_probe_skipped_total`` (counters); ``specexec_probe_success_rate`` (gauge, window).
 - ``specexec_probe_state{state}``, ``specexec_probe_circuit_state{state}`` (one-hot gauges),
@@ -84,9 +84,9 @@ def render(report: HealthReport) -> str:
             (
                 "specexec_probe_latency_seconds",
                 "summary",
-                "Probe latency: quantiles over the window, sum and count of all successful probes.",
+                "Probe latency per probe query: quantiles over the window, sum and count of successful probes.",
             ),
-            ("specexec_probe_ttft_seconds", "summary", "Time to first token of streamed probes."),
+            ("specexec_probe_ttft_seconds", "summary", "Time to first token of streamed probes, per probe query."),
             ("specexec_probe_success_total", "counter", "Successful probes."),
             ("specexec_probe_errors_total", "counter", "Failed probes by error kind."),
             ("specexec_probe_skipped_total", "counter", "Probes not sent because the daily budget was spent."),
@@ -116,14 +116,16 @@ def render(report: HealthReport) -> str:
     for name, b in sorted(report.backends.items()):
         lb: Labels = (("backend", name),)
         lat = f["specexec_probe_latency_seconds"]
-        for q, v in (("0.5", b.p50), ("0.9", b.p90), ("0.99", b.p99)):
-            lat.add(v if v is not None else math.nan, (*lb, ("quantile", q)))
-        lat.add(b.latency_sum, lb, "_sum")
-        lat.add(b.latency_count, lb, "_count")
         ttft = f["specexec_probe_ttft_seconds"]
-        ttft.add(b.ttft_p50 if b.ttft_p50 is not None else math.nan, (*lb, ("quantile", "0.5")))
-        ttft.add(b.ttft_sum, lb, "_sum")
-        ttft.add(b.ttft_count, lb, "_count")
+        for query, qv in b.queries.items():
+            lq: Labels = (*lb, ("query", query))
+            for q, v in (("0.5", qv.p50), ("0.9", qv.p90), ("0.99", qv.p99)):
+                lat.add(v if v is not None else math.nan, (*lq, ("quantile", q)))
+            lat.add(qv.latency_sum, lq, "_sum")
+            lat.add(qv.latency_count, lq, "_count")
+            ttft.add(qv.ttft_p50 if qv.ttft_p50 is not None else math.nan, (*lq, ("quantile", "0.5")))
+            ttft.add(qv.ttft_sum, lq, "_sum")
+            ttft.add(qv.ttft_count, lq, "_count")
         f["specexec_probe_success_total"].add(b.successes, lb)
         for kind, count in sorted(b.errors.items()):
             f["specexec_probe_errors_total"].add(count, (*lb, ("kind", kind)))

@@ -29,6 +29,7 @@ from specexec._resources import Resources, _current
 
 from ._budget import DailyBudget, day_label, utc_day
 from ._config import Canary, TargetSettings
+from ._snapshot import CANARY, PING
 from ._state import ProbeState
 
 __all__ = ["Scheduler", "Target", "probe_cost", "worst_case_cost"]
@@ -181,6 +182,7 @@ class Scheduler:
             _current.reset(token)
         now, wall = anyio.current_time(), self.wall_clock()
         before = (state.state(wall), state.drift)
+        name = CANARY if canary is not None else PING
         cost = 0.0
         if error is not None:
             kind = error.kind if isinstance(error, BackendError) else "error"
@@ -196,11 +198,18 @@ class Scheduler:
                 elapsed=now - start if kind == "timeout" else None,
                 retry_after=retry_after,
                 cost=cost,
+                query=name,
             )
         elif scope.cancelled_caught and response is None:
             cost = worst
             state.record_failure(
-                "timeout", f"no answer within {timeout:g} s", now=now, wall=wall, elapsed=now - start, cost=cost
+                "timeout",
+                f"no answer within {timeout:g} s",
+                now=now,
+                wall=wall,
+                elapsed=now - start,
+                cost=cost,
+                query=name,
             )
         elif not isinstance(response, Response):
             state.record_failure(
@@ -208,12 +217,13 @@ class Scheduler:
                 f"backend returned {type(response).__name__}, not a Response",
                 now=now,
                 wall=wall,
+                query=name,
             )
         else:
             cost = probe_cost(backend, query, response)
             if canary is not None and verdict is None:  # answered, but the verifier ran out of time
                 verdict = (False, f"canary verification did not finish within {timeout:g} s")
-            state.record_success(elapsed, response, now=now, wall=wall, cost=cost, canary=verdict)
+            state.record_success(elapsed, response, now=now, wall=wall, cost=cost, canary=verdict, query=name)
         self._log_changes(target, before, wall)
         return cost
 

@@ -3,7 +3,10 @@
 Probe results go into a ``BackendHealth`` exactly as live attempts do in a service: a success
 records latency (and TTFT when streamed) into its rotating HDR histograms and the model id
 the provider reported; a failure counts by kind and feeds the circuit breaker; a probe cut at
-its timeout is a censored latency sample (the answer would have taken longer). On top of it:
+its timeout is a censored latency sample (the answer would have taken longer). Latency is kept
+per probe query (``QueryStats``): the ``ping``'s windows are the ``BackendHealth``'s own, the
+``canary``'s are separate (it is a longer question; mixed in, it would make a fast backend
+look slow), while every probe's outcome feeds the counters and the breaker. On top of it:
 success/failure counts over the window, the drift flag (reported model ≠ pinned), the canary
 verdict, the state, and the cost. Times: ``now`` is the event loop's clock (for the windows),
 ``wall`` Unix time (for what is published).
@@ -14,13 +17,73 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from specexec import Response
-from specexec._health import BackendHealth, HealthConfig
+from specexec._health import BackendHealth, HealthConfig, LatencyWindow
 from specexec._health._rolling import RollingSums
 
 from ._config import TargetSettings
-from ._snapshot import BackendSnapshot, BackendView, EncodedHistogram, State
+from ._snapshot import (
+    CANARY,
+    PING,
+    BackendSnapshot,
+    BackendView,
+    EncodedHistogram,
+    QuerySnapshot,
+    QueryView,
+    State,
+)
 
-__all__ = ["ProbeState"]
+__all__ = ["ProbeState", "QueryStats"]
+
+_Quantiles = tuple[float | None, float | None, float | None, float | None]  # p50, p90, p99, ttft p50
+_Published = tuple[_Quantiles, EncodedHistogram, EncodedHistogram]
+
+
+class QueryStats:
+    """One probe query's latency and TTFT windows and its sums and counts since the first start."""
+
+    def __init__(self, latency: LatencyWindow, ttft: LatencyWindow) -> None:
+        self.latency = latency
+        self.ttft = ttft
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.ttft_sum = 0.0
+        self.ttft_count = 0
+
+    def record(self, latency: float, ttft: float | None) -> None:
+        """Count a successful probe's latency (its windows are recorded by the caller)."""
+        self.latency_sum += latency
+        self.latency_count += 1
+        if ttft is not None:
+            self.ttft_sum += ttft
+            self.ttft_count += 1
+
+    def publish(self, now: float) -> _Published:
+        """Quantiles and encoded windows at ``now``."""
+        self.latency.refresh(now)
+        self.ttft.refresh(now)
+        quantiles = (
+            self.latency.quantile(0.5, now),
+            self.latency.quantile(0.9, now),
+            self.latency.quantile(0.99, now),
+            self.ttft.quantile(0.5, now),
+        )
+        return quantiles, EncodedHistogram(*self.latency.encode(now)), EncodedHistogram(*self.ttft.encode(now))
+
+    def view_fields(self, quantiles: _Quantiles, now: float) -> dict[str, Any]:
+        """The ``QueryView`` fields."""
+        p50, p90, p99, ttft_p50 = quantiles
+        return {
+            "p50": p50,
+            "p90": p90,
+            "p99": p99,
+            "ttft_p50": ttft_p50,
+            "samples": self.latency.count(now),
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
+            "ttft_sum": self.ttft_sum,
+            "ttft_count": self.ttft_count,
+        }
+
 
 _BUCKETS = 10  # time buckets of the success-rate window
 _SUCCESSES, _FAILURES = 0, 1
@@ -40,6 +103,11 @@ class ProbeState:
         self.provider = provider
         self.region = region
         self.health = BackendHealth(settings.name, health)
+        self._health_config = health
+        self.queries: dict[str, QueryStats] = {PING: QueryStats(self.health.latency, self.health.ttft)}
+        """Latency per probe query: ``ping`` (the ``BackendHealth``'s windows) and ``canary`` if configured."""
+        if settings.canary is not None:
+            self.query_stats(CANARY)
         self._outcomes = RollingSums(health.window, _BUCKETS, 2)
         self.errors: dict[str, int] = {}
         self.consecutive_failures = 0
@@ -54,16 +122,20 @@ class ProbeState:
         self.probes = 0
         self.skipped = 0
         self.cost = 0.0
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.ttft_sum = 0.0
-        self.ttft_count = 0
         self.revision = 0
-        self._cache_key: tuple[int, int, int] | None = None
-        self._cache: (
-            tuple[tuple[float | None, float | None, float | None, float | None], EncodedHistogram, EncodedHistogram]
-            | None
-        ) = None
+        self._cache_key: tuple[object, ...] | None = None
+        self._cache: dict[str, _Published] = {}
+
+    def query_stats(self, query: str) -> QueryStats:
+        """The ``QueryStats`` of probe query ``query`` (made on first use)."""
+        stats = self.queries.get(query)
+        if stats is None:
+            h = self._health_config
+            stats = QueryStats(
+                LatencyWindow(h.window, h.slices, h.min_samples), LatencyWindow(h.window, h.slices, h.min_samples)
+            )
+            self.queries[query] = stats
+        return stats
 
     # -- recording -------------------------------------------------------------------------
 
@@ -92,18 +164,29 @@ class ProbeState:
         wall: float,
         cost: float = 0.0,
         canary: tuple[bool, str] | None = None,
+        query: str | None = None,
     ) -> None:
-        """A probe answered after ``latency`` seconds; ``canary``: ``(passed, reason)`` if it was the canary."""
-        self.health.on_success(latency, now, ttft=response.ttft, model=response.model)
+        """A probe answered after ``latency`` seconds; ``canary``: ``(passed, reason)`` if it was the canary.
+
+        ``query``: which probe query it was (default: ``canary`` when a verdict is given, else ``ping``).
+        """
+        query = query if query is not None else (CANARY if canary is not None else PING)
+        stats = self.query_stats(query)
+        if query == PING:
+            self.health.on_success(latency, now, ttft=response.ttft, model=response.model)
+        else:  # the breaker and counters as on_success does, the latency in this query's own windows
+            self.health.successes += 1
+            if response.model is not None:
+                self.health.last_model = response.model
+            self.health.breaker.on_success(now)
+            stats.latency.record(latency, now)
+            if response.ttft is not None:
+                stats.ttft.record(response.ttft, now)
+        stats.record(latency, response.ttft)
         self._outcomes.add(now, _SUCCESSES)
         self.consecutive_failures = 0
         if response.model:
             self.reported_model = response.model
-        self.latency_sum += latency
-        self.latency_count += 1
-        if response.ttft is not None:
-            self.ttft_sum += response.ttft
-            self.ttft_count += 1
         if canary is not None:
             passed, reason = canary
             self.canary = "passed" if passed else "failed"
@@ -122,12 +205,18 @@ class ProbeState:
         elapsed: float | None = None,
         retry_after: float | None = None,
         cost: float = 0.0,
+        query: str = PING,
     ) -> None:
-        """A probe failed with error ``kind`` (``message`` must already be free of secrets).
+        """Probe query ``query`` failed with error ``kind`` (``message`` must already be free of secrets).
 
-        A ``"timeout"`` after ``elapsed`` seconds is a censored latency sample.
+        A ``"timeout"`` after ``elapsed`` seconds is a censored latency sample of that query.
         """
-        self.health.on_failure(kind, now, retry_after=retry_after, elapsed=elapsed)
+        if query == PING:
+            self.health.on_failure(kind, now, retry_after=retry_after, elapsed=elapsed)
+        else:
+            self.health.on_failure(kind, now, retry_after=retry_after)
+            if kind == "timeout" and elapsed is not None:
+                self.query_stats(query).latency.record_censored(elapsed, now)
         self._outcomes.add(now, _FAILURES)
         self.consecutive_failures += 1
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -158,40 +247,26 @@ class ProbeState:
             return "degraded"
         return "healthy"
 
-    def _latency_data(
-        self, now: float
-    ) -> tuple[tuple[float | None, float | None, float | None, float | None], EncodedHistogram, EncodedHistogram]:
-        """Quantiles and encoded windows, recomputed only when a probe was recorded or data aged out."""
-        latency, ttft = self.health.latency, self.health.ttft
-        key = (self.revision, latency.count(now), ttft.count(now))
-        if self._cache is None or key != self._cache_key:
-            latency.refresh(now)
-            ttft.refresh(now)
-            quantiles = (
-                latency.quantile(0.5, now),
-                latency.quantile(0.9, now),
-                latency.quantile(0.99, now),
-                ttft.quantile(0.5, now),
-            )
-            self._cache = (quantiles, EncodedHistogram(*latency.encode(now)), EncodedHistogram(*ttft.encode(now)))
+    def _latency_data(self, now: float) -> dict[str, _Published]:
+        """Each query's quantiles and encoded windows, recomputed only when a probe was recorded or data aged out."""
+        key = (self.revision, *((name, q.latency.count(now), q.ttft.count(now)) for name, q in self.queries.items()))
+        if key != self._cache_key:
+            self._cache = {name: stats.publish(now) for name, stats in self.queries.items()}
             self._cache_key = key
         return self._cache
 
     def _fields(self, now: float, wall: float) -> dict[str, Any]:
-        (p50, p90, p99, ttft_p50), _, _ = self._latency_data(now)
+        published = self._latency_data(now)
+        ping = self.queries[PING].view_fields(published[PING][0], now)
         successes, failures = self._outcomes.totals(now)
         seen = successes + failures
         return {
+            **ping,
             "provider": self.provider,
             "region": self.region,
             "model": self.settings.pinned_model,
             "state": self.state(wall),
             "circuit": self.health.breaker.state(now),
-            "p50": p50,
-            "p90": p90,
-            "p99": p99,
-            "ttft_p50": ttft_p50,
-            "samples": self.health.latency.count(now),
             "success_rate": successes / seen if seen else None,
             "successes": self.successes,
             "failures": self.failures,
@@ -212,29 +287,34 @@ class ProbeState:
             "skipped": self.skipped,
             "cost": self.cost,
             "interval": self.settings.interval,
-            "latency_sum": self.latency_sum,
-            "latency_count": self.latency_count,
-            "ttft_sum": self.ttft_sum,
-            "ttft_count": self.ttft_count,
         }
 
     def view(self, now: float, wall: float) -> BackendView:
         """The ``/v1/health`` entry at loop time ``now`` / Unix time ``wall``."""
-        return BackendView(**self._fields(now, wall))
+        published = self._latency_data(now)
+        queries = {name: QueryView(**q.view_fields(published[name][0], now)) for name, q in self.queries.items()}
+        return BackendView(**self._fields(now, wall), queries=queries)
 
     def snapshot(self, now: float, wall: float) -> BackendSnapshot:
-        """The ``/v1/snapshot`` entry: the view plus the encoded latency and TTFT windows."""
-        _, latency, ttft = self._latency_data(now)
-        return BackendSnapshot(**self._fields(now, wall), latency=latency, ttft=ttft)
+        """The ``/v1/snapshot`` entry: the view plus each query's encoded latency and TTFT windows."""
+        published = self._latency_data(now)
+        queries = {
+            name: QuerySnapshot(
+                **q.view_fields(published[name][0], now), latency=published[name][1], ttft=published[name][2]
+            )
+            for name, q in self.queries.items()
+        }
+        return BackendSnapshot(**self._fields(now, wall), queries=queries)
 
     # -- resuming --------------------------------------------------------------------------
 
     def restore(self, entry: BackendSnapshot, *, now: float, histograms: bool) -> None:
         """Resume from a snapshot entry of this backend: counters, last results, canary, model.
 
-        With ``histograms`` the encoded windows are merged in (as if just recorded; they then
-        age out with the window). The circuit breaker starts closed. Raises ``ValueError`` on a
-        bad encoding (the counters are restored by then).
+        With ``histograms`` each query's encoded windows are merged in (as if just recorded; they
+        then age out with the window); queries this backend no longer sends are dropped. The
+        circuit breaker starts closed. Raises ``ValueError`` on a bad encoding (the counters
+        are restored by then).
         """
         self.health.successes = entry.successes
         self.health.failures = entry.failures
@@ -247,9 +327,16 @@ class ProbeState:
         self.last_error, self.last_error_at = entry.last_error, entry.last_error_at
         self.last_success_at, self.last_probe_at = entry.last_success_at, entry.last_probe_at
         self.probes, self.skipped, self.cost = entry.probes, entry.skipped, entry.cost
-        self.latency_sum, self.latency_count = entry.latency_sum, entry.latency_count
-        self.ttft_sum, self.ttft_count = entry.ttft_sum, entry.ttft_count
         self.revision += 1
+        for name, saved in entry.queries.items():
+            if name not in self.queries:
+                continue
+            stats = self.queries[name]
+            stats.latency_sum, stats.latency_count = saved.latency_sum, saved.latency_count
+            stats.ttft_sum, stats.ttft_count = saved.ttft_sum, saved.ttft_count
         if histograms:
-            self.health.latency.merge_encoded(entry.latency.observed, entry.latency.censored, now)
-            self.health.ttft.merge_encoded(entry.ttft.observed, entry.ttft.censored, now)
+            for name, saved in entry.queries.items():
+                if name in self.queries:
+                    stats = self.queries[name]
+                    stats.latency.merge_encoded(saved.latency.observed, saved.latency.censored, now)
+                    stats.ttft.merge_encoded(saved.ttft.observed, saved.ttft.censored, now)

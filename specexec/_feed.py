@@ -6,7 +6,8 @@
 
 The wire format is the daemon's snapshot (``probes/_snapshot.py``, msgpack); this module
 reads only the fields it needs, so the daemon may add fields freely (a change of meaning
-bumps the version, which is checked).
+bumps the version, which is checked). It reads versions 1 and 2: a service upgraded before
+its daemon keeps working.
 """
 
 from __future__ import annotations
@@ -27,10 +28,25 @@ from ._health import LatencyWindow
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["SNAPSHOT_VERSION", "HealthFeed", "RemoteHealth"]
+__all__ = [
+    "CANARY",
+    "PING",
+    "READABLE_SNAPSHOT_VERSIONS",
+    "SNAPSHOT_VERSION",
+    "HealthFeed",
+    "RemoteHealth",
+    "RemoteQuery",
+]
 
-SNAPSHOT_VERSION = 1
-"""The probe snapshot version this feed reads."""
+SNAPSHOT_VERSION = 2
+"""The probe snapshot version the daemon writes: one latency histogram per probe query."""
+READABLE_SNAPSHOT_VERSIONS = (1, 2)
+"""The snapshot versions this feed (and the daemon, resuming) reads; version 1 had one histogram
+per backend, mixing the ping and the canary."""
+PING = "ping"
+"""The plain probe query's name in a snapshot's ``queries`` (the one a feed merges)."""
+CANARY = "canary"
+"""The canary question's name in a snapshot's ``queries``."""
 
 _log = logging.getLogger("specexec.feed")
 
@@ -40,14 +56,26 @@ class _Histogram(msgspec.Struct, frozen=True):
     censored: str
 
 
+class RemoteQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """What the daemon said about one probe query of a backend: quantiles over its window (seconds)."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    samples: int = 0
+    latency: _Histogram | None = None
+
+
 class RemoteHealth(msgspec.Struct, frozen=True, kw_only=True):
     """What the probe daemon last said about one backend — information for the application.
 
     ``state`` (``healthy`` / ``degraded`` / ``unhealthy`` / ``unknown``), ``circuit`` (the
     daemon's breaker, fed by probes), ``model`` (pinned) and ``reported_model``, ``drift``,
-    ``p50``/``p90``/``p99`` and ``success_rate`` over the daemon's window, the last error's
-    kind and Unix time, and ``age``: seconds since the daemon's last finished probe of it, as
-    of the moment ``HealthFeed.remote`` is called.
+    ``p50``/``p90``/``p99`` (the ping's, from a version-2 daemon; all probes mixed from a
+    version-1 one) and ``success_rate`` over the daemon's window, ``queries`` (per probe
+    query: ``ping``, ``canary``; empty from a version-1 daemon), the last error's kind and
+    Unix time, and ``age``: seconds since the daemon's last finished probe of it, as of the
+    moment ``HealthFeed.remote`` is called.
     """
 
     state: str
@@ -62,7 +90,8 @@ class RemoteHealth(msgspec.Struct, frozen=True, kw_only=True):
     last_error_kind: str | None = None
     last_error_at: float | None = None
     age: float | None = None
-    latency: _Histogram | None = None
+    queries: dict[str, RemoteQuery] = {}
+    latency: _Histogram | None = None  # version 1: the backend's one (mixed) window
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
@@ -81,6 +110,14 @@ class _Entry:
         self.health = health
         self.fresh_until = fresh_until  # loop time at which this data becomes unknown
         self.observed_at = observed_at  # loop time of the poll that brought it
+
+
+def _probe_histogram(version: int, remote: RemoteHealth) -> _Histogram | None:
+    """The latency window a service takes: the ping's (version 2), or the backend's one (version 1)."""
+    if version == 1:
+        return remote.latency
+    ping = remote.queries.get(PING)
+    return ping.latency if ping is not None else None
 
 
 def _empty_like(window: LatencyWindow) -> LatencyWindow:
@@ -104,8 +141,10 @@ class HealthFeed:
 
     **What a snapshot changes.** Only the *probe* latency window of each backend the runtime
     knows (backends the runtime does not know are ignored): on every poll it is replaced by
-    the daemon's window for that backend — cleared and re-filled from the snapshot's encoded
-    histograms, so probe data is never counted twice — when the daemon calls the backend
+    the daemon's window of that backend's *ping* (the 1-token probe query; never the canary,
+    a longer question whose latency would make a fast backend look slow) — cleared and
+    re-filled from the snapshot's encoded histograms, so probe data is never counted twice —
+    when the daemon calls the backend
     ``healthy``; for a backend the daemon calls ``unhealthy``, ``degraded`` or ``unknown`` it
     is emptied (no probe estimate: a fast 503 or a wrong answer must not make a backend look
     quick). ``BackendHealth.quantile`` then uses live traffic when it has enough samples and
@@ -237,8 +276,9 @@ class HealthFeed:
                 snapshot = _decoder.decode(data)
             except msgspec.DecodeError as exc:
                 raise ValueError(f"not a probe snapshot: {exc}") from None
-            if snapshot.version != SNAPSHOT_VERSION:
-                raise ValueError(f"snapshot version {snapshot.version}, this feed reads {SNAPSHOT_VERSION}")
+            if snapshot.version not in READABLE_SNAPSHOT_VERSIONS:
+                readable = " and ".join(map(str, READABLE_SNAPSHOT_VERSIONS))
+                raise ValueError(f"snapshot version {snapshot.version}, this feed reads {readable}")
         except Exception as exc:
             self._failed(exc)
             self._expire_safely(runtime)
@@ -290,9 +330,10 @@ class HealthFeed:
             )
             health = runtime.health(name)
             window = _empty_like(health.probe_latency)
-            if remote.state == "healthy" and remote.latency is not None:
+            histogram = _probe_histogram(snapshot.version, remote)
+            if remote.state == "healthy" and histogram is not None:
                 try:
-                    window.merge_encoded(remote.latency.observed, remote.latency.censored, now)
+                    window.merge_encoded(histogram.observed, histogram.censored, now)
                 except ValueError as exc:
                     _log.warning("specexec feed: bad latency histogram for %s from %s: %s", name, self.source, exc)
                     window = _empty_like(health.probe_latency)

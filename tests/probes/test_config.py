@@ -89,7 +89,7 @@ def test_a_service_reads_the_same_file(tmp_path: Path) -> None:
     [
         ("[probe]\ninterval = 0.5\n", "$.probe.interval", "Expected `float` >= 1.0"),
         ("[probe]\njitter = 1.5\n", "$.probe.jitter", "< 1.0"),
-        ("[probe]\ntimeout = 0\n", "$.probe.timeout", "> 0.0"),
+        ("[probe]\ntimeout = 0\n", "$.probe.timeout", ">= 0.05"),
         ("[probe]\nmax_concurrent = 0\n", "$.probe.max_concurrent", ">= 1"),
         ("[probe]\ndaily_budget = -1.0\n", "$.probe.daily_budget", ">= 0.0"),
         ("[probe]\nintervall = 5.0\n", "$.probe.intervall", "unknown key"),

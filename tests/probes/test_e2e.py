@@ -298,3 +298,49 @@ def test_a_daemon_that_cannot_bind_exits_with_status_1() -> None:
     assert _os_error(ExceptionGroup("tg", [ExceptionGroup("inner", [error])])) is error
     assert _os_error(ExceptionGroup("tg", [error, ValueError("other")])) is None
     assert _os_error(ValueError("x")) is None
+
+
+def test_after_kill_9_a_restart_removes_orphan_temp_files_and_revisions_keep_growing(tmp_path: Path) -> None:
+    config = tmp_path / "probes.toml"
+    snapshot = tmp_path / "probes.msgpack"
+    config.write_text(
+        '[[backends]]\nkind = "simulated"\nname = "a"\nlatency = 0.001\n'
+        "[probe]\ninterval = 1.0\njitter = 0.0\ntimeout = 1.0\nmin_samples = 1\n"
+        "snapshot_interval = 3600.0\n"  # the file on disk is only the one written at the first clean stop
+    )
+
+    def revision(url: str) -> int:
+        return int(httpx.get(url + "/v1/health", trust_env=False, timeout=5).json()["revision"])
+
+    runs = [tmp_path / f"run{i}" for i in range(3)]
+    for run in runs:
+        run.mkdir()
+    with daemon_process(config, runs[0], "--snapshot", str(snapshot)) as (proc, url, _):
+        _wait(lambda: revision(url) > 0 and read_health(url)["backends"]["a"]["probes"] >= 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    written = read_snapshot_file(snapshot)
+    assert written is not None
+    with daemon_process(config, runs[1], "--snapshot", str(snapshot)) as (proc, url, _):
+        first = revision(url)
+        assert first > written.revision
+        _wait(lambda: read_health(url)["backends"]["a"]["probes"] >= written.backends["a"].probes + 2)
+        served = revision(url)
+        assert served > first
+        proc.kill()  # SIGKILL: no final snapshot; pretend it died in the middle of a write, too
+        proc.wait(5)
+    orphan = tmp_path / ".probes.msgpack.x7k2q9.tmp"
+    orphan.write_bytes(b"half a snapshot")
+    on_disk = read_snapshot_file(snapshot)
+    assert on_disk is not None and on_disk.revision == written.revision < served  # the file is older
+    with daemon_process(config, runs[2], "--snapshot", str(snapshot)) as (proc, url, stderr_path):
+        assert revision(url) > served
+        assert not orphan.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert b"removed 1 orphan temp file" in stderr_path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def read_health(url: str) -> Any:
+    return httpx.get(url + "/v1/health", trust_env=False, timeout=5).json()

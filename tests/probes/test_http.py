@@ -60,7 +60,7 @@ async def test_the_endpoints() -> None:
             r = await client.get("/v1/snapshot")
             assert r.headers["content-type"] == "application/vnd.msgpack"
             snapshot = decode_snapshot(r.content)
-            assert snapshot.backends["b"].latency.observed
+            assert snapshot.backends["b"].queries["ping"].latency.observed
             r = await client.get("/metrics")
             assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
             assert "specexec_probe_latency_seconds" in parse(r.text)

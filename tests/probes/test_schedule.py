@@ -184,8 +184,10 @@ async def test_a_canary_with_the_wrong_answer_marks_the_backend_degraded(caplog:
         await anyio.sleep_until(1.0)
         v = view(daemon, "a")
         assert (v.state, v.canary) == ("degraded", "failed")
-        assert v.canary_reason == "expected '4', got '5'"
-        assert v.p50 is not None and v.p50 < 0.01  # answered fast, still degraded
+        assert v.canary_reason == "expected '4' in the reply, got '5'"
+        canary_p50 = v.queries["canary"].p50
+        assert canary_p50 is not None and canary_p50 < 0.01  # answered fast, still degraded
+        assert v.p50 is None  # the headline latency is the ping's: none sent yet
         await anyio.sleep_until(11.0)  # a plain probe: still degraded
         assert view(daemon, "a").state == "degraded"
         answer["text"] = "4"

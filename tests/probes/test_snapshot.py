@@ -49,7 +49,7 @@ async def test_encode_decode_merge_gives_the_daemons_quantiles() -> None:
             source.refresh(now)
             entry = snapshot.backends[name]
             received = LatencyWindow(600.0, 6, 20)
-            received.merge_encoded(entry.latency.observed, entry.latency.censored, now)
+            received.merge_encoded(entry.queries["ping"].latency.observed, entry.queries["ping"].latency.censored, now)
             assert received.count(now) == source.count(now) == entry.samples >= 250
             for q in QUANTILES:
                 assert received.quantile(q, now) == source.quantile(q, now) is not None
