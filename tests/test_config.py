@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import specexec
@@ -248,3 +249,38 @@ def test_breaker_and_context_window_reach_every_backend_kind(base: str) -> None:
     assert backend.context_window == 8192  # type: ignore[attr-defined]
     plain = specexec.Runtime.from_config(base).backends["a"]
     assert plain.breaker is None and plain.context_window is None  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- decode_toml
+
+
+class _Inner(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    x: int = 0
+
+    def __post_init__(self) -> None:
+        if self.x < 0:
+            raise ValueError("x must be >= 0")  # a plain ValueError, without a path of its own
+
+
+class _Middle(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    items: tuple[_Inner, ...] = ()
+
+
+class _Outer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    middle: _Middle = _Middle()
+
+
+def test_nested_post_init_errors_keep_the_path_of_the_struct_that_raised(tmp_path: Path) -> None:
+    from specexec._toml import decode_toml
+
+    file = tmp_path / "n.toml"
+    file.write_text("[[middle.items]]\nx = 1\n[[middle.items]]\nx = -1\n")
+    with pytest.raises(specexec.PolicyError) as info:
+        decode_toml(file, _Outer)
+    assert (info.value.path, info.value.source) == ("$.middle.items[1]", str(file))
+    assert str(info.value) == f"{file}: x must be >= 0 (at $.middle.items[1])"
+
+
+def test_star_still_skips_every_unknown_section() -> None:
+    config = specexec.config.RuntimeConfig.load(SIM + "\n[heath]\nwindow = 1.0\n", extra=("*",))
+    assert [b.name for b in config.backends] == ["a"]
