@@ -50,7 +50,8 @@ def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = (
     except RecursionError:
         raise PolicyError(f"not valid TOML: nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
     known = tuple(getattr(type_, "__struct_fields__", ()))
-    if known and isinstance(raw, dict):
+    config = getattr(type_, "__struct_config__", None)
+    if known and isinstance(raw, dict) and getattr(config, "forbid_unknown_fields", False):
         if "*" in ignore:
             raw = {k: v for k, v in raw.items() if k in known}
         else:
