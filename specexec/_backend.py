@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from ._checks import check_int, check_number
 from ._errors import PolicyError
 from ._health import BreakerConfig
 from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
@@ -19,6 +20,19 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rpm: float | None = None
     tpm: float | None = None
     max_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("rpm", "tpm"):
+            value = getattr(self, field)
+            if value is not None:
+                check_number(value, f"$.{field}", gt=0.0, unit="per minute; leave it out for no limit")
+        if self.max_concurrency is not None:
+            check_int(
+                self.max_concurrency,
+                "$.max_concurrency",
+                ge=1,
+                why=" (0 would never admit an attempt; leave it out for no limit)",
+            )
 
 
 @runtime_checkable
@@ -68,11 +82,11 @@ class BackendBase:
         if not isinstance(name, str) or not name:
             raise PolicyError(f"backend name must be a non-empty string, got {name!r}", path="$.name")
         for field, price in (("input_price", input_price), ("output_price", output_price)):
-            if not isinstance(price, (int, float)) or price < 0:
-                raise PolicyError(
-                    f"{field} must be a non-negative number (USD per 1M tokens), got {price!r}",
-                    path=f"$.backends.{name}.{field}",
-                )
+            check_number(price, f"$.backends.{name}.{field}", ge=0.0, unit="USD per 1M tokens")
+        if limits is not None and not isinstance(limits, Limits):
+            raise PolicyError(
+                f"limits must be a specexec.Limits, got {type(limits).__name__}", path=f"$.backends.{name}.limits"
+            )
         if context_window is not None and (
             not isinstance(context_window, int) or isinstance(context_window, bool) or context_window < 1
         ):

@@ -11,6 +11,9 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from ._checks import check_number
+from ._errors import PolicyError
+
 
 class Rng(Protocol):
     """What a distribution draws from: ``random.Random`` or the simulator's keyed streams."""
@@ -40,7 +43,7 @@ class Constant(_Dist, tag="constant", frozen=True):
     value: float
 
     def __post_init__(self) -> None:
-        _check_non_negative("value", self.value)
+        check_number(self.value, "$.value", ge=0.0, unit="seconds")
 
     def sample(self, rng: Rng) -> float:
         """Return ``value``."""
@@ -54,8 +57,8 @@ class LogNormal(_Dist, tag="lognormal", frozen=True):
     sigma: float = 0.25
 
     def __post_init__(self) -> None:
-        _check_positive("median", self.median)
-        _check_non_negative("sigma", self.sigma)
+        check_number(self.median, "$.median", gt=0.0, unit="seconds")
+        check_number(self.sigma, "$.sigma", ge=0.0)
 
     def sample(self, rng: Rng) -> float:
         """Draw ``median * exp(sigma * N(0, 1))``."""
@@ -69,9 +72,10 @@ class Uniform(_Dist, tag="uniform", frozen=True):
     high: float
 
     def __post_init__(self) -> None:
-        _check_non_negative("low", self.low)
+        check_number(self.low, "$.low", ge=0.0, unit="seconds")
+        check_number(self.high, "$.high", ge=0.0, unit="seconds")
         if self.high < self.low:
-            raise ValueError(f"uniform: high ({self.high}) must be >= low ({self.low})")
+            raise PolicyError(f"uniform: high ({self.high}) must be >= low ({self.low})", path="$.high")
 
     def sample(self, rng: Rng) -> float:
         """Draw uniformly from [low, high]."""
@@ -85,7 +89,7 @@ class Scaled(_Dist, tag="scaled", frozen=True):
     factor: float
 
     def __post_init__(self) -> None:
-        _check_positive("factor", self.factor)
+        check_number(self.factor, "$.factor", gt=0.0)
 
     def sample(self, rng: Rng) -> float:
         """Draw from ``base`` and scale."""
@@ -98,6 +102,9 @@ class Component(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight: float
     dist: Distribution
 
+    def __post_init__(self) -> None:
+        check_number(self.weight, "$.weight", ge=0.0)
+
 
 class Mixture(_Dist, tag="mixture", frozen=True):
     """Draw from one of ``components``, chosen with probability proportional to its weight."""
@@ -106,11 +113,10 @@ class Mixture(_Dist, tag="mixture", frozen=True):
 
     def __post_init__(self) -> None:
         if not self.components:
-            raise ValueError("mixture needs at least one component")
-        for c in self.components:
-            _check_non_negative("weight", c.weight)
-        if sum(c.weight for c in self.components) <= 0:
-            raise ValueError("mixture weights must not all be zero")
+            raise PolicyError("a mixture needs at least one component", path="$.components")
+        total = sum(c.weight for c in self.components)
+        if not 0 < total < math.inf:
+            raise PolicyError(f"mixture weights must add up to a finite number > 0, got {total!r}", path="$.components")
 
     def sample(self, rng: Rng) -> float:
         """Pick a component by weight, then draw from it."""
@@ -129,8 +135,7 @@ DistributionKind = Literal["constant", "lognormal", "uniform", "scaled", "mixtur
 
 def slow_tail(base: Distribution, probability: float = 0.05, factor: float = 10.0) -> Mixture:
     """``base`` most of the time, ``factor`` times slower with ``probability``."""
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"probability must be within [0, 1], got {probability}")
+    check_number(probability, "$.probability", ge=0.0, le=1.0)
     return Mixture((Component(1.0 - probability, base), Component(probability, Scaled(base, factor))))
 
 
@@ -141,13 +146,3 @@ def as_distribution(latency: float | Distribution) -> Distribution:
     if isinstance(latency, (int, float)) and not isinstance(latency, bool):
         return Constant(float(latency))
     raise TypeError(f"latency must be seconds (float) or a distribution, got {latency!r}")
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or value <= 0 or math.isnan(value):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")

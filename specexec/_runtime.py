@@ -145,7 +145,7 @@ class Runtime:
         ``specexec.config``. ``options`` go to the constructor (``sinks=``, ``feeds=``, ...)."""
         from .config import RuntimeConfig
 
-        config = RuntimeConfig.load(source, extra=("*",))
+        config = RuntimeConfig.load(source, extra=options.pop("extra", ()))
         return cls(config.build_backends(), health=config.health, **options)
 
     @property

@@ -17,12 +17,14 @@ import anyio
 import msgspec
 
 from ._backend import BackendBase, Limits
+from ._checks import check_int, check_number, is_number
 from ._distributions import Distribution, Rng, as_distribution
 from ._errors import (
     AuthError,
     BackendError,
     BadRequest,
     BadResponse,
+    PolicyError,
     RateLimited,
     Timeout,
     Unavailable,
@@ -95,6 +97,29 @@ class Slowdown(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     end: float
     factor: float
 
+    def __post_init__(self) -> None:
+        for field in ("start", "end"):  # infinite ends are fine: open-ended brownouts
+            value = getattr(self, field)
+            if not is_number(value) or math.isnan(value):
+                raise PolicyError(
+                    f"{field} must be a time in seconds on the loop clock, got {value!r}", path=f"$.{field}"
+                )
+        if not self.end >= self.start:
+            raise PolicyError(
+                f"a slowdown must end (got {self.end}) at or after it starts ({self.start})", path="$.end"
+            )
+        check_number(self.factor, "$.factor", gt=0.0, unit="times the normal latency")
+
+
+def _latency(latency: object, path: str) -> Distribution:
+    """``latency`` (seconds or a distribution) as a distribution, or ``PolicyError`` at ``path``."""
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        check_number(latency, path, ge=0.0, unit="seconds, or a distribution")
+    try:
+        return as_distribution(latency)  # type: ignore[arg-type]
+    except TypeError:
+        raise PolicyError(f"latency must be seconds or a distribution, got {latency!r}", path=path) from None
+
 
 class SimulatedBackend(BackendBase):
     """A backend with a seeded latency distribution, fault injection and fixed usage.
@@ -144,19 +169,26 @@ class SimulatedBackend(BackendBase):
             context_window=context_window,
             breaker=breaker,
         )
-        self.latency = as_distribution(latency)
+        where = f"$.backends.{name}"
+        self.latency = _latency(latency, f"{where}.latency")
         self.errors = dict(errors or {})
         for kind, rate in self.errors.items():
             if kind not in ERROR_KINDS:
-                raise ValueError(
-                    f"SimulatedBackend {name!r}: unknown error kind {kind!r}; known: {sorted(ERROR_KINDS)}"
+                raise PolicyError(
+                    f"unknown error kind {kind!r}; known: {', '.join(sorted(ERROR_KINDS))}",
+                    path=f"{where}.errors.{kind}",
                 )
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(
-                    f"SimulatedBackend {name!r}: error rate for {kind!r} must be within [0, 1], got {rate}"
-                )
+            check_number(rate, f"{where}.errors.{kind}", ge=0.0, le=1.0, what=f"the error rate for {kind!r}")
+        check_number(stall, f"{where}.stall", ge=0.0, le=1.0, unit="a probability")
         if sum(self.errors.values()) + stall > 1.0:
-            raise ValueError(f"SimulatedBackend {name!r}: error and stall rates add up to more than 1")
+            raise PolicyError(
+                f"error and stall rates add up to more than 1 ({sum(self.errors.values()) + stall:g})",
+                path=f"{where}.errors",
+            )
+        check_number(error_latency, f"{where}.error_latency", ge=0.0, unit="a multiple of the drawn latency")
+        if retry_after is not None:
+            check_number(retry_after, f"{where}.retry_after", ge=0.0, unit="seconds")
+        check_int(output_tokens, f"{where}.output_tokens", ge=0)
         self.seed = seed
         self.error_latency = error_latency
         self.retry_after = retry_after

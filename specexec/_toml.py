@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 
 from ._errors import PolicyError
 
@@ -22,27 +24,110 @@ def read_toml_source(source: str | Path) -> tuple[str, str | None]:
             return path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
             raise PolicyError(f"cannot read config file: {exc.strerror}", source=str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise PolicyError(
+                f"config file is not UTF-8 text (byte {exc.start}): save it as UTF-8", source=str(path)
+            ) from None
+        except ValueError as exc:  # e.g. a NUL in the name
+            raise PolicyError(f"not a usable file name: {exc}", source=repr(str(source))) from None
     return source, None
 
 
-def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = ()) -> T:
+def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = (), sections: bool = False) -> T:
     """Decode TOML into ``type_``, turning every error into a ``PolicyError`` with file and key path.
 
-    ``ignore`` lists top-level keys to drop before validation (``"*"``: every key ``type_``
-    does not know).
+    A top-level key ``type_`` does not know is an error that names the closest known one
+    (``unknown section [heath]; did you mean [health]?``), unless it is listed in ``ignore``
+    (other readers' sections, dropped before validation); ``"*"`` in ``ignore`` drops every
+    unknown key. ``sections``: the top-level keys are sections (the error says so). Errors
+    raised by a nested struct's ``__post_init__`` keep that struct's path.
     """
     text, origin = read_toml_source(source)
     try:
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}", source=origin) from None
-    if ignore:
-        known = set(getattr(type_, "__struct_fields__", ()))
-        raw = {k: v for k, v in raw.items() if k in known or ("*" not in ignore and k not in ignore)}
+    except RecursionError:
+        raise PolicyError(f"not valid TOML: nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
+    known = tuple(getattr(type_, "__struct_fields__", ()))
+    config = getattr(type_, "__struct_config__", None)
+    if known and isinstance(raw, dict) and getattr(config, "forbid_unknown_fields", False):
+        if "*" in ignore:
+            raw = {k: v for k, v in raw.items() if k in known}
+        else:
+            for key, value in raw.items():
+                if key not in known and key not in ignore:
+                    raise unknown_top_level(key, value, type_, ignore, origin, sections=sections)
+            raw = {k: v for k, v in raw.items() if k in known}
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
         raise validation_error(exc, origin) from None
+    except RecursionError:
+        raise PolicyError(f"nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
+
+
+_MAX_DEPTH_HINT = "a few hundred"
+
+
+def _table_style(t: mi.Type) -> str:
+    """How a field of this type is written at the top level of a TOML file: ``[[{}]]``, ``[{}]`` or ``{}``."""
+
+    def is_table(t: mi.Type) -> bool:
+        if isinstance(t, mi.UnionType):
+            members = [m for m in t.types if not isinstance(m, mi.NoneType)]
+            return bool(members) and all(is_table(m) for m in members)
+        return isinstance(t, (mi.StructType, mi.DictType, mi.TypedDictType, mi.DataclassType))
+
+    if isinstance(t, mi.UnionType):
+        members = [m for m in t.types if not isinstance(m, mi.NoneType)]
+        t = members[0] if len(members) == 1 else t
+    if isinstance(t, (mi.ListType, mi.VarTupleType)) and is_table(t.item_type):
+        return "[[{}]]"
+    return "[{}]" if is_table(t) else "{}"
+
+
+def unknown_top_level(
+    key: str, value: object, type_: type, ignore: Sequence[str], origin: str | None, *, sections: bool = False
+) -> PolicyError:
+    """The error for a top-level ``key`` that ``type_`` does not know, naming the closest known one.
+
+    With ``sections`` (a file of sections, such as ``RuntimeConfig``'s) tables are named as
+    written (``unknown section [heath]; did you mean [health]?``) and the message lists the
+    file's sections and the skipped ones; otherwise ``unknown key 'x'; did you mean 'y'?``.
+    """
+    names = list(getattr(type_, "__struct_fields__", ()))
+    styles = dict.fromkeys(names, "{}")
+    if sections:
+        try:
+            styles = {f.name: _table_style(f.type) for f in mi.type_info(type_).fields}  # type: ignore[attr-defined]
+        except Exception:  # a type msgspec cannot describe: name the sections plainly
+            styles = dict.fromkeys(names, "[{}]")
+    skipped = sorted(name for name in ignore if name != "*")
+    close = difflib.get_close_matches(key, [*styles, *skipped], n=1, cutoff=0.6)
+    if not sections:
+        suggestion = f"; did you mean {close[0]!r}?" if close else ""
+        return PolicyError(
+            f"unknown key {key!r}{suggestion} (check its spelling; known: {', '.join(names)})",
+            path=f"$.{key}",
+            source=origin,
+        )
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        written, what = f"[[{key}]]", "section"
+    elif isinstance(value, dict):
+        written, what = f"[{key}]", "section"
+    else:
+        written, what = repr(key), "key"
+    suggestion = f"; did you mean {styles.get(close[0], '[{}]').format(close[0])}?" if close else "."
+    known = " and ".join(", ".join(style.format(n) for n, style in styles.items()).rsplit(", ", 1))
+    others = ", ".join(f"[{name}]" for name in skipped)
+    others_text = f" ({others} are skipped: other readers of the file own them)" if others else ""
+    return PolicyError(
+        f"unknown {what} {written}{suggestion} This file's sections are {known}{others_text}. "
+        f"Fix the spelling, or declare a section that another program reads with extra=({key!r},).",
+        path=f"$.{key}",
+        source=origin,
+    )
 
 
 def validation_error(exc: msgspec.ValidationError, origin: str | None) -> PolicyError:

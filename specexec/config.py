@@ -14,6 +14,10 @@ and the benchmark CLI.
     input_price = 0.15                    # USD per 1M tokens
     output_price = 0.60
     limits = { rpm = 500, max_concurrency = 32 }
+    context_window = 128000               # tokens; a query that cannot fit is not sent here
+    breaker = { failure_threshold = 3, cooldown = 30 }   # this backend's own breaker
+    timeout = { connect = 2.0, read = 60.0 }             # or a number: the read timeout
+    http = { max_connections = 32 }                      # specexec.backends.HttpConfig
 
     [[backends]]
     kind = "anthropic"
@@ -30,24 +34,39 @@ and the benchmark CLI.
     [health]
     window = 60.0
 
-Errors name the file and the key path: ``PolicyError: backends.toml: Expected `float`, got
-`str` (at $.backends[1].input_price)``.
+Every value is checked when the file is loaded, with the same checks the backend
+constructors make (each entry is built once while it is validated): a bad value is a
+``PolicyError`` naming the file and the key path, ``PolicyError: backends.toml: Expected
+`float`, got `str` (at $.backends[1].input_price)``; NaN and infinities are refused wherever
+a number is read.
+
+Sections. ``[[backends]]`` and ``[health]`` are this module's; the sections in
+``OTHER_SECTIONS`` belong to other readers of the same file (``[probe]``: the probe daemon,
+...) and are skipped. Any other top-level name is an error that suggests the closest known
+one (``unknown section [heath]; did you mean [health]?``). A program that keeps its own
+section in the file declares it: ``RuntimeConfig.load(path, extra=("myapp",))`` (or
+``Runtime.from_config(path, extra=("myapp",))``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
 
 from ._backend import Backend, Limits
+from ._checks import check_finite_fields, check_number
 from ._distributions import Distribution
-from ._health import HealthConfig
-from ._simulated import ERROR_KINDS, SimulatedBackend
+from ._errors import PolicyError
+from ._health import BreakerConfig, HealthConfig
+from ._simulated import SimulatedBackend
 from ._toml import decode_toml
+from .backends import HttpConfig, HttpTimeouts
 
 __all__ = [
+    "OTHER_SECTIONS",
     "AnthropicConfig",
     "BackendConfig",
     "OpenAIConfig",
@@ -55,6 +74,19 @@ __all__ = [
     "SimulatedConfig",
     "load_backends",
 ]
+
+OTHER_SECTIONS: frozenset[str] = frozenset({"probe", "bench", "eval", "router", "routes", "policies"})
+"""Top-level sections that other readers of a shared config file own, skipped by
+``RuntimeConfig.load``: ``[probe]`` (the probe daemon, ``probes``), ``[bench]`` and
+``[eval]`` (benchmark and evaluation tools), ``[router]`` and ``[routes]`` (the routing
+layer), ``[policies]`` (policies kept beside their backends, as in benchmark scenarios).
+Any other unknown section is an error; declare your own with ``extra=``."""
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110 ``token``)."""
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters a header value must not hold: CR and LF would split the request (header
+injection), the other control characters are refused by HTTP/1.1 servers."""
 
 
 class _Common(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
@@ -64,19 +96,79 @@ class _Common(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
     input_price: float = 0.0
     output_price: float = 0.0
     limits: Limits = Limits()
+    context_window: int | None = None
+    breaker: BreakerConfig | None = None
+
+    def __post_init__(self) -> None:
+        self._check()
+        try:
+            self.build()  # the constructor's own checks, so that a loaded config always builds
+        except PolicyError as exc:
+            raise _relative(exc, self.name) from None
+
+    def _check(self) -> None:
+        """Checks of this entry that its backend's constructor does not make."""
 
     def build(self) -> Backend:
         """Make the backend this entry describes."""
         raise NotImplementedError
 
 
-class OpenAIConfig(_Common, tag="openai", frozen=True):
+def _relative(exc: PolicyError, name: str) -> PolicyError:
+    """A constructor's error (paths ``$.backends.NAME.field``) relative to this entry (``$.field``);
+    the loader prefixes the entry's own path (``$.backends[0]``)."""
+    message = str(exc).removesuffix(f" (at {exc.path})")
+    prefix = f"$.backends.{name}"
+    path = exc.path
+    if path == prefix or path.startswith(prefix + "."):
+        path = "$" + path[len(prefix) :]
+    return PolicyError(message, path=path)
+
+
+def _check_headers(headers: Mapping[str, str]) -> None:
+    for key, value in headers.items():
+        if not _HTTP_TOKEN.fullmatch(key):
+            raise PolicyError(
+                f"{key!r} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                path="$.headers",
+            )
+        if _CONTROL.search(value):  # never echo the value: it may be a credential
+            raise PolicyError(
+                f"the value of header {key!r} contains a newline or another control character; "
+                "a header value is one line of text",
+                path=f"$.headers.{key}",
+            )
+
+
+class _HttpCommon(_Common, frozen=True):
+    """What the HTTP backends share: extra headers, timeouts, connection pools."""
+
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout: HttpTimeouts | float = HttpTimeouts()
+    http: HttpConfig = HttpConfig()
+
+    def _check(self) -> None:
+        _check_headers(self.headers)
+        if isinstance(self.timeout, HttpTimeouts):
+            check_finite_fields(self.timeout, "$.timeout")
+        else:
+            check_number(self.timeout, "$.timeout", gt=0.0, unit="seconds: the read timeout", what="timeout")
+        check_finite_fields(self.http, "$.http")
+
+    @property
+    def timeouts(self) -> HttpTimeouts:
+        """``timeout`` as ``HttpTimeouts`` (a number is the read timeout)."""
+        if isinstance(self.timeout, HttpTimeouts):
+            return self.timeout
+        return HttpTimeouts(read=float(self.timeout))
+
+
+class OpenAIConfig(_HttpCommon, tag="openai", frozen=True):
     """An OpenAI-compatible chat-completions endpoint."""
 
     base_url: str = "https://api.openai.com/v1"
     model: str = ""
     api_key_env: str | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
     stream: bool = False
 
     def build(self) -> Backend:
@@ -95,10 +187,14 @@ class OpenAIConfig(_Common, tag="openai", frozen=True):
             input_price=self.input_price,
             output_price=self.output_price,
             limits=self.limits,
+            context_window=self.context_window,
+            breaker=self.breaker,
+            timeout=self.timeouts,
+            http=self.http,
         )
 
 
-class AnthropicConfig(_Common, tag="anthropic", frozen=True):
+class AnthropicConfig(_HttpCommon, tag="anthropic", frozen=True):
     """An Anthropic Messages API endpoint."""
 
     base_url: str = "https://api.anthropic.com/v1"
@@ -117,12 +213,17 @@ class AnthropicConfig(_Common, tag="anthropic", frozen=True):
             model=self.model,
             api_key_env=self.api_key_env,
             anthropic_version=self.anthropic_version,
+            headers=self.headers,
             stream=self.stream,
             provider=self.provider or "anthropic",
             region=self.region,
             input_price=self.input_price,
             output_price=self.output_price,
             limits=self.limits,
+            context_window=self.context_window,
+            breaker=self.breaker,
+            timeout=self.timeouts,
+            http=self.http,
         )
 
 
@@ -155,12 +256,9 @@ class SimulatedConfig(_Common, tag="simulated", frozen=True):
             input_price=self.input_price,
             output_price=self.output_price,
             limits=self.limits,
+            context_window=self.context_window,
+            breaker=self.breaker,
         )
-
-    def __post_init__(self) -> None:
-        for kind in self.errors:
-            if kind not in ERROR_KINDS:
-                raise ValueError(f"unknown error kind {kind!r}; known: {', '.join(sorted(ERROR_KINDS))}")
 
 
 BackendConfig = OpenAIConfig | AnthropicConfig | SimulatedConfig
@@ -175,22 +273,36 @@ class RuntimeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
-        for b in self.backends:
+        for i, b in enumerate(self.backends):
             if b.name in seen:
-                raise ValueError(f"two backends are named {b.name!r}")
+                raise PolicyError(
+                    f"two backends are named {b.name!r}: give each a name of its own", path=f"$.backends[{i}].name"
+                )
             seen.add(b.name)
 
     @classmethod
     def load(cls, source: str | Path, *, extra: Sequence[str] = ()) -> RuntimeConfig:
-        """Load from a TOML file path or TOML text; top-level tables named in ``extra`` are
-        ignored (other tools' sections of a shared file)."""
-        return decode_toml(source, cls, ignore=extra)
+        """Load from a TOML file path or TOML text.
+
+        Top-level sections other than this struct's fields are errors, except
+        ``OTHER_SECTIONS`` and the names in ``extra`` (sections the caller reads itself),
+        which are skipped; ``extra=("*",)`` skips every unknown section (not recommended:
+        typos then go unnoticed).
+        """
+        return decode_toml(source, cls, ignore=(*OTHER_SECTIONS, *_names(extra)), sections=True)
 
     def build_backends(self) -> list[Backend]:
         """Make every backend."""
         return [b.build() for b in self.backends]
 
 
-def load_backends(source: str | Path) -> list[Backend]:
-    """The backends of a TOML file (or text) with ``[[backends]]`` entries."""
-    return RuntimeConfig.load(source, extra=("*",)).build_backends()
+def _names(extra: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(extra, str):  # extra="myapp" means the section, not its letters
+        return (extra,)
+    return tuple(extra)
+
+
+def load_backends(source: str | Path, *, extra: Sequence[str] = ()) -> list[Backend]:
+    """The backends of a TOML file (or text) with ``[[backends]]`` entries (sections as for
+    ``RuntimeConfig.load``)."""
+    return RuntimeConfig.load(source, extra=extra).build_backends()

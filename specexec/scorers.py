@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import inspect
 import re
+import string
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import msgspec
 
+from ._checks import check_int
+from ._errors import PolicyError
 from ._query import Query, Response
 from .verifiers import VerifierSpec, check
 
@@ -99,6 +102,15 @@ class Majority(_Spec, tag="majority", frozen=True):
 
     extract: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.extract is not None:
+            try:
+                re.compile(self.extract)
+            except re.error as exc:
+                raise PolicyError(
+                    f"extract is not a valid regular expression ({exc}): {self.extract!r}", path="$.extract"
+                ) from None
+
     async def score_all(self, query: Query, candidates: Sequence[Candidate], ctx: ScoreContext) -> list[float]:
         """Count votes per normalised answer."""
         answers = [self.answer(c.response.text) for c in candidates]
@@ -154,6 +166,12 @@ class LlmJudge(_Spec, tag="llm_judge", frozen=True):
     max_tokens: int = 8
     per_response = True
 
+    def __post_init__(self) -> None:
+        if not self.backend:
+            raise PolicyError("backend must name the judge's backend", path="$.backend")
+        check_int(self.max_tokens, "$.max_tokens", ge=1, why=" (the judge's reply is a number: 8 is plenty)")
+        _check_judge_prompt(self.prompt)
+
     async def score_one(self, query: Query, candidate: Candidate, ctx: ScoreContext) -> float:
         """Send the judge prompt and parse the first number of the reply."""
         judge_query = Query(
@@ -166,6 +184,29 @@ class LlmJudge(_Spec, tag="llm_judge", frozen=True):
         if m is None:
             raise ValueError(f"judge reply has no rating: {reply.text[:80]!r}")
         return min(10.0, float(m.group(0))) / 10.0
+
+
+_JUDGE_FIELDS = frozenset({"question", "answer"})
+
+
+def _check_judge_prompt(prompt: str) -> None:
+    """A judge prompt may use ``{question}`` and ``{answer}`` (and ``{{``/``}}`` for braces), nothing else."""
+    hint = "a judge prompt may use only {question} and {answer} (write {{ and }} for literal braces)"
+    try:
+        fields = [(name, conversion) for _, name, _, conversion in string.Formatter().parse(prompt) if name is not None]
+    except ValueError as exc:
+        raise PolicyError(f"prompt does not format ({exc}): {hint}", path="$.prompt") from None
+    for name, conversion in fields:
+        if name not in _JUDGE_FIELDS:
+            raise PolicyError(
+                f"prompt has the placeholder {{{name}}}, which the judge does not fill: {hint}", path="$.prompt"
+            )
+        if conversion not in (None, "r", "s", "a"):
+            raise PolicyError(f"prompt has {{{name}!{conversion}}}, an unknown conversion: {hint}", path="$.prompt")
+    try:
+        prompt.format(question="", answer="")
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise PolicyError(f"prompt does not format ({exc}): {hint}", path="$.prompt") from None
 
 
 ScorerSpec = Majority | ByVerifierThenCheapest | LlmJudge

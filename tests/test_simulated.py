@@ -70,3 +70,62 @@ async def test_slowdown_window(timing: object) -> None:
     t0 = anyio.current_time()
     await backend.complete(specexec.Query("q"))
     assert anyio.current_time() - t0 == pytest.approx(0.5, abs=getattr(timing, "tolerance", 0) * 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"errors": {"timeout": float("nan")}}, "$.backends.s.errors.timeout"),
+        ({"errors": {"timeout": 1.5}}, "$.backends.s.errors.timeout"),
+        ({"errors": {"timeout": -0.1}}, "$.backends.s.errors.timeout"),
+        ({"errors": {"gremlins": 0.5}}, "$.backends.s.errors.gremlins"),
+        ({"errors": {"timeout": 0.6, "unavailable": 0.6}}, "$.backends.s.errors"),
+        ({"stall": float("nan")}, "$.backends.s.stall"),
+        ({"stall": 2.0}, "$.backends.s.stall"),
+        ({"stall": 0.5, "errors": {"timeout": 0.6}}, "$.backends.s.errors"),
+        ({"output_tokens": -3}, "$.backends.s.output_tokens"),
+        ({"output_tokens": 1.5}, "$.backends.s.output_tokens"),
+        ({"latency": float("nan")}, "$.backends.s.latency"),
+        ({"latency": float("inf")}, "$.backends.s.latency"),
+        ({"latency": -0.01}, "$.backends.s.latency"),
+        ({"latency": "fast"}, "$.backends.s.latency"),
+        ({"error_latency": float("nan")}, "$.backends.s.error_latency"),
+        ({"retry_after": float("inf")}, "$.backends.s.retry_after"),
+        ({"retry_after": -1.0}, "$.backends.s.retry_after"),
+    ],
+    ids=repr,
+)
+def test_bad_simulated_settings_are_policy_errors_naming_the_field(kwargs: dict[str, object], path: str) -> None:
+    with pytest.raises(specexec.PolicyError) as info:
+        SimulatedBackend("s", **kwargs)  # type: ignore[arg-type]
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("make", "path"),
+    [
+        (lambda: specexec.Constant(float("inf")), "$.value"),
+        (lambda: specexec.Constant(float("nan")), "$.value"),
+        (lambda: LogNormal(float("inf")), "$.median"),
+        (lambda: LogNormal(0.04, float("nan")), "$.sigma"),
+        (lambda: specexec.Uniform(0.0, float("inf")), "$.high"),
+        (lambda: specexec.Uniform(float("nan"), 1.0), "$.low"),
+        (lambda: specexec.Uniform(2.0, 1.0), "$.high"),
+        (lambda: specexec.Scaled(specexec.Constant(1.0), float("inf")), "$.factor"),
+        (lambda: specexec.Component(float("nan"), specexec.Constant(1.0)), "$.weight"),
+        (lambda: specexec.Mixture(()), "$.components"),
+        (lambda: specexec.Slowdown(0.0, 1.0, float("nan")), "$.factor"),
+        (lambda: specexec.Slowdown(2.0, 1.0, 2.0), "$.end"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_distribution_parameters_must_be_finite(make: object, path: str) -> None:
+    with pytest.raises(specexec.PolicyError) as info:
+        make()  # type: ignore[operator]
+    assert info.value.path == path
+
+
+def test_open_ended_slowdowns_are_fine() -> None:
+    assert specexec.Slowdown(0.0, float("inf"), 3.0).end == float("inf")
+    with pytest.raises(specexec.PolicyError):
+        specexec.Slowdown(float("nan"), 1.0, 3.0)

@@ -7,6 +7,8 @@ import math
 
 import msgspec
 
+from .._checks import check_int, check_number
+from .._errors import PolicyError
 from ._breaker import BreakerConfig, CircuitBreaker
 from ._latency import LatencyWindow
 from ._limits import ConcurrencyLimit, RateLimiter
@@ -14,6 +16,12 @@ from ._limits import ConcurrencyLimit, RateLimiter
 _log = logging.getLogger("specexec")
 _NEUTRAL_KINDS = frozenset({"context_window"})
 """Failures that are about the request, not the backend's health: the breaker does not count them."""
+
+MAX_SLICES = 60
+"""The most rotating slices a latency window may have. Each slice holds an observed and a
+censored HDR histogram (≈ 27 KB each at 1 µs–1 h, 2 significant figures) in each of a
+backend's three windows (latency, probe latency, TTFT): ≈ 165 KB per slice per backend,
+so 60 slices take ≈ 10 MB per backend and ``slices = 1000000`` would take 165 GB."""
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -38,10 +46,20 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auth_cooldown: float = 600.0
 
     def __post_init__(self) -> None:
-        if not self.window > 0 or not self.probe_max_age > 0:
-            raise ValueError("window and probe_max_age must be positive (seconds)")
-        if self.slices < 1 or self.min_samples < 1 or self.probe_min_samples < 1:
-            raise ValueError("slices, min_samples and probe_min_samples must be at least 1")
+        check_number(self.window, "$.window", gt=0.0, unit="seconds")
+        check_int(self.slices, "$.slices", ge=1)
+        if self.slices > MAX_SLICES:
+            raise PolicyError(
+                f"slices must be at most {MAX_SLICES}, got {self.slices}: each slice keeps six HDR latency "
+                f"histograms per backend (≈ 165 KB), so {MAX_SLICES} already take ≈ 10 MB per backend; "
+                "fewer, longer slices age data out just as well",
+                path="$.slices",
+            )
+        check_int(self.min_samples, "$.min_samples", ge=1)
+        check_number(self.probe_max_age, "$.probe_max_age", gt=0.0, unit="seconds")
+        check_int(self.probe_min_samples, "$.probe_min_samples", ge=1)
+        check_number(self.max_retry_after, "$.max_retry_after", ge=0.0, unit="seconds")
+        check_number(self.auth_cooldown, "$.auth_cooldown", ge=0.0, unit="seconds")
 
 
 class BackendHealth:

@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from .._checks import check_int, check_number
 from ._rolling import RollingSums
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -30,16 +31,11 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cooldown: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be at least 1, got {self.failure_threshold}")
-        if not 0.0 < self.error_rate <= 1.0:
-            raise ValueError(f"error_rate must be in (0, 1], got {self.error_rate}")
-        if not self.window > 0:
-            raise ValueError(f"window must be positive (seconds), got {self.window}")
-        if self.min_requests < 1:
-            raise ValueError(f"min_requests must be at least 1, got {self.min_requests}")
-        if not self.cooldown >= 0:
-            raise ValueError(f"cooldown must be >= 0 (seconds), got {self.cooldown}")
+        check_int(self.failure_threshold, "$.failure_threshold", ge=1)
+        check_number(self.error_rate, "$.error_rate", gt=0.0, le=1.0, unit="a share of the outcomes")
+        check_number(self.window, "$.window", gt=0.0, unit="seconds")
+        check_int(self.min_requests, "$.min_requests", ge=1)
+        check_number(self.cooldown, "$.cooldown", ge=0.0, unit="seconds")
 
 
 class CircuitBreaker:

@@ -51,8 +51,10 @@ class ConcurrencyLimit:
     """At most ``limit`` attempts in flight (``None``: no limit)."""
 
     def __init__(self, limit: int | None) -> None:
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(
+                f"limit must be at least 1 (or None: no limit), got {limit!r}: {limit!r} would never admit"
+            )
         self.limit = limit
         self._in_use = 0
 

@@ -142,3 +142,27 @@ def test_config_defaults_and_validation() -> None:
     for bad in ({"failure_threshold": 0}, {"window": 0.0}, {"min_requests": 0}, {"cooldown": -1.0}):
         with pytest.raises(ValueError):
             BreakerConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"failure_threshold": 0}, "$.failure_threshold"),
+        ({"failure_threshold": 2.5}, "$.failure_threshold"),
+        ({"error_rate": float("nan")}, "$.error_rate"),
+        ({"error_rate": 0.0}, "$.error_rate"),
+        ({"window": float("nan")}, "$.window"),
+        ({"window": float("inf")}, "$.window"),
+        ({"min_requests": 0}, "$.min_requests"),
+        ({"cooldown": float("nan")}, "$.cooldown"),
+        ({"cooldown": float("inf")}, "$.cooldown"),
+        ({"cooldown": -1.0}, "$.cooldown"),
+    ],
+    ids=repr,
+)
+def test_breaker_config_rejects_nan_inf_and_out_of_range_naming_the_field(kwargs: dict[str, float], path: str) -> None:
+    from specexec import PolicyError
+
+    with pytest.raises(PolicyError) as info:
+        BreakerConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.path == path and path[2:] in str(info.value)
