@@ -43,13 +43,16 @@ from ._policy import Policy as Policy
 from ._query import Message as Message
 from ._query import Query as Query
 from ._query import Response as Response
+from ._query import StreamChunk as StreamChunk
 from ._query import Usage as Usage
 from ._runtime import HealthFeedLike as HealthFeedLike
 from ._runtime import Runtime as Runtime
 from ._runtime import default_runtime as default_runtime
 from ._runtime import run as run
+from ._runtime import stream as stream
 from ._simulated import SimulatedBackend as SimulatedBackend
 from ._simulated import Slowdown as Slowdown
+from ._stream import Stream as Stream
 from ._trace import AttemptRecord as AttemptRecord
 from ._trace import JsonLinesSink as JsonLinesSink
 from ._trace import LoggingSink as LoggingSink

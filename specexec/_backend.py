@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import msgspec
 
 from ._checks import check_int, check_number
 from ._errors import PolicyError
 from ._health import BreakerConfig
-from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
+from ._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
 
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -41,6 +41,9 @@ class Backend(Protocol):
 
     ``complete`` turns a ``Query`` into a ``Response`` or raises a ``BackendError``; it must
     let cancellation through (a cancelled attempt stops at once and releases what it holds).
+    Optionally, ``async def stream(query) -> AsyncIterator[StreamChunk]`` (an async generator)
+    yields the answer as it is generated; ``specexec.stream`` uses it (without it, the whole
+    answer of ``complete`` is one chunk).
     Prices are USD per 1M tokens.
     """
 
@@ -116,14 +119,15 @@ class BackendBase:
         return f"<{type(self).__name__} {self.name} {self.model}@{self.provider}/{self.region}>"
 
 
-CompleteFn = Callable[[Query], Awaitable[Response | str]]
+CompleteFn = Callable[[Query], Awaitable[Response | str]] | Callable[[Query], AsyncIterator[str | StreamChunk]]
 
 
 class CallableBackend(BackendBase):
-    """A backend around any async function ``fn(query) -> Response | str``.
+    """A backend around any async function ``fn(query) -> Response | str``, or an async
+    generator function ``fn(query)`` yielding ``str`` pieces (or ``StreamChunk``s): a streaming backend.
 
-    A returned ``str`` becomes a ``Response`` whose usage is estimated (and marked so) and
-    whose model is this backend's pinned model.
+    A returned ``str`` (or the joined pieces) becomes a ``Response`` whose usage is estimated
+    (and marked so) and whose model is this backend's pinned model.
     """
 
     def __init__(
@@ -154,13 +158,38 @@ class CallableBackend(BackendBase):
             breaker=breaker,
         )
         self._fn = fn
+        self._streams = inspect.isasyncgenfunction(fn)
+
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        """The pieces an async generator function yields (a plain function's answer in one piece)."""
+        if not self._streams:
+            response = await self.complete(query)
+            yield StreamChunk(response.text, response.usage, response.model, response.finish_reason)
+            return
+        pieces = cast("AsyncIterator[str | StreamChunk]", self._fn(query))
+        try:
+            async for piece in pieces:
+                if isinstance(piece, StreamChunk):
+                    yield piece
+                elif isinstance(piece, str):
+                    yield StreamChunk(piece)
+                else:
+                    raise TypeError(
+                        f"CallableBackend {self.name!r}: the generator yielded {type(piece).__name__}, "
+                        "expected str or StreamChunk"
+                    )
+        finally:
+            await cast("Any", pieces).aclose()
 
     async def complete(self, query: Query) -> Response:
         """Call the wrapped function; wrap a plain string answer into a ``Response``."""
-        pending = self._fn(query)
-        if not inspect.isawaitable(pending):
-            raise TypeError(f"CallableBackend {self.name!r}: fn must be async (return an awaitable), got {pending!r}")
-        out = await pending
+        if self._streams:
+            parts: list[str] = []
+            async for chunk in self.stream(query):
+                parts.append(chunk.text)
+            out: object = "".join(parts)
+        else:
+            out = await self._await(query)
         if isinstance(out, Response):
             return out
         if isinstance(out, str):
@@ -171,3 +200,9 @@ class CallableBackend(BackendBase):
             )
             return Response(text=out, usage=usage, model=self.model)
         raise TypeError(f"CallableBackend {self.name!r}: fn returned {type(out).__name__}, expected Response or str")
+
+    async def _await(self, query: Query) -> object:
+        pending = self._fn(query)
+        if not inspect.isawaitable(pending):
+            raise TypeError(f"CallableBackend {self.name!r}: fn must be async (return an awaitable), got {pending!r}")
+        return await pending

@@ -15,16 +15,18 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import loop_clock
 from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout, Unavailable
-from ._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
+from ._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
 from .verifiers import check
@@ -57,7 +59,7 @@ class Result(msgspec.Struct):
 class _Attempt:
     """Book-keeping of one launched attempt (the public face is its ``AttemptRecord``)."""
 
-    __slots__ = ("record", "reserved", "response", "started", "state")
+    __slots__ = ("parts", "record", "reserved", "response", "scope", "started", "state")
 
     def __init__(self, state: BackendState, record: AttemptRecord, reserved: float, started: float) -> None:
         self.state = state
@@ -65,13 +67,24 @@ class _Attempt:
         self.reserved = reserved
         self.started = started
         self.response: Response | None = None
+        self.scope: anyio.CancelScope | None = None  # streams: each attempt can be cancelled alone
+        self.parts: list[str] = []  # streams: the text received so far
 
 
 class _Run:
     """One call of ``run``: the scheduler state and the loop."""
 
-    def __init__(self, runtime: Runtime, query: Query, policy: Policy, states: Sequence[BackendState]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        query: Query,
+        policy: Policy,
+        states: Sequence[BackendState],
+        sink: MemoryObjectSendStream[str] | None = None,
+    ) -> None:
         self.rt = runtime
+        self.sink = sink  # a stream: the committed attempt's text goes here
+        self.stream_error: BackendError | None = None  # the committed stream failed after commit
         self.query = query
         self.policy = policy
         self.now = loop_clock()
@@ -230,7 +243,13 @@ class _Run:
         if kind == "auto":
             assert self.policy.budget is not None
             q = 1.0 - self.policy.budget.max_extra_load
-        value = self.primary.health.quantile(q, now) if self.primary is not None else None
+        primary = self.primary
+        if primary is None:
+            value = None
+        elif self.sink is not None:  # a stream: hedge on the first token
+            value = primary.health.ttft_quantile(q, now)
+        else:
+            value = primary.health.quantile(q, now)
         if value is None:
             value = self.policy.fallback_delay
         return min(max(value, self.policy.min_delay), self.policy.max_delay)
@@ -419,6 +438,9 @@ class _Run:
 
     async def _attempt(self, attempt: _Attempt) -> None:
         """Call the backend, verify (and score), and report; always ends in one outcome."""
+        if self.sink is not None:
+            await self._stream_attempt(attempt)
+            return
         state, record = attempt.state, attempt.record
         health = state.health
         try:
@@ -510,6 +532,11 @@ class _Run:
                 attempt.state.health.on_cancelled(now - attempt.started, now)
             else:  # cancelled while verifying or scoring: it did answer
                 attempt.state.health.on_unverified(now)
+            if self.sink is not None:
+                if attempt.parts:
+                    self._charge_received(attempt)
+                else:
+                    attempt.state.health.on_no_first_token(now - attempt.started, now)
             record.reason = self._cancel_reason()
         attempt.state.health.release()
         self.in_flight.remove(attempt)
@@ -518,7 +545,8 @@ class _Run:
 
     def _cancel_reason(self) -> str:
         if self.winner is not None:
-            return f"{self.winner.record.backend} answered first"
+            verb = "committed" if self.sink is not None else "answered"
+            return f"{self.winner.record.backend} {verb} first"
         if self.fatal is not None:
             return "run stopped by a fatal error"
         if self.policy.deadline is not None and self.now() >= self.t0 + self.policy.deadline:
@@ -596,6 +624,170 @@ class _Run:
         latency = attempt.record.latency or 0.0
         return Candidate(attempt.state.name, attempt.response, latency, attempt.record.cost)
 
+    # -- streams: the attempt body of a stream (the race loop is the same) ----------------------
+
+    async def _stream_attempt(self, attempt: _Attempt) -> None:
+        """Read one attempt's stream; commit it (first token / verified prefix / whole answer)
+        and forward its text to the caller, or fail, reject or be cancelled before that."""
+        record, health, policy = attempt.record, attempt.state.health, self.policy
+        try:
+            if self.winner is not None:  # launched just before another stream committed
+                return
+            with anyio.CancelScope() as attempt.scope:
+                try:
+                    done = await self._read_stream(attempt)
+                except Exception as exc:
+                    self._stream_failed(attempt, exc)
+                    return
+                if not done:
+                    return
+                response = attempt.response
+                assert response is not None
+                ended = self.now()
+                record.ended = ended - self.t0
+                if attempt is not self.winner:  # the whole answer decides (shorter than the prefix, or "complete")
+                    verifiers = policy.verify_prefix if policy.commit == "first_token" else policy.verify
+                    if not await self._stream_verdict(attempt, verifiers, response):
+                        return
+                    if not self._commit(attempt, "its whole answer passed" if verifiers else "it answered"):
+                        return
+                    await self._forward(attempt)
+                elif policy.verify:
+                    verdict = await check(policy.verify, self.query, response)
+                    self._event(
+                        "verified after commit", f"{record.backend}: {'ok' if verdict.accept else verdict.reason}"
+                    )
+                health.on_success(record.latency or 0.0, ended, None, response.model)
+                attempt.state.throttle.on_success()
+                record.outcome = "accepted"
+        finally:
+            self._ended(attempt)
+
+    async def _read_stream(self, attempt: _Attempt) -> bool:
+        """Read chunks to the end (True, ``attempt.response`` set), or stop early (False: rejected
+        by the prefix verifiers, or another stream committed first)."""
+        state, record, policy, parts = attempt.state, attempt.record, self.policy, attempt.parts
+        usage: Usage | None = None
+        model: str | None = None
+        finish: str | None = None
+        first_token_commit = policy.commit == "first_token"
+        size = 0
+        async with _open_stream(state.backend, self.query) as chunks:
+            while (chunk := await self._next_chunk(attempt, chunks)) is not None:
+                usage = chunk.usage or usage
+                model = chunk.model or model
+                finish = chunk.finish_reason or finish
+                if not chunk.text:
+                    continue
+                if not parts:
+                    now = self.now()
+                    record.ttft = now - attempt.started
+                    state.health.on_first_token(record.ttft, now)
+                parts.append(chunk.text)
+                size += len(chunk.text)
+                if attempt is self.winner:
+                    assert self.sink is not None
+                    await self.sink.send(chunk.text)
+                elif first_token_commit and size >= policy.prefix_chars:
+                    prefix = Response("".join(parts), model=model, ttft=record.ttft)
+                    if not await self._stream_verdict(attempt, policy.verify_prefix, prefix):
+                        return False
+                    why = "its prefix passed verify_prefix" if policy.verify_prefix else "first token"
+                    if not self._commit(attempt, why):
+                        return False
+                    await self._forward(attempt)
+        text = "".join(parts)
+        if usage is None:
+            usage = Usage(
+                state.input_tokens(self.query, self.input_estimate),
+                min(estimate_tokens(text), self.query.max_tokens),
+                estimated=True,
+            )
+        attempt.response = Response(text, usage, model=model, ttft=record.ttft, finish_reason=finish)
+        record.latency, record.model = self.now() - attempt.started, model
+        self._settle(attempt, attempt.response)
+        return True
+
+    async def _next_chunk(self, attempt: _Attempt, chunks: AsyncIterator[StreamChunk]) -> StreamChunk | None:
+        """The next chunk, ``None`` at the end; ``Timeout`` when the first token (``attempt_timeout``)
+        or the next one once begun (``stall_timeout``) is late."""
+        policy = self.policy
+        if attempt.parts:
+            limit, what = policy.stall_timeout, f"stream stalled: no new text for {policy.stall_timeout}s"
+        elif policy.attempt_timeout is not None:
+            limit = attempt.started + policy.attempt_timeout - self.now()
+            what = f"no first token within attempt_timeout={policy.attempt_timeout:g}s"
+        else:
+            limit, what = None, ""
+        if limit is None:
+            return await anext(chunks, None)
+        with anyio.move_on_after(limit):
+            return await anext(chunks, None)
+        raise Timeout(what, backend=attempt.state.name)
+
+    async def _stream_verdict(self, attempt: _Attempt, verifiers: Sequence[Any], response: Response) -> bool:
+        """Apply ``verifiers`` to (a prefix of) a streamed answer; a rejection launches the next."""
+        if not verifiers:
+            return True
+        verdict = await check(verifiers, self.query, response)
+        if verdict.accept:
+            return True
+        record = attempt.record
+        now = self.now()
+        record.ended, record.outcome, record.reason = now - self.t0, "rejected", verdict.reason
+        attempt.state.health.on_rejected(now - attempt.started, now)
+        attempt.state.throttle.on_success()
+        self._charge_received(attempt)
+        self.owed += 1
+        return False
+
+    def _commit(self, attempt: _Attempt, why: str) -> bool:
+        """Make ``attempt`` the stream the caller reads; cancel every other attempt. False if another
+        stream committed first (this one is then cancelled)."""
+        if self.winner is not None:
+            if attempt.scope is not None:
+                attempt.scope.cancel()
+            return False
+        self.winner = attempt
+        self._event("commit", f"{attempt.record.backend}: {why}")
+        for other in self.in_flight:
+            if other is not attempt and other.scope is not None:
+                other.scope.cancel()
+        return True
+
+    async def _forward(self, attempt: _Attempt) -> None:
+        """Send what the committed attempt received before its commit."""
+        assert self.sink is not None
+        for part in attempt.parts:
+            await self.sink.send(part)
+
+    def _stream_failed(self, attempt: _Attempt, exc: Exception) -> None:
+        """A stream failed: before commit like any failed attempt; after, the stream ends with it."""
+        partial = attempt.parts and getattr(exc, "partial_usage", None) is None
+        if attempt is self.winner:
+            now = self.now()
+            record = attempt.record
+            record.ended, record.latency, record.outcome, record.error = (
+                now - self.t0,
+                now - attempt.started,
+                "failed",
+                exc,
+            )
+            self._record_failure(attempt, exc, now)
+            self.stream_error = exc if isinstance(exc, BackendError) else _after_commit_error(exc, attempt.state.name)
+        else:
+            self._failed(attempt, exc)
+        if partial:
+            self._charge_received(attempt)
+
+    def _charge_received(self, attempt: _Attempt) -> None:
+        """A stream that stopped early is charged its input and the text it sent (the provider bills it)."""
+        record, state = attempt.record, attempt.state
+        output = min(estimate_tokens("".join(attempt.parts)), self.query.max_tokens)
+        record.input_tokens = state.input_tokens(self.query, self.input_estimate)
+        record.output_tokens, record.usage_estimated = output, True
+        self._charge(attempt, (record.input_tokens * state.input_price + output * state.output_price) / 1e6)
+
     # -- the end -----------------------------------------------------------------------------
 
     async def _finish(self) -> Result:
@@ -604,7 +796,12 @@ class _Run:
         if self.fatal is not None:
             trace.outcome = "fatal"
             raise self.fatal
+        if self.stream_error is not None:
+            trace.outcome = "stream_failed"
+            raise self.stream_error
         winner = self.winner
+        if winner is not None and winner.record.outcome != "accepted":  # a committed stream cut short
+            return self._fail()
         if winner is None and self.accepted:
             winner = await self._best()
         if winner is None:
@@ -649,6 +846,34 @@ class _Run:
             raise BudgetExceeded(f"no candidate fits max_cost=${self.policy.max_cost}: {summary}", trace=trace)
         trace.outcome = "no_acceptable"
         raise NoAcceptableResponse(f"no acceptable response after {self.launched} attempt(s): {summary}", trace=trace)
+
+
+def _after_commit_error(exc: Exception, backend: str) -> BackendError:
+    """A non-``BackendError`` from a committed stream, as the typed error the caller sees."""
+    from ._errors import BadResponse
+
+    return BadResponse(f"stream failed after commit: {type(exc).__name__}: {exc}", backend=backend)
+
+
+@asynccontextmanager
+async def _open_stream(backend: Any, query: Query) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    """The backend's ``stream(query)`` (closed on exit), or its ``complete`` as one chunk."""
+    stream = getattr(backend, "stream", None)
+    if stream is None:
+        yield _whole(backend, query)
+        return
+    chunks = stream(query)
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _whole(backend: Any, query: Query) -> AsyncIterator[StreamChunk]:
+    response: Response = await backend.complete(query)
+    yield StreamChunk(response.text, response.usage, response.model, response.finish_reason)
 
 
 class _ScoreContext:
@@ -714,6 +939,13 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-async def execute(runtime: Runtime, query: Query, policy: Policy, states: Sequence[BackendState]) -> Result:
-    """Run ``policy`` for ``query`` over the resolved backend ``states``."""
-    return await _Run(runtime, query, policy, states).execute()
+async def execute(
+    runtime: Runtime,
+    query: Query,
+    policy: Policy,
+    states: Sequence[BackendState],
+    sink: MemoryObjectSendStream[str] | None = None,
+) -> Result:
+    """Run ``policy`` for ``query`` over the resolved backend ``states``; with a ``sink``, as a
+    stream whose committed attempt's text is sent there."""
+    return await _Run(runtime, query, policy, states, sink).execute()

@@ -36,6 +36,7 @@ from .scorers import ScoreFn, Scorer, ScorerSpec
 from .verifiers import Verifier, VerifierSpec
 
 Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
+Commit = Literal["first_token", "complete"]
 Order = Literal["as_listed", "latency", "cost"]
 CandidateRef: TypeAlias = "str | Backend"
 
@@ -43,6 +44,8 @@ DEFAULT_FALLBACK_DELAY = 0.2
 """Hedge delay (seconds) used while a quantile delay has too few samples to be trusted."""
 DEFAULT_MAX_DELAY = 30.0
 """Ceiling of an adaptive hedge delay (seconds)."""
+DEFAULT_STALL_TIMEOUT = 30.0
+"""Seconds a stream may go without new text once it has begun (before and after commit)."""
 DEFAULT_FATAL: tuple[str, ...] = ("bad_request",)
 """Error kinds that end a run: a request that is itself wrong (not a context-window overflow)."""
 DEFAULT_BACKOFF = 0.1
@@ -177,6 +180,13 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
       the failover throttle. Attempts total at most ``max_attempts * (1 + retries)``.
     - ``panic``: when every candidate is skipped because its breaker is open, try the one whose
       cooldown ends first instead of failing with no attempt (Envoy's panic threshold).
+    - Streams (``specexec.stream``): ``commit="first_token"`` commits to the first attempt whose
+      first ``prefix_chars`` characters (or whole text, if shorter) pass ``verify_prefix``;
+      ``"complete"`` buffers each answer, verifies it whole with ``verify``, then streams it.
+      ``stall_timeout``: seconds a begun stream may go without new text (before commit: the
+      attempt fails and the next launches; after: the stream ends with ``Timeout``). For a
+      stream, ``delay`` times the first token (``"p95"`` reads the TTFT histogram) and
+      ``attempt_timeout`` bounds the time to commit.
     """
 
     candidates: tuple[CandidateRef, ...]
@@ -202,6 +212,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     max_backoff: float = DEFAULT_MAX_BACKOFF
     jitter: bool = True
     panic: bool = True
+    verify_prefix: tuple[Verifier, ...] = ()
+    prefix_chars: int = 1
+    commit: Commit = "first_token"
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -304,6 +318,10 @@ class _Knobs(TypedDict, total=False):
     max_backoff: float
     jitter: bool
     panic: bool
+    verify_prefix: Sequence[Verifier]
+    prefix_chars: int
+    commit: Commit
+    stall_timeout: float | None
     name: str | None
 
 
@@ -334,6 +352,7 @@ class _PolicyFile(Policy, frozen=True, forbid_unknown_fields=True):
 
     candidates: tuple[str, ...]
     verify: tuple[VerifierSpec, ...] = ()
+    verify_prefix: tuple[VerifierSpec, ...] = ()
     scorer: ScorerSpec | None = None
     budget: HedgeBudgetConfig | Literal["none"] | None = _UNSET_BUDGET  # type: ignore[assignment]
 
@@ -355,7 +374,12 @@ def _make(cls: type[Policy], candidates: Sequence[CandidateRef], mode: Mode, kno
 
 
 def _validate(p: Policy) -> None:
-    for name in ("candidates", "verify", "fatal"):  # accept any sequence; store a tuple (hashable, immutable)
+    for name in (
+        "candidates",
+        "verify",
+        "fatal",
+        "verify_prefix",
+    ):  # accept any sequence; store a tuple (hashable, immutable)
         value = getattr(p, name)
         if isinstance(value, (list, tuple)) and not isinstance(value, tuple):
             msgspec.structs.force_setattr(p, name, tuple(value))
@@ -395,9 +419,21 @@ def _validate(p: Policy) -> None:
         raise PolicyError(f"scorer must be a Scorer or a callable, got {p.scorer!r}", path="$.scorer")
     if p.accept_score is not None and p.scorer is None:
         raise PolicyError("accept_score needs a scorer", path="$.accept_score")
-    for i, v in enumerate(p.verify):
-        if not callable(v):
-            raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.verify[{i}]")
+    for field in ("verify", "verify_prefix"):
+        for i, v in enumerate(getattr(p, field)):
+            if not callable(v):
+                raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.{field}[{i}]")
+    _require_int(p.prefix_chars, 1, "prefix_chars", "$.prefix_chars")
+    _require(
+        p.commit in ("first_token", "complete"), "commit must be 'first_token' or 'complete'", p.commit, "$.commit"
+    )
+    if p.stall_timeout is not None:
+        _require(
+            _is_finite(p.stall_timeout) and p.stall_timeout > 0,
+            "stall_timeout must be a finite positive number",
+            p.stall_timeout,
+            "$.stall_timeout",
+        )
     for name in ("max_cost", "deadline", "attempt_timeout"):
         value = getattr(p, name)
         if value is not None:

@@ -90,6 +90,19 @@ class Response(msgspec.Struct, frozen=True):
     raw: Any = None
 
 
+class StreamChunk(msgspec.Struct, frozen=True):
+    """One piece of a streamed answer (what ``Backend.stream`` yields).
+
+    ``text`` is the new text (may be empty); the last chunks of a stream may carry the
+    provider's ``usage``, the ``model`` id it reports and the ``finish_reason``.
+    """
+
+    text: str = ""
+    usage: Usage | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+
+
 def estimate_tokens(text: str) -> int:
     """An upper bound on the tokens of ``text`` for cost reservation.
 

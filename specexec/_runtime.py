@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._backend import Backend, BackendBase
 from ._engine import Result, execute
@@ -25,6 +26,7 @@ from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
 from ._policy import HedgeBudgetConfig, Policy
 from ._query import Query, as_query, estimate_input_tokens
 from ._resources import Resources, _current
+from ._stream import Stream
 from ._trace import Trace, TraceSink
 
 _log = logging.getLogger("specexec")
@@ -224,6 +226,25 @@ class Runtime:
         finally:
             _current.reset(token)
 
+    def stream(self, query: str | Query, policy: Policy) -> Stream:
+        """Stream the answer to ``query`` under ``policy``: ``async with rt.stream(q, p) as s:
+        async for delta in s: ...``; ``s.result`` after the end. The attempts race to their
+        first token (or a verified prefix); the caller reads only the committed attempt's text.
+        When the ``async with`` exits, every attempt it started has finished or been cancelled."""
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a specexec.Policy, got {type(policy).__name__}")
+        q = as_query(query)
+        states = self.resolve(policy)
+
+        async def start(sink: MemoryObjectSendStream[str]) -> Result:
+            token = _current.set(self._resources)
+            try:
+                return await execute(self, q, policy, states, sink)
+            finally:
+                _current.reset(token)
+
+        return Stream(start)
+
     async def __aenter__(self) -> Runtime:
         if self._resources is not None:
             raise RuntimeError("this Runtime is already entered")
@@ -269,3 +290,8 @@ async def run(query: str | Query, policy: Policy, *, runtime: Runtime | None = N
     started has finished or been cancelled; the caller's cancellation propagates.
     """
     return await (runtime or default_runtime()).run(query, policy)
+
+
+def stream(query: str | Query, policy: Policy, *, runtime: Runtime | None = None) -> Stream:
+    """Stream the answer to ``query`` under ``policy`` (see ``Runtime.stream``)."""
+    return (runtime or default_runtime()).stream(query, policy)

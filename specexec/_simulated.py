@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -30,7 +30,7 @@ from ._errors import (
     Unavailable,
 )
 from ._health import BreakerConfig
-from ._query import Query, Response, Usage, estimate_input_tokens
+from ._query import Query, Response, StreamChunk, Usage, estimate_input_tokens
 
 ERROR_KINDS: dict[str, type[BackendError]] = {
     "rate_limited": RateLimited,
@@ -131,6 +131,11 @@ class SimulatedBackend(BackendBase):
     - ``reply``: the text, or a function of the query; ``output_tokens`` the usage reported
       (capped at the query's ``max_tokens``); ``reported_model`` the model id it claims.
     - ``slowdowns``: scheduled brownouts on the loop clock.
+    - Streaming (``stream``): with ``ttft`` (seconds or a distribution) the first of
+      ``output_tokens`` pieces of the reply comes after a drawn TTFT and each next one
+      ``token_time`` later (both scaled by slowdowns); faults come before the first token
+      (after ``error_latency`` × the TTFT). Without ``ttft`` the stream is the whole reply in
+      one piece after the drawn latency. With ``ttft``, ``complete`` takes as long as the stream.
 
     ``calls``, ``completed`` and ``cancelled`` count what happened (for tests).
     """
@@ -149,6 +154,8 @@ class SimulatedBackend(BackendBase):
         output_tokens: int = 16,
         reported_model: str | None = None,
         slowdowns: Sequence[Slowdown] = (),
+        ttft: float | Distribution | None = None,
+        token_time: float | Distribution = 0.0,
         provider: str = "sim",
         region: str = "local",
         model: str | None = None,
@@ -171,6 +178,8 @@ class SimulatedBackend(BackendBase):
         )
         where = f"$.backends.{name}"
         self.latency = _latency(latency, f"{where}.latency")
+        self.ttft = _latency(ttft, f"{where}.ttft") if ttft is not None else None
+        self.token_time = _latency(token_time, f"{where}.token_time")
         self.errors = dict(errors or {})
         for kind, rate in self.errors.items():
             if kind not in ERROR_KINDS:
@@ -217,25 +226,67 @@ class SimulatedBackend(BackendBase):
                 factor *= s.factor
         return factor
 
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        """Stream the reply (see the class docstring); cancellation is let through at once."""
+        if self.ttft is None:
+            response = await self.complete(query)
+            yield StreamChunk(response.text, response.usage, response.model, "stop")
+            return
+        self.calls += 1
+        rng = self._rng_for(query)
+        ttft = self.ttft.sample(rng) * self._factor(anyio.current_time())
+        n = min(self.output_tokens, query.max_tokens)
+        gaps = [self.token_time.sample(rng) for _ in range(max(n - 1, 0))]
+        try:
+            await self._fault_or_wait(rng, ttft)
+            text = self.reply(query) if callable(self.reply) else self.reply
+            pieces = [text[i * len(text) // n : (i + 1) * len(text) // n] for i in range(n)] if n else [text]
+            for i, piece in enumerate(pieces):
+                if i:
+                    await anyio.sleep(gaps[i - 1] * self._factor(anyio.current_time()))
+                yield StreamChunk(piece)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        self.completed += 1
+        usage = Usage(input_tokens=estimate_input_tokens(query), output_tokens=n)
+        yield StreamChunk(usage=usage, model=self.reported_model or self.model, finish_reason="stop")
+
+    async def _fault_or_wait(self, rng: Rng, latency: float) -> None:
+        """Stall, or fail with a drawn fault after ``error_latency`` × ``latency``, or sleep ``latency``."""
+        roll = rng.random()
+        if roll < self.stall:
+            await anyio.sleep_forever()
+        roll -= self.stall
+        for kind, rate in self.errors.items():
+            if roll < rate:
+                await anyio.sleep(latency * self.error_latency)
+                raise self._error(kind)
+            roll -= rate
+        await anyio.sleep(latency)
+
     async def complete(self, query: Query) -> Response:
         """Sleep the drawn latency (on the loop clock), then answer or raise the drawn fault.
 
         Cancellation is let through at once (and counted in ``cancelled``).
         """
+        if self.ttft is not None:  # a streaming simulation: the answer takes as long as its stream
+            started = anyio.current_time()
+            parts: list[str] = []
+            first: float | None = None
+            final = StreamChunk()
+            async for chunk in self.stream(query):
+                if chunk.text and first is None:
+                    first = anyio.current_time() - started
+                parts.append(chunk.text)
+                final = chunk if chunk.usage is not None else final
+            usage = final.usage or Usage()
+            return Response("".join(parts), usage, model=final.model, ttft=first, finish_reason="stop")
         self.calls += 1
         rng = self._rng_for(query)
         latency = self.latency.sample(rng) * self._factor(anyio.current_time())
-        roll = rng.random()
         try:
-            if roll < self.stall:
-                await anyio.sleep_forever()
-            roll -= self.stall
-            for kind, rate in self.errors.items():
-                if roll < rate:
-                    await anyio.sleep(latency * self.error_latency)
-                    raise self._error(kind)
-                roll -= rate
-            await anyio.sleep(latency)
+            await self._fault_or_wait(rng, latency)
         except anyio.get_cancelled_exc_class():
             self.cancelled += 1
             raise

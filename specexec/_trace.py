@@ -53,7 +53,7 @@ class TraceEvent(msgspec.Struct):
     detail: str = ""
 
 
-RunOutcome = Literal["running", "ok", "no_acceptable", "deadline", "budget", "fatal", "cancelled"]
+RunOutcome = Literal["running", "ok", "no_acceptable", "deadline", "budget", "fatal", "stream_failed", "cancelled"]
 
 
 class Trace(msgspec.Struct):

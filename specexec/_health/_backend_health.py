@@ -17,6 +17,7 @@ _log = logging.getLogger("specexec")
 _NEUTRAL_KINDS = frozenset({"context_window"})
 """Failures that are about the request, not the backend's health: the breaker does not count them."""
 
+_MAX_SAMPLES = 10**9  # a warm-up gate no window can ever reach is a typo, not a setting
 MAX_SLICES = 60
 """The most rotating slices a latency window may have. Each slice holds an observed and a
 censored HDR histogram (≈ 27 KB each at 1 µs–1 h, 2 significant figures) in each of a
@@ -55,9 +56,9 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 "fewer, longer slices age data out just as well",
                 path="$.slices",
             )
-        check_int(self.min_samples, "$.min_samples", ge=1)
+        check_int(self.min_samples, "$.min_samples", ge=1, le=_MAX_SAMPLES)
         check_number(self.probe_max_age, "$.probe_max_age", gt=0.0, unit="seconds")
-        check_int(self.probe_min_samples, "$.probe_min_samples", ge=1)
+        check_int(self.probe_min_samples, "$.probe_min_samples", ge=1, le=_MAX_SAMPLES)
         check_number(self.max_retry_after, "$.max_retry_after", ge=0.0, unit="seconds")
         check_number(self.auth_cooldown, "$.auth_cooldown", ge=0.0, unit="seconds")
 
@@ -217,6 +218,14 @@ class BackendHealth:
         self.rejections += 1
         self.breaker.on_success(now)
 
+    def on_first_token(self, ttft: float, now: float) -> None:
+        """A stream's first token after ``ttft`` seconds (a TTFT sample, whatever comes next)."""
+        self.ttft.record(ttft, now)
+
+    def on_no_first_token(self, elapsed: float, now: float) -> None:
+        """A stream cancelled or failed before its first token: a censored TTFT sample."""
+        self.ttft.record_censored(elapsed, now)
+
     def on_unverified(self, now: float) -> None:
         """An answer that arrived but was cancelled before its verdict: the backend did answer
         (a success for the breaker, which gives a half-open trial back); not a latency sample."""
@@ -240,6 +249,10 @@ class BackendHealth:
         """
         live = self.latency.quantile(q, now)
         return live if live is not None else self.probe_latency.quantile(q, now)
+
+    def ttft_quantile(self, q: float, now: float) -> float | None:
+        """The ``q``-quantile of the time to first token (live streams), or ``None`` when unknown."""
+        return self.ttft.quantile(q, now)
 
     def predicted_latency(self, now: float) -> float | None:
         """The median latency (``quantile(0.5, now)``), or ``None`` when nothing is known."""

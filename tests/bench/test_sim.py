@@ -221,7 +221,7 @@ def test_cost_ceiling_is_never_crossed_and_quality_is_measured() -> None:
 
 
 def test_sim_refuses_non_simulated_backends(write_scenario: Write) -> None:
-    text = SMALL.replace('kind = "simulated"\nname = "b"', 'kind = "openai"\nname = "b"')
+    text = SMALL.replace('kind = "simulated"\nname = "b"', 'kind = "openai"\nname = "b"\nmodel = "m"')
     text = text.replace('seed = 1\nlatency = { kind = "lognormal", median = 0.03, sigma = 0.3 }\n', "")
     scenario = load_scenario(write_scenario(text))
     assert not scenario.simulated

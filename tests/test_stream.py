@@ -1,0 +1,244 @@
+"""Streaming races (issue 10): hedge on the first token, commit to one stream.
+
+On trio in virtual time (exact) and on asyncio + uvloop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+import specexec
+from specexec import Policy, Query, Runtime, StreamChunk, Usage, verifiers
+from tests.conftest import Timing
+
+pytestmark = pytest.mark.anyio
+
+
+class Streamer(specexec.BackendBase):
+    """Streams ``pieces``: the first after ``ttft``, each next one ``gap`` later.
+
+    ``fail_at``: raise ``Unavailable`` instead of sending piece ``fail_at``;
+    ``stall_at``: never send piece ``stall_at`` (until cancelled).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ttft: float,
+        pieces: list[str],
+        *,
+        gap: float = 0.01,
+        fail_at: int | None = None,
+        stall_at: int | None = None,
+        **kw: Any,
+    ) -> None:
+        kw.setdefault("region", name)
+        super().__init__(name, **kw)
+        self.ttft, self.pieces, self.gap = ttft, pieces, gap
+        self.fail_at, self.stall_at = fail_at, stall_at
+        self.active = 0
+        self.cancelled = 0
+        self.started_at: list[float] = []
+
+    async def complete(self, query: Query) -> specexec.Response:
+        parts = [c.text async for c in self.stream(query)]
+        return specexec.Response("".join(parts), Usage(10, len(parts)))
+
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        self.active += 1
+        self.started_at.append(anyio.current_time())
+        try:
+            for i, piece in enumerate(self.pieces):
+                await anyio.sleep(self.ttft if i == 0 else self.gap)
+                if i == self.fail_at:
+                    raise specexec.Unavailable("cut", backend=self.name)
+                if i == self.stall_at:
+                    await anyio.sleep_forever()
+                yield StreamChunk(piece)
+            yield StreamChunk(usage=Usage(10, len(self.pieces)), finish_reason="stop", model=self.name)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+async def collect(rt: Runtime, query: str | Query, policy: Policy) -> tuple[list[str], specexec.Result]:
+    out: list[str] = []
+    async with rt.stream(query, policy) as s:
+        async for delta in s:
+            out.append(delta)
+    return out, s.result
+
+
+async def test_hedge_on_the_first_token_commits_the_first_stream(timing: Timing) -> None:
+    slow = Streamer("slow", 1.0, ["s1", "s2"])
+    fast = Streamer("fast", 0.05, ["f1", "f2", "f3"])
+    async with Runtime([slow, fast]) as rt:
+        t0 = anyio.current_time()
+        deltas, result = await collect(rt, "q", Policy.hedge(["slow", "fast"], delay=0.2, budget=None))
+    assert fast.started_at[0] - t0 == timing.approx(0.2)
+    assert deltas == ["f1", "f2", "f3"] and result.response.text == "f1f2f3"
+    assert result.backend == "fast"
+    assert result.response.ttft == timing.approx(0.05)
+    assert result.latency == timing.approx(0.2 + 0.05 + 0.02)
+    first, hedge = result.trace.attempts
+    assert (first.outcome, first.reason) == ("cancelled", "fast committed first")
+    assert first.ended == timing.approx(0.25)
+    assert hedge.outcome == "accepted" and hedge.ttft == timing.approx(0.05)
+    commit = [e for e in result.trace.events if e.what == "commit"]
+    assert commit and commit[0].at == timing.approx(0.25) and "first token" in commit[0].detail
+    assert slow.cancelled == 1 and slow.active == 0 and fast.active == 0
+
+
+async def test_stream_delay_p95_reads_the_ttft_histogram(timing: Timing) -> None:
+    slow = Streamer("slow", 5.0, ["s"])
+    other = Streamer("other", 0.01, ["o"])
+    async with Runtime([slow, other]) as rt:
+        health = rt.health("slow")
+        now = anyio.current_time()
+        for _ in range(100):
+            health.on_success(9.0, now, ttft=0.3)  # total latency 9 s, first token at 0.3 s
+        t0 = anyio.current_time()
+        _, result = await collect(rt, "q", Policy.hedge(["slow", "other"], delay="p95", budget=None))
+    assert other.started_at[0] - t0 == pytest.approx(0.3, rel=0.02)
+    assert result.backend == "other"
+
+
+async def test_failure_before_the_first_token_launches_the_next_at_once(timing: Timing) -> None:
+    broken = Streamer("broken", 0.05, ["x"], fail_at=0)
+    ok = Streamer("ok", 0.05, ["a", "b"])
+    async with Runtime([broken, ok]) as rt:
+        t0 = anyio.current_time()
+        deltas, result = await collect(rt, "q", Policy.hedge(["broken", "ok"], delay=5.0))
+    assert ok.started_at[0] - t0 == timing.approx(0.05)
+    assert deltas == ["a", "b"] and result.trace.attempts[0].outcome == "failed"
+
+
+async def test_prefix_verifier_rejects_a_refusal_and_commits_the_next(timing: Timing) -> None:
+    refuses = Streamer("refuses", 0.01, ["I'm sorry, ", "I can't."])
+    answers = Streamer("answers", 0.2, ['{"a"', ": 1}"])
+    policy = Policy.failover(["refuses", "answers"], verify_prefix=[verifiers.not_refusal()], prefix_chars=8)
+    async with Runtime([refuses, answers]) as rt:
+        deltas, result = await collect(rt, "q", policy)
+    assert deltas == ['{"a"', ": 1}"]
+    rejected = result.trace.attempts[0]
+    assert rejected.outcome == "rejected" and "refus" in rejected.reason
+    assert result.trace.attempts[1].started == timing.approx(0.01)  # at once: its first piece failed the prefix
+
+
+async def test_stall_before_commit_fails_over(timing: Timing) -> None:
+    stalls = Streamer("stalls", 0.01, ["a", "b", "c"], stall_at=1)
+    ok = Streamer("ok", 0.01, ["x", "y"])
+    policy = Policy.failover(
+        ["stalls", "ok"], verify_prefix=[verifiers.length(min=2)], prefix_chars=2, stall_timeout=0.5
+    )
+    async with Runtime([stalls, ok]) as rt:
+        deltas, result = await collect(rt, "q", policy)
+    assert deltas == ["x", "y"]
+    stalled = result.trace.attempts[0]
+    assert stalled.outcome == "failed" and "stalled" in stalled.reason
+    assert stalled.ended == timing.approx(0.01 + 0.5)
+
+
+async def test_stall_after_commit_raises_a_timeout_never_hangs(timing: Timing) -> None:
+    stalls = Streamer("stalls", 0.01, ["a", "b", "c"], stall_at=2)
+    got: list[str] = []
+    async with Runtime([stalls]) as rt:
+        t0 = anyio.current_time()
+        with pytest.raises(specexec.Timeout, match="stalled"):
+            async with rt.stream("q", Policy.single("stalls", stall_timeout=0.3)) as s:
+                async for delta in s:
+                    got.append(delta)
+        assert anyio.current_time() - t0 == timing.approx(0.02 + 0.3)
+    assert got == ["a", "b"] and stalls.active == 0
+
+
+async def test_leaving_early_cancels_everything(timing: Timing) -> None:
+    a = Streamer("a", 0.01, [str(i) for i in range(100)])
+    b = Streamer("b", 5.0, ["never"])
+    traces: list[specexec.Trace] = []
+    async with Runtime([a, b], sinks=[traces.append]) as rt:
+        async with rt.stream("q", Policy.race(["a", "b"])) as s:
+            async for delta in s:
+                if delta == "3":
+                    break
+        assert a.active == 0 and b.active == 0
+        assert a.cancelled == 1 and b.cancelled == 1
+    assert traces and traces[0].outcome == "cancelled"
+
+
+async def test_cancelled_streams_are_charged_the_tokens_received(timing: Timing) -> None:
+    loser = Streamer("loser", 0.01, ["x"] * 50, gap=0.01, input_price=1.0, output_price=2.0)
+    winner = Streamer("winner", 0.2, ["w"], input_price=0.0, output_price=0.0)
+    q = Query("q", max_tokens=100)
+    policy = Policy.race(["loser", "winner"], verify_prefix=[verifiers.regex("^w")], prefix_chars=1)
+    async with Runtime([loser, winner]) as rt:
+        bound = rt.state_for("loser").input_tokens(q)
+        _, result = await collect(rt, q, policy)
+    lost = result.trace.attempts[0]
+    assert lost.outcome == "rejected"  # its prefix did not start with "w": rejected, stopped
+    assert lost.cost == pytest.approx((bound * 1.0 + 1 * 2.0) / 1e6)
+
+
+async def test_a_cancelled_stream_is_charged_what_it_sent(timing: Timing) -> None:
+    loser = Streamer("loser", 0.01, ["x"] * 50, gap=0.01, input_price=1.0, output_price=2.0)
+    winner = Streamer("winner", 0.095, ["w"])
+    q = Query("q", max_tokens=100)
+    policy = Policy.race(["loser", "winner"], verify_prefix=[verifiers.length(min=1)], prefix_chars=20)
+    async with Runtime([loser, winner]) as rt:
+        bound = rt.state_for("loser").input_tokens(q)
+        _, result = await collect(rt, q, policy)
+    assert result.backend == "winner"  # ended (1 char) before the loser reached 20: its whole text is the prefix
+    lost = result.trace.attempts[0]
+    assert lost.outcome == "cancelled"
+    # 0.01 + 8 gaps of 0.01 = pieces at 0.01..0.09: 9 tokens received before the commit at 0.095
+    assert lost.output_tokens == 9
+    assert lost.cost == pytest.approx((bound * 1.0 + 9 * 2.0) / 1e6)
+
+
+async def test_commit_complete_buffers_verifies_then_streams(timing: Timing) -> None:
+    prose = Streamer("prose", 0.01, ["not ", "json"])
+    good = Streamer("good", 0.05, ['{"ok"', ": 1}"])
+    policy = Policy.race(["prose", "good"], verify=[verifiers.json_valid()], commit="complete")
+    async with Runtime([prose, good]) as rt:
+        deltas, result = await collect(rt, "q", policy)
+    assert "".join(deltas) == '{"ok": 1}' and result.backend == "good"
+    assert result.trace.attempts[0].outcome == "rejected"
+
+
+async def test_a_backend_without_stream_is_streamed_as_one_piece(timing: Timing) -> None:
+    async def answer(query: Query) -> str:
+        await anyio.sleep(0.1)
+        return "whole"
+
+    async with Runtime([specexec.CallableBackend("plain", answer)]) as rt:
+        deltas, result = await collect(rt, "q", Policy.single("plain"))
+    assert deltas == ["whole"] and result.response.ttft == timing.approx(0.1)
+
+
+async def test_callable_backend_takes_an_async_generator(timing: Timing) -> None:
+    async def gen(query: Query) -> AsyncIterator[str]:
+        for piece in ("a", "b"):
+            await anyio.sleep(0.1)
+            yield piece
+
+    backend = specexec.CallableBackend("gen", gen)
+    async with Runtime([backend]) as rt:
+        deltas, result = await collect(rt, "q", Policy.single("gen"))
+        complete = await rt.run("q", Policy.single("gen"))
+    assert deltas == ["a", "b"] and result.response.ttft == timing.approx(0.1)
+    assert complete.response.text == "ab"
+
+
+async def test_simulated_backend_streams_in_virtual_time(timing: Timing) -> None:
+    sim = specexec.SimulatedBackend("sim", 1.0, ttft=0.2, token_time=0.01, reply="one two three", output_tokens=3)
+    async with Runtime([sim]) as rt:
+        deltas, result = await collect(rt, "q", Policy.single("sim"))
+    assert "".join(deltas) == "one two three" and len(deltas) == 3
+    assert result.response.ttft == timing.approx(0.2)
+    assert result.latency == timing.approx(0.22)
