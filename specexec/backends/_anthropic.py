@@ -21,6 +21,7 @@ from ._http import (
     StreamState,
     error_for_stream_error,
     make_usage,
+    partial_stream_usage,
 )
 from ._sse import ServerSentEvent
 from ._wire import (
@@ -200,9 +201,21 @@ class _MessageStream:
         except msgspec.DecodeError as exc:
             raise self.call.bad(f"malformed stream event {event.event!r}: {exc}", data) from None
 
+    def partial_usage(self) -> Usage:
+        """The tokens billed so far: the input and output counts the provider reported, else estimates."""
+        usage = partial_stream_usage(
+            self.query, self.parts, _input_tokens(self.end_usage) or _input_tokens(self.start_usage)
+        )
+        reported = self.end_usage.output_tokens if self.end_usage is not None else None
+        if reported is not None and reported > usage.output_tokens:
+            return Usage(input_tokens=usage.input_tokens, output_tokens=reported, estimated=True)
+        return usage
+
     def finish(self) -> Response:
         if not self.done:
             raise self.call.bad("stream ended before message_stop (truncated)")
+        if self.stop_reason is None:
+            raise self.call.bad("stream ended without a finish_reason (no stop_reason in message_delta)")
         text = "".join(self.parts)
         return Response(
             text=text,

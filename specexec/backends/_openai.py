@@ -21,6 +21,7 @@ from ._http import (
     StreamState,
     error_for_stream_error,
     make_usage,
+    partial_stream_usage,
 )
 from ._sse import ServerSentEvent
 from ._wire import (
@@ -199,11 +200,20 @@ class _ChatStream:
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
 
+    def partial_usage(self) -> Usage:
+        """The tokens billed so far: the reported prompt tokens (else the bound) and the deltas' text."""
+        prompt = self.usage.prompt_tokens if self.usage is not None else None
+        return partial_stream_usage(self.query, self.parts, prompt)
+
     def finish(self) -> Response:
         if not self.done:
             raise self.call.bad("stream ended before [DONE] (truncated)")
         if not self.saw_choice:
             raise self.call.bad("stream carried no choices")
+        if self.finish_reason is None:
+            # llama.cpp's server ends a running stream with [DONE] and no finish_reason when it
+            # is interrupted (e.g. by another request on its slot): the answer is cut short
+            raise self.call.bad("stream ended without a finish_reason (cut short by the server)")
         text = "".join(self.parts)
         usage = self.usage
         return Response(

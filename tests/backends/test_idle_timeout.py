@@ -1,0 +1,102 @@
+"""Issue 9 item 13a: the idle-content timeout (``HttpTimeouts.idle``), in trio virtual time.
+
+SSE keep-alive comments reset httpx's read timeout, so a stream sending only ``: ping``
+would never end; only content counts as progress for ``idle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import trio.testing
+
+from specexec import PolicyError, Timeout, Usage
+from specexec.backends import HttpTimeouts
+
+from ._helpers import sse
+from .test_hardening import BOUND, QUERY, ROLE, anthropic, chunk, openai, serving
+from .test_hardening import _key as _key  # the API key variable, set for every test
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    """These tests run on trio in virtual time only: keep-alives every second, for minutes."""
+    return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
+
+
+class Paced(httpx.AsyncByteStream):
+    """Sends ``(delay, bytes)`` pairs, then keep-alive comments every second for ever."""
+
+    def __init__(self, plan: list[tuple[float, bytes]]) -> None:
+        self.plan = plan
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for delay, data in self.plan:
+            await anyio.sleep(delay)
+            yield data
+        while True:
+            await anyio.sleep(1.0)
+            yield b": ping\n\n"
+
+
+def paced(plan: list[tuple[float, bytes]]) -> Any:
+    return lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Paced(plan))
+
+
+@pytest.mark.parametrize("make", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_keep_alives_alone_time_out_after_idle(make: Any) -> None:
+    start = anyio.current_time()
+    with pytest.raises(Timeout, match="idle") as info:
+        await make(serving(paced([])), stream=True, timeout=HttpTimeouts(read=2.0, idle=5.0)).complete(QUERY)
+    assert anyio.current_time() - start == 5.0
+    assert "HttpTimeouts.idle" in str(info.value)
+
+
+async def test_each_token_restarts_the_idle_window() -> None:
+    plan = [(0.0, sse(ROLE)), (3.0, sse(chunk("a"))), (4.0, sse(chunk("b"))), (4.5, sse(chunk("c")))]
+    start = anyio.current_time()
+    with pytest.raises(Timeout) as info:
+        await openai(serving(paced(plan)), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
+    assert anyio.current_time() - start == 3.0 + 4.0 + 4.5 + 5.0
+    assert info.value.partial_usage == Usage(input_tokens=BOUND, output_tokens=3, estimated=True)
+
+
+async def test_idle_none_waits_for_content() -> None:
+    plan = [(0.0, sse(ROLE)), (100.0, sse(chunk("late", "stop"), "[DONE]"))]
+
+    class Once(Paced):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for delay, data in self.plan:
+                with anyio.fail_after(delay + 1):
+                    for _ in range(int(delay)):
+                        await anyio.sleep(1.0)
+                        yield b": ping\n\n"
+                yield data
+
+    respond = lambda r: httpx.Response(200, stream=Once(plan))  # noqa: E731
+    response = await openai(serving(respond), stream=True, timeout=HttpTimeouts(idle=None)).complete(QUERY)
+    assert response.text == "late"
+
+
+async def test_non_streamed_first_byte_counts_as_progress() -> None:
+    class Late(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            await anyio.sleep(4.0)
+            yield b'{"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}'
+
+    respond = lambda r: httpx.Response(200, stream=Late())  # noqa: E731
+    assert (await openai(serving(respond), timeout=HttpTimeouts(idle=5.0)).complete(QUERY)).text == "ok"
+    with pytest.raises(Timeout, match="idle"):
+        await openai(serving(respond), timeout=HttpTimeouts(idle=3.0)).complete(QUERY)
+
+
+def test_idle_is_validated_and_defaults() -> None:
+    assert HttpTimeouts().idle == 120.0
+    with pytest.raises(PolicyError, match="idle"):
+        HttpTimeouts(idle=0)
