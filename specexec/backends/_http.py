@@ -706,7 +706,8 @@ class HttpBackend(BackendBase):
         self.stream = bool(stream)
         self.timeout = timeout
         self.http = http
-        self._url = httpx.URL(self.base_url + self.path)
+        # the API path goes after the base path, before any query (e.g. an api-version parameter)
+        self._url = url.copy_with(path=url.path.rstrip("/") + self.path)
         self._client_key = client_key(url)
         self._httpx_timeout = timeout.as_httpx()
         self._extra_headers = _checked_headers(name, headers)
