@@ -254,3 +254,26 @@ async def test_an_endless_stream_over_loopback_is_stopped_at_the_bound() -> None
         )
         with pytest.raises(BadResponse, match="max_response_bytes"):
             await backend.complete(QUERY)
+
+
+# --------------------------------------------------------------------------- 13a: idle over loopback
+
+
+async def test_keep_alive_pings_alone_end_in_an_idle_timeout_over_loopback() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    role = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}\n\n'
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"%x\r\n%s\r\n" % (len(role), role)
+        for _ in range(200):  # 10 s of pings at most; the client gives up after 0.3 s
+            await anyio.sleep(0.05)
+            yield b"8\r\n: ping\n\n\r\n"
+
+    async with canned_server(head, body) as url:
+        backend = OpenAICompatible(
+            "pings", base_url=url, model="m", stream=True, timeout=HttpTimeouts(read=0.2, idle=0.3)
+        )
+        start = anyio.current_time()
+        with pytest.raises(Timeout, match=r"no content for 0.3s \(HttpTimeouts.idle\)"):
+            await backend.complete(QUERY)
+        assert 0.3 <= anyio.current_time() - start < 2.0
