@@ -29,8 +29,18 @@ whenever a request is queued or a response closed. Sharding keeps each pool smal
 ``HostClients``). The backends add only a few µs to what httpx itself costs.
 
 Errors. ``error_for_status`` maps an HTTP status (and its headers and body) to a
-``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception. Both
-strip secrets from everything they put in the error.
+``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception and names
+the URL (scheme, host, port, path). Both strip secrets from everything they put in the
+error. A transport error is chained to a stand-in of the httpx exception (same type, same
+redacted message, no ``request``), never to the original, whose request headers hold the
+key. Once the provider answered 2xx, every error carries the tokens it bills
+(``BackendError.partial_usage``).
+
+Bounds. Every body is read within ``HttpConfig.max_response_bytes`` decoded bytes (error
+bodies within 8 KiB), and an attempt that gets no content for ``HttpTimeouts.idle``
+seconds is a ``Timeout``. API keys are checked when read from the environment (surrounding
+whitespace stripped with a warning; control and non-ASCII characters refused), header
+values given in ``headers=`` when the backend is built.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ from ._wire import (
 
 _STREAM_OPTIONS = OpenAIStreamOptions(include_usage=True)
 
+ABORTED_FINISH_REASONS = frozenset({"abort", "error"})
+"""Finish reasons that say the server gave up on the answer (vLLM ends an engine-aborted
+request with ``"abort"``, then ``[DONE]``): a ``BadResponse``, not a complete answer."""
+
 
 class OpenAICompatible(HttpBackend):
     """A model behind an OpenAI-compatible ``POST {base_url}/chat/completions``.
@@ -132,6 +136,8 @@ class OpenAICompatible(HttpBackend):
         text = choice.message.content
         if text is None:
             raise call.bad("chat completion choice has no message content", body)
+        if choice.finish_reason in ABORTED_FINISH_REASONS:
+            raise call.bad(f"the server ended the answer with finish_reason {choice.finish_reason!r}", body)
         return Response(
             text=text,
             usage=_usage(query, text, completion.usage),
@@ -214,6 +220,8 @@ class _ChatStream:
             # llama.cpp's server ends a running stream with [DONE] and no finish_reason when it
             # is interrupted (e.g. by another request on its slot): the answer is cut short
             raise self.call.bad("stream ended without a finish_reason (cut short by the server)")
+        if self.finish_reason in ABORTED_FINISH_REASONS:
+            raise self.call.bad(f"the server ended the stream with finish_reason {self.finish_reason!r}")
         text = "".join(self.parts)
         usage = self.usage
         return Response(

@@ -106,6 +106,19 @@ async def test_openai_empty_stream_without_finish_reason_is_bad() -> None:
         await openai(serving(lambda r: streamed(sse(ROLE, "[DONE]"))), stream=True).complete(QUERY)
 
 
+@pytest.mark.parametrize("reason", ["abort", "error"])
+async def test_an_aborted_finish_reason_is_bad(reason: str) -> None:
+    # vLLM ends an engine-aborted stream with finish_reason "abort" and then [DONE]
+    # (vllm-project/vllm#57082): not a complete answer either
+    body = sse(ROLE, chunk("Hel"), chunk(None, reason), "[DONE]")
+    with pytest.raises(BadResponse, match=f"finish_reason {reason!r}") as info:
+        await openai(serving(lambda r: streamed(body)), stream=True).complete(QUERY)
+    assert info.value.partial_usage == Usage(input_tokens=BOUND, output_tokens=3, estimated=True)
+    completion = {"choices": [{"message": {"content": "Hel"}, "finish_reason": reason}]}
+    with pytest.raises(BadResponse, match=f"finish_reason {reason!r}"):
+        await openai(serving(lambda r: httpx.Response(200, json=completion))).complete(QUERY)
+
+
 async def test_anthropic_stream_without_stop_reason_is_bad() -> None:
     body = sse(A_START, a_delta("Hi"), a_msg_delta(None), A_STOP)
     with pytest.raises(BadResponse, match="stream ended without a finish_reason") as info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import logging
 import socket
 import tracemalloc
@@ -277,3 +278,33 @@ async def test_keep_alive_pings_alone_end_in_an_idle_timeout_over_loopback() -> 
         with pytest.raises(Timeout, match=r"no content for 0.3s \(HttpTimeouts.idle\)"):
             await backend.complete(QUERY)
         assert 0.3 <= anyio.current_time() - start < 2.0
+
+
+@pytest.mark.parametrize(("name", "good"), [("keyed", "good"), ("a-keyed", "a-good")])
+@pytest.mark.parametrize("bad", ["\n", "\x7f", "é"])
+async def test_a_bad_key_stays_out_of_traces_json_lines_and_logs(
+    hfleet: FleetProcess,
+    name: str,
+    good: str,
+    bad: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import io
+
+    from specexec import JsonLinesSink, LoggingSink
+
+    caplog.set_level(logging.DEBUG)
+    key = FAKE_KEY[:10] + bad + FAKE_KEY[10:]  # inside the key: refused, never stripped
+    monkeypatch.setenv(KEY_ENV, key)
+    lines = io.BytesIO()
+    traces: list[bytes] = []
+    backends = [make(hfleet, name), make(hfleet, good, api_key_env=None)]
+    sinks = [JsonLinesSink(lines), LoggingSink(), lambda t: traces.append(t.to_json())]
+    async with Runtime(backends, sinks=sinks) as rt:
+        result = await rt.run(QUERY, Policy.failover([name, good]))
+    assert result.backend == good
+    assert isinstance(result.trace.attempts[0].error, AuthError)
+    for text in [lines.getvalue().decode(), caplog.text, *(t.decode() for t in traces), repr(result)]:
+        for part in (key, FAKE_KEY[:10], FAKE_KEY[10:], json.dumps(key)[1:-1]):
+            assert part not in text
