@@ -139,7 +139,9 @@ class HttpTimeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     first token (streamed) or the first byte of the body (not streamed), then between two
     tokens. SSE keep-alive comments (``: ping``) and events without text reset httpx's read
     timeout but not this one, so a stream that only pings ends after ``idle`` seconds with
-    a ``Timeout`` naming it, even in a run without a deadline. ``None`` disables it.
+    a ``Timeout`` naming it, even in a run without a deadline. ``None`` disables it. Not
+    streamed, every byte of the answer is content, so ``idle`` is enforced as the read
+    timeout (the shorter of the two) and a timeout past it names ``idle``.
     """
 
     connect: float | None = DEFAULT_CONNECT_TIMEOUT
@@ -720,6 +722,18 @@ class HttpBackend(BackendBase):
         self._url = url.copy_with(path=url.path.rstrip("/") + self.path)
         self._client_key = client_key(url)
         self._httpx_timeout = timeout.as_httpx()
+        # Not streamed, every byte is content: ``idle`` is then a read timeout (no cancel scope
+        # to enter, ~10 µs a call on asyncio); streamed, keep-alives are not, hence a scope.
+        self._idle_is_read = (
+            not self.stream
+            and timeout.idle is not None
+            and not (timeout.read is not None and timeout.read <= timeout.idle)
+        )
+        self._request_timeout = (
+            httpx.Timeout(connect=timeout.connect, read=timeout.idle, write=timeout.write, pool=timeout.pool)
+            if self._idle_is_read
+            else self._httpx_timeout
+        )
         self._extra_headers = _checked_headers(name, headers)
         self._header_secrets = tuple(v for k, v in self._extra_headers.items() if _SENSITIVE_HEADER.search(k) and v)
         self._keyed: _KeyedHeaders | None = None
@@ -842,12 +856,12 @@ class HttpBackend(BackendBase):
         secrets = keyed.secrets
         attempt = _Attempt(self.name, secrets)
         idle = self.timeout.idle
-        watch = _IdleWatch(idle)
+        watch = _IdleWatch(idle if self.stream else None)
         failure: BackendError | None = None
         cause: BaseException | None = None
         ok = False
         try:
-            with watch.scope:
+            with watch.scope or _NO_SCOPE:
                 try:
                     result = await self._send(client, query, content, keyed, attempt, watch)
                     ok = True
@@ -862,6 +876,8 @@ class HttpBackend(BackendBase):
                         url=self._url,
                     )
                     cause = sanitized_cause(exc, secrets)
+                    if self._idle_is_read and isinstance(exc, httpx.ReadTimeout):
+                        failure = self._idle_timeout(attempt)
                 except BodyTooLarge as exc:
                     failure = attempt.call().bad(
                         f"response body larger than max_response_bytes ({exc.limit} bytes decoded): raise "
@@ -872,19 +888,22 @@ class HttpBackend(BackendBase):
                         error.partial_usage = attempt.partial_usage(query)
                     raise
             if failure is None:  # the idle scope expired
-                failure = Timeout(
-                    f"no content for {idle:g}s (HttpTimeouts.idle) at POST {safe_url(self._url)}: the backend "
-                    "sent nothing but keep-alives (or nothing at all)",
-                    backend=self.name,
-                    status=attempt.status,
-                    request_id=attempt.request_id,
-                )
+                failure = self._idle_timeout(attempt)
         finally:
             if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
                 await release_orphaned_connections(client)
         if attempt.answered and failure.partial_usage is None:
             failure.partial_usage = attempt.partial_usage(query)
         raise failure from cause
+
+    def _idle_timeout(self, attempt: _Attempt) -> Timeout:
+        return Timeout(
+            f"no content for {self.timeout.idle:g}s (HttpTimeouts.idle) at POST {safe_url(self._url)}: the "
+            "backend sent nothing but keep-alives (or nothing at all)",
+            backend=self.name,
+            status=attempt.status,
+            request_id=attempt.request_id,
+        )
 
     async def _send(
         self,
@@ -897,7 +916,7 @@ class HttpBackend(BackendBase):
     ) -> Response:
         start = anyio.current_time() if self.stream else 0.0
         request = client.build_request(
-            "POST", self._url, content=content, headers=keyed.headers, timeout=self._httpx_timeout
+            "POST", self._url, content=content, headers=keyed.headers, timeout=self._request_timeout
         )
         response = await client.send(request, stream=True)
         try:
@@ -915,7 +934,7 @@ class HttpBackend(BackendBase):
                 if self.stream:
                     state = attempt.state = self._stream_state(query, start, call)
                     return await _read_stream(response, state, limit, watch)
-                return self._parse(await _read_body(response, limit, watch), query, call)
+                return self._parse(await _read_body(response, limit), query, call)
             except RecursionError:
                 raise call.bad("response JSON is nested too deeply to decode") from None
         finally:
@@ -947,18 +966,22 @@ class _Attempt:
         return self.state.partial_usage() if self.state is not None else worst_case_usage(query)
 
 
+_NO_SCOPE = contextlib.nullcontext()
+
+
 class _IdleWatch:
-    """The cancel scope of ``HttpTimeouts.idle``: its deadline moves on with each piece of content."""
+    """The cancel scope of ``HttpTimeouts.idle`` for a stream (``None`` without one): its
+    deadline moves on with each piece of content."""
 
     __slots__ = ("idle", "scope")
 
     def __init__(self, idle: float | None) -> None:
         self.idle = idle
-        self.scope = anyio.CancelScope(deadline=math.inf if idle is None else anyio.current_time() + idle)
+        self.scope = None if idle is None else anyio.CancelScope(deadline=anyio.current_time() + idle)
 
     def progress(self) -> None:
         """Content arrived: the attempt may go ``idle`` seconds more without any."""
-        if self.idle is not None:
+        if self.scope is not None and self.idle is not None:
             self.scope.deadline = anyio.current_time() + self.idle
 
 
@@ -1035,13 +1058,12 @@ async def _read_error_body(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_body(response: httpx.Response, limit: int, watch: _IdleWatch) -> bytes:
+async def _read_body(response: httpx.Response, limit: int) -> bytes:
     """A non-streamed body, at most ``limit`` decoded bytes (else ``BodyTooLarge``)."""
     chunks: list[bytes] = []
     async with contextlib.aclosing(iter_body(response, limit)) as body:
         async for chunk in body:
             chunks.append(chunk)
-            watch.progress()
     return b"".join(chunks)
 
 

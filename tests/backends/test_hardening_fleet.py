@@ -308,3 +308,22 @@ async def test_a_bad_key_stays_out_of_traces_json_lines_and_logs(
     for text in [lines.getvalue().decode(), caplog.text, *(t.decode() for t in traces), repr(result)]:
         for part in (key, FAKE_KEY[:10], FAKE_KEY[10:], json.dumps(key)[1:-1]):
             assert part not in text
+
+
+@pytest.mark.parametrize(("idle", "answered"), [(0.1, False), (3.0, True)])
+async def test_a_non_streamed_answer_must_start_within_idle(idle: float, answered: bool) -> None:
+    body = b'{"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+
+    async def late() -> AsyncIterator[bytes]:
+        await anyio.sleep(0.4)
+        yield body
+
+    async with canned_server(head, late) as url:
+        backend = OpenAICompatible("late", base_url=url, model="m", timeout=HttpTimeouts(idle=idle))
+        if answered:
+            assert (await backend.complete(QUERY)).text == "late"
+        else:
+            with pytest.raises(Timeout, match=r"no content for 0.1s \(HttpTimeouts.idle\)") as info:
+                await backend.complete(QUERY)
+            assert info.value.partial_usage is not None  # the 200 head came: billed the worst case

@@ -84,16 +84,20 @@ async def test_idle_none_waits_for_content() -> None:
     assert response.text == "late"
 
 
-async def test_non_streamed_first_byte_counts_as_progress() -> None:
-    class Late(httpx.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            await anyio.sleep(4.0)
-            yield b'{"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}'
+@pytest.mark.parametrize(
+    ("read", "idle", "sent"), [(120.0, 5.0, 5.0), (2.0, 5.0, 2.0), (None, 5.0, 5.0), (3.0, None, 3.0)]
+)
+async def test_non_streamed_idle_is_the_read_timeout(read: float | None, idle: float | None, sent: float) -> None:
+    # not streamed, every byte is content: idle is enforced by httpx as the read timeout
+    # (over loopback in test_hardening_fleet.py); streamed, by a cancel scope (above)
+    seen: list[dict[str, float | None]] = []
 
-    respond = lambda r: httpx.Response(200, stream=Late())  # noqa: E731
-    assert (await openai(serving(respond), timeout=HttpTimeouts(idle=5.0)).complete(QUERY)).text == "ok"
-    with pytest.raises(Timeout, match="idle"):
-        await openai(serving(respond), timeout=HttpTimeouts(idle=3.0)).complete(QUERY)
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+
+    await openai(serving(respond), timeout=HttpTimeouts(read=read, idle=idle)).complete(QUERY)
+    assert seen[0]["read"] == sent
 
 
 def test_idle_is_validated_and_defaults() -> None:
