@@ -756,12 +756,13 @@ class HttpBackend(BackendBase):
 
     # -- the call ------------------------------------------------------------------------
 
-    def _api_key(self, env: str, raw: str | None) -> str:
+    def _api_key(self, env: str, raw: str | None) -> str | AuthError:
         """The key in ``raw`` (the value of ``env``), checked: whitespace around it is stripped
-        (with one warning per variable), control and non-ASCII characters are an ``AuthError``.
-        Neither the warning nor the error shows the value."""
+        (with one warning per variable), control and non-ASCII characters are an ``AuthError``
+        (returned, not raised, so that no frame of its traceback holds the value). Neither the
+        warning nor the error shows the value."""
         if not raw:
-            raise AuthError(
+            return AuthError(
                 f"environment variable {env} is not set (or is empty): export {env} with the API key "
                 f"for backend {self.name!r} before running",
                 backend=self.name,
@@ -776,9 +777,9 @@ class HttpBackend(BackendBase):
                 self.name,
             )
         if not key:
-            raise AuthError(f"environment variable {env} holds only whitespace: export the API key", backend=self.name)
+            return AuthError(f"environment variable {env} holds only whitespace: export the API key", backend=self.name)
         if _NOT_PRINTABLE_ASCII.search(key):
-            raise AuthError(
+            return AuthError(
                 f"environment variable {env} holds a control or non-ASCII character (a line break or a "
                 f"typographic character pasted with the key?): fix its value for backend {self.name!r} "
                 "(it is not shown here)",
@@ -794,6 +795,9 @@ class HttpBackend(BackendBase):
         if keyed is not None and keyed.raw == raw:
             return keyed
         key = self._api_key(env, raw) if env is not None else None
+        if isinstance(key, AuthError):
+            error, raw, key = key, None, None  # no frame of the traceback keeps the value
+            raise error
         secrets = (key, *self._header_secrets) if key else self._header_secrets
         keyed = self._keyed = _KeyedHeaders(raw, self._headers(key), secrets)
         return keyed
@@ -853,8 +857,7 @@ class HttpBackend(BackendBase):
         ``__context__`` leads to the request and its key. Once the answer began (a 2xx),
         every error carries the tokens the provider bills (``partial_usage``).
         """
-        secrets = keyed.secrets
-        attempt = _Attempt(self.name, secrets)
+        attempt = _Attempt(self.name, keyed.secrets)  # no local holds the secrets: frames get reported
         idle = self.timeout.idle
         watch = _IdleWatch(idle if self.stream else None)
         failure: BackendError | None = None
@@ -870,12 +873,12 @@ class HttpBackend(BackendBase):
                     failure = error_for_transport(
                         exc,
                         backend=self.name,
-                        secrets=secrets,
+                        secrets=keyed.secrets,
                         status=attempt.status,
                         request_id=attempt.request_id,
                         url=self._url,
                     )
-                    cause = sanitized_cause(exc, secrets)
+                    cause = sanitized_cause(exc, keyed.secrets)
                     if self._idle_is_read and isinstance(exc, httpx.ReadTimeout):
                         failure = self._idle_timeout(attempt)
                 except BodyTooLarge as exc:

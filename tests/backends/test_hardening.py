@@ -376,6 +376,11 @@ def texts_of(error: BaseException) -> list[str]:
         out += [repr(obj), str(obj)]
         if isinstance(obj, BaseException):
             todo += [(obj.__cause__, 0), (obj.__context__, 0)]
+            tb = obj.__traceback__
+            while tb is not None:  # what a reporter capturing frame locals (e.g. Sentry) would show
+                if "/specexec/" in tb.tb_frame.f_code.co_filename:  # the library's frames, not the test's
+                    out += [f"{name}={value!r}" for name, value in tb.tb_frame.f_locals.items()]
+                tb = tb.tb_next
             for name in ("request", "response"):
                 try:
                     held = getattr(obj, name)
