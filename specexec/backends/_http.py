@@ -987,6 +987,11 @@ class _IdleWatch:
         if self.scope is not None and self.idle is not None:
             self.scope.deadline = anyio.current_time() + self.idle
 
+    def finished(self) -> None:
+        """The answer is complete: nothing after it (draining to EOF) can be idle."""
+        if self.scope is not None:
+            self.scope.deadline = math.inf
+
 
 def _checked_headers(backend: str, headers: Mapping[str, str] | None) -> dict[str, str]:
     """``headers`` with lower-case names, refused (``PolicyError``, never echoing a value) when a
@@ -1092,6 +1097,7 @@ async def _read_stream(response: httpx.Response, state: StreamState, limit: int,
             for event in decoder.close():
                 state.feed(event)
         if state.done:
+            watch.finished()
             # read the (normally already sent) end of the body so the connection can be reused
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 try:

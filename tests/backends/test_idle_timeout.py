@@ -104,3 +104,20 @@ def test_idle_is_validated_and_defaults() -> None:
     assert HttpTimeouts().idle == 120.0
     with pytest.raises(PolicyError, match="idle"):
         HttpTimeouts(idle=0)
+
+
+async def test_a_finished_stream_is_not_failed_by_idle_while_draining() -> None:
+    # [DONE] just before the idle deadline, then no EOF: the drain (up to 1 s) must not be
+    # cut by the idle scope into a Timeout: the answer is complete
+    class DoneThenHang(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield sse(ROLE, chunk("all"))
+            await anyio.sleep(4.9)
+            yield sse(chunk(None, "stop"), "[DONE]")
+            await anyio.sleep_forever()
+
+    respond = lambda r: httpx.Response(200, stream=DoneThenHang())  # noqa: E731
+    start = anyio.current_time()
+    response = await openai(serving(respond), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
+    assert response.text == "all"
+    assert anyio.current_time() - start == pytest.approx(4.9 + 1.0)  # DRAIN_TIMEOUT, then returned
