@@ -162,6 +162,7 @@ class _MessageStream:
         self.call = call
         self.done = False
         self.parts: list[str] = []
+        self.deltas = 0
         self.model: str | None = None
         self.stop_reason: str | None = None
         self.start_usage: AnthropicUsage | None = None
@@ -177,6 +178,7 @@ class _MessageStream:
             if kind == "message":  # no `event:` line: the payload's `type` says
                 kind = anthropic_type_decoder.decode(data).type
             if kind == "content_block_delta":
+                self.deltas += 1  # text, thinking or tool-call arguments: generated tokens all
                 delta = anthropic_block_delta_decoder.decode(data).delta
                 if delta.type == "text_delta" and delta.text:
                     if self.ttft is None:
@@ -204,7 +206,7 @@ class _MessageStream:
     def partial_usage(self) -> Usage:
         """The tokens billed so far: the input and output counts the provider reported, else estimates."""
         usage = partial_stream_usage(
-            self.query, self.parts, _input_tokens(self.end_usage) or _input_tokens(self.start_usage)
+            self.query, self.parts, self.deltas, _input_tokens(self.end_usage) or _input_tokens(self.start_usage)
         )
         reported = self.end_usage.output_tokens if self.end_usage is not None else None
         if reported is not None and reported > usage.output_tokens:

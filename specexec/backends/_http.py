@@ -494,14 +494,15 @@ def make_usage(query: Query, text: str, input_tokens: int | None, output_tokens:
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=estimated)
 
 
-def partial_stream_usage(query: Query, parts: Sequence[str], input_tokens: int | None) -> Usage:
+def partial_stream_usage(query: Query, parts: Sequence[str], deltas: int, input_tokens: int | None) -> Usage:
     """What a stream that failed after some deltas is billed (``estimated``): the input the
-    provider reported (else the input bound), and the text received so far (at least one
-    token per delta; otherwise its estimate, at most ``max_tokens``)."""
+    provider reported (else the input bound), and the output so far: at least one token per
+    generated delta (text, reasoning, tool-call arguments), else the estimate of the text
+    received (at most ``max_tokens``)."""
     if input_tokens is None:
         input_tokens = estimate_input_tokens(query)
     received = min(estimate_tokens("".join(parts)), query.max_tokens)
-    return Usage(input_tokens=input_tokens, output_tokens=max(received, len(parts)), estimated=True)
+    return Usage(input_tokens=input_tokens, output_tokens=max(received, deltas), estimated=True)
 
 
 def worst_case_usage(query: Query) -> Usage:
@@ -515,7 +516,10 @@ class StreamState(Protocol):
 
     done: bool
     parts: list[str]
-    """The text deltas received so far (content: each one restarts ``HttpTimeouts.idle``)."""
+    """The text deltas received so far."""
+    deltas: int
+    """Generated deltas received so far (text, reasoning, tool-call arguments): each one is
+    progress for ``HttpTimeouts.idle``; keep-alives and events without tokens are not."""
 
     def feed(self, event: ServerSentEvent) -> None:
         """Take one event; raise a ``BackendError`` for an error event or a malformed payload."""
@@ -1078,18 +1082,17 @@ async def _read_body(response: httpx.Response, limit: int) -> bytes:
 async def _read_stream(response: httpx.Response, state: StreamState, limit: int, watch: _IdleWatch) -> Response:
     """Feed the SSE events of ``response`` to ``state`` until its end marker, then drain to EOF.
 
-    At most ``limit`` decoded bytes are read (else ``BodyTooLarge``); each new text delta
-    is progress for ``HttpTimeouts.idle``, keep-alives and empty events are not.
+    At most ``limit`` decoded bytes are read (else ``BodyTooLarge``); each new generated
+    delta is progress for ``HttpTimeouts.idle``, keep-alives and empty events are not.
     """
     decoder = SSEDecoder()
-    parts = state.parts
     seen = 0
     async with contextlib.aclosing(iter_body(response, limit)) as chunks:
         async for chunk in chunks:
             for event in decoder.feed(chunk):
                 state.feed(event)
-            if len(parts) != seen:
-                seen = len(parts)
+            if state.deltas != seen:
+                seen = state.deltas
                 watch.progress()
             if state.done:
                 break

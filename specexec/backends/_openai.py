@@ -165,6 +165,7 @@ class _ChatStream:
         self.call = call
         self.done = False
         self.parts: list[str] = []
+        self.deltas = 0
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.usage: OpenAIUsage | None = None
@@ -198,18 +199,22 @@ class _ChatStream:
             if choice.index != 0:
                 continue
             self.saw_choice = True
-            content = choice.delta.content
+            delta = choice.delta
+            content = delta.content
             if content:
                 if self.ttft is None:
                     self.ttft = anyio.current_time() - self.start
                 self.parts.append(content)
+                self.deltas += 1
+            elif delta.reasoning_content or delta.reasoning or delta.tool_calls is not None or delta.refusal:
+                self.deltas += 1
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
 
     def partial_usage(self) -> Usage:
         """The tokens billed so far: the reported prompt tokens (else the bound) and the deltas' text."""
         prompt = self.usage.prompt_tokens if self.usage is not None else None
-        return partial_stream_usage(self.query, self.parts, prompt)
+        return partial_stream_usage(self.query, self.parts, self.deltas, prompt)
 
     def finish(self) -> Response:
         if not self.done:

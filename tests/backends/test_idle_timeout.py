@@ -121,3 +121,38 @@ async def test_a_finished_stream_is_not_failed_by_idle_while_draining() -> None:
     response = await openai(serving(respond), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
     assert response.text == "all"
     assert anyio.current_time() - start == pytest.approx(4.9 + 1.0)  # DRAIN_TIMEOUT, then returned
+
+
+A_START = {"type": "message_start", "message": {"model": "c-1", "usage": {"input_tokens": 9, "output_tokens": 1}}}
+
+
+def a_event(delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": 0, "delta": delta}
+
+
+async def test_thinking_and_tool_deltas_are_progress_too() -> None:
+    # extended thinking (or a tool call's arguments) can stream for minutes before any text:
+    # those deltas are generated tokens, so they restart the idle window (and are billed)
+    thinking = [(3.0, sse(a_event({"type": "thinking_delta", "thinking": "hmm"}))) for _ in range(4)]
+    tool = [(3.0, sse(a_event({"type": "input_json_delta", "partial_json": '{"a'})))]
+    end = sse(
+        a_event({"type": "text_delta", "text": "ok"}),
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+        {"type": "message_stop"},
+    )
+    plan = [(0.0, sse(A_START)), *thinking, *tool, (3.0, end)]
+    response = await anthropic(serving(paced(plan)), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
+    assert response.text == "ok"
+    with pytest.raises(Timeout) as info:  # the same without the end: billed for every delta
+        await anthropic(serving(paced(plan[:-1])), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
+    assert info.value.partial_usage == Usage(input_tokens=9, output_tokens=5, estimated=True)
+
+
+async def test_reasoning_deltas_are_progress_for_openai_compatible_servers() -> None:
+    def reasoning(text: str) -> dict[str, Any]:  # vLLM / DeepSeek put the reasoning beside the content
+        return {"model": "m-1", "choices": [{"index": 0, "delta": {"reasoning_content": text}}]}
+
+    plan = [(0.0, sse(ROLE))] + [(3.0, sse(reasoning("think"))) for _ in range(4)]
+    plan.append((3.0, sse(chunk("ok"), chunk(None, "stop"), "[DONE]")))
+    response = await openai(serving(paced(plan)), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
+    assert response.text == "ok"
