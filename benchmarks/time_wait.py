@@ -57,9 +57,13 @@ def _read(path: str) -> str:
 
 
 def _count(*filters: str) -> int:
-    out = subprocess.run(
-        ["ss", "-Htan", "state", "time-wait", *filters], capture_output=True, text=True, check=False
-    ).stdout
+    """TIME-WAIT sockets matching ``filters`` (``ss`` syntax); -1 where ``ss`` is missing."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htan", "state", "time-wait", *filters], capture_output=True, text=True, check=False
+        ).stdout
+    except FileNotFoundError:
+        return -1
     return sum(1 for line in out.splitlines() if line.strip())
 
 
