@@ -153,6 +153,25 @@ class AnthropicWire:
         out += _event("message_delta", delta)
         return out + _event("message_stop", {"type": "message_stop"})
 
+    def stream_cut(self, c: Completion) -> bytes:
+        """``content_block_stop``, a ``message_delta`` whose ``stop_reason`` is null, ``message_stop``."""
+        out = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": None, "stop_sequence": None}}
+        out += _event("message_delta", delta)
+        return out + _event("message_stop", {"type": "message_stop"})
+
+    def context_window_error(self) -> bytes:
+        """Anthropic's "prompt is too long" 400 body, verbatim."""
+        return _encode(
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "prompt is too long: 208310 tokens > 200000 maximum",
+                },
+            }
+        )
+
     def malformed(self, c: Completion, stream: bool) -> bytes:
         """A cut-off JSON object (as a ``message_start`` event's data when streaming)."""
         broken = b'{"id": "' + c.id.encode() + b'", "type": "message", "content": [{"type": "te'

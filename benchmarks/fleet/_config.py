@@ -131,8 +131,14 @@ class Faults(_Base, frozen=True, kw_only=True):
 
     Failing faults take the first that fires in this order: ``reset`` (abort the TCP
     connection, no response), ``stall`` (never answer; held until the client goes away),
+    ``context_window`` (the provider's exact 400 for a prompt over the context window:
+    OpenAI's ``context_length_exceeded`` body, Anthropic's "prompt is too long"),
     ``error_500``, ``error_503``, ``overloaded_529`` (error responses in the deployment's
-    format), ``malformed`` (200 whose body is not valid JSON). Modifiers apply on top of a
+    format), ``malformed`` (200 whose body is not valid JSON), ``cut_short`` (a stream ended
+    after half its tokens with no finish reason: OpenAI ``data: [DONE]`` without a
+    ``finish_reason`` chunk or usage, as llama.cpp's server ends a running stream when
+    another request takes its slot; Anthropic a ``message_delta`` whose ``stop_reason`` is
+    null, then ``message_stop``; a non-streamed request is answered whole). Modifiers apply on top of a
     normal answer: ``slow_drip`` (tokens ``slow_drip_interval`` seconds apart),
     ``wrong_model`` (reports ``drift_model``, default ``model + "-drifted"``), ``no_usage``
     (omits token usage).
@@ -143,6 +149,8 @@ class Faults(_Base, frozen=True, kw_only=True):
     overloaded_529: Probability = 0.0
     reset: Probability = 0.0
     malformed: Probability = 0.0
+    cut_short: Probability = 0.0
+    context_window: Probability = 0.0
     stall: Probability = 0.0
     slow_drip: Probability = 0.0
     wrong_model: Probability = 0.0

@@ -11,10 +11,21 @@ from ._latency import seeded_rng
 __all__ = ["FAILURE_KINDS", "MODIFIER_KINDS", "FailureKind", "FaultInjector", "FaultPlan"]
 
 #: A fault that replaces the normal answer.
-FailureKind: TypeAlias = Literal["reset", "stall", "error_500", "error_503", "overloaded_529", "malformed"]
+FailureKind: TypeAlias = Literal[
+    "reset", "stall", "context_window", "error_500", "error_503", "overloaded_529", "malformed", "cut_short"
+]
 
 #: Failing faults, in precedence order: when several fire, the first one happens.
-FAILURE_KINDS: tuple[FailureKind, ...] = ("reset", "stall", "error_500", "error_503", "overloaded_529", "malformed")
+FAILURE_KINDS: tuple[FailureKind, ...] = (
+    "reset",
+    "stall",
+    "context_window",
+    "error_500",
+    "error_503",
+    "overloaded_529",
+    "malformed",
+    "cut_short",
+)
 
 #: Faults that change a normal answer; any combination can happen at once.
 MODIFIER_KINDS: tuple[str, ...] = ("slow_drip", "wrong_model", "no_usage")

@@ -163,6 +163,24 @@ class OpenAIWire:
             out += b"data: " + _encode(usage) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
+    def stream_cut(self, c: Completion) -> bytes:
+        """``data: [DONE]`` alone: no ``finish_reason`` chunk, no usage (llama.cpp, interrupted)."""
+        return b"data: [DONE]\n\n"
+
+    def context_window_error(self) -> bytes:
+        """OpenAI's ``context_length_exceeded`` 400 body, verbatim."""
+        return _encode(
+            {
+                "error": {
+                    "message": "This model's maximum context length is 128000 tokens. However, your messages "
+                    "resulted in 130000 tokens. Please reduce the length of the messages.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            }
+        )
+
     def malformed(self, c: Completion, stream: bool) -> bytes:
         """A cut-off JSON object (as a ``data:`` line when streaming)."""
         broken = b'{"id": "' + c.id.encode() + b'", "object": "chat.completion", "choices": [{"index": 0, "mess'

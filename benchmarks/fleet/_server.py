@@ -262,6 +262,9 @@ class _DeploymentServer:
         if failure == "stall":
             await ex.wait_lost()
             return
+        if failure == "context_window":
+            await ex.respond(400, self._headers(request_id), wire.context_window_error())
+            return
         if failure == "error_500":
             await self._error(ex, request_id, 500, "The server had an error while processing your request (injected)")
             return
@@ -299,6 +302,9 @@ class _DeploymentServer:
             await ex.respond(200, headers, wire.malformed(completion, chat.stream))
             return
         n = len(reply.tokens)
+        cut = chat.stream and failure == "cut_short"
+        if cut:
+            n = max(1, n // 2) if n else 0
         if not chat.stream:
             await until(ttft + per_token * n)
             await ex.respond(200, self._answer_headers(request_id, _JSON, clock, ttft), wire.body(completion))
@@ -310,7 +316,7 @@ class _DeploymentServer:
             await until(ttft + per_token * i)
             await ex.send(wire.stream_token(completion, i))
         await until(ttft + per_token * n)
-        await ex.send(wire.stream_end(completion))
+        await ex.send(wire.stream_cut(completion) if cut else wire.stream_end(completion))
         await ex.end()
 
 

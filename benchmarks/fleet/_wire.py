@@ -96,6 +96,14 @@ class Wire(Protocol):
         """A 200 body (or stream) that is not valid JSON."""
         ...
 
+    def stream_cut(self, c: Completion) -> bytes:
+        """The end of a stream cut short: the end marker without a finish reason (or usage)."""
+        ...
+
+    def context_window_error(self) -> bytes:
+        """The provider's exact 400 body for a prompt over the model's context window."""
+        ...
+
     def models(self, deployment: Deployment) -> bytes:
         """The body of ``GET /models``: a list holding the deployment's model."""
         ...

@@ -21,6 +21,7 @@ from ._http import (
     StreamState,
     error_for_stream_error,
     make_usage,
+    partial_stream_usage,
 )
 from ._sse import ServerSentEvent
 from ._wire import (
@@ -161,6 +162,7 @@ class _MessageStream:
         self.call = call
         self.done = False
         self.parts: list[str] = []
+        self.deltas = 0
         self.model: str | None = None
         self.stop_reason: str | None = None
         self.start_usage: AnthropicUsage | None = None
@@ -176,6 +178,7 @@ class _MessageStream:
             if kind == "message":  # no `event:` line: the payload's `type` says
                 kind = anthropic_type_decoder.decode(data).type
             if kind == "content_block_delta":
+                self.deltas += 1  # text, thinking or tool-call arguments: generated tokens all
                 delta = anthropic_block_delta_decoder.decode(data).delta
                 if delta.type == "text_delta" and delta.text:
                     if self.ttft is None:
@@ -200,9 +203,21 @@ class _MessageStream:
         except msgspec.DecodeError as exc:
             raise self.call.bad(f"malformed stream event {event.event!r}: {exc}", data) from None
 
+    def partial_usage(self) -> Usage:
+        """The tokens billed so far: the input and output counts the provider reported, else estimates."""
+        usage = partial_stream_usage(
+            self.query, self.parts, self.deltas, _input_tokens(self.end_usage) or _input_tokens(self.start_usage)
+        )
+        reported = self.end_usage.output_tokens if self.end_usage is not None else None
+        if reported is not None and reported > usage.output_tokens:
+            return Usage(input_tokens=usage.input_tokens, output_tokens=reported, estimated=True)
+        return usage
+
     def finish(self) -> Response:
         if not self.done:
             raise self.call.bad("stream ended before message_stop (truncated)")
+        if self.stop_reason is None:
+            raise self.call.bad("stream ended without a finish_reason (no stop_reason in message_delta)")
         text = "".join(self.parts)
         return Response(
             text=text,

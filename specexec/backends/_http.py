@@ -29,13 +29,25 @@ whenever a request is queued or a response closed. Sharding keeps each pool smal
 ``HostClients``). The backends add only a few µs to what httpx itself costs.
 
 Errors. ``error_for_status`` maps an HTTP status (and its headers and body) to a
-``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception. Both
-strip secrets from everything they put in the error.
+``BackendError`` kind; ``error_for_transport`` maps an httpx transport exception and names
+the URL (scheme, host, port, path). Both strip secrets from everything they put in the
+error. A transport error is chained to a stand-in of the httpx exception (same type, same
+redacted message, no ``request``), never to the original, whose request headers hold the
+key. Once the provider answered 2xx, every error carries the tokens it bills
+(``BackendError.partial_usage``).
+
+Bounds. Every body is read within ``HttpConfig.max_response_bytes`` decoded bytes (error
+bodies within 8 KiB), and an attempt that gets no content for ``HttpTimeouts.idle``
+seconds is a ``Timeout``. API keys are checked when read from the environment (surrounding
+whitespace stripped with a warning; control and non-ASCII characters refused), header
+values given in ``headers=`` when the backend is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import logging
 import math
 import os
 import re
@@ -56,6 +68,7 @@ from .._errors import (
     BackendError,
     BadRequest,
     BadResponse,
+    ContextWindowExceeded,
     PolicyError,
     RateLimited,
     Timeout,
@@ -65,6 +78,7 @@ from .._errors import (
 from .._health import BreakerConfig
 from .._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
 from .._resources import current_resources
+from ._body import ACCEPT_ENCODING, BodyTooLarge, iter_body
 from ._sse import ServerSentEvent, SSEDecoder
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -75,6 +89,12 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 """Seconds to send a chunk of the request."""
 DEFAULT_POOL_TIMEOUT = 10.0
 """Seconds to wait for a free connection of the pool."""
+DEFAULT_IDLE_TIMEOUT = 120.0
+"""Seconds an attempt may go without content (a token, or a non-streamed body's bytes)
+before it is a ``Timeout``; as long as the read timeout, since a non-streamed answer
+sends nothing until it is complete."""
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
+"""Decoded bytes of one response body (8 MiB) past which it is a ``BadResponse``."""
 
 DEFAULT_MAX_CONNECTIONS = 100
 """Connections opened to one host at most, across all the shards of its shared clients."""
@@ -100,6 +120,10 @@ its connection can be reused; past that the connection is dropped and the answer
 
 _ERROR_BODY_READ_LIMIT = 8192
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+_log = logging.getLogger("specexec.backends")
+_warned_env: set[str] = set()
 _SENSITIVE_HEADER = re.compile(r"key|auth|token|secret|cookie", re.I)
 _USER_AGENT = "specexec"
 
@@ -110,15 +134,24 @@ class HttpTimeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     A connect, pool or write timeout and a read timeout between two chunks of the body all
     raise ``specexec.Timeout``. They bound single HTTP operations; the policy's per-attempt
     timeout bounds the whole attempt.
+
+    ``idle`` bounds the time an attempt goes without *content*: from the request until the
+    first token (streamed) or the first byte of the body (not streamed), then between two
+    tokens. SSE keep-alive comments (``: ping``) and events without text reset httpx's read
+    timeout but not this one, so a stream that only pings ends after ``idle`` seconds with
+    a ``Timeout`` naming it, even in a run without a deadline. ``None`` disables it. Not
+    streamed, every byte of the answer is content, so ``idle`` is enforced as the read
+    timeout (the shorter of the two) and a timeout past it names ``idle``.
     """
 
     connect: float | None = DEFAULT_CONNECT_TIMEOUT
     read: float | None = DEFAULT_READ_TIMEOUT
     write: float | None = DEFAULT_WRITE_TIMEOUT
     pool: float | None = DEFAULT_POOL_TIMEOUT
+    idle: float | None = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
-        for field in ("connect", "read", "write", "pool"):
+        for field in ("connect", "read", "write", "pool", "idle"):
             value = getattr(self, field)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise PolicyError(f"expected a positive number of seconds or None, got {value!r}", path=f"$.{field}")
@@ -138,6 +171,12 @@ class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     12–13 connections; with ``max_connections`` below 16, one client, as before sharding.
     ``clients_per_host=1`` always gives one shared client per host. ``trust_env`` lets
     httpx read ``HTTP(S)_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``.
+
+    ``max_response_bytes`` bounds the *decoded* bytes of one response body, streamed or not
+    (8 MiB by default): past it the attempt is a ``BadResponse`` naming the bound, so a huge
+    body, a compression bomb or a stream that never ends cannot exhaust memory. gzip and
+    deflate are inflated in bounded steps (the clients the backends create accept only
+    those). An error body is read up to 8 KiB only (for its excerpt).
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -145,8 +184,13 @@ class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
     trust_env: bool = True
     clients_per_host: int = DEFAULT_CLIENTS_PER_HOST
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_response_bytes, int) or isinstance(self.max_response_bytes, bool):
+            raise PolicyError(f"expected an int >= 1, got {self.max_response_bytes!r}", path="$.max_response_bytes")
+        if self.max_response_bytes < 1:
+            raise PolicyError(f"expected an int >= 1, got {self.max_response_bytes!r}", path="$.max_response_bytes")
         if isinstance(self.max_connections, bool) or self.max_connections < 1:
             raise PolicyError(f"expected an int >= 1, got {self.max_connections!r}", path="$.max_connections")
         if isinstance(self.clients_per_host, bool) or self.clients_per_host < 1:
@@ -263,16 +307,25 @@ def error_for_status(
 ) -> BackendError:
     """The ``BackendError`` for a non-2xx HTTP answer.
 
-    =====================================  ===============  =====
-    status                                 kind             fatal
-    =====================================  ===============  =====
-    429                                    ``RateLimited``  no   (``retry_after`` from the headers)
-    408, 409, 425, 5xx (incl. 529)         ``Unavailable``  no   (503/529: ``retry_after`` from the headers)
-    400, 404, 422                          ``BadRequest``   yes
-    401, 403                               ``AuthError``    yes
-    any other 4xx (402, 405, 410, 413 …)   ``Unavailable``  no   (this backend cannot serve it; another may)
-    anything else (1xx, 3xx: no redirects)  ``BadResponse``  no
-    =====================================  ===============  =====
+    ======================================  ==========================  =====
+    status                                  kind                        fatal
+    ======================================  ==========================  =====
+    429                                     ``RateLimited``             no   (``retry_after`` from the headers)
+    408, 409, 425, 5xx (incl. 529)          ``Unavailable``             no   (503/529: ``retry_after`` from the headers)
+    400, 413, 422 saying the context is     ``ContextWindowExceeded``   no   (a model with a larger window may answer)
+    exceeded (see below)
+    400, 404, 422                           ``BadRequest``              yes
+    401, 403                                ``AuthError``               no   (about this backend's key: it is taken out)
+    any other 4xx (402, 405, 410, 413 …)    ``Unavailable``             no   (this backend cannot serve it; another may)
+    anything else (1xx, 3xx: no redirects)  ``BadResponse``             no
+    ======================================  ==========================  =====
+
+    Context-window wordings recognised in the body (``CONTEXT_WINDOW_PATTERN``): OpenAI's
+    ``context_length_exceeded`` code and "maximum context length is N tokens" (also vLLM's),
+    vLLM's "is longer than the model's context length", llama.cpp's
+    ``exceed_context_size_error`` / "exceeds the available context size" / "context size",
+    Anthropic's "prompt is too long" and "input length and `max_tokens` exceed context
+    limit", TGI's "`inputs` tokens + `max_new_tokens` must be <= N".
     """
     h = httpx.Headers(headers or {})
     request_id = request_id_from(h)
@@ -293,6 +346,12 @@ def error_for_status(
         return make(RateLimited, "rate limited (HTTP 429)", retry_after_seconds(h, now=now))
     if status in (401, 403):
         return make(AuthError, f"credentials refused (HTTP {status}): check the API key and its permissions")
+    if status in (400, 413, 422) and _says_context_window(body):
+        return make(
+            ContextWindowExceeded,
+            f"the input and max_tokens exceed the model's context window (HTTP {status}): shorten the "
+            "prompt or lower max_tokens, or route to a model with a larger window",
+        )
     if status in (400, 404, 422):
         return make(BadRequest, f"request refused as invalid (HTTP {status})")
     if status in (408, 409, 425) or status >= 500:
@@ -304,6 +363,29 @@ def error_for_status(
     return make(BadResponse, f"unexpected HTTP status {status}")
 
 
+CONTEXT_WINDOW_PATTERN = re.compile(
+    r"context_length_exceeded|maximum context length|context length|exceed_context_size_error"
+    r"|context size|exceeds? (?:the )?(?:available )?context|prompt is too long|exceed context limit"
+    r"|`?inputs`? tokens \+ `?max_new_tokens`? must be <=|must have less than \d+ tokens",
+    re.I,
+)
+"""What a 400/413/422 body says when the input and ``max_tokens`` do not fit the context window."""
+
+
+def _says_context_window(body: str | bytes) -> bool:
+    if isinstance(body, bytes):
+        body = body[:_ERROR_BODY_READ_LIMIT].decode("utf-8", "replace")
+    return CONTEXT_WINDOW_PATTERN.search(body[:_ERROR_BODY_READ_LIMIT]) is not None
+
+
+def safe_url(url: httpx.URL | str) -> str:
+    """``url`` as scheme://host:port/path: no user info and no query string (either may hold a secret)."""
+    u = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    return f"{u.scheme}://{host}:{port}{u.path}"
+
+
 def error_for_transport(
     exc: httpx.RequestError,
     *,
@@ -311,22 +393,41 @@ def error_for_transport(
     secrets: Sequence[str] = (),
     status: int | None = None,
     request_id: str | None = None,
+    url: httpx.URL | str | None = None,
 ) -> BackendError:
     """The ``BackendError`` for an httpx transport failure.
 
     Connect/read/write/pool timeouts → ``Timeout``; connection refused, reset or closed
     early (``ConnectError``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``, proxy
-    errors) → ``Unavailable``; an undecodable content-encoding → ``BadResponse``.
+    errors) → ``Unavailable``; an undecodable content-encoding → ``BadResponse``. The
+    message names ``url`` (scheme, host, port and path: never user info or the query).
     """
     detail = redact(f"{type(exc).__name__}: {exc}".rstrip(": "), secrets)[:BODY_EXCERPT_CHARS]
+    target = f" at POST {safe_url(url)}" if url is not None else ""
     cls: type[BackendError]
     if isinstance(exc, httpx.TimeoutException):
-        cls, message = Timeout, f"timed out ({detail})"
+        cls, message = Timeout, f"timed out{target} ({detail})"
     elif isinstance(exc, httpx.DecodingError):
-        cls, message = BadResponse, f"undecodable response body ({detail})"
+        cls, message = BadResponse, f"undecodable response body{target} ({detail})"
     else:
-        cls, message = Unavailable, f"connection failed ({detail})"
+        cls, message = Unavailable, f"connection failed{target} ({detail})"
     return cls(message, backend=backend, status=status, request_id=request_id)
+
+
+def sanitized_cause(exc: BaseException, secrets: Sequence[str] = ()) -> BaseException:
+    """A stand-in for ``exc`` to chain as a ``BackendError``'s ``__cause__``: the same type
+    and the same message (secrets removed), but no ``request`` (whose headers hold the API
+    key), no traceback and no chain of its own."""
+    text = redact(str(exc), secrets)
+    try:
+        stand_in = type(exc)(text)
+    except Exception:  # a constructor that wants more: a plain stand-in
+        stand_in = TransportFailure(f"{type(exc).__name__}: {text}")
+    return stand_in
+
+
+class TransportFailure(Exception):
+    """A transport exception's message, kept without the objects the original held."""
 
 
 def error_for_stream_error(
@@ -393,17 +494,44 @@ def make_usage(query: Query, text: str, input_tokens: int | None, output_tokens:
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=estimated)
 
 
+def partial_stream_usage(query: Query, parts: Sequence[str], deltas: int, input_tokens: int | None) -> Usage:
+    """What a stream that failed after some deltas is billed (``estimated``): the input the
+    provider reported (else the input bound), and the output so far: at least one token per
+    generated delta (text, reasoning, tool-call arguments), else the estimate of the text
+    received (at most ``max_tokens``)."""
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(query)
+    received = min(estimate_tokens("".join(parts)), query.max_tokens)
+    return Usage(input_tokens=input_tokens, output_tokens=max(received, deltas), estimated=True)
+
+
+def worst_case_usage(query: Query) -> Usage:
+    """What a non-streamed 200 whose body could not be used is billed: the input bound and
+    ``max_tokens`` (the provider generated an answer we cannot count)."""
+    return Usage(input_tokens=estimate_input_tokens(query), output_tokens=query.max_tokens, estimated=True)
+
+
 class StreamState(Protocol):
     """Reassembles one streamed answer from its server-sent events."""
 
     done: bool
+    parts: list[str]
+    """The text deltas received so far."""
+    deltas: int
+    """Generated deltas received so far (text, reasoning, tool-call arguments): each one is
+    progress for ``HttpTimeouts.idle``; keep-alives and events without tokens are not."""
 
     def feed(self, event: ServerSentEvent) -> None:
         """Take one event; raise a ``BackendError`` for an error event or a malformed payload."""
         ...
 
     def finish(self) -> Response:
-        """The response once the stream ended; ``BadResponse`` if it ended before its end marker."""
+        """The response once the stream ended; ``BadResponse`` if it ended before its end
+        marker or without a finish reason."""
+        ...
+
+    def partial_usage(self) -> Usage:
+        """What the provider bills for the stream so far (see ``partial_stream_usage``)."""
         ...
 
 
@@ -489,7 +617,7 @@ class HostClients:
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=self._config.trust_env,
-            headers={"user-agent": _USER_AGENT},
+            headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
             verify=self._ssl,
         )
 
@@ -509,10 +637,10 @@ class HostClients:
 class _KeyedHeaders:
     """The request headers and secrets built for one API key value; its repr never shows them."""
 
-    __slots__ = ("headers", "key", "secrets")
+    __slots__ = ("headers", "raw", "secrets")
 
-    def __init__(self, key: str | None, headers: dict[str, str], secrets: tuple[str, ...]) -> None:
-        self.key = key
+    def __init__(self, raw: str | None, headers: dict[str, str], secrets: tuple[str, ...]) -> None:
+        self.raw = raw  # the environment variable's value as read (the key is it, stripped)
         self.headers = headers
         self.secrets = secrets
 
@@ -594,10 +722,23 @@ class HttpBackend(BackendBase):
         self.stream = bool(stream)
         self.timeout = timeout
         self.http = http
-        self._url = httpx.URL(self.base_url + self.path)
+        # the API path goes after the base path, before any query (e.g. an api-version parameter)
+        self._url = url.copy_with(path=url.path.rstrip("/") + self.path)
         self._client_key = client_key(url)
         self._httpx_timeout = timeout.as_httpx()
-        self._extra_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        # Not streamed, every byte is content: ``idle`` is then a read timeout (no cancel scope
+        # to enter, ~10 µs a call on asyncio); streamed, keep-alives are not, hence a scope.
+        self._idle_is_read = (
+            not self.stream
+            and timeout.idle is not None
+            and not (timeout.read is not None and timeout.read <= timeout.idle)
+        )
+        self._request_timeout = (
+            httpx.Timeout(connect=timeout.connect, read=timeout.idle, write=timeout.write, pool=timeout.pool)
+            if self._idle_is_read
+            else self._httpx_timeout
+        )
+        self._extra_headers = _checked_headers(name, headers)
         self._header_secrets = tuple(v for k, v in self._extra_headers.items() if _SENSITIVE_HEADER.search(k) and v)
         self._keyed: _KeyedHeaders | None = None
         self._client = client
@@ -619,26 +760,50 @@ class HttpBackend(BackendBase):
 
     # -- the call ------------------------------------------------------------------------
 
-    def _api_key(self) -> str | None:
-        env = self.api_key_env
-        if env is None:
-            return None
-        key = os.environ.get(env)
-        if not key:
-            raise AuthError(
+    def _api_key(self, env: str, raw: str | None) -> str | AuthError:
+        """The key in ``raw`` (the value of ``env``), checked: whitespace around it is stripped
+        (with one warning per variable), control and non-ASCII characters are an ``AuthError``
+        (returned, not raised, so that no frame of its traceback holds the value). Neither the
+        warning nor the error shows the value."""
+        if not raw:
+            return AuthError(
                 f"environment variable {env} is not set (or is empty): export {env} with the API key "
                 f"for backend {self.name!r} before running",
+                backend=self.name,
+            )
+        key = raw.strip()
+        if key != raw and env not in _warned_env:
+            _warned_env.add(env)
+            _log.warning(
+                "specexec: environment variable %s has whitespace around its value (a trailing newline?); "
+                "it was stripped for backend %r",
+                env,
+                self.name,
+            )
+        if not key:
+            return AuthError(f"environment variable {env} holds only whitespace: export the API key", backend=self.name)
+        if _NOT_PRINTABLE_ASCII.search(key):
+            return AuthError(
+                f"environment variable {env} holds a control or non-ASCII character (a line break or a "
+                f"typographic character pasted with the key?): fix its value for backend {self.name!r} "
+                "(it is not shown here)",
                 backend=self.name,
             )
         return key
 
     def _request_headers(self) -> _KeyedHeaders:
         """The headers and secrets for the key in the environment now (rebuilt when it changed)."""
-        key = self._api_key()
+        env = self.api_key_env
+        raw = os.environ.get(env) if env is not None else None
         keyed = self._keyed
-        if keyed is None or keyed.key != key:
-            secrets = (key, *self._header_secrets) if key else self._header_secrets
-            keyed = self._keyed = _KeyedHeaders(key, self._headers(key), secrets)
+        if keyed is not None and keyed.raw == raw:
+            return keyed
+        key = self._api_key(env, raw) if env is not None else None
+        if isinstance(key, AuthError):
+            error, raw, key = key, None, None  # no frame of the traceback keeps the value
+            raise error
+        secrets = (key, *self._header_secrets) if key else self._header_secrets
+        keyed = self._keyed = _KeyedHeaders(raw, self._headers(key), secrets)
         return keyed
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -647,7 +812,7 @@ class HttpBackend(BackendBase):
             timeout=self._httpx_timeout,
             follow_redirects=False,
             trust_env=self.http.trust_env,
-            headers={"user-agent": _USER_AGENT},
+            headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
         )
 
     def _new_host_clients(self) -> HostClients:
@@ -689,42 +854,165 @@ class HttpBackend(BackendBase):
     async def _exchange(
         self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders
     ) -> Response:
-        secrets = keyed.secrets
-        response: httpx.Response | None = None
+        """One attempt: send, read within the bounds, map every failure to a ``BackendError``.
+
+        A failure is raised outside the ``except`` that saw it, chained to a sanitized
+        stand-in of the httpx exception (``sanitized_cause``): neither ``__cause__`` nor
+        ``__context__`` leads to the request and its key. Once the answer began (a 2xx),
+        every error carries the tokens the provider bills (``partial_usage``).
+        """
+        attempt = _Attempt(self.name, keyed.secrets)  # no local holds the secrets: frames get reported
+        idle = self.timeout.idle
+        watch = _IdleWatch(idle if self.stream else None)
+        failure: BackendError | None = None
+        cause: BaseException | None = None
         ok = False
         try:
-            start = anyio.current_time() if self.stream else 0.0
-            request = client.build_request(
-                "POST", self._url, content=content, headers=keyed.headers, timeout=self._httpx_timeout
-            )
-            response = await client.send(request, stream=True)
-            try:
-                status = response.status_code
-                if not 200 <= status < 300:
-                    body = await _read_error_body(response)
-                    raise error_for_status(
-                        status, headers=response.headers, body=body, backend=self.name, secrets=secrets
+            with watch.scope or _NO_SCOPE:
+                try:
+                    result = await self._send(client, query, content, keyed, attempt, watch)
+                    ok = True
+                    return result
+                except httpx.RequestError as exc:
+                    failure = error_for_transport(
+                        exc,
+                        backend=self.name,
+                        secrets=keyed.secrets,
+                        status=attempt.status,
+                        request_id=attempt.request_id,
+                        url=self._url,
                     )
-                call = CallInfo(self.name, status, response.headers, secrets)
-                if self.stream:
-                    result = await _read_stream(response, self._stream_state(query, start, call))
-                else:
-                    result = self._parse(await response.aread(), query, call)
-            finally:
-                await response.aclose()
-            ok = True
-            return result
-        except httpx.RequestError as exc:
-            raise error_for_transport(
-                exc,
-                backend=self.name,
-                secrets=secrets,
-                status=response.status_code if response is not None else None,
-                request_id=request_id_from(response.headers) if response is not None else None,
-            ) from exc
+                    cause = sanitized_cause(exc, keyed.secrets)
+                    if self._idle_is_read and isinstance(exc, httpx.ReadTimeout):
+                        failure = self._idle_timeout(attempt)
+                except BodyTooLarge as exc:
+                    failure = attempt.call().bad(
+                        f"response body larger than max_response_bytes ({exc.limit} bytes decoded): raise "
+                        "HttpConfig.max_response_bytes if answers this large are expected"
+                    )
+                except BackendError as error:
+                    if attempt.answered and error.partial_usage is None:
+                        error.partial_usage = attempt.partial_usage(query)
+                    raise
+            if failure is None:  # the idle scope expired
+                failure = self._idle_timeout(attempt)
         finally:
             if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
                 await release_orphaned_connections(client)
+        if attempt.answered and failure.partial_usage is None:
+            failure.partial_usage = attempt.partial_usage(query)
+        raise failure from cause
+
+    def _idle_timeout(self, attempt: _Attempt) -> Timeout:
+        return Timeout(
+            f"no content for {self.timeout.idle:g}s (HttpTimeouts.idle) at POST {safe_url(self._url)}: the "
+            "backend sent nothing but keep-alives (or nothing at all)",
+            backend=self.name,
+            status=attempt.status,
+            request_id=attempt.request_id,
+        )
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        query: Query,
+        content: bytes,
+        keyed: _KeyedHeaders,
+        attempt: _Attempt,
+        watch: _IdleWatch,
+    ) -> Response:
+        start = anyio.current_time() if self.stream else 0.0
+        request = client.build_request(
+            "POST", self._url, content=content, headers=keyed.headers, timeout=self._request_timeout
+        )
+        response = await client.send(request, stream=True)
+        try:
+            status = attempt.status = response.status_code
+            attempt.headers = response.headers
+            if not 200 <= status < 300:
+                body = await _read_error_body(response)
+                raise error_for_status(
+                    status, headers=response.headers, body=body, backend=self.name, secrets=keyed.secrets
+                )
+            attempt.answered = True
+            call = attempt.call()
+            limit = self.http.max_response_bytes
+            try:
+                if self.stream:
+                    state = attempt.state = self._stream_state(query, start, call)
+                    return await _read_stream(response, state, limit, watch)
+                return self._parse(await _read_body(response, limit), query, call)
+            except RecursionError:
+                raise call.bad("response JSON is nested too deeply to decode") from None
+        finally:
+            await response.aclose()
+
+
+class _Attempt:
+    """What one exchange learnt so far: status, headers, whether the answer began, its stream."""
+
+    __slots__ = ("answered", "backend", "headers", "secrets", "state", "status")
+
+    def __init__(self, backend: str, secrets: Sequence[str]) -> None:
+        self.backend = backend
+        self.secrets = secrets
+        self.status: int | None = None
+        self.headers: httpx.Headers | None = None
+        self.answered = False
+        self.state: StreamState | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_from(self.headers) if self.headers is not None else None
+
+    def call(self) -> CallInfo:
+        return CallInfo(self.backend, self.status, self.headers, self.secrets)
+
+    def partial_usage(self, query: Query) -> Usage:
+        """The stream's tokens so far, or (not streamed) the worst case."""
+        return self.state.partial_usage() if self.state is not None else worst_case_usage(query)
+
+
+_NO_SCOPE = contextlib.nullcontext()
+
+
+class _IdleWatch:
+    """The cancel scope of ``HttpTimeouts.idle`` for a stream (``None`` without one): its
+    deadline moves on with each piece of content."""
+
+    __slots__ = ("idle", "scope")
+
+    def __init__(self, idle: float | None) -> None:
+        self.idle = idle
+        self.scope = None if idle is None else anyio.CancelScope(deadline=anyio.current_time() + idle)
+
+    def progress(self) -> None:
+        """Content arrived: the attempt may go ``idle`` seconds more without any."""
+        if self.scope is not None and self.idle is not None:
+            self.scope.deadline = anyio.current_time() + self.idle
+
+    def finished(self) -> None:
+        """The answer is complete: nothing after it (draining to EOF) can be idle."""
+        if self.scope is not None:
+            self.scope.deadline = math.inf
+
+
+def _checked_headers(backend: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers`` with lower-case names, refused (``PolicyError``, never echoing a value) when a
+    name is not a token or a value holds a control (a line break …) or non-ASCII character."""
+    out: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise PolicyError(f"{name!r} is not a valid HTTP header name", path=f"$.backends.{backend}.headers")
+        lower = name.lower()
+        if not isinstance(value, str) or _NOT_PRINTABLE_ASCII.search(value.replace("\t", " ")):
+            raise PolicyError(
+                f"header {lower!r}: the value must be a string of printable ASCII (no line break, control or "
+                "non-ASCII character); it is not shown here, as it may be a secret",
+                path=f"$.backends.{backend}.headers.{lower}",
+            )
+        out[lower] = value
+    return out
 
 
 def _orphaned_connections(pool: httpcore.AsyncConnectionPool) -> list[httpcore.AsyncConnectionInterface]:
@@ -771,38 +1059,53 @@ async def release_orphaned_connections(client: httpx.AsyncClient) -> None:
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:
-    """Up to ``_ERROR_BODY_READ_LIMIT`` bytes of an error answer's body (what could be read)."""
+    """Up to ``_ERROR_BODY_READ_LIMIT`` decoded bytes of an error answer's body (what could be read)."""
     chunks: list[bytes] = []
-    size = 0
     try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= _ERROR_BODY_READ_LIMIT:
-                break
+        async with contextlib.aclosing(iter_body(response, _ERROR_BODY_READ_LIMIT, truncate=True)) as body:
+            async for chunk in body:
+                chunks.append(chunk)
     except httpx.HTTPError:
         pass  # the status says what happened; a body cut short only shortens the excerpt
     return b"".join(chunks)
 
 
-async def _read_stream(response: httpx.Response, state: StreamState) -> Response:
-    """Feed the SSE events of ``response`` to ``state`` until its end marker, then drain to EOF."""
+async def _read_body(response: httpx.Response, limit: int) -> bytes:
+    """A non-streamed body, at most ``limit`` decoded bytes (else ``BodyTooLarge``)."""
+    chunks: list[bytes] = []
+    async with contextlib.aclosing(iter_body(response, limit)) as body:
+        async for chunk in body:
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_stream(response: httpx.Response, state: StreamState, limit: int, watch: _IdleWatch) -> Response:
+    """Feed the SSE events of ``response`` to ``state`` until its end marker, then drain to EOF.
+
+    At most ``limit`` decoded bytes are read (else ``BodyTooLarge``); each new generated
+    delta is progress for ``HttpTimeouts.idle``, keep-alives and empty events are not.
+    """
     decoder = SSEDecoder()
-    chunks = response.aiter_bytes()
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
-            state.feed(event)
+    seen = 0
+    async with contextlib.aclosing(iter_body(response, limit)) as chunks:
+        async for chunk in chunks:
+            for event in decoder.feed(chunk):
+                state.feed(event)
+            if state.deltas != seen:
+                seen = state.deltas
+                watch.progress()
+            if state.done:
+                break
+        else:
+            for event in decoder.close():
+                state.feed(event)
         if state.done:
-            break
-    else:
-        for event in decoder.close():
-            state.feed(event)
-    if state.done:
-        # read the (normally already sent) end of the body so the connection can be reused
-        with anyio.move_on_after(DRAIN_TIMEOUT):
-            try:
-                async for _ in chunks:
-                    pass
-            except httpx.HTTPError:
-                pass  # the answer is complete; only the connection's reuse is lost
+            watch.finished()
+            # read the (normally already sent) end of the body so the connection can be reused
+            with anyio.move_on_after(DRAIN_TIMEOUT):
+                try:
+                    async for _ in chunks:
+                        pass
+                except (httpx.HTTPError, BodyTooLarge):
+                    pass  # the answer is complete; only the connection's reuse is lost
     return state.finish()

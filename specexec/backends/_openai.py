@@ -21,6 +21,7 @@ from ._http import (
     StreamState,
     error_for_stream_error,
     make_usage,
+    partial_stream_usage,
 )
 from ._sse import ServerSentEvent
 from ._wire import (
@@ -34,6 +35,10 @@ from ._wire import (
 )
 
 _STREAM_OPTIONS = OpenAIStreamOptions(include_usage=True)
+
+ABORTED_FINISH_REASONS = frozenset({"abort", "error"})
+"""Finish reasons that say the server gave up on the answer (vLLM ends an engine-aborted
+request with ``"abort"``, then ``[DONE]``): a ``BadResponse``, not a complete answer."""
 
 
 class OpenAICompatible(HttpBackend):
@@ -131,6 +136,8 @@ class OpenAICompatible(HttpBackend):
         text = choice.message.content
         if text is None:
             raise call.bad("chat completion choice has no message content", body)
+        if choice.finish_reason in ABORTED_FINISH_REASONS:
+            raise call.bad(f"the server ended the answer with finish_reason {choice.finish_reason!r}", body)
         return Response(
             text=text,
             usage=_usage(query, text, completion.usage),
@@ -158,6 +165,7 @@ class _ChatStream:
         self.call = call
         self.done = False
         self.parts: list[str] = []
+        self.deltas = 0
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.usage: OpenAIUsage | None = None
@@ -191,19 +199,34 @@ class _ChatStream:
             if choice.index != 0:
                 continue
             self.saw_choice = True
-            content = choice.delta.content
+            delta = choice.delta
+            content = delta.content
             if content:
                 if self.ttft is None:
                     self.ttft = anyio.current_time() - self.start
                 self.parts.append(content)
+                self.deltas += 1
+            elif delta.reasoning_content or delta.reasoning or delta.tool_calls is not None or delta.refusal:
+                self.deltas += 1
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
+
+    def partial_usage(self) -> Usage:
+        """The tokens billed so far: the reported prompt tokens (else the bound) and the deltas' text."""
+        prompt = self.usage.prompt_tokens if self.usage is not None else None
+        return partial_stream_usage(self.query, self.parts, self.deltas, prompt)
 
     def finish(self) -> Response:
         if not self.done:
             raise self.call.bad("stream ended before [DONE] (truncated)")
         if not self.saw_choice:
             raise self.call.bad("stream carried no choices")
+        if self.finish_reason is None:
+            # llama.cpp's server ends a running stream with [DONE] and no finish_reason when it
+            # is interrupted (e.g. by another request on its slot): the answer is cut short
+            raise self.call.bad("stream ended without a finish_reason (cut short by the server)")
+        if self.finish_reason in ABORTED_FINISH_REASONS:
+            raise self.call.bad(f"the server ended the stream with finish_reason {self.finish_reason!r}")
         text = "".join(self.parts)
         usage = self.usage
         return Response(

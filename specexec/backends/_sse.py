@@ -1,7 +1,8 @@
 """A small incremental decoder for ``text/event-stream`` (server-sent events).
 
 Fed raw bytes as they arrive, it yields complete events. Lines end with CRLF, LF or CR
-(a CR at the end of a chunk is held back until the next byte shows whether LF follows).
+(a CR ending a chunk ends its line; an LF starting the next chunk is then that CRLF's, not a
+blank line).
 Only ``event`` and ``data`` matter to the LLM wire formats; ``id``, ``retry`` and comments
 (``:`` lines, used as keep-alives) are ignored.
 
@@ -23,45 +24,60 @@ class ServerSentEvent(NamedTuple):
 
 
 class SSEDecoder:
-    """Incremental SSE decoder: ``feed(chunk)`` returns the events completed by ``chunk``."""
+    """Incremental SSE decoder: ``feed(chunk)`` returns the events completed by ``chunk``.
 
-    __slots__ = ("_buffer", "_data", "_event")
+    Linear in the bytes fed, however long a line: an unterminated line waits in a
+    ``bytearray`` that only grows, and only the new bytes are searched for a line end.
+    """
+
+    __slots__ = ("_data", "_event", "_pending", "_skip_lf")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending = bytearray()
+        self._skip_lf = False  # the last complete line ended with CR: an LF next is its CRLF's
         self._event = ""
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events whose terminating blank line they contained."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        lines = buffer.splitlines()
-        end = buffer[-1:]
-        if end == b"\r":  # a CR that may be half of a CRLF: keep the line (and the CR) for more
-            self._buffer = lines.pop() + b"\r"
-        elif end != b"\n" and lines:  # an unterminated line: wait for the rest
-            self._buffer = lines.pop()
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1  # just past the last line end
+        pending = self._pending
+        if not cut:  # no line ends here: wait for the rest
+            pending += chunk
+            return []
+        self._skip_lf = chunk[cut - 1 : cut] == b"\r"
+        lines: list[bytes] | list[bytearray]
+        if pending:
+            pending += memoryview(chunk)[:cut]
+            lines = pending.splitlines()
+            self._pending = bytearray(memoryview(chunk)[cut:])
         else:
-            self._buffer = b""
+            lines = (chunk if cut == len(chunk) else chunk[:cut]).splitlines()
+            if cut < len(chunk):
+                pending += memoryview(chunk)[cut:]
         events: list[ServerSentEvent] = []
         data = self._data
         for line in lines:
             if line[:6] == b"data: ":  # by far the most common line: inlined
-                data.append(line[6:])
+                data.append(bytes(line[6:]))
             elif not line:  # blank: dispatch
                 if data:
                     events.append(ServerSentEvent(self._event or "message", b"\n".join(data)))
                     data = self._data = []
                 self._event = ""
             else:
-                self._line(line)
+                self._line(bytes(line))
         return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: the events still pending, leniently dispatched without a final blank line."""
         events: list[ServerSentEvent] = []
-        if self._buffer:
-            line, self._buffer = self._buffer.rstrip(b"\r\n"), b""
+        if self._pending:
+            line, self._pending = bytes(self._pending), bytearray()
             event = self._line(line)
             if event is not None:
                 events.append(event)

@@ -95,10 +95,16 @@ class ChatCompletion(msgspec.Struct):
 
 
 class OpenAIDelta(msgspec.Struct):
-    """The increment carried by one streamed choice."""
+    """The increment carried by one streamed choice: ``content``, or generated tokens that are
+    not text (reasoning beside the content, as vLLM and DeepSeek send it, tool-call
+    arguments, a refusal): progress for ``HttpTimeouts.idle`` and billed all the same."""
 
     content: str | None = None
     role: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: msgspec.Raw | None = None
+    refusal: str | None = None
 
 
 class OpenAIChunkChoice(msgspec.Struct):

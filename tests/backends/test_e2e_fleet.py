@@ -311,7 +311,7 @@ async def test_refused_key_is_an_auth_error(faults_fleet: FleetProcess, name: st
     async with runtime():
         with pytest.raises(AuthError) as info:
             await make(faults_fleet, name, key_env=WRONG_KEY_ENV).complete(QUERY)
-    assert info.value.status == 401 and info.value.fatal
+    assert info.value.status == 401 and not info.value.fatal  # about this backend: the run goes on
     assert WRONG_KEY not in str(info.value)
 
 

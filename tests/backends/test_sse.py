@@ -69,3 +69,31 @@ def test_blank_lines_without_data_dispatch_nothing() -> None:
 def test_close_flushes_an_event_missing_its_final_blank_line() -> None:
     assert feed_all([b"data: [DONE]"]) == [ServerSentEvent("message", b"[DONE]")]
     assert feed_all([b"data: [DONE]\n"]) == [ServerSentEvent("message", b"[DONE]")]
+
+
+def _allocated_while_feeding(decoder: SSEDecoder, chunks: list[bytes]) -> tuple[int, list[ServerSentEvent]]:
+    """Bytes allocated transiently by ``decoder.feed`` over ``chunks`` (sum of each call's peak rise)."""
+    import tracemalloc
+
+    events: list[ServerSentEvent] = []
+    total = 0
+    tracemalloc.start()
+    try:
+        for chunk in chunks:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            events.extend(decoder.feed(chunk))
+            total += tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    return total, events
+
+
+def test_a_long_line_costs_linear_work() -> None:
+    # 4 MiB in one data line, fed 4 KiB at a time: a decoder that re-joins (and re-scans) its
+    # whole buffer at every chunk allocates ~ n^2 / chunk (here ~4 GiB); a linear one ~ a few n
+    n, step = 4 << 20, 4096
+    body = b"data: " + b"x" * n + b"\n\n"
+    allocated, events = _allocated_while_feeding(SSEDecoder(), [body[i : i + step] for i in range(0, len(body), step)])
+    assert events == [ServerSentEvent("message", b"x" * n)]
+    assert allocated < 6 * n, f"allocated {allocated} bytes for a {n}-byte line"

@@ -69,6 +69,48 @@ def test_malformed_bodies(fault_fleet: FleetProcess, http: httpx.Client) -> None
         json.loads(r.text)
 
 
+def test_cut_short_ends_the_stream_without_a_finish_reason(fault_fleet: FleetProcess, http: httpx.Client) -> None:
+    # what llama.cpp's server does to a running stream when another request takes its slot
+    fault_fleet.reset()
+    r = chat(http, fault_fleet, "f-cut_short", stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
+    assert all(choice["finish_reason"] is None for c in chunks for choice in c["choices"])
+    assert all(c["choices"] for c in chunks)  # no usage chunk either
+    tokens = [c["choices"][0]["delta"].get("content") for c in chunks[1:]]
+    assert len(tokens) == 3 and all(tokens)  # half of the 6 planned tokens
+    r = http.post(fault_fleet.base_url("f-cut_short-a") + "/messages", json={**MESSAGES, "stream": True})
+    events = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "message_stop" and kinds.count("content_block_delta") == 3
+    (delta,) = [e for e in events if e["type"] == "message_delta"]
+    assert delta["delta"]["stop_reason"] is None
+    whole = chat(http, fault_fleet, "f-cut_short").json()  # not streamed: answered whole
+    assert whole["choices"][0]["finish_reason"] == "stop"
+    assert faults_of(fault_fleet, "f-cut_short") == {"cut_short": 2}
+
+
+def test_context_window_is_openais_exact_400(fault_fleet: FleetProcess, http: httpx.Client) -> None:
+    for stream in (False, True):
+        r = chat(http, fault_fleet, "f-context_window", stream=stream)
+        assert r.status_code == 400
+        assert r.json() == {
+            "error": {
+                "message": "This model's maximum context length is 128000 tokens. However, your messages resulted "
+                "in 130000 tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    r = messages(http, fault_fleet, "f-context_window-a")
+    assert r.status_code == 400
+    assert r.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "prompt is too long: 208310 tokens > 200000 maximum"},
+    }
+
+
 def test_stall_holds_until_the_client_leaves(fault_fleet: FleetProcess, http: httpx.Client) -> None:
     fault_fleet.reset()
     t0 = time.monotonic()
@@ -160,6 +202,8 @@ def test_fault_kinds_are_documented() -> None:
         "overloaded_529",
         "reset",
         "malformed",
+        "cut_short",
+        "context_window",
         "stall",
         "slow_drip",
         "wrong_model",
