@@ -81,7 +81,7 @@ class InMemoryBudgetStore:
 
 
 class Downgrade:
-    """When less than ``below`` of the budget is left: route ``r`` → ``routes[r]``, or every
+    """When ``below`` or less of the budget is left: route ``r`` → ``routes[r]``, or every
     route → ``to`` (a route name, or ``"cheapest"``: the route with the lowest worst case)."""
 
     def __init__(self, below: float, routes: Mapping[str, str] | None = None, to: str | None = None) -> None:
@@ -200,7 +200,7 @@ class Budget:
         if self.exempt_priority is not None and query.priority >= self.exempt_priority:
             return route
         for rule in self.downgrades:
-            if state.remaining < rule.below:
+            if state.remaining <= rule.below + _EPSILON:
                 return rule.apply(route, cheapest)
         return route
 

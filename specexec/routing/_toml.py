@@ -155,6 +155,15 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}", source=origin) from None
+    for section in ("routes", "policies"):  # one at a time: msgspec's paths say [...] for a table key
+        tables = raw.get(section) if isinstance(raw, dict) else None
+        for name, table in (tables or {}).items() if isinstance(tables, dict) else ():
+            if isinstance(table, dict):
+                try:
+                    msgspec.convert(table, _PolicyFile)
+                except msgspec.ValidationError as exc:
+                    inner = validation_error(exc, None)
+                    raise _inner(inner, f"$.{section}.{name}", origin) from None
     try:
         spec = msgspec.convert(raw, RouterFile)
     except msgspec.ValidationError as exc:
@@ -287,7 +296,7 @@ def _value(value: Any) -> str:
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items() if v is not None and v != [] and v != {}}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
 
