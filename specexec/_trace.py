@@ -64,7 +64,8 @@ class RouteDecision(msgspec.Struct):
     ``budget_key`` / ``budget_remaining`` the budget's key and the fraction left before this run.
     With speculation: ``speculated`` the route started at t = 0, ``speculation`` ``"hit"`` or
     ``"miss"``, ``speculation_cost`` what the cancelled guess cost, ``started`` when the route's
-    run began (seconds from the router's start).
+    run began (seconds from the router's start). ``step`` is the query's ``metadata["step"]``
+    (a multi-step workflow's stage), so reports can group by it.
     """
 
     name: str
@@ -81,6 +82,7 @@ class RouteDecision(msgspec.Struct):
     speculation: Literal["hit", "miss"] | None = None
     speculation_cost: float = 0.0
     started: float = 0.0
+    step: str | None = None
 
 
 RunOutcome = Literal["running", "ok", "no_acceptable", "deadline", "budget", "fatal", "cancelled"]

@@ -74,7 +74,8 @@ class LlmRouter:
 
     def prompt(self, query: Query) -> Query:
         """The router's own query for ``query``."""
-        text = query.text
+        users = [m.content for m in query.chat if m.role == "user"]
+        text = "\n".join(users) if users else query.text
         if len(text) > self.max_chars:
             text = text[: self.max_chars] + " …"
         return Query(
@@ -83,7 +84,7 @@ class LlmRouter:
             temperature=0.0,
             tenant=query.tenant,
             priority=query.priority,
-            metadata={"router": self.name, "json_schema": self.schema},
+            metadata={**query.metadata, "router": self.name, "json_schema": self.schema},
         )
 
     def parse(self, text: str) -> tuple[str, float | None] | str:
@@ -132,7 +133,8 @@ def llm(
 ) -> LlmRouter:
     """LLM-as-router: ask ``backend`` (a name, a ``Backend`` or a ``Policy``, e.g. a hedge of two
     small models) for ``{"route": <label>}``. The labels are an enum in the prompt and in
-    ``query.metadata["json_schema"]``; the query text is cut to ``max_chars``. Bad JSON, an
+    ``query.metadata["json_schema"]`` (the request's metadata is kept); the user messages are
+    cut to ``max_chars``. Bad JSON, an
     unknown label, ``timeout`` or an error passes to the next selector. ``threshold`` applies to
     a confidence the model reports."""
     return LlmRouter(

@@ -193,6 +193,8 @@ class Router:
             record = RouteDecision(choice.route, selector, choice.why, choice.confidence, passed=why_passed)
         record.latency = ctx.now() - t0
         record.cost = ctx.cost
+        step = q.metadata.get("step")
+        record.step = None if step is None else str(step)
         self._steer(record, q, state, rt)
         return record
 
