@@ -251,6 +251,7 @@ class RoutingReport(msgspec.Struct):
     configs: dict[str, dict[str, ClassStats]]
     skipped: dict[str, str]
     embedder: dict[str, float] | None
+    overhead_us: dict[str, float]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -345,6 +346,45 @@ def _measure_embedder() -> dict[str, float] | None:
     }
 
 
+class _Instant(specexec.BackendBase):
+    """Answers at once: what is left of a run's time is the library's own."""
+
+    async def complete(self, query: Query) -> specexec.Response:
+        return specexec.Response("ok", specexec.Usage(1, 1))
+
+
+def measure_overhead(runs: int = 2000) -> dict[str, float]:
+    """Real-clock µs per run (median of ``runs``) on trio: a policy alone, and routers in front of it."""
+    policy = Policy.single("instant")
+    routes = {"simple": policy, "code": policy, "hard": policy}
+    targets: dict[str, Policy | specexec.Router] = {
+        "policy alone": policy,
+        "router, 2 rules, none match": specexec.Router(routes, _rules(), default="simple"),
+        "router, 2 rules, first matches": specexec.Router(routes, _rules(), default="simple"),
+        "router, sync classifier": specexec.Router(
+            routes, [routing.classifier(lambda q: ("code", 0.9), slow=False)], default="simple"
+        ),
+    }
+    texts = {"router, 2 rules, first matches": "fix this python function"}
+
+    async def main() -> dict[str, float]:
+        out = {}
+        async with Runtime([_Instant("instant")]) as rt:
+            for name, target in targets.items():
+                query = Query(texts.get(name, "hello there, how are you"))
+                for _ in range(200):
+                    await rt.run(query, target)
+                samples = []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    await rt.run(query, target)
+                    samples.append(time.perf_counter() - t)
+                out[name] = statistics.median(samples) * 1e6
+        return out
+
+    return trio.run(main)
+
+
 def run_routing(requests: int = 3000, seed: int = 11, configs: Sequence[str] | None = None) -> RoutingReport:
     """Run every configuration (or ``configs``) over the same workload in virtual time."""
     embedder = _measure_embedder()
@@ -364,7 +404,7 @@ def run_routing(requests: int = 3000, seed: int = 11, configs: Sequence[str] | N
         ask = isinstance(target, Policy) and target.mode == "cascade"
         clock = trio.testing.MockClock(autojump_threshold=0)
         out[name] = trio.run(_simulate, target, workload, seed, ask, clock=clock)
-    return RoutingReport(requests, seed, out, skipped, embedder)
+    return RoutingReport(requests, seed, out, skipped, embedder, measure_overhead())
 
 
 def render(report: RoutingReport) -> str:
@@ -400,6 +440,11 @@ def render(report: RoutingReport) -> str:
         lines.append(
             f"speculative routing: p50 {spec.p50:.3f}s vs {oracle.p50:.3f}s with no router "
             f"({spec.p50 / oracle.p50 - 1:+.1%})" + (f"; without speculation {plain.p50:.3f}s" if plain else "")
+        )
+    if report.overhead_us:
+        lines.append(
+            "router overhead (real clock, trio, µs per run, median): "
+            + "; ".join(f"{k} {v:.1f}" for k, v in report.overhead_us.items())
         )
     for name, why in report.skipped.items():
         lines.append(f"skipped {name}: {why}")

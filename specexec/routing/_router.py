@@ -2,9 +2,9 @@
 
 Theory of operation. Selectors are asked in order; the first confident answer names the
 route (``default`` when none does). Rules (``slow = False``) are asked first, at once; when
-``speculate=True`` and a slow selector is still to be asked, the *guessed* route (the last
-decision for similar traffic, else the default) starts at t = 0 while the slow selectors
-run. A decision that agrees lets the guess run on (no added latency); one that disagrees
+``speculate=True`` and a slow selector is still to be asked, the *guessed* route (the one
+most decided lately for similar traffic, by decayed counts; else the default) starts at
+t = 0 while the slow selectors run. A decision that agrees lets the guess run on (no added latency); one that disagrees
 cancels it (what it cost is counted in ``speculation_cost`` and in the result's cost) and
 starts the chosen route. The router never launches attempts itself: every run, the guess,
 the chosen route and an LLM router's own call, is ``specexec._engine.execute``.
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 SimilarFn = Callable[[Query], Hashable]
 _MEMORY = 4096  # how many traffic classes the speculative guess remembers
+_DECAY = 0.8  # weight of older decisions in the guess: about the last five count
 
 
 def default_similar(query: Query) -> Hashable:
@@ -67,7 +68,9 @@ class Router:
     - ``routes``: route name → ``Policy``.
     - ``select``: selectors asked in order (``routing.rule``, ``classifier``, ``semantic``,
       ``trained``, ``llm``); the first confident decision wins; none → ``default``.
-    - ``speculate``: start the likely route at t = 0 while slow selectors run.
+    - ``speculate``: start the likely route at t = 0 while slow selectors run (the likely
+      route: the one most decided lately for similar traffic, each older decision weighing
+      0.8 of the next; the default for traffic not seen yet).
     - ``budget``: a ``specexec.Budget`` that downgrades routes and refuses runs past its limit.
     - ``similar``: what makes traffic "similar" for the speculative guess (default: tenant,
       ``feature``, ``step``).
@@ -108,7 +111,7 @@ class Router:
         self.budget = budget
         self.similar = similar
         self.name = name
-        self._last: OrderedDict[Hashable, str] = OrderedDict()
+        self._recent: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
         self.source: Any = None  # the TOML shape, when loaded from TOML (for to_toml)
 
     # -- loading -------------------------------------------------------------------------------
@@ -219,14 +222,22 @@ class Router:
         return min(bound, policy.max_cost) if policy.max_cost is not None else bound
 
     def _guess(self, q: Query) -> str:
-        return self._last.get(self.similar(q), self.default)
+        """The route most decided lately for similar traffic (decayed counts), else the default."""
+        recent = self._recent.get(self.similar(q))
+        return max(recent, key=recent.__getitem__) if recent else self.default
 
     def _remember(self, q: Query, route: str) -> None:
         key = self.similar(q)
-        self._last[key] = route
-        self._last.move_to_end(key)
-        if len(self._last) > _MEMORY:
-            self._last.popitem(last=False)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = {}
+            if len(self._recent) > _MEMORY:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(key)
+        for r in recent:
+            recent[r] *= _DECAY
+        recent[route] = recent.get(route, 0.0) + 1.0
 
     # -- running ---------------------------------------------------------------------------------
 

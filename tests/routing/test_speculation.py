@@ -123,3 +123,13 @@ async def test_rules_decide_before_speculation_starts(timing: Timing) -> None:
     assert result.route == "hard" and result.latency == timing.approx(0.5)
     assert simple.calls == 0
     assert result.trace.route is not None and result.trace.route.speculation is None
+
+
+async def test_the_guess_is_the_route_most_decided_lately_not_a_one_off() -> None:
+    router, simple, hard = _setup()
+    async with Runtime([simple, hard]) as rt:
+        for text in ("prove a", "prove b", "hello"):  # hard, hard, then one simple
+            await rt.run(text, router)
+        result = await rt.run("prove c", router)
+    assert result.trace.route is not None
+    assert (result.trace.route.speculated, result.trace.route.speculation) == ("hard", "hit")

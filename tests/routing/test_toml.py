@@ -165,3 +165,45 @@ def test_errors_name_the_key_path(tmp_path: Path, text: str, message: str, path:
     assert message in str(info.value)
     assert info.value.path == path
     assert str(info.value).startswith(f"{file}: ")
+
+
+def test_semantic_and_trained_selectors_from_toml(tmp_path: Path) -> None:
+    import numpy as np
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.array([[("code" in t) + 0.01, ("math" in t) + 0.01] for t in texts], dtype=np.float32)
+
+    clf = routing.trained({"code": ["code a", "code b"], "hard": ["math a", "math b"]}, embedder=embed)
+    clf.save(tmp_path / "clf.json")
+    text = f'''
+default = "simple"
+[routes.simple]
+mode = "single"
+candidates = ["a"]
+[routes.code]
+mode = "single"
+candidates = ["a"]
+[routes.hard]
+mode = "single"
+candidates = ["a"]
+[[select]]
+kind = "semantic"
+exemplars = {{ code = ["code x"], hard = ["math y"] }}
+threshold = 0.9
+method = "centroid"
+[[select]]
+kind = "trained"
+path = "{tmp_path / "clf.json"}"
+threshold = 0.6
+'''
+    router = specexec.Router.from_toml(text, embedder=embed)
+    sem, trained = router.selectors
+    assert isinstance(sem, routing.Semantic) and sem.method == "centroid" and sem.threshold == 0.9
+    assert isinstance(trained, routing.TrainedClassifier) and trained.labels == ["code", "hard"]
+    assert sem.classify("some code").route == "code"
+    assert trained.classify("math question").route == "hard"
+    again = specexec.Router.from_toml(router.to_toml(), embedder=embed)
+    assert again.source == router.source
+    with pytest.raises(specexec.PolicyError) as info:
+        specexec.Router.from_toml(text.replace("clf.json", "missing.json"), embedder=embed)
+    assert info.value.path == "$.select[1].path" and "cannot read trained classifier" in str(info.value)
