@@ -103,7 +103,7 @@ class MiniLM:
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.tokenizer.enable_truncation(MAX_SEQ_LENGTH)
         self.tokenizer.no_padding()
-        w: dict[str, Any] = {k.removeprefix("bert."): v.astype(np.float32) for k, v in tensors.items()}
+        w: dict[str, Any] = {k.removeprefix("bert."): v.astype(np.float32, copy=False) for k, v in tensors.items()}
         self.word = w["embeddings.word_embeddings.weight"]
         self.position = w["embeddings.position_embeddings.weight"]
         self.token_type = w["embeddings.token_type_embeddings.weight"][0]
