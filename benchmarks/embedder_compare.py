@@ -46,9 +46,8 @@ def _evaluate(name: str, embed: Callable[[list[str]], Any], loaded: float) -> np
         correct += sem.classify(text).route == label
         latencies.append(time.perf_counter() - t)
     p50, p99 = _quantiles(latencies)
-    print(
-        f"{name:<34} load {loaded:5.2f}s  per query p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  accuracy {correct / len(latencies):.1%}"
-    )
+    accuracy = correct / len(latencies)
+    print(f"{name:<34} load {loaded:5.2f}s  per query p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  accuracy {accuracy:.1%}")
     texts = [t for ts in EXEMPLARS.values() for t in ts] + [t for t, _ in HELD_OUT]
     return np.asarray(embed(texts), dtype=np.float32)
 
