@@ -20,10 +20,15 @@ if TYPE_CHECKING:
 
 
 class _Capture:
-    """A runtime whose ``emit`` collects traces instead of sending them (the rest is forwarded)."""
+    """A runtime whose ``emit`` collects traces instead of sending them (the rest is forwarded).
 
-    def __init__(self, runtime: Runtime) -> None:
+    ``child()`` is a capture for one engine run: it holds that run's trace (so its cost is
+    known exactly, whatever else runs at the same time) and passes it up to its parent.
+    """
+
+    def __init__(self, runtime: Runtime, parent: _Capture | None = None) -> None:
         self.runtime = runtime
+        self.parent = parent
         self.traces: list[Trace] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -32,6 +37,17 @@ class _Capture:
     def emit(self, trace: Trace) -> None:
         """Hold ``trace`` until the router's decision is final."""
         self.traces.append(trace)
+        if self.parent is not None:
+            self.parent.emit(trace)
+
+    def child(self) -> _Capture:
+        """A capture for one run, reporting to this one."""
+        return _Capture(self.runtime, self)
+
+    @property
+    def cost(self) -> float:
+        """What the runs whose traces this capture holds cost."""
+        return sum(t.cost for t in self.traces)
 
     def flush(self, decorate: Callable[[Trace], None]) -> None:
         """Decorate every held trace and send it to the real runtime's sinks."""
@@ -57,8 +73,8 @@ class SelectContext:
 
     async def execute(self, query: Query, policy: Policy) -> Result:
         """Run ``policy`` for ``query`` on the engine; its cost (also on failure) is counted."""
-        held = len(self.capture.traces)
+        run = self.capture.child()
         try:
-            return await execute(cast("Runtime", self.capture), query, policy, self.runtime.resolve(policy))
+            return await execute(cast("Runtime", run), query, policy, self.runtime.resolve(policy))
         finally:
-            self.cost += sum(t.cost for t in self.capture.traces[held:])
+            self.cost += run.cost

@@ -52,12 +52,13 @@ def default_similar(query: Query) -> Hashable:
 
 
 class _Guess:
-    """The speculative run's outcome."""
+    """The speculative run's outcome, and its own trace capture (for its exact cost)."""
 
-    __slots__ = ("error", "result", "scope")
+    __slots__ = ("capture", "error", "result", "scope")
 
-    def __init__(self) -> None:
+    def __init__(self, capture: _Capture) -> None:
         self.scope = anyio.CancelScope()
+        self.capture = capture
         self.result: Result | None = None
         self.error: Exception | None = None
 
@@ -298,10 +299,9 @@ class Router:
         guessed = self._guess(q)
         probe = RouteDecision(guessed)
         self._steer(probe, q, state, rt)
-        guess = _Guess()
-        held = len(capture.traces)
+        guess = _Guess(capture.child())
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run_guess, guess, rt, capture, ctx, q, probe.name, state)
+            tg.start_soon(self._run_guess, guess, rt, ctx, q, probe.name, state)
             chosen = await self._choose(self.selectors[fast:], q, ctx, passed)
             record = self._decision(q, chosen, ctx, t0, state, rt, passed)
             if record.name != probe.name:
@@ -315,7 +315,7 @@ class Router:
             assert guess.result is not None
             return record, guess.result
         record.speculation = "miss"
-        record.speculation_cost = sum(t.cost for t in capture.traces[held:])
+        record.speculation_cost = guess.capture.cost
         record.started = ctx.now() - t0
         return record, await self._run_route(rt, capture, ctx, q, record.name, state)
 
@@ -323,7 +323,6 @@ class Router:
         self,
         guess: _Guess,
         rt: Runtime,
-        capture: _Capture,
         ctx: SelectContext,
         q: Query,
         route: str,
@@ -331,7 +330,7 @@ class Router:
     ) -> None:
         with guess.scope:
             try:
-                guess.result = await self._run_route(rt, capture, ctx, q, route, state, routing_cost=False)
+                guess.result = await self._run_route(rt, guess.capture, ctx, q, route, state, routing_cost=False)
             except Exception as exc:  # kept until the decision says whether it matters
                 guess.error = exc
 
@@ -361,12 +360,12 @@ class Router:
         if budget is not None and state is not None:
             reserved = self._bound(policy, q, rt)
             booked = await budget.reserve(state, reserved)
-        held = len(capture.traces)
+        run = capture.child()
         try:
-            return await execute(cast("Runtime", capture), q, policy, states)
+            return await execute(cast("Runtime", run), q, policy, states)
         finally:
             if booked and budget is not None and state is not None:
-                actual = sum(t.cost for t in capture.traces[held:])
+                actual = run.cost
                 with anyio.CancelScope(shield=True):
                     await budget.settle(state, reserved, actual)
 

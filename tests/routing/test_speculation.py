@@ -133,3 +133,42 @@ async def test_the_guess_is_the_route_most_decided_lately_not_a_one_off() -> Non
         result = await rt.run("prove c", router)
     assert result.trace.route is not None
     assert (result.trace.route.speculated, result.trace.route.speculation) == ("hard", "hit")
+
+
+class PricedRouterModel(specexec.BackendBase):
+    """An LLM router answering ``route`` after 300 ms; 100 input + 10 output tokens at $1/M."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__("router-llm", input_price=1.0, output_price=1.0)
+        self.route = route
+
+    async def complete(self, query: Query) -> specexec.Response:
+        await anyio.sleep(0.3)
+        return specexec.Response(f'{{"route": "{self.route}"}}', specexec.Usage(100, 10))
+
+
+@pytest.mark.parametrize("guess_latency", [0.1, 0.5])  # the guess ends before / after the router answers
+async def test_costs_of_guess_router_and_route_are_each_counted_once(timing: Timing, guess_latency: float) -> None:
+    mini = Scripted("mini", guess_latency, output_price=1.0, usage=(0, 50))
+    frontier = Scripted("frontier", 0.5, output_price=2.0, usage=(0, 100))
+    store = routing.InMemoryBudgetStore()
+    budget = specexec.Budget(1.0, "day", store=store)
+    router = specexec.Router(
+        {"simple": Policy.single("mini"), "hard": Policy.single("frontier")},
+        [routing.llm("router-llm", ["simple", "hard"])],
+        default="simple",
+        speculate=True,
+        budget=budget,
+    )
+    traces: list[specexec.Trace] = []
+    async with Runtime([mini, frontier, PricedRouterModel("hard")], sinks=[traces.append]) as rt:
+        result = await rt.run("prove it", router)
+    route = result.trace.route
+    assert route is not None and route.speculation == "miss"
+    guess_cost = 50e-6 if guess_latency < 0.3 else 256e-6  # settled, or charged its reservation when cancelled
+    assert route.cost == pytest.approx(110e-6)  # the router's call alone
+    assert route.speculation_cost == pytest.approx(guess_cost)  # the guess alone
+    assert result.cost == pytest.approx(110e-6 + guess_cost + 200e-6)
+    assert sum(t.cost for t in traces) == pytest.approx(result.cost)
+    window, _ = budget.window(budget.clock())
+    assert await store.usage("-", window) == (pytest.approx(result.cost), pytest.approx(0.0, abs=1e-12))
