@@ -87,3 +87,11 @@ async def test_caller_cancellation_propagates_and_cancels_the_route() -> None:
             await rt.run("q", router)
     assert scope.cancelled_caught
     assert slow.cancelled == 1 and slow.active == 0
+
+
+async def test_specexec_run_takes_a_router_without_a_runtime(timing: Timing) -> None:
+    fast = Scripted("objects-fast", 0.1)
+    router = specexec.Router({"only": Policy.single(fast)}, [routing.rule("only", regex="x")], default="only")
+    result = await specexec.run("x", router)
+    assert (result.route, result.backend, result.latency) == ("only", "objects-fast", timing.approx(0.1))
+    assert (await router.run("y")).trace.route is not None
