@@ -4,6 +4,7 @@ no-overshoot property under concurrency (hypothesis, trio virtual time)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -163,8 +164,11 @@ def test_budget_arguments_are_checked() -> None:
     runs=st.lists(
         st.tuples(st.integers(0, 300), st.integers(1, 256), st.sampled_from(["prove", "hi"])), min_size=1, max_size=30
     ),
+    speculate=st.booleans(),
 )
-def test_concurrent_runs_never_spend_past_the_budget(limit: float, runs: list[tuple[int, int, str]]) -> None:
+def test_concurrent_runs_never_spend_past_the_budget(
+    limit: float, runs: list[tuple[int, int, str]], speculate: bool
+) -> None:
     store = routing.InMemoryBudgetStore()
     clock = FakeClock("2026-12-01T10:00:00")
     spent: list[float] = []
@@ -173,23 +177,29 @@ def test_concurrent_runs_never_spend_past_the_budget(limit: float, runs: list[tu
         frontier = Scripted("frontier", 0.2, output_price=4.0)
         mini = Scripted("mini", 0.05, output_price=1.0)
         budget = Budget(limit, "day", "tenant", store=store, clock=clock)
+
+        async def classify(q: Query) -> str:
+            await trio.sleep(0.03)
+            return "hard" if "prove" in q.text else "simple"
+
+        select = [routing.classifier(classify)] if speculate else [routing.rule("hard", regex="prove")]
         router = specexec.Router(
             {"hard": Policy.single("frontier"), "simple": Policy.single("mini")},
-            [routing.rule("hard", regex="prove")],
+            select,
             default="simple",
             budget=budget,
+            speculate=speculate,
         )
 
         async def one(delay_ms: int, tokens: int, text: str) -> None:
             await trio.sleep(delay_ms / 1000)
             frontier.usage = mini.usage = (0, tokens)
-            try:
-                result = await rt.run(Query(text, tenant="t"), router)
-            except specexec.BudgetExceeded:
-                return
-            spent.append(result.cost)
+            with contextlib.suppress(specexec.BudgetExceeded):
+                await rt.run(Query(text, tenant="t"), router)
 
-        async with Runtime([frontier, mini]) as rt, trio.open_nursery() as nursery:
+        # every run's spend, refused ones too (a cancelled speculative guess is charged its reservation)
+        sink = lambda trace: spent.append(trace.cost)  # noqa: E731
+        async with Runtime([frontier, mini], sinks=[sink]) as rt, trio.open_nursery() as nursery:
             for run in runs:
                 nursery.start_soon(one, *run)
 
