@@ -100,8 +100,10 @@ class Router:
         if default not in routes:
             raise PolicyError(f"default {default!r} is not a route; routes: {', '.join(routes)}", path="$.default")
         for i, selector in enumerate(select):
-            if not callable(getattr(selector, "select", None)):
-                raise PolicyError(f"not a selector (needs async .select): {selector!r}", path=f"$.select[{i}]")
+            missing = [a for a in ("name", "slow", "threshold") if not hasattr(selector, a)]
+            if not callable(getattr(selector, "select", None)) or missing:
+                needs = ", ".join(["async .select", *(f".{a}" for a in missing)])
+                raise PolicyError(f"not a selector (needs {needs}): {selector!r}", path=f"$.select[{i}]")
             target = getattr(selector, "route", None)
             if isinstance(target, str) and target not in routes:
                 raise PolicyError(f"selector routes to unknown route {target!r}", path=f"$.select[{i}].route")

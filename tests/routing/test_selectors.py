@@ -121,5 +121,9 @@ def test_bad_router_definitions_say_where() -> None:
         routing.rule("a", regex="(")
     with pytest.raises(specexec.PolicyError, match=r"no condition"):
         routing.rule("a")
+    with pytest.raises(
+        specexec.PolicyError, match=r"not a selector \(needs async .select, .name, .slow, .threshold\).*\$\.select\[0\]"
+    ):
+        specexec.Router({"a": Policy.single("a")}, [lambda q: "a"], default="a")  # type: ignore[list-item]
     with pytest.raises(specexec.PolicyError, match=r"must be a specexec.Policy.*\(at \$\.routes\.a\)"):
         specexec.Router({"a": "single"}, default="a")  # type: ignore[dict-item]
