@@ -7,6 +7,7 @@ Everything public is re-exported here; modules starting with ``_`` are private.
 
 from . import backends as backends
 from . import config as config
+from . import routing as routing
 from . import scorers as scorers
 from . import verifiers as verifiers
 from ._backend import Backend as Backend
@@ -56,8 +57,11 @@ from ._stream import Stream as Stream
 from ._trace import AttemptRecord as AttemptRecord
 from ._trace import JsonLinesSink as JsonLinesSink
 from ._trace import LoggingSink as LoggingSink
+from ._trace import RouteDecision as RouteDecision
 from ._trace import Trace as Trace
 from ._trace import TraceEvent as TraceEvent
+from .routing import Budget as Budget
+from .routing import Router as Router
 from .verifiers import Verdict as Verdict
 
 __version__ = "0.1.0"

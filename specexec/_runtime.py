@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,6 +28,9 @@ from ._query import Query, as_query, estimate_input_tokens
 from ._resources import Resources, _current
 from ._stream import Stream
 from ._trace import Trace, TraceSink
+
+if TYPE_CHECKING:
+    from .routing import Router
 
 _log = logging.getLogger("specexec")
 
@@ -208,8 +211,8 @@ class Runtime:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self, query: str | Query, policy: Policy) -> Result:
-        """Answer ``query`` under ``policy``.
+    async def run(self, query: str | Query, policy: Policy | Router) -> Result:
+        """Answer ``query`` under ``policy`` (or a ``Router``, which picks the route's policy).
 
         Raises ``NoAcceptableResponse``, ``DeadlineExceeded``, ``BudgetExceeded``, a fatal
         ``BackendError`` or ``PolicyError`` (an unknown backend name, before anything is sent).
@@ -217,7 +220,16 @@ class Runtime:
         cancelling the caller cancels them and the cancellation propagates.
         """
         if not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a specexec.Policy, got {type(policy).__name__}")
+            from .routing import Router
+
+            if not isinstance(policy, Router):
+                raise TypeError(f"policy must be a specexec.Policy or Router, got {type(policy).__name__}")
+            q = as_query(query)
+            token = _current.set(self._resources)
+            try:
+                return await policy._execute(self, q)  # the router decides, then calls the one engine
+            finally:
+                _current.reset(token)
         q = as_query(query)
         states = self.resolve(policy)
         token = _current.set(self._resources)
@@ -282,8 +294,8 @@ def default_runtime() -> Runtime:
     return _default
 
 
-async def run(query: str | Query, policy: Policy, *, runtime: Runtime | None = None) -> Result:
-    """Answer ``query`` under ``policy`` — hedged, raced, verified, within budget.
+async def run(query: str | Query, policy: Policy | Router, *, runtime: Runtime | None = None) -> Result:
+    """Answer ``query`` under ``policy`` (or a ``Router``) — hedged, raced, verified, within budget.
 
     Without ``runtime=`` the process default runtime is used (backends given as objects in the
     policy are registered there on first use). When it returns or raises, every attempt it

@@ -53,6 +53,38 @@ class TraceEvent(msgspec.Struct):
     detail: str = ""
 
 
+class RouteDecision(msgspec.Struct):
+    """What a ``Router`` decided for a run (``Trace.route``; also what ``routing.decide`` returns).
+
+    ``name`` is the route taken, ``selector`` the selector that decided (``"default"`` when none
+    did; ``"budget"`` never: a downgrade keeps the selector and sets ``requested``), ``why`` its
+    reason, ``confidence`` its confidence where it gave one, ``latency`` the seconds the
+    selectors took, ``cost`` the USD they spent (an LLM router's call). ``passed`` says why each
+    earlier selector passed. ``requested`` is the route before a budget downgrade;
+    ``budget_key`` / ``budget_remaining`` the budget's key and the fraction left before this run.
+    With speculation: ``speculated`` the route started at t = 0, ``speculation`` ``"hit"`` or
+    ``"miss"``, ``speculation_cost`` what the cancelled guess cost, ``started`` when the route's
+    run began (seconds from the router's start). ``step`` is the query's ``metadata["step"]``
+    (a multi-step workflow's stage), so reports can group by it.
+    """
+
+    name: str
+    selector: str = "default"
+    why: str = ""
+    confidence: float | None = None
+    latency: float = 0.0
+    cost: float = 0.0
+    passed: list[str] = msgspec.field(default_factory=list)
+    requested: str | None = None
+    budget_key: str | None = None
+    budget_remaining: float | None = None
+    speculated: str | None = None
+    speculation: Literal["hit", "miss"] | None = None
+    speculation_cost: float = 0.0
+    started: float = 0.0
+    step: str | None = None
+
+
 RunOutcome = Literal["running", "ok", "no_acceptable", "deadline", "budget", "fatal", "stream_failed", "cancelled"]
 
 
@@ -71,6 +103,7 @@ class Trace(msgspec.Struct):
     cost: float = 0.0
     max_cost: float | None = None
     tenant: str | None = None
+    route: RouteDecision | None = None
 
     @property
     def hedges(self) -> int:

@@ -14,6 +14,7 @@ REQUIRED = {
     "DeadlineExceeded", "BudgetExceeded", "BackendError", "RateLimited", "Unavailable", "Timeout", "BadResponse",
     "BadRequest", "AuthError", "Trace", "AttemptRecord", "JsonLinesSink", "LoggingSink", "HealthConfig",
     "BreakerConfig", "HedgeBudgetConfig", "Limits", "LogNormal", "Mixture", "slow_tail",
+    "routing", "Router", "Budget", "RouteDecision",
 }  # fmt: skip
 
 
@@ -28,7 +29,9 @@ def test_required_names_are_exported() -> None:
     assert not missing
 
 
-@pytest.mark.parametrize("module", [specexec, specexec.verifiers, specexec.scorers, specexec.backends, specexec.config])
+@pytest.mark.parametrize(
+    "module", [specexec, specexec.verifiers, specexec.scorers, specexec.backends, specexec.config, specexec.routing]
+)
 def test_every_public_name_has_a_docstring(module: object) -> None:
     undocumented = []
     for name in public_names(module):
@@ -50,4 +53,11 @@ def test_public_objects_come_from_private_modules_or_public_subpackages() -> Non
         module = getattr(obj, "__module__", "specexec")
         if module.startswith("specexec"):
             tail = module.split(".")[1:] or [""]
-            assert tail[0].startswith("_") or tail[0] in {"verifiers", "scorers", "backends", "config", ""}, name
+            assert tail[0].startswith("_") or tail[0] in {
+                "verifiers",
+                "scorers",
+                "backends",
+                "config",
+                "routing",
+                "",
+            }, name

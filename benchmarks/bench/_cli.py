@@ -80,6 +80,9 @@ def _list(stdout: TextIO) -> int:
         except PolicyError as exc:  # pragma: no cover - the shipped scenarios load
             description = f"(does not load: {exc})"
         stdout.write(f"{name}\n    {description}\n")
+    from ._routing import DESCRIPTION
+
+    stdout.write(f"routing\n    {DESCRIPTION}\n")
     return 0
 
 
@@ -87,9 +90,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     """Run ``specexec bench`` with ``argv`` (without the program and subcommand names)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["routing"]:  # the routing scenario compares routers, not policies: its own runner
+        from ._routing import main as routing_main
+
+        return routing_main(arguments, stdout=out, stderr=err)
     parser = build_parser()
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(arguments)
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.list:

@@ -1,0 +1,377 @@
+"""``Router``: picks a route for a query; each route is a ``Policy`` run on the one engine.
+
+Theory of operation. Selectors are asked in order; the first confident answer names the
+route (``default`` when none does). Rules (``slow = False``) are asked first, at once; when
+``speculate=True`` and a slow selector is still to be asked, the *guessed* route (the one
+most decided lately for similar traffic, by decayed counts; else the default) starts at
+t = 0 while the slow selectors run. A decision that agrees lets the guess run on (no added latency); one that disagrees
+cancels it (what it cost is counted in ``speculation_cost`` and in the result's cost) and
+starts the chosen route. The router never launches attempts itself: every run, the guess,
+the chosen route and an LLM router's own call, is ``specexec._engine.execute``.
+
+A ``Budget`` steers the decision (downgrades by remaining fraction) and reserves each route
+run's worst case in its store until the run settles.
+
+Cancellation: when ``run`` returns or raises, every run it started has finished or been
+cancelled; the caller's cancellation propagates.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import msgspec
+
+from .._clock import loop_clock
+from .._engine import Result, execute
+from .._errors import BudgetExceeded, PolicyError
+from .._policy import Policy
+from .._query import Query, as_query
+from .._resources import _current
+from .._trace import RouteDecision
+from ._budget import Budget, BudgetState
+from ._context import SelectContext, _Capture
+from ._selectors import Choice, Selector
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+
+SimilarFn = Callable[[Query], Hashable]
+_MEMORY = 4096  # how many traffic classes the speculative guess remembers
+_DECAY = 0.8  # weight of older decisions in the guess: about the last five count
+
+
+def default_similar(query: Query) -> Hashable:
+    """Traffic is "similar" when tenant, ``feature`` and ``step`` agree."""
+    md = query.metadata
+    return (query.tenant, md.get("feature"), md.get("step"))
+
+
+class _Guess:
+    """The speculative run's outcome, and its own trace capture (for its exact cost)."""
+
+    __slots__ = ("capture", "error", "result", "scope")
+
+    def __init__(self, capture: _Capture) -> None:
+        self.scope = anyio.CancelScope()
+        self.capture = capture
+        self.result: Result | None = None
+        self.error: Exception | None = None
+
+
+class Router:
+    """Maps a query to a route name; each route is a ``Policy`` (which may hedge, race, cascade…).
+
+    - ``routes``: route name → ``Policy``.
+    - ``select``: selectors asked in order (``routing.rule``, ``classifier``, ``semantic``,
+      ``trained``, ``llm``); the first confident decision wins; none → ``default``.
+    - ``speculate``: start the likely route at t = 0 while slow selectors run (the likely
+      route: the one most decided lately for similar traffic, each older decision weighing
+      0.8 of the next; the default for traffic not seen yet).
+    - ``budget``: a ``specexec.Budget`` that downgrades routes and refuses runs past its limit.
+    - ``similar``: what makes traffic "similar" for the speculative guess (default: tenant,
+      ``feature``, ``step``).
+
+    A router is accepted wherever a policy is: ``await specexec.run(query, router)``.
+    """
+
+    def __init__(
+        self,
+        routes: Mapping[str, Policy],
+        select: Sequence[Selector] = (),
+        *,
+        default: str,
+        speculate: bool = False,
+        budget: Budget | None = None,
+        similar: SimilarFn = default_similar,
+        name: str | None = None,
+    ) -> None:
+        if not routes:
+            raise PolicyError("a router needs at least one route", path="$.routes")
+        for route, policy in routes.items():
+            if not isinstance(policy, Policy):
+                raise PolicyError(
+                    f"route {route!r} must be a specexec.Policy, got {policy!r}", path=f"$.routes.{route}"
+                )
+        if default not in routes:
+            raise PolicyError(f"default {default!r} is not a route; routes: {', '.join(routes)}", path="$.default")
+        for i, selector in enumerate(select):
+            missing = [a for a in ("name", "slow", "threshold") if not hasattr(selector, a)]
+            if not callable(getattr(selector, "select", None)) or missing:
+                needs = ", ".join(["async .select", *(f".{a}" for a in missing)])
+                raise PolicyError(f"not a selector (needs {needs}): {selector!r}", path=f"$.select[{i}]")
+            target = getattr(selector, "route", None)
+            if isinstance(target, str) and target not in routes:
+                raise PolicyError(f"selector routes to unknown route {target!r}", path=f"$.select[{i}].route")
+        self.routes = dict(routes)
+        self.selectors = list(select)
+        self.default = default
+        self.speculate = speculate
+        self.budget = budget
+        self.similar = similar
+        self.name = name
+        self._recent: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
+        self.source: Any = None  # the TOML shape, when loaded from TOML (for to_toml)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, source: str | Path, *, classifiers: Mapping[str, Any] | None = None, **options: Any) -> Router:
+        """Load from a TOML file or text (see ``specexec.routing`` for the shape). Errors are
+        ``PolicyError`` naming the file and key path. ``classifiers`` maps the names that
+        ``kind = "classifier"`` selectors use to callables; ``options`` go to the embedder-based
+        selectors (``embedder=``)."""
+        from ._toml import load_router
+
+        return load_router(source, classifiers=classifiers or {}, **options)
+
+    def to_toml(self) -> str:
+        """The router as TOML (only for a router loaded from TOML: code-built selectors and
+        policies holding objects have no TOML form)."""
+        from ._toml import dump_router
+
+        if self.source is None:
+            raise PolicyError("only a router loaded with Router.from_toml can be written back as TOML", path="$")
+        return dump_router(self.source)
+
+    # -- deciding --------------------------------------------------------------------------------
+
+    async def decide(self, query: str | Query, runtime: Runtime | None = None) -> RouteDecision:
+        """The route ``query`` would take (selectors and budget downgrade; nothing is run but an
+        LLM router's own call, which is traced)."""
+        from .._runtime import default_runtime
+
+        rt = runtime or default_runtime()
+        q = as_query(query)
+        now = loop_clock()
+        t0 = now()
+        capture = _Capture(rt)
+        ctx = SelectContext(capture, now)
+        token = _current.set(getattr(rt, "_resources", None))
+        try:
+            state = await self.budget.state(q) if self.budget is not None else None
+            passed: list[str] = []
+            decision = await self._choose(self.selectors, q, ctx, passed)
+            return self._decision(q, decision, ctx, t0, state, rt, passed)
+        finally:
+            _current.reset(token)
+            capture.flush(lambda trace: None)
+
+    async def _choose(
+        self, selectors: Sequence[Selector], q: Query, ctx: SelectContext, passed: list[str]
+    ) -> tuple[Choice, str, list[str]] | None:
+        for selector in selectors:
+            try:
+                choice = await selector.select(q, ctx)
+            except Exception as exc:
+                passed.append(f"{selector.name}: {type(exc).__name__}: {exc}")
+                continue
+            if choice is None:
+                passed.append(f"{selector.name}: no decision")
+            elif choice.route not in self.routes:
+                passed.append(f"{selector.name}: unknown route {choice.route!r}")
+            elif choice.confidence is not None and choice.confidence < selector.threshold:
+                passed.append(
+                    f"{selector.name}: {choice.route} at confidence {choice.confidence:.3g} < {selector.threshold:g}"
+                )
+            else:
+                return choice, selector.name, passed
+        return None
+
+    def _decision(
+        self,
+        q: Query,
+        chosen: tuple[Choice, str, list[str]] | None,
+        ctx: SelectContext,
+        t0: float,
+        state: BudgetState | None,
+        rt: Runtime,
+        passed: list[str] | None = None,
+    ) -> RouteDecision:
+        if chosen is None:
+            record = RouteDecision(self.default, "default", "no selector decided", passed=passed or [])
+        else:
+            choice, selector, why_passed = chosen
+            record = RouteDecision(choice.route, selector, choice.why, choice.confidence, passed=why_passed)
+        record.latency = ctx.now() - t0
+        record.cost = ctx.cost
+        step = q.metadata.get("step")
+        record.step = None if step is None else str(step)
+        self._steer(record, q, state, rt)
+        return record
+
+    def _steer(self, record: RouteDecision, q: Query, state: BudgetState | None, rt: Runtime) -> None:
+        if self.budget is None or state is None:
+            return
+        record.budget_key, record.budget_remaining = state.key, state.remaining
+        steered = self.budget.steer(record.name, q, state, lambda: self._cheapest(q, rt))
+        if steered != record.name:
+            if steered not in self.routes:
+                raise PolicyError(f"budget downgrade names unknown route {steered!r}", path="$.budget.downgrade")
+            record.requested, record.name = record.name, steered
+
+    def _cheapest(self, q: Query, rt: Runtime) -> str:
+        return min(self.routes, key=lambda r: self._bound(self.routes[r], q, rt))
+
+    @staticmethod
+    def _bound(policy: Policy, q: Query, rt: Runtime) -> float:
+        """The most a run of ``policy`` can cost: the dearest ``max_attempts`` candidates, capped by ``max_cost``."""
+        worst = sorted((s.worst_case_cost(q) for s in rt.resolve(policy)), reverse=True)
+        bound = sum(worst[: policy.effective_max_attempts])
+        return min(bound, policy.max_cost) if policy.max_cost is not None else bound
+
+    def _guess(self, q: Query) -> str:
+        """The route most decided lately for similar traffic (decayed counts), else the default."""
+        recent = self._recent.get(self.similar(q))
+        return max(recent, key=recent.__getitem__) if recent else self.default
+
+    def _remember(self, q: Query, route: str) -> None:
+        key = self.similar(q)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = {}
+            if len(self._recent) > _MEMORY:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(key)
+        for r in recent:
+            recent[r] *= _DECAY
+        recent[route] = recent.get(route, 0.0) + 1.0
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def run(self, query: str | Query, runtime: Runtime | None = None) -> Result:
+        """Route and answer ``query`` (the same as ``specexec.run(query, router, runtime=...)``)."""
+        from .._runtime import default_runtime
+
+        return await (runtime or default_runtime()).run(query, self)
+
+    async def _execute(self, rt: Runtime, q: Query) -> Result:
+        """Called by ``Runtime.run`` (resources already set): decide, run, trace."""
+        now = loop_clock()
+        t0 = now()
+        capture = _Capture(rt)
+        ctx = SelectContext(capture, now)
+        record = RouteDecision(self.default)
+        state: BudgetState | None = None
+        try:
+            state = await self.budget.state(q) if self.budget is not None else None
+            passed: list[str] = []
+            fast = 0
+            while fast < len(self.selectors) and not self.selectors[fast].slow:
+                fast += 1
+            chosen = await self._choose(self.selectors[:fast], q, ctx, passed)
+            if chosen is None and self.speculate and fast < len(self.selectors):
+                record, result = await self._speculative(rt, capture, ctx, q, t0, state, passed, fast)
+            else:
+                if chosen is None:
+                    chosen = await self._choose(self.selectors[fast:], q, ctx, passed)
+                record = self._decision(q, chosen, ctx, t0, state, rt, passed)
+                if self.speculate:
+                    self._remember(q, record.name)
+                record.started = now() - t0
+                result = await self._run_route(rt, capture, ctx, q, record.name, state)
+            return msgspec.structs.replace(
+                result,
+                route=record.name,
+                latency=now() - t0,
+                cost=result.cost + record.cost + record.speculation_cost,
+            )
+        finally:
+            if self.budget is not None and state is not None and ctx.cost > 0:  # the router's own LLM calls
+                with anyio.CancelScope(shield=True):
+                    await self.budget.settle(state, 0.0, ctx.cost)
+            capture.flush(lambda trace: setattr(trace, "route", record))
+
+    async def _speculative(
+        self,
+        rt: Runtime,
+        capture: _Capture,
+        ctx: SelectContext,
+        q: Query,
+        t0: float,
+        state: BudgetState | None,
+        passed: list[str],
+        fast: int,
+    ) -> tuple[RouteDecision, Result]:
+        guessed = self._guess(q)
+        probe = RouteDecision(guessed)
+        self._steer(probe, q, state, rt)
+        guess = _Guess(capture.child())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._run_guess, guess, rt, ctx, q, probe.name, state)
+            chosen = await self._choose(self.selectors[fast:], q, ctx, passed)
+            record = self._decision(q, chosen, ctx, t0, state, rt, passed)
+            if record.name != probe.name:
+                guess.scope.cancel()
+        self._remember(q, record.name)
+        record.speculated = probe.name
+        if record.name == probe.name:
+            record.speculation = "hit"
+            if guess.error is not None:
+                raise guess.error
+            assert guess.result is not None
+            return record, guess.result
+        record.speculation = "miss"
+        record.speculation_cost = guess.capture.cost
+        record.started = ctx.now() - t0
+        return record, await self._run_route(rt, capture, ctx, q, record.name, state)
+
+    async def _run_guess(
+        self,
+        guess: _Guess,
+        rt: Runtime,
+        ctx: SelectContext,
+        q: Query,
+        route: str,
+        state: BudgetState | None,
+    ) -> None:
+        with guess.scope:
+            try:
+                guess.result = await self._run_route(rt, guess.capture, ctx, q, route, state, routing_cost=False)
+            except Exception as exc:  # kept until the decision says whether it matters
+                guess.error = exc
+
+    async def _run_route(
+        self,
+        rt: Runtime,
+        capture: _Capture,
+        ctx: SelectContext,
+        q: Query,
+        route: str,
+        state: BudgetState | None,
+        *,
+        routing_cost: bool = True,
+    ) -> Result:
+        policy = self.routes[route]
+        if routing_cost and ctx.cost > 0 and policy.max_cost is not None:
+            left = policy.max_cost - ctx.cost
+            if left <= 0:
+                raise BudgetExceeded(
+                    f"routing spent ${ctx.cost:.6f} of route {route!r}'s max_cost=${policy.max_cost:g}: nothing left"
+                )
+            policy = msgspec.structs.replace(policy, max_cost=left)
+        states = rt.resolve(policy)
+        budget = self.budget
+        reserved = 0.0
+        booked = False
+        if budget is not None and state is not None:
+            reserved = self._bound(policy, q, rt)
+            booked = await budget.reserve(state, reserved)
+        run = capture.child()
+        try:
+            return await execute(cast("Runtime", run), q, policy, states)
+        finally:
+            if booked and budget is not None and state is not None:
+                actual = run.cost
+                with anyio.CancelScope(shield=True):
+                    await budget.settle(state, reserved, actual)
+
+
+async def decide(router: Router, query: str | Query, runtime: Runtime | None = None) -> RouteDecision:
+    """The decision ``router`` would make for ``query``, without running the route (dry run)."""
+    return await router.decide(query, runtime)
