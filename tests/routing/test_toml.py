@@ -139,7 +139,11 @@ def _bad(replace: str, by: str) -> str:
         (_bad('delay = "p95"', 'delay = "soon"'), "delay 'soon' does not parse", "$.routes.simple.delay"),
         (_bad('candidates = ["coder-a", "coder-b"]', "candidates = []"), "at least one", "$.routes.code.candidates"),
         (_bad('hard = "frontier"', 'hard = "frontierz"'), "names policy 'frontierz'", "$.routes.hard"),
-        (_bad("max_cost = 0.5", "max_cost = -1"), "max_cost must be a positive number", "$.policies.frontier.max_cost"),
+        (
+            _bad("max_cost = 0.5", "max_cost = -1"),
+            "max_cost must be a finite positive number",
+            "$.policies.frontier.max_cost",
+        ),
         (_bad("regex = '```", "regex = '(```"), "does not compile", "$.select[0].regex"),
         (_bad("min_tokens = 2000", "min_tokens = -3"), "min_tokens must be an integer >= 0", "$.select[1].min_tokens"),
         (_bad('kind = "classifier"', 'kind = "oracle"'), "Invalid value 'oracle'", "$.select[3].kind"),
