@@ -36,10 +36,16 @@ if TYPE_CHECKING:
     from ._runtime import BackendState, Runtime
 
 _EPSILON = 1e-12  # float slack when comparing money against the ceiling
-_ORDER_LABELS = {"as_listed": "as listed", "cost": "by worst-case cost", "latency": "by predicted latency"}
+_ORDER_LABELS = {
+    "as_listed": "as listed",
+    "cost": "by worst-case cost",
+    "latency": "by predicted latency",
+    "weighted": "drawn by weight",
+    "p2c": "by power of two choices (latency x load)",
+}
 _LIMIT_POLL = 0.005  # seconds between checks while the primary waits for a rate/concurrency slot
 _NOT_RETRIED = frozenset({"auth", "context_window", "bad_request"})  # another try at the same backend cannot help
-_jitter = random.Random()  # full-jitter backoff draws (not security sensitive)
+_random = random.Random()  # backoff jitter, weighted and p2c draws (not security sensitive)
 
 
 class Result(msgspec.Struct):
@@ -136,14 +142,35 @@ class _Run:
         order = self.policy.effective_order
         if order == "cost":
             return sorted(states, key=lambda s: s.worst_case_cost(self.query, self.input_estimate))
-        if order == "latency":
+        if order == "weighted":  # Efraimidis–Spirakis: a weighted random order in one pass
+            keys = {id(s): _random.random() ** (1.0 / self.policy.weight_of(s.name)) for s in states}
+            return sorted(states, key=lambda s: -keys[id(s)])
+        if order in ("latency", "p2c"):
             now = self.t0
             predicted = [s.health.predicted_latency(now) for s in states]
             known = sorted(p for p in predicted if p is not None)
-            typical = known[len(known) // 2] if known else 0.0
+            typical = known[len(known) // 2] if known else 1.0
             rank = {id(s): typical if p is None else p for s, p in zip(states, predicted, strict=True)}
-            return sorted(states, key=lambda s: rank[id(s)])
+            if order == "latency":
+                return sorted(states, key=lambda s: rank[id(s)])
+            return self._p2c(states, rank)
         return list(states)
+
+    def _p2c(self, states: Sequence[BackendState], latency: dict[int, float]) -> list[BackendState]:
+        """Power of two choices: of two random candidates the one with the lower predicted latency
+        x (attempts in flight + 1) leads; the rest follow by the same cost (hedges still prefer
+        another failure domain, in ``_choose``)."""
+
+        def cost(s: BackendState) -> float:
+            return latency[id(s)] * (s.health.concurrency.in_use + 1)
+
+        rest = list(states)
+        if len(rest) < 2:
+            return rest
+        a, b = _random.sample(range(len(rest)), 2)
+        first = rest[a] if cost(rest[a]) <= cost(rest[b]) else rest[b]
+        rest.remove(first)
+        return [first, *sorted(rest, key=cost)]
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -371,7 +398,7 @@ class _Run:
         if kind in _NOT_RETRIED:
             return
         cap = min(policy.max_backoff, policy.backoff * 2.0 ** (number - 1))
-        wait = _jitter.uniform(0.0, cap) if policy.jitter else cap
+        wait = _random.uniform(0.0, cap) if policy.jitter else cap
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after > wait:
             wait = min(retry_after, state.health.config.max_retry_after)  # sooner would be refused

@@ -37,7 +37,7 @@ from .verifiers import Verifier, VerifierSpec
 
 Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
 Commit = Literal["first_token", "complete"]
-Order = Literal["as_listed", "latency", "cost"]
+Order = Literal["as_listed", "latency", "cost", "weighted", "p2c"]
 CandidateRef: TypeAlias = "str | Backend"
 
 DEFAULT_FALLBACK_DELAY = 0.2
@@ -167,7 +167,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     - ``verify``: verifiers every response must pass; ``scorer`` + ``accept_score`` for ``pick``.
     - ``max_cost``: USD ceiling per run, enforced by reserving each attempt's worst case.
     - ``deadline``: seconds for the whole run; ``attempt_timeout``: seconds per attempt.
-    - ``order``: ``as_listed``, ``latency`` (predicted, from health) or ``cost``; ``None`` is the
+    - ``order``: ``as_listed``, ``latency`` (predicted, from health), ``cost``, ``weighted``
+      (a random order drawn by ``weights``, a name → weight table, default 1 each) or ``p2c``
+      (power of two choices: of two random candidates, the one with the lower predicted latency
+      × (attempts in flight + 1) goes first, as Finagle's/Linkerd's P2C); ``None`` is the
       mode's default. Hedges prefer another provider and region than those in flight.
     - ``budget``: the hedge budget (``None``: timed hedges are not rationed).
     - ``fallback_delay``, ``min_delay``, ``max_delay``: bounds of an adaptive delay.
@@ -201,6 +204,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     deadline: float | None = None
     attempt_timeout: float | None = None
     order: Order | None = None
+    weights: dict[str, float] | None = None
     budget: HedgeBudgetConfig | None = None
     fallback_delay: float = DEFAULT_FALLBACK_DELAY
     min_delay: float = 0.0
@@ -281,6 +285,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
         """The parsed delay, the mode's default when ``delay`` is ``None``."""
         return parse_delay(self.delay if self.delay is not None else _MODE_DELAY[self.mode])
 
+    def weight_of(self, name: str) -> float:
+        """The weight of candidate ``name`` for ``order = "weighted"`` (1 unless ``weights`` says)."""
+        return dict(self.weights or ()).get(name, 1.0)
+
     @property
     def effective_order(self) -> Order:
         """The candidate order, the mode's default when ``order`` is ``None``."""
@@ -308,6 +316,7 @@ class _Knobs(TypedDict, total=False):
     deadline: float | None
     attempt_timeout: float | None
     order: Order | None
+    weights: Mapping[str, float] | None
     fallback_delay: float
     min_delay: float
     max_delay: float
@@ -424,6 +433,18 @@ def _validate(p: Policy) -> None:
             if not callable(v):
                 raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.{field}[{i}]")
     _require_int(p.prefix_chars, 1, "prefix_chars", "$.prefix_chars")
+    if p.weights is not None:
+        if not isinstance(p.weights, (dict, tuple)):
+            raise PolicyError(f"weights must be a table of name = weight, got {p.weights!r}", path="$.weights")
+        pairs = tuple(sorted(dict(p.weights).items()))
+        names = {c if isinstance(c, str) else c.name for c in p.candidates}
+        for name, weight in pairs:
+            if name not in names:
+                raise PolicyError(f"weights names {name!r}, which is not a candidate", path=f"$.weights.{name}")
+            _require(
+                _is_finite(weight) and weight > 0, "a weight must be a finite number > 0", weight, f"$.weights.{name}"
+            )
+        msgspec.structs.force_setattr(p, "weights", pairs)  # hashable: the policy is a cache key
     _require(
         p.commit in ("first_token", "complete"), "commit must be 'first_token' or 'complete'", p.commit, "$.commit"
     )
