@@ -9,6 +9,7 @@ from . import backends as backends
 from . import config as config
 from . import routing as routing
 from . import scorers as scorers
+from . import stores as stores
 from . import verifiers as verifiers
 from ._backend import Backend as Backend
 from ._backend import BackendBase as BackendBase
