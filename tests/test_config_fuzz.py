@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import specexec
 from specexec import PolicyError
+from tests.toml_text import toml_document
 
 EXAMPLES = int(os.environ.get("SPECEXEC_FUZZ_EXAMPLES", "300"))
 """Documents per run (``SPECEXEC_FUZZ_EXAMPLES=20000`` for a long hunt)."""
@@ -240,45 +241,6 @@ documents = table(
 
 
 # --------------------------------------------------------------------------- TOML text
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_value(value: Any) -> str:
-    """``value`` as an inline TOML value."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(value)
-
-
-def toml_document(doc: dict[str, Any]) -> str:
-    """A document of top-level ``key = inline value`` lines (``[health]`` written inline is the same table)."""
-    return "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in doc.items())
 
 
 @contextlib.contextmanager

@@ -110,13 +110,7 @@ class BackendHealth:
         """
         if not self.breaker.would_allow(now):
             return "circuit open (auth)" if self.breaker.open_reason == "auth" else "circuit open"
-        if self.requests is not None and self.requests.wait_time(now) > 0:
-            return "rate limit"
-        if tokens > 0 and self.tokens is not None and self.tokens.wait_time(now, tokens) > 0:
-            return "token limit"
-        if self.concurrency.available == 0:
-            return "at concurrency limit"
-        return None
+        return self._limits_reason(now, tokens)
 
     def never_admits(self, tokens: int) -> str | None:
         """Why an attempt of ``tokens`` tokens can never start here (no wait would help), or ``None``."""
@@ -157,6 +151,7 @@ class BackendHealth:
         return None
 
     def _limits_reason(self, now: float, tokens: int) -> str | None:
+        """Why the rate, token or concurrency limit refuses an attempt now, or ``None``."""
         if self.requests is not None and self.requests.wait_time(now) > 0:
             return "rate limit"
         if tokens > 0 and self.tokens is not None and self.tokens.wait_time(now, tokens) > 0:

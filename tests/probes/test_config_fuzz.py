@@ -13,7 +13,6 @@ asked for ~560 GB).
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import tracemalloc
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 
 from probes import ProbeConfig, ProbeDaemon
 from specexec import PolicyError
+from tests.toml_text import toml_document
 
 TIME_LIMIT = 5.0
 """Seconds one document may take to load and build (a hang fails the test instead of stalling it)."""
@@ -39,37 +39,6 @@ EDGE_INTS = [0, -1, 1, 2, 60, 61, 1024, 1025, 65535, 65536, 10_000_000, INT64, -
 
 
 # -- TOML text from a Python document -------------------------------------------------------
-
-
-def _string(text: str) -> str:
-    # JSON's escapes are TOML's; TOML also wants DEL escaped.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def toml_value(value: Any) -> str:
-    """``value`` as a TOML value (inline tables and arrays nest)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def toml_document(document: dict[str, Any]) -> str:
-    """A document of top-level keys, each an inline value; always multi-line (never read as a path)."""
-    return "".join(f"{_string(k)} = {toml_value(v)}\n" for k, v in document.items()) + "\n"
 
 
 # -- plausible documents --------------------------------------------------------------------
