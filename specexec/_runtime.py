@@ -23,6 +23,7 @@ from ._backend import Backend, BackendBase
 from ._engine import Result, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
+from ._health._limits import RateLimit
 from ._policy import HedgeBudgetConfig, Policy
 from ._query import Query, as_query, estimate_input_tokens
 from ._resources import Resources, _current
@@ -43,6 +44,22 @@ class HealthFeedLike(Protocol):
         ...
 
 
+class SharedLimits(Protocol):
+    """Rate limits shared beyond this process (``specexec.stores.RedisRateLimits``)."""
+
+    def limiter(self, backend: str, kind: str, rate_per_minute: float) -> RateLimit:
+        """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
+        ...
+
+    async def sync(self) -> None:
+        """Sync once now (the runtime does it on entry, before any run); must never raise."""
+        ...
+
+    async def follow(self, runtime: Runtime) -> None:
+        """Keep the shared limits in sync until cancelled; must never raise."""
+        ...
+
+
 class BackendState:
     """One backend as a runtime knows it: the backend, its live health, its failover throttle.
 
@@ -57,7 +74,7 @@ class BackendState:
         "region", "throttle",
     )  # fmt: skip
 
-    def __init__(self, backend: Backend, config: HealthConfig) -> None:
+    def __init__(self, backend: Backend, config: HealthConfig, shared_limits: SharedLimits | None = None) -> None:
         self.backend = backend
         self.name = backend.name
         self.provider = backend.provider
@@ -76,6 +93,11 @@ class BackendState:
             tpm=getattr(limits, "tpm", None),
             max_concurrency=getattr(limits, "max_concurrency", None),
             breaker=getattr(backend, "breaker", None),
+            rate_limiter=(
+                (lambda kind, rate: shared_limits.limiter(backend.name, kind, rate))
+                if shared_limits is not None
+                else None
+            ),
         )
         self.context_window: int | None = getattr(backend, "context_window", None)
 
@@ -99,6 +121,8 @@ class Runtime:
     - ``sinks``: callables that receive each finished ``Trace`` (e.g. ``JsonLinesSink``).
     - ``feeds``: health feeds (e.g. ``HealthFeed`` following a probe daemon) that run in the
       background while the runtime is entered, and stop when it exits.
+    - ``shared_limits``: rate limits shared by every process (``specexec.stores.RedisRateLimits``);
+      synced in the background while the runtime is entered.
 
     ``await rt.run(query, policy)`` runs one query; when it returns or raises, every attempt
     it started has finished or been cancelled.
@@ -111,15 +135,17 @@ class Runtime:
         health: HealthConfig | None = None,
         sinks: Sequence[TraceSink] = (),
         feeds: Sequence[HealthFeedLike] = (),
+        shared_limits: SharedLimits | None = None,
     ) -> None:
         self.health_config = health or HealthConfig()
+        self.shared_limits = shared_limits
         self.sinks = list(sinks)
         self._states: dict[str, BackendState] = {}
         self._implicit: set[str] = set()  # names registered from policies' Backend objects
         self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
         self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
         self._resources: Resources | None = None
-        self.feeds = list(feeds)
+        self.feeds = list(feeds) + ([shared_limits] if shared_limits is not None else [])
         self._feed_group: TaskGroup | None = None
         for backend in backends:
             self.add_backend(backend)
@@ -141,7 +167,7 @@ class Runtime:
                 raise PolicyError(f"two different backends are named {backend.name!r}", path="$.backends")
         if replaceable:
             self._implicit.add(backend.name)
-        state = self._states[backend.name] = BackendState(backend, self.health_config)
+        state = self._states[backend.name] = BackendState(backend, self.health_config, self.shared_limits)
         return state
 
     @classmethod
@@ -261,6 +287,8 @@ class Runtime:
         if self._resources is not None:
             raise RuntimeError("this Runtime is already entered")
         self._resources = Resources()
+        if self.shared_limits is not None:  # leases before the first run, so none starts on the fallback
+            await self.shared_limits.sync()
         if self.feeds:
             group = anyio.create_task_group()
             await group.__aenter__()

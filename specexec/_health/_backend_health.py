@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import msgspec
 
@@ -11,7 +12,7 @@ from .._checks import check_int, check_number
 from .._errors import PolicyError
 from ._breaker import BreakerConfig, CircuitBreaker
 from ._latency import LatencyWindow
-from ._limits import ConcurrencyLimit, RateLimiter
+from ._limits import ConcurrencyLimit, RateLimit, RateLimiter
 
 _log = logging.getLogger("specexec")
 _NEUTRAL_KINDS = frozenset({"context_window"})
@@ -81,6 +82,7 @@ class BackendHealth:
         tpm: float | None = None,
         max_concurrency: int | None = None,
         breaker: BreakerConfig | None = None,
+        rate_limiter: Callable[[str, float], RateLimit] | None = None,
     ) -> None:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
@@ -88,8 +90,9 @@ class BackendHealth:
         self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
         self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
         self.breaker = CircuitBreaker(breaker if breaker is not None else config.breaker)
-        self.requests = RateLimiter(rpm) if rpm is not None else None
-        self.tokens = RateLimiter(tpm) if tpm is not None else None
+        make: Callable[[str, float], RateLimit] = rate_limiter or (lambda kind, rate: RateLimiter(rate))
+        self.requests = make("rpm", rpm) if rpm is not None else None
+        self.tokens = make("tpm", tpm) if tpm is not None else None
         self.concurrency = ConcurrencyLimit(max_concurrency)
         self.last_model: str | None = None
         self.last_error_kind: str | None = None

@@ -7,7 +7,24 @@ asyncio loop's clock), so it cannot be used under trio.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 _EPSILON = 1e-9  # seconds of float slack at the edge of the allowance
+
+
+class RateLimit(Protocol):
+    """What admission needs of a rate limit (``RateLimiter``, or a shared one from ``specexec.stores``)."""
+
+    rate_per_minute: float
+    burst: float
+
+    def wait_time(self, now: float, amount: float = 1.0) -> float:
+        """Seconds until ``amount`` would be admitted (0: now; ``inf``: never)."""
+        ...
+
+    def try_acquire(self, now: float, amount: float = 1.0) -> bool:
+        """Admit ``amount`` now if allowed."""
+        ...
 
 
 class RateLimiter:

@@ -1,0 +1,151 @@
+"""``RedisRateLimits``: requests- and tokens-per-minute limits shared by every process, by leases.
+
+The hot path never waits for Redis. Each process holds a small **lease** of permits per limit
+and spends it locally (``wait_time`` / ``try_acquire``, the ``RateLimiter`` interface); a
+background task (``follow``, started by the runtime while it is entered) syncs every
+``interval`` seconds: it gives back the permits not used and asks for as many as the process
+used in the last interval, twice over, plus one. On Redis the limit is the same GCRA as the
+in-process ``RateLimiter`` (one TAT per limit, Redis's own clock, one Lua script per sync), and
+a permit is granted only when the fleet-wide GCRA admits it, so **the fleet never exceeds the
+limit**: over any ``t`` seconds it admits at most ``rate · t / 60 + burst`` units in all. The
+price is latency of reuse: a permit leased to an idle process is back in the pool within one
+``interval``; a process that has used its lease waits up to one ``interval`` for more (the
+primary may wait ``limit_wait``; hedges never wait).
+
+A runtime syncs once when it is entered, before any run. While Redis cannot be reached (and for
+a backend registered after the runtime was entered, until the next sync) each process falls back to its own
+in-process ``RateLimiter`` with the full limit (logged once per outage): a fleet of ``P``
+processes may then admit up to ``P`` times the limit — the cost of never failing a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._health import RateLimiter
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+
+_log = logging.getLogger("specexec")
+
+# KEYS[1]: the limit's TAT key. ARGV: interval (ms per unit), burst (units), returned, wanted.
+_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+tat = tat - tonumber(ARGV[3]) * interval
+if tat < now then tat = now end
+local room = math.floor((now + burst * interval - tat) / interval)
+local grant = tonumber(ARGV[4])
+if grant > room then grant = room end
+if grant < 0 then grant = 0 end
+tat = tat + grant * interval
+redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(burst * interval) + 60000)
+return grant
+"""
+
+DEFAULT_INTERVAL = 0.1
+"""Seconds between two syncs of a process's leases with Redis."""
+
+
+class LeasedRateLimiter:
+    """One shared limit as this process sees it: a lease of permits spent locally (the
+    ``RateLimiter`` interface), and the in-process fallback while there is no lease."""
+
+    def __init__(self, key: str, rate_per_minute: float) -> None:
+        self.key = key
+        self.fallback = RateLimiter(rate_per_minute)
+        self.rate_per_minute = rate_per_minute
+        self.burst = self.fallback.burst
+        self.leased = False  # True once Redis granted a lease (and while it answers)
+        self.permits = 0.0
+        self.used = 0.0  # units spent since the last sync
+
+    def wait_time(self, now: float, amount: float = 1.0) -> float:
+        """0 when ``amount`` can be spent now; ``inf`` if it exceeds the burst; else a wait."""
+        if amount > self.burst:
+            return math.inf
+        if not self.leased:
+            return self.fallback.wait_time(now, amount)
+        return 0.0 if self.permits >= amount else DEFAULT_INTERVAL
+
+    def try_acquire(self, now: float, amount: float = 1.0) -> bool:
+        """Spend ``amount`` from the lease (or the fallback) if it is there."""
+        if not self.leased:
+            ok = self.fallback.try_acquire(now, amount)
+        elif self.permits >= amount:
+            self.permits -= amount
+            ok = True
+        else:
+            ok = False
+        if ok:
+            self.used += amount
+        return ok
+
+
+class RedisRateLimits:
+    """Rate limits (``Limits(rpm=, tpm=)``) shared through Redis at ``url``.
+
+    ``Runtime(backends, shared_limits=RedisRateLimits(url))``: every backend's rpm/tpm limit is
+    then one limit for all processes using the same Redis and ``prefix`` (keyed by backend name).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "specexec:limit:",
+        interval: float = DEFAULT_INTERVAL,
+        timeout: float = 0.25,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        from ._redis_budget import RedisBudgetStore
+
+        self._redis = RedisBudgetStore(url, timeout=timeout)  # its clients, outage logging and fallback rules
+        self.prefix = prefix
+        self.interval = interval
+        self.limiters: list[LeasedRateLimiter] = []
+
+    def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
+        """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
+        made = LeasedRateLimiter(f"{self.prefix}{backend}:{kind}", rate_per_minute)
+        self.limiters.append(made)
+        return made
+
+    async def sync(self) -> None:
+        """Give back unused permits and lease new ones, for every limit; never raises."""
+        for lim in self.limiters:
+            interval_ms = 60_000.0 / lim.rate_per_minute
+            wanted = math.ceil(2 * lim.used) + 1
+            # Hand the unused permits back before the await: spent meanwhile, they would count twice.
+            returned = lim.permits if lim.leased else 0.0
+            lim.permits -= returned
+            lim.used = 0.0
+            try:
+                granted = await self._redis._call("eval", _LEASE, 1, lim.key, interval_ms, lim.burst, returned, wanted)
+            except Exception as exc:  # any failure of Redis: fall back (cancellation is not an Exception)
+                self._redis._outage(exc)
+                lim.leased = False
+                continue
+            self._redis._recovered()
+            lim.permits += float(granted)
+            lim.leased = True
+
+    async def follow(self, runtime: Runtime) -> None:
+        """Sync every ``interval`` seconds until cancelled (a runtime feed; the runtime synced on entry)."""
+        while True:
+            await anyio.sleep(self.interval)
+            await self.sync()
+
+    async def aclose(self) -> None:
+        """Close the Redis clients."""
+        await self._redis.aclose()
