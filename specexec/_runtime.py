@@ -23,6 +23,7 @@ from ._backend import Backend, BackendBase
 from ._engine import Result, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
+from ._health._budget import HedgeBudgetLike
 from ._health._limits import RateLimit
 from ._policy import HedgeBudgetConfig, Policy
 from ._query import Query, as_query, estimate_input_tokens
@@ -49,6 +50,10 @@ class SharedLimits(Protocol):
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> RateLimit:
         """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
+        ...
+
+    def hedge_budget(self, config: HedgeBudgetConfig) -> HedgeBudgetLike:
+        """The fleet-wide hedge budget of ``config``."""
         ...
 
     async def sync(self) -> None:
@@ -143,7 +148,7 @@ class Runtime:
         self._states: dict[str, BackendState] = {}
         self._implicit: set[str] = set()  # names registered from policies' Backend objects
         self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
-        self._budgets: dict[HedgeBudgetConfig, HedgeBudget] = {}
+        self._budgets: dict[HedgeBudgetConfig, HedgeBudgetLike] = {}
         self._resources: Resources | None = None
         self.feeds = list(feeds) + ([shared_limits] if shared_limits is not None else [])
         self._feed_group: TaskGroup | None = None
@@ -220,11 +225,14 @@ class Runtime:
 
     # -- shared scheduler state ----------------------------------------------------------------
 
-    def hedge_budget(self, config: HedgeBudgetConfig) -> HedgeBudget:
+    def hedge_budget(self, config: HedgeBudgetConfig) -> HedgeBudgetLike:
         """The hedge budget shared by every policy with this budget config."""
         budget = self._budgets.get(config)
         if budget is None:
-            budget = self._budgets[config] = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
+            if self.shared_limits is not None:
+                budget = self._budgets[config] = self.shared_limits.hedge_budget(config)
+            else:
+                budget = self._budgets[config] = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
         return budget
 
     def emit(self, trace: Trace) -> None:

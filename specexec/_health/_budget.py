@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ._rolling import RollingSums
 
 _BUCKETS = 10  # time buckets over the budget's ttl
 _DEPOSITS, _WITHDRAWALS = 0, 1
 _EPSILON = 1e-9  # float slack: 20 deposits of 0.05 make one hedge
+
+
+class HedgeBudgetLike(Protocol):
+    """What the engine needs of a hedge budget (``HedgeBudget``, or a shared one from ``specexec.stores``)."""
+
+    def deposit(self, now: float) -> None:
+        """One request was made."""
+        ...
+
+    def balance(self, now: float) -> float:
+        """Tokens available at ``now``."""
+        ...
+
+    def try_withdraw(self, now: float) -> bool:
+        """Spend one token for a hedge if there is one."""
+        ...
 
 
 class HedgeBudget:

@@ -2,15 +2,17 @@
 
 - ``RedisBudgetStore``: a ``routing.BudgetStore`` on Redis (``pip install 'specexec[redis]'``),
   so every worker of a service spends from one budget.
-- ``RedisRateLimits``: every backend's rpm/tpm limit as one limit for the fleet, spent locally
-  from leases synced in the background (``Runtime(shared_limits=RedisRateLimits(url))``).
+- ``RedisRateLimits``: every backend's rpm/tpm limit, and every hedge budget, as one for the
+  fleet, spent locally from leases synced in the background
+  (``Runtime(shared_limits=RedisRateLimits(url))``).
 
 The in-process defaults (``routing.InMemoryBudgetStore``) need nothing; a shared store is
 chosen explicitly, e.g. ``specexec.Budget(10.0, "day", store=RedisBudgetStore(url))``.
 """
 
 from ._redis_budget import RedisBudgetStore as RedisBudgetStore
+from ._redis_limits import LeasedHedgeBudget as LeasedHedgeBudget
 from ._redis_limits import LeasedRateLimiter as LeasedRateLimiter
 from ._redis_limits import RedisRateLimits as RedisRateLimits
 
-__all__ = ["LeasedRateLimiter", "RedisBudgetStore", "RedisRateLimits"]
+__all__ = ["LeasedHedgeBudget", "LeasedRateLimiter", "RedisBudgetStore", "RedisRateLimits"]

@@ -1,4 +1,10 @@
-"""``RedisRateLimits``: requests- and tokens-per-minute limits shared by every process, by leases.
+"""``RedisRateLimits``: rate limits and hedge budgets shared by every process, by leases.
+
+(Hedge budgets work the same way: deposits are reported at each sync, and a hedge spends a
+token leased from the fleet-wide Finagle budget — reserve + ``max_extra_load`` × deposits −
+withdrawals over ``ttl``, kept in one-second buckets on Redis — so the reserve counts once for
+the fleet, not once per process.)
+
 
 The hot path never waits for Redis. Each process holds a small **lease** of permits per limit
 and spends it locally (``wait_time`` / ``try_acquire``, the ``RateLimiter`` interface); a
@@ -26,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._health import RateLimiter
+from .._health import HedgeBudget, RateLimiter
+from .._policy import HedgeBudgetConfig
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -49,6 +56,30 @@ if grant > room then grant = room end
 if grant < 0 then grant = 0 end
 tat = tat + grant * interval
 redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(burst * interval) + 60000)
+return grant
+"""
+
+# A fleet-wide Finagle budget: deposits and withdrawals in one-second buckets kept `ttl` seconds.
+# KEYS[1]: the key prefix. ARGV: ttl (s), max_extra_load, reserve, deposits, returned, wanted.
+_HEDGE_LEASE = """
+local now = tonumber(redis.call('TIME')[1])
+local ttl = tonumber(ARGV[1])
+local dkey = KEYS[1] .. ':d:' .. now
+local wkey = KEYS[1] .. ':w:' .. now
+redis.call('INCRBYFLOAT', dkey, ARGV[4])
+redis.call('EXPIRE', dkey, ttl + 2)
+redis.call('INCRBYFLOAT', wkey, -tonumber(ARGV[5]))
+redis.call('EXPIRE', wkey, ttl + 2)
+local deposits, withdrawals = 0, 0
+for s = now - ttl + 1, now do
+  deposits = deposits + tonumber(redis.call('GET', KEYS[1] .. ':d:' .. s) or '0')
+  withdrawals = withdrawals + tonumber(redis.call('GET', KEYS[1] .. ':w:' .. s) or '0')
+end
+local balance = tonumber(ARGV[3]) + tonumber(ARGV[2]) * deposits - withdrawals
+local grant = math.floor(balance + 1e-9)
+if grant > tonumber(ARGV[6]) then grant = tonumber(ARGV[6]) end
+if grant < 0 then grant = 0 end
+redis.call('INCRBYFLOAT', wkey, grant)
 return grant
 """
 
@@ -91,6 +122,41 @@ class LeasedRateLimiter:
         return ok
 
 
+class LeasedHedgeBudget:
+    """A fleet-wide hedge budget as this process sees it (the ``HedgeBudget`` interface): hedges
+    spend leased tokens; deposits are reported at the next sync; the fallback while there is no lease."""
+
+    def __init__(self, key: str, config: HedgeBudgetConfig) -> None:
+        self.key = key
+        self.config = config
+        self.fallback = HedgeBudget(config.max_extra_load, config.min_per_second, config.ttl)
+        self.leased = False
+        self.tokens = 0.0
+        self.deposits = 0.0  # requests since the last sync
+        self.spent = 0.0  # hedges since the last sync
+
+    def deposit(self, now: float) -> None:
+        """One request: it earns ``max_extra_load`` hedges for the fleet."""
+        self.deposits += 1.0
+        self.fallback.deposit(now)
+
+    def balance(self, now: float) -> float:
+        """Tokens this process can spend now."""
+        return self.tokens if self.leased else self.fallback.balance(now)
+
+    def try_withdraw(self, now: float) -> bool:
+        """Spend one token for a hedge if there is one."""
+        if not self.leased:
+            ok = self.fallback.try_withdraw(now)
+        elif self.tokens >= 1.0 - 1e-9:
+            self.tokens -= 1.0
+            ok = True
+        else:
+            ok = False
+        self.spent += ok
+        return ok
+
+
 class RedisRateLimits:
     """Rate limits (``Limits(rpm=, tpm=)``) shared through Redis at ``url``.
 
@@ -114,6 +180,7 @@ class RedisRateLimits:
         self.prefix = prefix
         self.interval = interval
         self.limiters: list[LeasedRateLimiter] = []
+        self.budgets: dict[HedgeBudgetConfig, LeasedHedgeBudget] = {}
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
         """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
@@ -121,8 +188,37 @@ class RedisRateLimits:
         self.limiters.append(made)
         return made
 
+    def hedge_budget(self, config: HedgeBudgetConfig) -> LeasedHedgeBudget:
+        """The fleet-wide hedge budget of ``config`` (one per distinct config)."""
+        budget = self.budgets.get(config)
+        if budget is None:
+            name = f"{config.max_extra_load:g}:{config.min_per_second:g}:{config.ttl:g}"
+            budget = self.budgets[config] = LeasedHedgeBudget(f"{self.prefix}hedge:{name}", config)
+        return budget
+
     async def sync(self) -> None:
-        """Give back unused permits and lease new ones, for every limit; never raises."""
+        """Give back unused permits and lease new ones, for every limit and budget; never raises."""
+        await self._sync_limiters()
+        for budget in list(self.budgets.values()):
+            config = budget.config
+            returned = budget.tokens if budget.leased else 0.0
+            deposits, wanted = budget.deposits, math.ceil(2 * budget.spent) + 1
+            budget.tokens -= returned
+            budget.deposits = budget.spent = 0.0
+            try:
+                granted = await self._redis._call(
+                    "eval", _HEDGE_LEASE, 1, budget.key, math.ceil(config.ttl), config.max_extra_load,
+                    config.min_per_second * config.ttl, deposits, returned, wanted,
+                )  # fmt: skip
+            except Exception as exc:  # any failure of Redis: fall back (cancellation is not an Exception)
+                self._redis._outage(exc)
+                budget.leased = False
+                continue
+            self._redis._recovered()
+            budget.tokens += float(granted)
+            budget.leased = True
+
+    async def _sync_limiters(self) -> None:
         for lim in self.limiters:
             interval_ms = 60_000.0 / lim.rate_per_minute
             wanted = math.ceil(2 * lim.used) + 1

@@ -81,6 +81,7 @@ async def test_runs_share_the_limit_and_an_outage_falls_back(redis_server: Redis
                 except specexec.NoAcceptableResponse:
                     pass
         assert ok == 5  # two "processes", one limit of 5 (its burst) between them
+        assert isinstance(a.hedge_budget(specexec.HedgeBudgetConfig()), specexec.stores.LeasedHedgeBudget)
         redis_server.stop()
         await one.sync()  # Redis gone: the limiter falls back to its own in-process limit
         assert not one.limiters[0].leased
@@ -88,3 +89,45 @@ async def test_runs_share_the_limit_and_an_outage_falls_back(redis_server: Redis
         assert result.backend == "b"
     await one.aclose()
     await two.aclose()
+
+
+HEDGER = textwrap.dedent(
+    """
+    import sys, anyio
+    from specexec import HedgeBudgetConfig
+    from specexec.stores import RedisRateLimits
+
+    async def main():
+        shared = RedisRateLimits(sys.argv[1], interval=0.05)
+        budget = shared.hedge_budget(HedgeBudgetConfig(max_extra_load=0.05, min_per_second=10.0, ttl=10.0))
+        fired = 0
+        await shared.sync()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(shared.follow, None)
+            for _ in range(1000):  # every request wants a hedge
+                now = anyio.current_time()
+                budget.deposit(now)
+                fired += budget.try_withdraw(now)
+                await anyio.sleep(0.002)
+            tg.cancel_scope.cancel()
+        await shared.sync()  # report the last deposits, give back what is left
+        await shared.aclose()
+        print(fired)
+
+    anyio.run(main, backend=sys.argv[2])
+    """
+)
+
+
+def test_worker_processes_share_one_hedge_budget(redis_server: RedisServer) -> None:
+    """A 5 % budget with Finagle's old 10/s reserve over 10 s, three processes, 3,000 requests: the
+    fleet fires at most reserve + 5 % = 100 + 150 hedges, where three in-process budgets fire ≈ 450."""
+    workers = [
+        subprocess.Popen([sys.executable, "-c", HEDGER, redis_server.url, backend], stdout=subprocess.PIPE, text=True)
+        for backend in ("trio", "asyncio", "asyncio")
+    ]
+    fired = [int(w.communicate(timeout=120)[0].strip()) for w in workers]
+    print("hedges per process", fired)
+    assert all(w.returncode == 0 for w in workers)
+    assert sum(fired) <= 100 + 0.05 * 3000
+    assert sum(fired) >= 150  # the reserve and most of the share are used
