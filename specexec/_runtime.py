@@ -24,7 +24,7 @@ from ._engine import Result, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
 from ._health._budget import HedgeBudgetLike
-from ._health._limits import RateLimit
+from ._health._limits import Concurrency, RateLimit
 from ._policy import HedgeBudgetConfig, Policy
 from ._query import Query, as_query, estimate_input_tokens
 from ._resources import Resources, _current
@@ -54,6 +54,10 @@ class SharedLimits(Protocol):
 
     def hedge_budget(self, config: HedgeBudgetConfig) -> HedgeBudgetLike:
         """The fleet-wide hedge budget of ``config``."""
+        ...
+
+    def concurrency(self, backend: str, limit: int) -> Concurrency:
+        """The fleet-wide ``max_concurrency`` of ``backend``."""
         ...
 
     async def sync(self) -> None:
@@ -101,6 +105,11 @@ class BackendState:
             rate_limiter=(
                 (lambda kind, rate: shared_limits.limiter(backend.name, kind, rate))
                 if shared_limits is not None
+                else None
+            ),
+            concurrency=(
+                shared_limits.concurrency(backend.name, limit)
+                if shared_limits is not None and (limit := getattr(limits, "max_concurrency", None)) is not None
                 else None
             ),
         )

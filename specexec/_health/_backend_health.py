@@ -12,7 +12,7 @@ from .._checks import check_int, check_number
 from .._errors import PolicyError
 from ._breaker import BreakerConfig, CircuitBreaker
 from ._latency import LatencyWindow
-from ._limits import ConcurrencyLimit, RateLimit, RateLimiter
+from ._limits import Concurrency, ConcurrencyLimit, RateLimit, RateLimiter
 
 _log = logging.getLogger("specexec")
 _NEUTRAL_KINDS = frozenset({"context_window"})
@@ -83,6 +83,7 @@ class BackendHealth:
         max_concurrency: int | None = None,
         breaker: BreakerConfig | None = None,
         rate_limiter: Callable[[str, float], RateLimit] | None = None,
+        concurrency: Concurrency | None = None,
     ) -> None:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
@@ -93,7 +94,7 @@ class BackendHealth:
         make: Callable[[str, float], RateLimit] = rate_limiter or (lambda kind, rate: RateLimiter(rate))
         self.requests = make("rpm", rpm) if rpm is not None else None
         self.tokens = make("tpm", tpm) if tpm is not None else None
-        self.concurrency = ConcurrencyLimit(max_concurrency)
+        self.concurrency: Concurrency = concurrency if concurrency is not None else ConcurrencyLimit(max_concurrency)
         self.last_model: str | None = None
         self.last_error_kind: str | None = None
         self.last_error_at: float | None = None

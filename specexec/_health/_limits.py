@@ -64,6 +64,30 @@ class RateLimiter:
         return True
 
 
+class Concurrency(Protocol):
+    """What admission needs of a concurrency limit (``ConcurrencyLimit``, or a shared one)."""
+
+    limit: int | None
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken."""
+        ...
+
+    @property
+    def available(self) -> int | None:
+        """Slots free, or ``None`` when unlimited."""
+        ...
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free."""
+        ...
+
+    def release(self) -> None:
+        """Give a slot back."""
+        ...
+
+
 class ConcurrencyLimit:
     """At most ``limit`` attempts in flight (``None``: no limit)."""
 

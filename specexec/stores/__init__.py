@@ -2,7 +2,7 @@
 
 - ``RedisBudgetStore``: a ``routing.BudgetStore`` on Redis (``pip install 'specexec[redis]'``),
   so every worker of a service spends from one budget.
-- ``RedisRateLimits``: every backend's rpm/tpm limit, and every hedge budget, as one for the
+- ``RedisRateLimits``: every backend's rpm/tpm and concurrency limit, and every hedge budget, as one for the
   fleet, spent locally from leases synced in the background
   (``Runtime(shared_limits=RedisRateLimits(url))``).
 
@@ -11,8 +11,9 @@ chosen explicitly, e.g. ``specexec.Budget(10.0, "day", store=RedisBudgetStore(ur
 """
 
 from ._redis_budget import RedisBudgetStore as RedisBudgetStore
+from ._redis_limits import LeasedConcurrency as LeasedConcurrency
 from ._redis_limits import LeasedHedgeBudget as LeasedHedgeBudget
 from ._redis_limits import LeasedRateLimiter as LeasedRateLimiter
 from ._redis_limits import RedisRateLimits as RedisRateLimits
 
-__all__ = ["LeasedHedgeBudget", "LeasedRateLimiter", "RedisBudgetStore", "RedisRateLimits"]
+__all__ = ["LeasedConcurrency", "LeasedHedgeBudget", "LeasedRateLimiter", "RedisBudgetStore", "RedisRateLimits"]

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .._health import HedgeBudget, RateLimiter
+from .._health import ConcurrencyLimit, HedgeBudget, RateLimiter
 from .._policy import HedgeBudgetConfig
 
 if TYPE_CHECKING:
@@ -83,6 +84,26 @@ redis.call('INCRBYFLOAT', wkey, grant)
 return grant
 """
 
+# Concurrency slots: a sorted set of (process, slot) members scored by when their lease ends.
+# KEYS[1]: the set. ARGV: process id, wanted slots, limit, lease (ms).
+_SLOT_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local mine = redis.call('ZRANGE', KEYS[1], 0, -1)
+local others = 0
+for _, m in ipairs(mine) do
+  if string.sub(m, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then redis.call('ZREM', KEYS[1], m)
+  else others = others + 1 end
+end
+local grant = tonumber(ARGV[3]) - others
+if grant > tonumber(ARGV[2]) then grant = tonumber(ARGV[2]) end
+if grant < 0 then grant = 0 end
+for i = 1, grant do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. ':' .. i) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + 1000)
+return grant
+"""
+
 DEFAULT_INTERVAL = 0.1
 """Seconds between two syncs of a process's leases with Redis."""
 
@@ -120,6 +141,50 @@ class LeasedRateLimiter:
         if ok:
             self.used += amount
         return ok
+
+
+class LeasedConcurrency:
+    """A fleet-wide concurrency limit as this process sees it (the ``ConcurrencyLimit`` interface):
+    attempts take slots leased from Redis; a lease ends ``3 × interval`` after its last renewal, so a
+    process that dies frees its slots within that time."""
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.fallback = ConcurrencyLimit(limit)
+        self.leased = False
+        self.slots = 0  # slots this process holds
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken by attempts of this process (leased or on the fallback)."""
+        return self._in_use + self.fallback.in_use
+
+    @property
+    def available(self) -> int | None:
+        """Slots free to this process now."""
+        if not self.leased:
+            return self.fallback.available
+        return max(self.slots - self.in_use, 0)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free."""
+        if not self.leased:
+            return self.fallback.try_acquire()
+        if self.in_use >= self.slots:
+            return False
+        self._in_use += 1
+        return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        if self.fallback.in_use > 0:  # taken while on the fallback
+            self.fallback.release()
+        elif self._in_use > 0:
+            self._in_use -= 1
+        else:
+            raise RuntimeError("LeasedConcurrency.release() without a matching try_acquire()")
 
 
 class LeasedHedgeBudget:
@@ -181,11 +246,19 @@ class RedisRateLimits:
         self.interval = interval
         self.limiters: list[LeasedRateLimiter] = []
         self.budgets: dict[HedgeBudgetConfig, LeasedHedgeBudget] = {}
+        self.slots: list[LeasedConcurrency] = []
+        self.process = uuid.uuid4().hex  # names this process's slot leases
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
         """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
         made = LeasedRateLimiter(f"{self.prefix}{backend}:{kind}", rate_per_minute)
         self.limiters.append(made)
+        return made
+
+    def concurrency(self, backend: str, limit: int) -> LeasedConcurrency:
+        """The fleet-wide ``max_concurrency`` of ``backend``."""
+        made = LeasedConcurrency(f"{self.prefix}{backend}:slots", limit)
+        self.slots.append(made)
         return made
 
     def hedge_budget(self, config: HedgeBudgetConfig) -> LeasedHedgeBudget:
@@ -199,6 +272,7 @@ class RedisRateLimits:
     async def sync(self) -> None:
         """Give back unused permits and lease new ones, for every limit and budget; never raises."""
         await self._sync_limiters()
+        await self._sync_slots()
         for budget in list(self.budgets.values()):
             config = budget.config
             returned = budget.tokens if budget.leased else 0.0
@@ -217,6 +291,26 @@ class RedisRateLimits:
             self._redis._recovered()
             budget.tokens += float(granted)
             budget.leased = True
+
+    async def _sync_slots(self) -> None:
+        lease_ms = math.ceil(3000 * self.interval)
+        for conc in self.slots:
+            busy = conc.in_use
+            wanted = min(conc.limit, 2 * busy + 1)
+            try:
+                granted = int(
+                    await self._redis._call(
+                        "eval", _SLOT_LEASE, 1, conc.key, self.process, wanted, conc.limit, lease_ms
+                    )
+                )
+            except Exception as exc:  # any failure of Redis: fall back (cancellation is not an Exception)
+                self._redis._outage(exc)
+                conc.leased = False
+                continue
+            self._redis._recovered()
+            # Slots in use stay held (a lease never shrinks below them); the rest is what Redis granted.
+            conc.slots = max(granted, conc.in_use)
+            conc.leased = True
 
     async def _sync_limiters(self) -> None:
         for lim in self.limiters:

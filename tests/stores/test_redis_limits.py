@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
+import anyio
 import pytest
 
 import specexec
@@ -131,3 +133,99 @@ def test_worker_processes_share_one_hedge_budget(redis_server: RedisServer) -> N
     assert all(w.returncode == 0 for w in workers)
     assert sum(fired) <= 100 + 0.05 * 3000
     assert sum(fired) >= 150  # the reserve and most of the share are used
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time, anyio
+    from specexec.stores import RedisRateLimits
+
+    async def main():
+        shared = RedisRateLimits(sys.argv[1], interval=0.05)
+        slots = shared.concurrency("b", 4)
+        spans = []
+        await shared.sync()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(shared.follow, None)
+
+            async def worker():
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    if slots.try_acquire():
+                        start = time.time()
+                        await anyio.sleep(0.02)
+                        spans.append((start, time.time()))
+                        slots.release()
+                    else:
+                        await anyio.sleep(0.005)
+
+            async with anyio.create_task_group() as workers:
+                for _ in range(4):
+                    workers.start_soon(worker)
+            tg.cancel_scope.cancel()
+        await shared.aclose()
+        print(";".join(f"{a},{b}" for a, b in spans))
+
+    anyio.run(main, backend=sys.argv[2])
+    """
+)
+
+
+def test_worker_processes_share_concurrency_slots(redis_server: RedisServer) -> None:
+    """max_concurrency=4 for three processes of four workers each: never more than 4 attempts in flight."""
+    workers = [
+        subprocess.Popen([sys.executable, "-c", HOLDER, redis_server.url, backend], stdout=subprocess.PIPE, text=True)
+        for backend in ("trio", "asyncio", "asyncio")
+    ]
+    outputs = [w.communicate(timeout=120)[0].strip() for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    spans = [tuple(map(float, pair.split(","))) for out in outputs if out for pair in out.split(";")]
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    assert peak <= 4
+    assert len(spans) >= 100  # and the slots are used (4 × 2 s / 20 ms = 400 at most)
+    assert sum(bool(out) for out in outputs) >= 2
+
+
+def test_a_dead_processs_slots_come_back(redis_server: RedisServer) -> None:
+    hog = textwrap.dedent(
+        """
+        import sys, anyio
+        from specexec.stores import RedisRateLimits
+
+        async def main():
+            shared = RedisRateLimits(sys.argv[1], interval=0.05)
+            slots = shared.concurrency("b", 2)
+            await shared.sync()
+            while slots.try_acquire():
+                await shared.sync()  # lease more as it takes them
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(shared.follow, None)  # alive: its leases are renewed
+                print("holding", flush=True)
+                await anyio.sleep_forever()
+
+        anyio.run(main)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", hog, redis_server.url], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "holding"
+
+    async def take() -> bool:
+        shared = RedisRateLimits(redis_server.url, interval=0.05)
+        slots = shared.concurrency("b", 2)
+        try:
+            await shared.sync()
+            return slots.try_acquire()
+        finally:
+            await shared.aclose()
+
+    assert anyio.run(take) is False  # the hog holds both
+    time.sleep(0.3)
+    assert anyio.run(take) is False  # still alive: still holding
+    process.kill()
+    process.wait()
+    time.sleep(0.3)  # its leases end 3 × interval = 150 ms after their last renewal
+    assert anyio.run(take) is True
