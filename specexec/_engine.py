@@ -130,6 +130,7 @@ class _Run:
         self.panicking = False  # panic mode: every breaker was open; retries ignore breakers too
         self.retry_due: list[tuple[float, int, BackendState, int]] = []  # heap of (due, seq, backend, retry number)
         self.retries_used: dict[int, int] = {}  # id(state) -> retries booked
+        self.retry_seq = 0
 
     def _ordered(self, states: Sequence[BackendState]) -> list[BackendState]:
         """Candidates in launch order: as listed, by worst-case cost, or by predicted latency.
@@ -407,7 +408,8 @@ class _Run:
             self._event("retry not scheduled", f"{state.name}: a backoff of {wait:.3g}s ends after the deadline")
             return
         self.retries_used[id(state)] = number
-        heapq.heappush(self.retry_due, (due, len(self.trace.attempts), state, number))
+        self.retry_seq += 1  # ties on `due` go by booking order, never by comparing backends
+        heapq.heappush(self.retry_due, (due, self.retry_seq, state, number))
         self._event("retry scheduled", f"{state.name}: retry {number} in {wait:.3g}s")
 
     def _choose(self, now: float) -> tuple[int, str]:

@@ -403,3 +403,14 @@ def test_partial_failure_stays_partial_with_panic_mode_and_retries() -> None:
     # more than ≈ 9 % of the time, so that a sick fleet is not hammered)
     assert failed_share(0.05) >= 0.03
     assert failed_share(0.05, retries=2, backoff=0.01) <= 0.01
+
+
+async def test_retries_due_at_the_same_instant_do_not_compare_backends(timing: Timing) -> None:
+    """Found by the slot property: two retries booked at once and due together made the heap
+    compare two backends (TypeError)."""
+    a = Flaky("A", 0.01, failing={0}, error=specexec.Unavailable("blip"), region="us")
+    b = Flaky("B", 0.01, failing={0}, error=specexec.Unavailable("blip"), region="eu")
+    async with Runtime([a, b]) as rt:
+        result = await rt.run("q", Policy.race(["A", "B"], retries=1, backoff=0.1, jitter=False))
+    assert result.latency == timing.approx(0.12)
+    assert sorted(x.trigger for x in result.trace.attempts) == ["parallel", "primary", "retry", "retry"]
