@@ -68,13 +68,16 @@ import sniffio
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.exposition import generate_latest
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "specexec.metrics needs prometheus_client: pip install 'specexec[metrics]' (prometheus_client>=0.20)"
     ) from exc
 
+from ._buckets import LATENCY_BUCKETS as LATENCY_BUCKETS
+from ._buckets import TEXT_CONTENT_TYPE
+from ._buckets import TTFT_BUCKETS as TTFT_BUCKETS
 from ._trace import Trace
 
 if TYPE_CHECKING:
@@ -91,16 +94,8 @@ __all__ = [
     "serve",
 ]
 
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-)  # fmt: skip
-"""Seconds: the GenAI semantic conventions' buckets for ``gen_ai.client.operation.duration``."""
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
-"""Seconds: the GenAI semantic conventions' buckets for time to first token."""
-CONTENT_TYPE: str = CONTENT_TYPE_LATEST
-"""The ``Content-Type`` of the exposition ``exposition`` and ``serve`` return."""
+CONTENT_TYPE: str = TEXT_CONTENT_TYPE
+"""The ``Content-Type`` of the exposition ``exposition`` and ``serve`` return (text format 0.0.4)."""
 
 _BREAKER_STATES = ("closed", "open", "half_open")
 _PRB = ("policy", "route", "backend")
