@@ -277,6 +277,8 @@ class RuntimeCollector(Collector):
     the clock of the loop running when the collector is made (``instrument``/``watch`` inside
     ``async with Runtime(...)``), else ``time.monotonic`` (asyncio's clock); pass
     ``trio.lowlevel.current_clock().current_time`` if you make it outside a trio run.
+    Collection only reads (breakers, concurrency counts and budgets are never changed by it),
+    so a scrape from another thread (a WSGI server) is safe, if not atomic across backends.
     """
 
     def __init__(

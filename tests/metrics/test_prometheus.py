@@ -153,3 +153,20 @@ def test_buckets_are_the_genai_conventions_and_can_be_changed() -> None:
     assert value(sink.registry, "specexec_run_duration_seconds_bucket", **labels, le="1.0") == 0
     assert value(sink.registry, "specexec_run_duration_seconds_bucket", **labels, le="2.0") == 1
     assert value(sink.registry, "specexec_run_duration_seconds_bucket", **labels, le="+Inf") == 1
+
+
+async def test_a_routed_run_is_labelled_with_its_route(timing: Timing) -> None:
+    router = specexec.Router(
+        {"simple": Policy.single("mini", name="simple-p"), "code": Policy.single("coder", name="code-p")},
+        [specexec.routing.rule("code", regex=r"\bdef ")],
+        default="simple",
+    )
+    async with Runtime([Scripted("mini", 0.1), Scripted("coder", 0.2)]) as rt:
+        sink = instrument(rt)
+        await rt.run("hello", router)
+        await rt.run("def f(): ...", router)
+    r = sink.registry
+    assert value(r, "specexec_runs_total", mode="single", policy="simple-p", route="simple", outcome="ok") == 1
+    assert value(r, "specexec_runs_total", mode="single", policy="code-p", route="code", outcome="ok") == 1
+    attempt = {"policy": "code-p", "route": "code", "backend": "coder", "trigger": "primary", "outcome": "accepted"}
+    assert value(r, "specexec_attempts_total", **attempt) == 1
