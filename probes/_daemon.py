@@ -242,8 +242,8 @@ class ProbeDaemon:
         )
 
     def metrics(self) -> str:
-        """``GET /metrics``: Prometheus text exposition."""
-        return render(self.health_report())
+        """``GET /metrics``: Prometheus text exposition (``MetricsUnavailable`` without prometheus_client)."""
+        return render(self.health_report(), self.states)
 
     def endpoints(self) -> Endpoints:
         """The HTTP routes' bodies."""

@@ -7,7 +7,9 @@
 ``GET /metrics``    Prometheus text exposition 0.0.4             text
 ==================  ==========================================  ======================================
 
-``HEAD`` is answered like ``GET`` without a body; other methods get 405, other paths 404.
+``HEAD`` is answered like ``GET`` without a body; other methods get 405, other paths 404. A
+route that raises ``HttpError`` is answered with its status and message (``/metrics`` without
+prometheus_client: 501 and how to install it); any other exception is a 500.
 Keep-alive is supported; a connection idle for ``IDLE_TIMEOUT`` seconds is closed, and at
 most ``MAX_CONNECTIONS`` are served at once (more get a 503 and are closed). A handler
 never raises into the listener: a broken connection only ends itself.
@@ -23,7 +25,7 @@ import anyio
 import h11
 from anyio.abc import SocketStream
 
-__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "Endpoints", "HttpServer"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "Endpoints", "HttpError", "HttpServer"]
 
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may sit idle (or take to send a request) before it is closed."""
@@ -34,6 +36,12 @@ _READ_SIZE = 65536
 _log = logging.getLogger("specexec.probes")
 
 Body = tuple[str, bytes]  # (content type, body)
+
+
+class HttpError(Exception):
+    """Raised by a route: answer ``status`` with the exception's message as plain text."""
+
+    status = 500
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class HttpServer:
                 try:
                     content_type, body = self.routes[path]()
                     status = 200
+                except HttpError as exc:
+                    status, content_type, body = exc.status, "text/plain; charset=utf-8", f"{exc}\n".encode()
                 except Exception:
                     _log.exception("http: %s failed", path)
                     status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"

@@ -1,13 +1,21 @@
-"""``GET /metrics``: the daemon's state in the Prometheus text exposition format, version 0.0.4.
+"""``GET /metrics``: the daemon's health in the Prometheus text format 0.0.4, through ``prometheus_client``.
 
-Written by hand (the format is simple): each metric family has one ``# HELP`` and one
-``# TYPE`` line followed by its samples; label values escape ``\\``, ``"`` and line feeds;
-HELP text escapes ``\\`` and line feeds; values are Go-style floats (``+Inf``, ``-Inf``,
-``NaN``); every line ends with ``\\n``. Families:
+Needs the ``metrics`` extra (``pip install 'specexec[metrics]'``); without it ``/metrics``
+answers 501 with that hint, and every other endpoint works. Each scrape builds the families
+from the health report (a custom collector in a registry of its own: nothing is shared with
+the process's default registry). Families:
 
-- ``specexec_probe_latency_seconds{backend,query}`` (summary, one per probe query: ``ping``,
-  ``canary``): quantiles 0.5/0.9/0.99 over the daemon's window, ``_sum``/``_count`` of every
-  successful probe's latency; ``specexec_probe_ttft_seconds`` likewise for streamed probes.
+- ``specexec_probe_latency_seconds{backend,query}`` (histogram, one per probe query: ``ping``,
+  ``canary``): every successful probe's latency since the daemon started, in cumulative
+  buckets (the GenAI conventions' bounds, ``specexec.metrics.LATENCY_BUCKETS``), with
+  ``_sum``/``_count``; ``specexec_probe_ttft_seconds`` likewise for streamed probes
+  (``TTFT_BUCKETS``). Being real histograms they add up across daemons
+  (``histogram_quantile(0.99, sum by (le, backend) (rate(specexec_probe_latency_seconds_bucket[5m])))``).
+  They count from the daemon's start (a restart resets them, as Prometheus expects of
+  counters); the ``/v1/health`` ``latency_sum``/``latency_count`` resume from the snapshot.
+- ``specexec_probe_window_latency_seconds{backend,query,quantile}`` (gauge): the 0.5/0.9/0.99
+  quantiles over the daemon's window (NaN below ``min_samples``), what the old summary
+  published; per daemon, not aggregatable.
 - ``specexec_probe_success_total``, ``specexec_probe_errors_total{kind}``,
   ``specexec_probe_skipped_total`` (counters); ``specexec_probe_success_rate`` (gauge, window).
 - ``specexec_probe_state{state}``, ``specexec_probe_circuit_state{state}`` (one-hot gauges),
@@ -20,138 +28,179 @@ HELP text escapes ``\\`` and line feeds; values are Go-style floats (``+Inf``, `
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from specexec._buckets import LATENCY_BUCKETS, TEXT_CONTENT_TYPE, TTFT_BUCKETS
+
+from ._http import HttpError
 from ._snapshot import HealthReport
 
-__all__ = ["CONTENT_TYPE", "escape_help", "escape_label_value", "format_value", "render"]
+if TYPE_CHECKING:
+    from ._state import ProbeState
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "MISSING", "Buckets", "MetricsUnavailable", "render"]
+
+CONTENT_TYPE = TEXT_CONTENT_TYPE
 """The ``Content-Type`` of the 0.0.4 text format."""
+MISSING = "prometheus_client is not installed: /metrics needs pip install 'specexec[metrics]'\n"
+"""The 501 body ``/metrics`` answers without the ``metrics`` extra."""
 
 _STATES = ("healthy", "degraded", "unhealthy", "unknown")
 _CIRCUITS = ("closed", "open", "half_open")
 
-Labels = Sequence[tuple[str, str]]
+
+class MetricsUnavailable(HttpError):
+    """``/metrics`` cannot be rendered: prometheus_client is not installed (answered 501)."""
+
+    status = 501
 
 
-def escape_label_value(value: str) -> str:
-    """A label value escaped for the text format (``\\``, ``"`` and line feed)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class Buckets:
+    """Cumulative-histogram tallies (counts per upper bound, sum, count): no dependency, O(log n) per sample."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Count one sample (a value equal to a bound falls in that bound's bucket, as Prometheus does)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``[(le, cumulative count)]`` ending with ``+Inf``, as ``HistogramMetricFamily`` takes them."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if math.isinf(bound) else repr(float(bound)), float(running)))
+        return out
 
 
-def escape_help(text: str) -> str:
-    """HELP text escaped for the text format (``\\`` and line feed)."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def latency_buckets() -> Buckets:
+    """Empty tallies with the latency bounds."""
+    return Buckets(LATENCY_BUCKETS)
 
 
-def format_value(value: float) -> str:
-    """A sample value as the text format writes it (``+Inf``, ``-Inf``, ``NaN``, else Python's repr)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
+def ttft_buckets() -> Buckets:
+    """Empty tallies with the TTFT bounds."""
+    return Buckets(TTFT_BUCKETS)
 
 
-class _Family:
-    def __init__(self, name: str, kind: str, help_: str) -> None:
-        self.name = name
-        self.kind = kind
-        self.help = help_
-        self.samples: list[str] = []
-
-    def add(self, value: float, labels: Labels = (), suffix: str = "") -> None:
-        label_text = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
-        braces = f"{{{label_text}}}" if label_text else ""
-        self.samples.append(f"{self.name}{suffix}{braces} {format_value(value)}")
-
-    def lines(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {escape_help(self.help)}"
-        yield f"# TYPE {self.name} {self.kind}"
-        yield from self.samples
+def _nan(value: float | None) -> float:
+    return value if value is not None else math.nan
 
 
-def render(report: HealthReport) -> str:
-    """The whole exposition for a health report."""
-    f = {
-        name: _Family(name, kind, help_)
-        for name, kind, help_ in (
-            ("specexec_probe_up", "gauge", "1 while the probe daemon runs."),
-            (
-                "specexec_probe_latency_seconds",
-                "summary",
-                "Probe latency per probe query: quantiles over the window, sum and count of successful probes.",
-            ),
-            ("specexec_probe_ttft_seconds", "summary", "Time to first token of streamed probes, per probe query."),
-            ("specexec_probe_success_total", "counter", "Successful probes."),
-            ("specexec_probe_errors_total", "counter", "Failed probes by error kind."),
-            ("specexec_probe_skipped_total", "counter", "Probes not sent because the daily budget was spent."),
-            ("specexec_probe_success_rate", "gauge", "Share of successful probes over the window (NaN: none)."),
-            (
-                "specexec_probe_state",
-                "gauge",
-                "1 for the backend's current state (healthy, degraded, unhealthy, unknown).",
-            ),
-            (
-                "specexec_probe_circuit_state",
-                "gauge",
-                "1 for the probes' circuit breaker state (closed, open, half_open).",
-            ),
-            ("specexec_probe_model_drift", "gauge", "1 when the reported model id differs from the pinned one."),
-            ("specexec_probe_canary_failed", "gauge", "1 when the last canary got a wrong answer."),
-            ("specexec_probe_age_seconds", "gauge", "Seconds since the last finished probe (NaN: none yet)."),
-            ("specexec_probe_last_success_timestamp_seconds", "gauge", "Unix time of the last successful probe."),
-            ("specexec_probe_backend_info", "gauge", "Backend identity and the model id last reported."),
-            ("specexec_probe_cost_usd_total", "counter", "USD spent on probes."),
-            ("specexec_probe_budget_usd", "gauge", "Daily probe budget in USD (NaN: unlimited)."),
-            ("specexec_probe_budget_spent_usd", "gauge", "USD spent on probes this UTC day."),
-            ("specexec_probe_budget_exhausted", "gauge", "1 while probing is stopped for the day (budget spent)."),
-        )
-    }
-    f["specexec_probe_up"].add(1)
+def _families(report: HealthReport, states: Mapping[str, ProbeState]) -> Iterable[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    def gauge(name: str, help_: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, help_, labels=labels)
+
+    def counter(name: str, help_: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
+        return CounterMetricFamily(name, help_, labels=labels)
+
+    b_, bq = ("backend",), ("backend", "query")
+    up = gauge("specexec_probe_up", "1 while the probe daemon runs.")
+    up.add_metric((), 1.0)
+    latency = HistogramMetricFamily(
+        "specexec_probe_latency_seconds",
+        "Latency of successful probes per probe query since the daemon started.",
+        labels=bq,
+    )
+    ttft = HistogramMetricFamily(
+        "specexec_probe_ttft_seconds", "Time to first token of streamed probes, per probe query.", labels=bq
+    )
+    window = gauge(
+        "specexec_probe_window_latency_seconds",
+        "Probe latency quantiles over the daemon's window, per probe query (NaN: too few samples).",
+        (*bq, "quantile"),
+    )
+    success = counter("specexec_probe_success", "Successful probes.", b_)
+    errors = counter("specexec_probe_errors", "Failed probes by error kind.", (*b_, "kind"))
+    skipped = counter("specexec_probe_skipped", "Probes not sent because the daily budget was spent.", b_)
+    rate = gauge("specexec_probe_success_rate", "Share of successful probes over the window (NaN: none).", b_)
+    state = gauge(
+        "specexec_probe_state",
+        "1 for the backend's current state (healthy, degraded, unhealthy, unknown).",
+        (*b_, "state"),
+    )
+    circuit = gauge(
+        "specexec_probe_circuit_state",
+        "1 for the probes' circuit breaker state (closed, open, half_open).",
+        (*b_, "state"),
+    )
+    drift = gauge("specexec_probe_model_drift", "1 when the reported model id differs from the pinned one.", b_)
+    canary = gauge("specexec_probe_canary_failed", "1 when the last canary got a wrong answer.", b_)
+    age = gauge("specexec_probe_age_seconds", "Seconds since the last finished probe (NaN: none yet).", b_)
+    last = gauge("specexec_probe_last_success_timestamp_seconds", "Unix time of the last successful probe.", b_)
+    info = gauge(
+        "specexec_probe_backend_info",
+        "Backend identity and the model id last reported.",
+        (*b_, "provider", "region", "model", "reported_model"),
+    )
+    cost = counter("specexec_probe_cost_usd", "USD spent on probes.", b_)
     for name, b in sorted(report.backends.items()):
-        lb: Labels = (("backend", name),)
-        lat = f["specexec_probe_latency_seconds"]
-        ttft = f["specexec_probe_ttft_seconds"]
+        probe_state = states.get(name)
         for query, qv in b.queries.items():
-            lq: Labels = (*lb, ("query", query))
+            stats = probe_state.queries.get(query) if probe_state is not None else None
+            if stats is not None:
+                h, t = stats.latency_buckets, stats.ttft_buckets
+                latency.add_metric((name, query), h.cumulative(), h.sum)
+                ttft.add_metric((name, query), t.cumulative(), t.sum)
             for q, v in (("0.5", qv.p50), ("0.9", qv.p90), ("0.99", qv.p99)):
-                lat.add(v if v is not None else math.nan, (*lq, ("quantile", q)))
-            lat.add(qv.latency_sum, lq, "_sum")
-            lat.add(qv.latency_count, lq, "_count")
-            ttft.add(qv.ttft_p50 if qv.ttft_p50 is not None else math.nan, (*lq, ("quantile", "0.5")))
-            ttft.add(qv.ttft_sum, lq, "_sum")
-            ttft.add(qv.ttft_count, lq, "_count")
-        f["specexec_probe_success_total"].add(b.successes, lb)
+                window.add_metric((name, query, q), _nan(v))
+        success.add_metric((name,), b.successes)
         for kind, count in sorted(b.errors.items()):
-            f["specexec_probe_errors_total"].add(count, (*lb, ("kind", kind)))
-        f["specexec_probe_skipped_total"].add(b.skipped, lb)
-        f["specexec_probe_success_rate"].add(b.success_rate if b.success_rate is not None else math.nan, lb)
-        for state in _STATES:
-            f["specexec_probe_state"].add(1 if b.state == state else 0, (*lb, ("state", state)))
-        for circuit in _CIRCUITS:
-            f["specexec_probe_circuit_state"].add(1 if b.circuit == circuit else 0, (*lb, ("state", circuit)))
-        f["specexec_probe_model_drift"].add(1 if b.drift else 0, lb)
-        f["specexec_probe_canary_failed"].add(1 if b.canary == "failed" else 0, lb)
-        f["specexec_probe_age_seconds"].add(b.age if b.age is not None else math.nan, lb)
+            errors.add_metric((name, kind), count)
+        skipped.add_metric((name,), b.skipped)
+        rate.add_metric((name,), _nan(b.success_rate))
+        for s in _STATES:
+            state.add_metric((name, s), 1.0 if b.state == s else 0.0)
+        for c in _CIRCUITS:
+            circuit.add_metric((name, c), 1.0 if b.circuit == c else 0.0)
+        drift.add_metric((name,), 1.0 if b.drift else 0.0)
+        canary.add_metric((name,), 1.0 if b.canary == "failed" else 0.0)
+        age.add_metric((name,), _nan(b.age))
         if b.last_success_at is not None:
-            f["specexec_probe_last_success_timestamp_seconds"].add(b.last_success_at, lb)
-        info = (
-            *lb,
-            ("provider", b.provider),
-            ("region", b.region),
-            ("model", b.model or ""),
-            ("reported_model", b.reported_model or ""),
-        )
-        f["specexec_probe_backend_info"].add(1, info)
-        f["specexec_probe_cost_usd_total"].add(b.cost, lb)
+            last.add_metric((name,), b.last_success_at)
+        info.add_metric((name, b.provider, b.region, b.model or "", b.reported_model or ""), 1.0)
+        cost.add_metric((name,), b.cost)
     budget = report.budget
-    f["specexec_probe_budget_usd"].add(budget.limit if budget.limit is not None else math.nan)
-    f["specexec_probe_budget_spent_usd"].add(budget.spent)
-    f["specexec_probe_budget_exhausted"].add(1 if budget.exhausted else 0)
-    lines = [line for family in f.values() if family.samples for line in family.lines()]
-    return "\n".join(lines) + "\n"
+    limit = gauge("specexec_probe_budget_usd", "Daily probe budget in USD (NaN: unlimited).")
+    limit.add_metric((), _nan(budget.limit))
+    spent = gauge("specexec_probe_budget_spent_usd", "USD spent on probes this UTC day.")
+    spent.add_metric((), budget.spent)
+    exhausted = gauge("specexec_probe_budget_exhausted", "1 while probing is stopped for the day (budget spent).")
+    exhausted.add_metric((), 1.0 if budget.exhausted else 0.0)
+    families = (up, latency, ttft, window, success, errors, skipped, rate, state, circuit, drift, canary, age, last)
+    return [f for f in (*families, info, cost, limit, spent, exhausted) if f.samples]
+
+
+def render(report: HealthReport, states: Mapping[str, ProbeState] | None = None) -> str:
+    """The whole exposition for a health report; histograms from ``states`` (each backend's probe state).
+
+    Raises ``MetricsUnavailable`` when prometheus_client is not installed.
+    """
+    try:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.exposition import generate_latest
+        from prometheus_client.registry import Collector
+    except ImportError:
+        raise MetricsUnavailable(MISSING.strip()) from None
+
+    class _Report(Collector):
+        def collect(self) -> Iterable[Any]:
+            return _families(report, states or {})
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Report())
+    return generate_latest(registry).decode("utf-8")

@@ -21,6 +21,7 @@ from specexec._health import BackendHealth, HealthConfig, LatencyWindow
 from specexec._health._rolling import RollingSums
 
 from ._config import TargetSettings
+from ._metrics import latency_buckets, ttft_buckets
 from ._snapshot import (
     CANARY,
     PING,
@@ -39,11 +40,14 @@ _Published = tuple[_Quantiles, EncodedHistogram, EncodedHistogram]
 
 
 class QueryStats:
-    """One probe query's latency and TTFT windows and its sums and counts since the first start."""
+    """One probe query's latency and TTFT windows, its sums and counts since the first start, and its
+    ``/metrics`` histogram tallies since this daemon started (``latency_buckets``, ``ttft_buckets``)."""
 
     def __init__(self, latency: LatencyWindow, ttft: LatencyWindow) -> None:
         self.latency = latency
         self.ttft = ttft
+        self.latency_buckets = latency_buckets()
+        self.ttft_buckets = ttft_buckets()
         self.latency_sum = 0.0
         self.latency_count = 0
         self.ttft_sum = 0.0
@@ -53,9 +57,11 @@ class QueryStats:
         """Count a successful probe's latency (its windows are recorded by the caller)."""
         self.latency_sum += latency
         self.latency_count += 1
+        self.latency_buckets.observe(latency)
         if ttft is not None:
             self.ttft_sum += ttft
             self.ttft_count += 1
+            self.ttft_buckets.observe(ttft)
 
     def publish(self, now: float) -> _Published:
         """Quantiles and encoded windows at ``now``."""

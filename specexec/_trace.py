@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
-from typing import IO, Any, Literal, cast
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Literal, Self, cast
 
 import msgspec
+
+from ._writer import DEFAULT_MAX_PENDING, BackgroundWriter
+
+_log = logging.getLogger("specexec")
 
 Outcome = Literal["accepted", "rejected", "failed", "cancelled", "skipped"]
 
@@ -133,33 +137,125 @@ def _enc_hook(obj: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 TraceSink = Callable[[Trace], None]
-"""A sink is any callable taking the finished trace (called once per run, on the run's task)."""
+"""A sink is any callable taking the finished trace (called once per run, on the run's task).
+
+It runs on the event loop: it must not block (no file or network I/O there). The sinks here
+hand their records to a ``BackgroundWriter`` (a bounded buffer, one writer thread that
+``close`` joins); ``specexec.metrics.PrometheusSink`` only updates in-memory counters.
+"""
 
 
-class JsonLinesSink:
-    """Writes each trace as one JSON line to a binary or text file object (flushed per line)."""
+class _BufferedSink:
+    """What the buffered sinks share: ``close``/``aclose``, context managers, ``dropped``."""
 
-    def __init__(self, file: IO[bytes] | IO[str]) -> None:
+    _writer: BackgroundWriter[Any] | None
+
+    @property
+    def dropped(self) -> int:
+        """Records refused because the buffer was full (or the sink closed)."""
+        return self._writer.dropped if self._writer is not None else 0
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every record so far is written (``False`` on ``timeout``); not on the event loop."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    def close(self) -> None:
+        """Write what is buffered and stop the writer thread (blocking). Later traces are dropped.
+
+        The file itself is the caller's: it is flushed, never closed.
+        """
+        if self._writer is not None:
+            self._writer.close()
+
+    async def aclose(self) -> None:
+        """``close`` from async code, off the event loop (on a worker thread)."""
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.close, abandon_on_cancel=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _log_write_error(exc: BaseException) -> None:
+    _log.error("specexec: a trace sink could not write: %s: %s", type(exc).__name__, exc)
+
+
+class JsonLinesSink(_BufferedSink):
+    """Writes each trace as one JSON line to a binary or text file object, off the event loop.
+
+    The trace is encoded on the run's task (a few µs); the line goes to a bounded buffer of
+    ``max_pending`` lines that one writer thread drains, writing and flushing a batch at a
+    time. When the buffer is full a line is dropped and counted (``dropped``). ``close()``
+    (or ``with`` / ``async with`` the sink) writes every buffered line and joins the thread;
+    call it after the ``Runtime`` exits. In-memory files (``io.BytesIO``, ``io.StringIO``)
+    cannot block: they are written at once, with no thread.
+    """
+
+    def __init__(self, file: IO[bytes] | IO[str], *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.file = file
+        self._text = isinstance(file, io.TextIOBase)
+        self._memory = isinstance(file, io.BytesIO | io.StringIO)
+        self._writer: BackgroundWriter[bytes] | None = None
+        if not self._memory:
+            self._writer = BackgroundWriter(
+                self._write, max_pending=max_pending, name="specexec-jsonl", on_error=_log_write_error
+            )
 
     def __call__(self, trace: Trace) -> None:
-        """Append one line."""
+        """Queue one line (never blocks)."""
         line = trace.to_json() + b"\n"
-        if isinstance(self.file, io.TextIOBase):
-            self.file.write(line.decode())
+        if self._writer is None:
+            self._write((line,))
         else:
-            cast("IO[bytes]", self.file).write(line)
+            self._writer.put(line)
+
+    def _write(self, lines: Sequence[bytes]) -> None:
+        data = b"".join(lines)
+        if self._text:
+            cast("IO[str]", self.file).write(data.decode())
+        else:
+            cast("IO[bytes]", self.file).write(data)
         self.file.flush()
 
 
-class LoggingSink:
-    """Logs each trace as one JSON line to the ``specexec.trace`` logger (or ``logger``)."""
+class LoggingSink(_BufferedSink):
+    """Logs each trace as one JSON line to the ``specexec.trace`` logger (or ``logger``), off the event loop.
 
-    def __init__(self, logger: str | logging.Logger = "specexec.trace", level: int = logging.INFO) -> None:
+    Only when the logger is enabled for ``level`` is the trace encoded (on the run's task) and
+    queued; a writer thread hands the lines to the logger's handlers (which may block), as a
+    ``logging.handlers.QueueHandler`` would. ``max_pending``, ``dropped`` and ``close`` as
+    for ``JsonLinesSink``.
+    """
+
+    def __init__(
+        self,
+        logger: str | logging.Logger = "specexec.trace",
+        level: int = logging.INFO,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         self.level = level
+        self._writer = BackgroundWriter(
+            self._write, max_pending=max_pending, name="specexec-log", on_error=_log_write_error
+        )
 
     def __call__(self, trace: Trace) -> None:
-        """Log one line, only if the logger is enabled for ``level``."""
+        """Queue one line, only if the logger is enabled for ``level`` (never blocks)."""
         if self.logger.isEnabledFor(self.level):
-            self.logger.log(self.level, "%s", trace.to_json().decode())
+            assert self._writer is not None
+            self._writer.put(trace.to_json().decode())
+
+    def _write(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.logger.log(self.level, "%s", line)

@@ -84,7 +84,7 @@ async def test_the_probe_budget_stops_probing_and_says_so(caplog: pytest.LogCapt
         assert report.budget.resets_at == MIDNIGHT and report.budget.limit == 0.04
         assert report.backends["a"].skipped == 1
         assert report.backends["a"].cost == pytest.approx(0.036)
-        assert "specexec_probe_budget_exhausted 1\n" in daemon.metrics()
+        assert "specexec_probe_budget_exhausted 1.0\n" in daemon.metrics()  # prometheus_client writes floats
         # No probe for stale_after (3 x 10 + 1 s) since the last one (20.05): unknown, not "healthy".
         await anyio.sleep_until(20.05 + 31.0 - 1e-6)
         assert daemon.health_report().backends["a"].state == "healthy"

@@ -1,31 +1,24 @@
-"""``/metrics``: the Prometheus text exposition format 0.0.4, written by hand."""
+"""``/metrics``: the Prometheus text exposition format 0.0.4, through prometheus_client, with real histograms."""
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
-from probes._metrics import CONTENT_TYPE, escape_help, escape_label_value, format_value
+from probes._metrics import CONTENT_TYPE, MISSING, Buckets, MetricsUnavailable
 from specexec import SimulatedBackend
 
 from ._prometheus import parse
-from ._support import running, sim_config, virtual_time_backend
+from ._support import REAL_BACKENDS, running, sim_config, virtual_time_backend
 
 
-def test_escaping_and_values() -> None:
-    assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    assert escape_help("x\\y\nz") == "x\\\\y\\nz"
-    assert [format_value(v) for v in (1, 2.5, math.nan, math.inf, -math.inf, 1e-7)] == [
-        "1",
-        "2.5",
-        "NaN",
-        "+Inf",
-        "-Inf",
-        "1e-07",
-    ]
+def test_the_content_type_is_text_0_0_4() -> None:
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -47,13 +40,20 @@ async def test_the_exposition_parses_and_carries_every_family() -> None:
         families = parse(daemon.metrics())
     assert families["specexec_probe_up"] == [("specexec_probe_up", {}, 1.0)]
     latency = {
-        (s, labels.get("backend"), labels.get("quantile")): v
-        for s, labels, v in families["specexec_probe_latency_seconds"]
+        (s, labels.get("backend"), labels.get("le")): v for s, labels, v in families["specexec_probe_latency_seconds"]
     }
-    assert latency[("specexec_probe_latency_seconds", "a", "0.5")] == pytest.approx(0.05, rel=0.01)
+    # A real histogram (cumulative buckets, GenAI bounds): it adds up across daemons and over time.
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "0.04")] == 0
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "0.08")] == 6
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "+Inf")] == 6
     assert latency[("specexec_probe_latency_seconds_count", "a", None)] == 6
     assert latency[("specexec_probe_latency_seconds_sum", "a", None)] == pytest.approx(0.3)
-    assert math.isnan(latency[("specexec_probe_latency_seconds", weird, "0.99")])
+    assert latency[("specexec_probe_latency_seconds_count", weird, None)] == 0
+    window = {
+        (labels["backend"], labels["quantile"]): v for _, labels, v in families["specexec_probe_window_latency_seconds"]
+    }
+    assert window[("a", "0.5")] == pytest.approx(0.05, rel=0.01)
+    assert math.isnan(window[(weird, "0.99")])
     errors = {(labels["backend"], labels["kind"]): v for _, labels, v in families["specexec_probe_errors_total"]}
     assert errors == {(weird, "rate_limited"): 6.0}
     states = {(labels["backend"], labels["state"]): v for _, labels, v in families["specexec_probe_state"]}
@@ -69,3 +69,28 @@ async def test_the_exposition_parses_and_carries_every_family() -> None:
         ("specexec_probe_success_total", {"backend": "a"}, 6.0),
         ("specexec_probe_success_total", {"backend": weird}, 0.0),
     ]
+
+
+def test_histogram_tallies_put_a_value_on_a_bound_in_that_bucket() -> None:
+    buckets = Buckets((0.1, 0.5))
+    for v in (0.05, 0.1, 0.3, 0.5, 2.0):
+        buckets.observe(v)
+    assert buckets.cumulative() == [("0.1", 2.0), ("0.5", 4.0), ("+Inf", 5.0)]
+    assert (buckets.count, buckets.sum) == (5, pytest.approx(2.95))
+
+
+@pytest.mark.parametrize("anyio_backend", REAL_BACKENDS)
+async def test_without_prometheus_client_metrics_is_a_501_that_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, anyio_backend: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # `import prometheus_client` raises ImportError
+    config = sim_config('name = "a"\nlatency = 0.001', probe="interval = 1.0\nport = 0")
+    async with running(config, http=True, wall_clock=time.time) as daemon:
+        with pytest.raises(MetricsUnavailable, match=r"pip install 'specexec\[metrics\]'"):
+            daemon.metrics()
+        assert daemon.url is not None
+        async with httpx.AsyncClient(base_url=daemon.url, trust_env=False) as client:
+            metrics = await client.get("/metrics")
+            health = await client.get("/v1/health")
+    assert metrics.status_code == 501 and metrics.text == MISSING
+    assert health.status_code == 200

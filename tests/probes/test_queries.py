@@ -74,11 +74,18 @@ async def test_ping_and_canary_have_their_own_histograms_in_health_snapshot_and_
         window.merge_encoded(encoded.observed, encoded.censored, now)
         assert window.count(now) == 10 and window.quantile(0.9, now) == pytest.approx(expected, rel=0.01)
     latency = {
-        (s, labels["backend"], labels["query"], labels.get("quantile")): v
+        (s, labels["backend"], labels["query"], labels.get("le")): v
         for s, labels, v in families["specexec_probe_latency_seconds"]
     }
-    assert latency[("specexec_probe_latency_seconds", "a", "ping", "0.9")] == pytest.approx(PING, rel=0.01)
-    assert latency[("specexec_probe_latency_seconds", "a", "canary", "0.9")] == pytest.approx(CANARY, rel=0.01)
+    window = {
+        (labels["query"], labels["quantile"]): v for _, labels, v in families["specexec_probe_window_latency_seconds"]
+    }
+    assert window[("ping", "0.9")] == pytest.approx(PING, rel=0.01)
+    assert window[("canary", "0.9")] == pytest.approx(CANARY, rel=0.01)
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "ping", "+Inf")] == 10
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "ping", "0.02")] == 10
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "canary", "0.16")] == 0
+    assert latency[("specexec_probe_latency_seconds_bucket", "a", "canary", "0.32")] == 10
     assert latency[("specexec_probe_latency_seconds_count", "a", "ping", None)] == 10
     assert latency[("specexec_probe_latency_seconds_count", "a", "canary", None)] == 10
 

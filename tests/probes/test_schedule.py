@@ -142,7 +142,7 @@ async def test_a_changed_model_id_raises_the_drift_flag(caplog: pytest.LogCaptur
         await anyio.sleep_until(11.0)
         v = view(daemon, "a")
         assert (v.drift, v.reported_model, v.state) == (True, "alpha-2025-06-01", "healthy")
-        assert 'specexec_probe_model_drift{backend="a"} 1\n' in daemon.metrics()
+        assert 'specexec_probe_model_drift{backend="a"} 1.0\n' in daemon.metrics()
         await anyio.sleep_until(21.0)  # still drifted: logged once
         backend.reported_model = None
         await anyio.sleep_until(31.0)
