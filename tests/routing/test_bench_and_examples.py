@@ -37,8 +37,6 @@ def test_bench_cli_runs_the_routing_scenario() -> None:
         == 0
     )
     assert "frontier-only" in out.getvalue() and "rules" in out.getvalue()
-    assert _cli.main(["routing", "--live"], stdout=out, stderr=err) == 2
-    assert "--live is not built yet" in err.getvalue()
     assert _cli.main(["routing", "--policies", "nope"], stdout=out, stderr=err) == 2
     listing = io.StringIO()
     assert _cli.main(["--list"], stdout=listing) == 0
