@@ -151,14 +151,19 @@ class Router:
         t0 = now()
         capture = _Capture(rt)
         ctx = SelectContext(capture, now)
+        state: BudgetState | None = None
         token = _current.set(getattr(rt, "_resources", None))
         try:
             state = await self.budget.state(q) if self.budget is not None else None
+            ctx.attach_budget(self.budget, state, lambda p, query: self._bound(p, query, rt))
             passed: list[str] = []
             decision = await self._choose(self.selectors, q, ctx, passed)
             return self._decision(q, decision, ctx, t0, state, rt, passed)
         finally:
             _current.reset(token)
+            if self.budget is not None and state is not None and ctx.unbooked > 0:
+                with anyio.CancelScope(shield=True):
+                    await self.budget.settle(state, 0.0, ctx.unbooked)
             capture.flush(lambda trace: None)
 
     async def _choose(
@@ -260,6 +265,7 @@ class Router:
         state: BudgetState | None = None
         try:
             state = await self.budget.state(q) if self.budget is not None else None
+            ctx.attach_budget(self.budget, state, lambda p, query: self._bound(p, query, rt))
             passed: list[str] = []
             fast = 0
             while fast < len(self.selectors) and not self.selectors[fast].slow:
@@ -282,9 +288,9 @@ class Router:
                 cost=result.cost + record.cost + record.speculation_cost,
             )
         finally:
-            if self.budget is not None and state is not None and ctx.cost > 0:  # the router's own LLM calls
+            if self.budget is not None and state is not None and ctx.unbooked > 0:  # router calls not reserved
                 with anyio.CancelScope(shield=True):
-                    await self.budget.settle(state, 0.0, ctx.cost)
+                    await self.budget.settle(state, 0.0, ctx.unbooked)
             capture.flush(lambda trace: setattr(trace, "route", record))
 
     async def _speculative(
