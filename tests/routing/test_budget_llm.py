@@ -68,10 +68,10 @@ def test_concurrent_llm_routed_runs_never_spend_past_the_budget(
             with contextlib.suppress(specexec.BudgetExceeded):
                 await rt.run(Query(text, tenant="t"), router)
 
-        async with Runtime([frontier, mini, llm], sinks=[lambda t: spent.append(t.cost)]) as rt:
-            async with trio.open_nursery() as nursery:
-                for run in runs:
-                    nursery.start_soon(one, *run)
+        rt = Runtime([frontier, mini, llm], sinks=[lambda t: spent.append(t.cost)])
+        async with rt, trio.open_nursery() as nursery:
+            for run in runs:
+                nursery.start_soon(one, *run)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     total, reserved = trio.run(store.usage, "t", WINDOW)
