@@ -18,6 +18,7 @@ keyed per request as in ``--sim``, so configurations see different (equally dist
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 import trio
 
@@ -135,6 +136,9 @@ def run_routing_live(
     skipped: dict[str, str] = {}
     with start_fleet_process(fleet_config) as fleet:
         urls = {d.name: fleet.base_url(d.name) for d in fleet_config.deployments}
+        off_loopback = sorted(u for u in urls.values() if urlsplit(u).hostname != "127.0.0.1")
+        if off_loopback:  # start_fleet_process listens on 127.0.0.1 only; never send anywhere else
+            raise specexec.PolicyError(f"the fleet is not on loopback: {off_loopback}", path="--live")
         for name in names:
             target = builders[name]()
             if target is None:
