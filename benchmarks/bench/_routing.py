@@ -1,4 +1,5 @@
-"""``specexec bench routing --sim``: which model tier a request needs — routers side by side.
+"""``specexec bench routing --sim`` (and ``--live``, ``_routing_live``): which model tier a request
+needs — routers side by side.
 
 The workload mixes three classes of short query (``easy`` small talk, ``code``, ``hard``
 maths; the held-out queries of ``_routing_set``), 50 / 25 / 25 %. Three simulated tiers
@@ -506,7 +507,10 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
     [--policies A,B] [--latency-scale F] [--json]``."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    p = argparse.ArgumentParser(prog="specexec bench routing", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="specexec bench routing",
+        description="Routers side by side: which model tier a request needs (--sim or --live)",
+    )
     p.add_argument("scenario", choices=["routing"])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sim", action="store_true", help="simulated tiers in virtual time (the default)")
