@@ -54,6 +54,20 @@ def default_similar(query: Query) -> Hashable:
     return (query.tenant, md.get("feature"), md.get("step"))
 
 
+def similar_by(keys: Sequence[str]) -> SimilarFn:
+    """A ``similar`` function: traffic is similar when these agree — ``"tenant"``,
+    ``"priority"``, or any ``Query.metadata`` key (``"feature"``, ``"step"``, ...)."""
+    names = tuple(keys)
+    if not names or not all(isinstance(k, str) and k for k in names):
+        raise PolicyError(f"similar must be a non-empty list of key names, got {list(names)!r}", path="$.similar")
+
+    def similar(query: Query) -> Hashable:
+        md = query.metadata
+        return tuple(query.tenant if k == "tenant" else query.priority if k == "priority" else md.get(k) for k in names)
+
+    return similar
+
+
 class _Guess:
     """The speculative run's outcome, and its own trace capture (for its exact cost)."""
 
