@@ -90,7 +90,7 @@ async def drive(
         if trace is None:  # cancelled by the timeout: the run emitted its trace as it unwound
             trace, error = sink.last, "timeout"
         if measured:
-            record(at - t0, current_time() - at, trace, error, good)
+            record(at - t0, current_time() - at, trace, error, good, query.metadata.get("step"))
         in_flight -= 1
         done += 1
         if on_progress is not None and done % PROGRESS_EVERY == 0:

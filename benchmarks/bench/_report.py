@@ -65,6 +65,7 @@ class PolicyResult(msgspec.Struct, kw_only=True):
     max_cost: float | None
     phases: list[PhaseResult]
     histogram: str
+    steps: dict[str, Summary] = msgspec.field(default_factory=dict)
 
 
 class BenchResult(msgspec.Struct, kw_only=True):
@@ -130,6 +131,7 @@ def build_result(
                 max_cost=policy.max_cost,
                 phases=phases,
                 histogram=st.total.latency.encode().decode("ascii"),
+                steps={k: v.summary() for k, v in sorted(st.step_stats.items())},
             )
         )
     total = sum(s.total.requests for s in stats.values())
@@ -286,6 +288,31 @@ def render(result: BenchResult) -> str:
             )
         headers = ["policy", "requests", "ok", "p50", "p99", "p99.9", "p99 vs base", "extra load", "hedged", "wins"]
         out.write(_table(headers, rows, right_until=9) + "\n")
+    steps = sorted({k for p in policies for k in p.steps})
+    if steps:
+        out.write("\nper workflow step (Query.metadata['step'])\n")
+        rows = []
+        for p in policies:
+            for step in steps:
+                st = p.steps.get(step)
+                if st is None:
+                    continue
+                row = [
+                    p.name,
+                    step,
+                    f"{st.requests:,}",
+                    _pct(st.success, 2),
+                    *(_ms(st.latency[k]) for k in ("p50", "p99")),
+                    _money(st.cost_mean),
+                    _pct(st.extra_load),
+                    _wins(st.wins, 3),
+                ]
+                if quality:
+                    row.insert(-1, _pct(st.quality))
+                rows.append(row)
+        headers = ["policy", "step", "requests", "ok", "p50", "p99", "$/req", "extra load"]
+        headers += ["quality", "wins"] if quality else ["wins"]
+        out.write(_table(headers, rows, left=2, right_until=len(headers) - 1) + "\n")
     total = round(result.requests_per_second * result.elapsed)
     jobs = f", {result.jobs} worker processes" if result.jobs > 1 else ""
     kind = "simulated requests" if result.mode == "sim" else "requests"

@@ -1,4 +1,5 @@
-"""``specexec bench routing --sim``: which model tier a request needs — routers side by side.
+"""``specexec bench routing --sim`` (and ``--live``, ``_routing_live``): which model tier a request
+needs — routers side by side.
 
 The workload mixes three classes of short query (``easy`` small talk, ``code``, ``hard``
 maths; the held-out queries of ``_routing_set``), 50 / 25 / 25 %. Three simulated tiers
@@ -53,7 +54,7 @@ __all__ = ["CONFIGS", "DESCRIPTION", "PASS", "RoutingReport", "main", "run_routi
 DESCRIPTION = (
     "Routing: easy / code / hard queries on three tiers with a per-class quality model; frontier-only, "
     "mini-only, rules, rules + semantic, LLM router (with and without speculation) and a confidence cascade "
-    "side by side (--sim only)"
+    "side by side (--sim, or --live over loopback HTTP to the mock fleet)"
 )
 
 CLASSES = {"small_talk": "easy", "code": "code", "math": "hard"}
@@ -189,19 +190,21 @@ def _cached_embedder() -> Callable[[list[str]], Any] | None:
     return embed
 
 
-def _semantic() -> routing.Semantic | None:
+def _semantic(offload: bool = False) -> routing.Semantic | None:
     embed = _cached_embedder()
     if embed is None:
         return None
     exemplars = {ROUTE_OF[CLASSES[label]]: texts for label, texts in EXEMPLARS.items()}
-    return routing.semantic(exemplars, embedder=embed, offload=False)
+    return routing.semantic(exemplars, embedder=embed, offload=offload)
 
 
 def _rules() -> list[routing.Selector]:
     return [routing.rule("code", regex=CODE_RULE), routing.rule("hard", regex=HARD_RULE)]
 
 
-def _configs() -> dict[str, Callable[[], Policy | specexec.Router | None]]:
+def _configs(offload: bool = False) -> dict[str, Callable[[], Policy | specexec.Router | None]]:
+    """Builders of the compared configurations; ``offload`` runs the embedder in a thread (live)."""
+
     def router(select: Sequence[Any], **kw: Any) -> specexec.Router:
         return specexec.Router(ROUTES, list(select), default="simple", **kw)
 
@@ -209,8 +212,11 @@ def _configs() -> dict[str, Callable[[], Policy | specexec.Router | None]]:
         return router([routing.rule(ROUTE_OF[c], metadata={"class": c}) for c in MIX])
 
     def rules_semantic() -> specexec.Router | None:
-        sem = _semantic()
-        return None if sem is None else router([*_rules(), sem])
+        sem = _semantic(offload)
+        if sem is None:
+            return None
+        sem.prepare()  # the model loads and the exemplars are embedded before the first request
+        return router([*_rules(), sem])
 
     return {
         "frontier-only": lambda: Policy.single("frontier"),
@@ -254,6 +260,7 @@ class RoutingReport(msgspec.Struct):
     skipped: dict[str, str]
     embedder: dict[str, float] | None
     overhead_us: dict[str, float]
+    mode: str = "sim"
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -293,6 +300,22 @@ async def _simulate(
     target: Policy | specexec.Router, workload: list[_Request], seed: int, ask: bool
 ) -> dict[str, ClassStats]:
     rt = Runtime([_tier(n, seed) for n in TIERS] + [_router_model(seed)])
+    async with rt:
+        return await drive_routing(rt, target, workload, ask)
+
+
+async def drive_routing(
+    rt: Runtime,
+    target: Policy | specexec.Router,
+    workload: Sequence[_Request],
+    ask: bool,
+    *,
+    duration: float | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> dict[str, ClassStats]:
+    """Send ``workload`` open loop through ``rt`` (each request at its ``at`` after the start, on
+    the current clock: virtual or real), ``ask`` adding the confidence instruction; figures per class.
+    ``duration`` stops sending after that many seconds (what was sent is awaited)."""
     rows: list[tuple[str, float, float, bool, float, bool, bool | None]] = []
     t0 = trio.current_time()
 
@@ -308,6 +331,9 @@ async def _simulate(
         except specexec.SpecExecError:
             rows.append((req.cls, trio.current_time() - start, 0.0, False, 0.0, False, None))
             return
+        finally:
+            if on_done is not None:
+                on_done()
         route = result.trace.route
         overhead = route.latency if route is not None and route.speculation != "hit" else 0.0
         right = result.route == ROUTE_OF[req.cls] if result.route is not None else None
@@ -316,8 +342,10 @@ async def _simulate(
         )
         rows.append((req.cls, result.latency, result.cost, _good(result.response), overhead, escalated, right))
 
-    async with rt, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         for req in workload:
+            if duration is not None and req.at > duration:
+                break
             await trio.sleep_until(t0 + req.at)
             nursery.start_soon(one, req)
     return _summarise(rows)
@@ -391,10 +419,12 @@ def measure_overhead(runs: int = 2000) -> dict[str, float]:
     return trio.run(main)
 
 
-def run_routing(requests: int = 3000, seed: int = 11, configs: Sequence[str] | None = None) -> RoutingReport:
+def run_routing(
+    requests: int = 3000, seed: int = 11, configs: Sequence[str] | None = None, *, rate: float = 20.0
+) -> RoutingReport:
     """Run every configuration (or ``configs``) over the same workload in virtual time."""
     embedder = _measure_embedder()
-    workload = _workload(requests, 20.0, seed)
+    workload = _workload(requests, rate, seed)
     builders = _configs()
     out: dict[str, dict[str, ClassStats]] = {}
     skipped: dict[str, str] = {}
@@ -415,7 +445,8 @@ def run_routing(requests: int = 3000, seed: int = 11, configs: Sequence[str] | N
 
 def render(report: RoutingReport) -> str:
     """The report as text tables: overall, then quality and cost per class."""
-    lines = [f"routing scenario: {report.requests} requests, seed {report.seed} (virtual time)", ""]
+    clock = "virtual time" if report.mode == "sim" else "live: loopback HTTP to the mock fleet, real clock"
+    lines = [f"routing scenario: {report.requests} requests, seed {report.seed} ({clock})", ""]
     base = report.configs.get("frontier-only", {}).get("all")
     oracle = report.configs.get("oracle", {}).get("all")
     head = (
@@ -467,15 +498,27 @@ def render(report: RoutingReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _done(err: TextIO, name: str) -> None:
+    err.write(f"routing --live: {name} done\n")
+
+
 def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """``specexec bench routing [--sim] [--requests N] [--seed S] [--policies A,B] [--json]``."""
+    """``specexec bench routing [--sim | --live] [--requests N] [--duration S] [--rate R] [--seed S]
+    [--policies A,B] [--latency-scale F] [--json]``."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    p = argparse.ArgumentParser(prog="specexec bench routing", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="specexec bench routing",
+        description="Routers side by side: which model tier a request needs (--sim or --live)",
+    )
     p.add_argument("scenario", choices=["routing"])
-    p.add_argument("--sim", action="store_true", help="virtual time (the only mode so far)")
-    p.add_argument("--live", action="store_true", help="not yet: the fleet has no per-class quality model")
-    p.add_argument("--requests", type=int, default=3000)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sim", action="store_true", help="simulated tiers in virtual time (the default)")
+    mode.add_argument("--live", action="store_true", help="the loopback mock fleet over HTTP, real clock")
+    p.add_argument("--requests", type=int, default=None, help="per configuration (default: 3000 sim, 200 live)")
+    p.add_argument("--duration", type=float, default=None, help="--live: stop sending after S seconds per config")
+    p.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
+    p.add_argument("--latency-scale", type=float, default=1.0, help="--live: multiply every latency by F")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--policies", metavar="NAME,...")
     p.add_argument("--json", action="store_true")
@@ -483,15 +526,32 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
         args = p.parse_args(list(argv))
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.live:
-        err.write("specexec bench routing: --live is not built yet (the fleet has no per-class quality model)\n")
-        return 2
-    if args.requests < 1:
+    requests = args.requests if args.requests is not None else (200 if args.live else 3000)
+    if requests < 1:
         err.write("specexec bench routing: --requests must be >= 1\n")
+        return 2
+    if args.rate <= 0 or args.latency_scale <= 0 or (args.duration is not None and args.duration <= 0):
+        err.write("specexec bench routing: --rate, --duration and --latency-scale must be positive\n")
+        return 2
+    if not args.live and (args.duration is not None or args.latency_scale != 1.0):
+        err.write("specexec bench routing: --duration and --latency-scale apply to --live only\n")
         return 2
     configs = [c.strip() for c in args.policies.split(",") if c.strip()] if args.policies else None
     try:
-        report = run_routing(args.requests, args.seed, configs)
+        if args.live:
+            from ._routing_live import run_routing_live
+
+            report = run_routing_live(
+                requests,
+                args.seed,
+                configs,
+                rate=args.rate,
+                duration=args.duration,
+                latency_scale=args.latency_scale,
+                on_progress=None if args.json else functools.partial(_done, err),
+            )
+        else:
+            report = run_routing(requests, args.seed, configs, rate=args.rate)
     except specexec.PolicyError as exc:
         err.write(f"specexec bench routing: {exc}\n")
         return 2

@@ -114,13 +114,16 @@ class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 class QuerySpec(_Base, frozen=True, kw_only=True):
     """One kind of query in the workload's mix: chosen with probability proportional to ``weight``.
 
-    ``max_tokens`` and ``tenant`` override the workload's defaults for this kind.
+    ``max_tokens`` and ``tenant`` override the workload's defaults for this kind. ``step`` names
+    the workflow step the query is (``Query.metadata["step"]``: what a router's step rules read);
+    a scenario with steps gets a per-step table in its report.
     """
 
     prompt: str = DEFAULT_PROMPT
     weight: Positive = 1.0
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | Distribution | None = None
     tenant: str | None = None
+    step: Annotated[str, msgspec.Meta(min_length=1)] | None = None
 
 
 class Workload(_Base, frozen=True, kw_only=True):

@@ -216,21 +216,37 @@ class Stats:
 
 
 class PolicyStats:
-    """The stats of one policy run: all measured requests, and each scenario phase's share."""
+    """The stats of one policy run: all measured requests, each scenario phase's share, and each
+    workflow step's (``Query.metadata["step"]``; ``step_stats`` is empty when no query has one)."""
 
-    __slots__ = ("phase_stats", "phases", "total")
+    __slots__ = ("phase_stats", "phases", "step_stats", "total")
 
     def __init__(self, phases: Sequence[Phase] = ()) -> None:
         self.total = Stats()
         self.phases = tuple((p.start, p.end) for p in phases)
         self.phase_stats = [Stats() for _ in phases]
+        self.step_stats: dict[str, Stats] = {}
 
-    def record(self, at: float, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
-        """One finished request intended at ``at`` seconds (see ``Stats.record``)."""
+    def record(
+        self,
+        at: float,
+        latency: float,
+        trace: Trace | None,
+        error: str | None,
+        good: bool | None,
+        step: object = None,
+    ) -> None:
+        """One finished request intended at ``at`` seconds, of workflow ``step`` (see ``Stats.record``)."""
         self.total.record(latency, trace, error, good)
         for i, (start, end) in enumerate(self.phases):
             if start <= at < end:
                 self.phase_stats[i].record(latency, trace, error, good)
+        if step is not None:
+            key = str(step)
+            stats = self.step_stats.get(key)
+            if stats is None:
+                stats = self.step_stats[key] = Stats()
+            stats.record(latency, trace, error, good)
 
     def to_builtins(self) -> dict[str, Any]:
         """Plain data for another process."""
@@ -238,6 +254,7 @@ class PolicyStats:
             "total": self.total.to_builtins(),
             "phases": [list(p) for p in self.phases],
             "phase_stats": [s.to_builtins() for s in self.phase_stats],
+            "step_stats": {k: s.to_builtins() for k, s in self.step_stats.items()},
         }
 
     @classmethod
@@ -247,4 +264,5 @@ class PolicyStats:
         out.total = Stats.from_builtins(data["total"])
         out.phases = tuple((float(a), float(b)) for a, b in data["phases"])
         out.phase_stats = [Stats.from_builtins(s) for s in data["phase_stats"]]
+        out.step_stats = {k: Stats.from_builtins(s) for k, s in data.get("step_stats", {}).items()}
         return out

@@ -61,6 +61,9 @@ def requests(workload: Workload, seed: int) -> Iterator[Request]:
         tenant = spec.tenant
         if tenant is None and tenant_names:
             tenant = tenant_names[bisect_right(tenant_cumulative, mix.random() * tenant_cumulative[-1])]
-        query = Query(prompt=spec.prompt, max_tokens=max_tokens, tenant=tenant, metadata={"seed_key": index})
+        metadata: dict[str, object] = {"seed_key": index}
+        if spec.step is not None:
+            metadata["step"] = spec.step
+        query = Query(prompt=spec.prompt, max_tokens=max_tokens, tenant=tenant, metadata=metadata)
         yield Request(index, t, query, index >= workload.warmup)
         index += 1

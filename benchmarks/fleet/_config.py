@@ -174,6 +174,10 @@ class Deployment(_Base, frozen=True, kw_only=True):
     (unset: no auth). ``rpm`` is a requests-per-minute quota (429 with ``Retry-After`` =
     ``retry_after``, default the time one request's quota takes to free up, ``60 / rpm``).
     ``strict_model`` makes a request whose ``model`` differs from ``model`` a 404.
+
+    ``quality`` (class → probability that an answer passes the scenario's check) and
+    ``labels`` (class → the route a router model names) apply to prompts of the fleet's
+    ``classes``; see ``benchmarks.fleet._quality``.
     """
 
     name: DeploymentName
@@ -191,6 +195,8 @@ class Deployment(_Base, frozen=True, kw_only=True):
     rpm: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     retry_after: Seconds | None = None
     faults: Faults = Faults()
+    quality: dict[str, Probability] = {}
+    labels: dict[str, str] = {}
 
     @property
     def base_path(self) -> str:
@@ -272,11 +278,16 @@ Event: TypeAlias = Brownout | Outage | RateLimit
 
 
 class FleetConfig(_Base, frozen=True, kw_only=True):
-    """The whole fleet: deployments, scheduled events and the seed of every random draw."""
+    """The whole fleet: deployments, scheduled events and the seed of every random draw.
+
+    ``classes`` (class → its exact prompts) is what the deployments' ``quality`` and
+    ``labels`` are keyed by.
+    """
 
     deployments: Annotated[tuple[Deployment, ...], msgspec.Meta(min_length=1)]
     events: tuple[Event, ...] = ()
     seed: int = 0
+    classes: dict[str, tuple[str, ...]] = {}
 
     def __post_init__(self) -> None:
         names: set[str] = set()
@@ -284,6 +295,13 @@ class FleetConfig(_Base, frozen=True, kw_only=True):
             if d.name in names:
                 raise ValueError(f"duplicate deployment name {d.name!r}")
             names.add(d.name)
+            for field in ("quality", "labels"):
+                unknown = sorted(set(getattr(d, field)) - set(self.classes))
+                if unknown:
+                    raise ValueError(
+                        f"deployment {d.name!r}: {field} names class(es) {unknown} that are not in `classes` "
+                        f"(has {sorted(self.classes)})"
+                    )
         regions = {d.region for d in self.deployments}
         for i, ev in enumerate(self.events):
             for name in ev.deployments or ():

@@ -12,7 +12,9 @@ The reply a deployment *plans* is cut at the request's ``max_tokens`` (then
   that answer (canary probes use this);
 - ``reply = "lorem"``: ``output_tokens`` words of lorem ipsum;
 - ``reply = "json"``: a JSON object of ``output_tokens`` words, ``{"answer": "lorem ipsum ..."}``;
-- ``reply = "echo"``: the last user message.
+- ``reply = "echo"``: the last user message;
+- a prompt of one of the fleet's ``classes`` at a deployment with ``quality`` or ``labels``:
+  the quality model's marked answer (``_quality``), unless ``answers`` has one.
 """
 
 from __future__ import annotations
@@ -68,8 +70,11 @@ class Reply:
         return "".join(self.tokens)
 
 
-def make_reply(deployment: Deployment, messages: Iterable[tuple[str, str]], max_tokens: int | None) -> Reply:
-    """The reply ``deployment`` gives to ``messages`` (``(role, text)`` pairs), cut at ``max_tokens``."""
+def make_reply(
+    deployment: Deployment, messages: Iterable[tuple[str, str]], max_tokens: int | None, marked: str | None = None
+) -> Reply:
+    """The reply ``deployment`` gives to ``messages`` (``(role, text)`` pairs), cut at ``max_tokens``;
+    ``marked`` (the quality model's answer) replaces the planned reply unless ``answers`` has one."""
     last_user = ""
     for role, text in messages:
         if role == "user":
@@ -77,6 +82,8 @@ def make_reply(deployment: Deployment, messages: Iterable[tuple[str, str]], max_
     answer = deployment.answers.get(last_user.strip())
     if answer is not None:
         planned = split_tokens(answer)
+    elif marked is not None:
+        planned = split_tokens(marked)
     elif deployment.reply == "echo":
         planned = split_tokens(last_user)
     elif deployment.reply == "json":

@@ -32,6 +32,7 @@ from ._faults import FaultInjector, FaultPlan
 from ._http import ClientDisconnected, Exchange, HttpProtocol, HttpRequest
 from ._latency import LatencyModel
 from ._openai import OpenAIWire
+from ._quality import QualityModel
 from ._reply import count_tokens, make_reply
 from ._schedule import Schedule
 from ._wire import ChatRequest, Completion, Wire, WireError
@@ -75,6 +76,7 @@ class _DeploymentServer:
         self.wire: Wire = AnthropicWire() if deployment.api == "anthropic" else OpenAIWire()
         self.latency = LatencyModel(deployment, seed)
         self.faults = FaultInjector(deployment, seed)
+        self.quality = QualityModel(deployment, fleet.config.classes, seed)
         self.expected_key: str | None = None
         if deployment.api_key_env is not None:
             key = env.get(deployment.api_key_env)
@@ -95,6 +97,7 @@ class _DeploymentServer:
         self.counters = _Counters()
         self.latency.reseed()
         self.faults.reseed()
+        self.quality.reseed()
         self.limiter = AsyncLimiter(self.d.rpm, 60.0) if self.d.rpm else None
 
     def stats(self) -> dict[str, Any]:
@@ -275,7 +278,7 @@ class _DeploymentServer:
             await self._error(ex, request_id, 529, "Overloaded (injected)")
             return
 
-        reply = make_reply(self.d, chat.messages, chat.max_tokens)
+        reply = make_reply(self.d, chat.messages, chat.max_tokens, self.quality.answer(chat.messages))
         completion = Completion(
             id=wire.new_id(self.d, self.serial),
             created=int(time.time()),

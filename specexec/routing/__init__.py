@@ -38,6 +38,7 @@ from ._llm import llm as llm
 from ._router import Router as Router
 from ._router import decide as decide
 from ._router import default_similar as default_similar
+from ._router import similar_by as similar_by
 from ._selectors import Choice as Choice
 from ._selectors import Classifier as Classifier
 from ._selectors import Rule as Rule

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
+
 from .._engine import Result, execute
 from .._query import Query
 from .._trace import Trace
@@ -17,6 +19,7 @@ from .._trace import Trace
 if TYPE_CHECKING:
     from .._policy import Policy
     from .._runtime import Runtime
+    from ._budget import Budget, BudgetState
 
 
 class _Capture:
@@ -59,12 +62,29 @@ class _Capture:
 
 class SelectContext:
     """Handed to every selector: ``execute`` runs a policy on the one engine (its cost is added
-    to ``cost`` and counts against the request's ``max_cost``); ``now`` is the loop clock."""
+    to ``cost`` and counts against the request's ``max_cost``); ``now`` is the loop clock.
+
+    Under a router's budget (``attach_budget``) each such run reserves its worst case first,
+    like a route run, and settles to what it cost: one that does not fit raises
+    ``BudgetExceeded`` before anything is sent (the selector passes). ``unbooked`` is what ran
+    without a reservation (no budget, or the store failed), for the router to book afterwards.
+    """
 
     def __init__(self, capture: _Capture, now: Callable[[], float]) -> None:
         self.capture = capture
         self.now = now
         self.cost = 0.0
+        self.unbooked = 0.0
+        self._budget: Budget | None = None
+        self._state: BudgetState | None = None
+        self._bound: Callable[[Policy, Query], float] | None = None
+
+    def attach_budget(
+        self, budget: Budget | None, state: BudgetState | None, bound: Callable[[Policy, Query], float]
+    ) -> None:
+        """Reserve every selector run in ``budget`` (for ``state``'s key and window); ``bound``
+        gives a run's worst-case cost."""
+        self._budget, self._state, self._bound = budget, state, bound
 
     @property
     def runtime(self) -> Runtime:
@@ -72,9 +92,19 @@ class SelectContext:
         return self.capture.runtime
 
     async def execute(self, query: Query, policy: Policy) -> Result:
-        """Run ``policy`` for ``query`` on the engine; its cost (also on failure) is counted."""
+        """Run ``policy`` for ``query`` on the engine; its cost (also on failure) is counted, and
+        reserved first under a budget (``BudgetExceeded`` when it does not fit)."""
+        budget, state, reserved, booked = self._budget, self._state, 0.0, False
+        if budget is not None and state is not None and self._bound is not None:
+            reserved = self._bound(policy, query)
+            booked = await budget.reserve(state, reserved)
         run = self.capture.child()
         try:
             return await execute(cast("Runtime", run), query, policy, self.runtime.resolve(policy))
         finally:
             self.cost += run.cost
+            if booked and budget is not None and state is not None:
+                with anyio.CancelScope(shield=True):
+                    await budget.settle(state, reserved, run.cost)
+            else:
+                self.unbooked += run.cost

@@ -9,6 +9,7 @@ the timeout, an error — never a failed run.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -32,7 +33,12 @@ DEFAULT_INSTRUCTION = (
 )
 """The router's system prompt; ``{labels}`` is replaced by the labels as a JSON list."""
 
-_OBJECT = re.compile(r"\{.*?\}", re.S)
+_BRACE = re.compile(r"\{")
+_DECODER = json.JSONDecoder()
+_MAX_ANSWER = 8000
+"""Characters of an answer searched for its JSON object (a router answer is a few dozen)."""
+_MAX_OBJECTS = 64
+"""Opening braces tried as the start of a JSON object, at most."""
 
 
 class LlmRouter:
@@ -88,23 +94,36 @@ class LlmRouter:
         )
 
     def parse(self, text: str) -> tuple[str, float | None] | str:
-        """``(route, confidence)`` from the model's answer, or why it cannot be used."""
-        m = _OBJECT.search(text)
-        if m is None:
-            return f"no JSON object in the answer {text[:60]!r}"
-        try:
-            data = msgspec.json.decode(m.group(0))
-        except msgspec.DecodeError as exc:
-            return f"bad JSON {m.group(0)[:60]!r}: {exc}"
-        if not isinstance(data, dict):
-            return "the answer is not a JSON object"
+        """``(route, confidence)`` from the model's answer, or why it cannot be used.
+
+        The answer's first JSON object with a ``route`` key counts (prose, code fences, nested
+        objects and braces inside strings around it are fine); a ``confidence`` that is not a
+        number is none."""
+        text = text[:_MAX_ANSWER]
+        objects: list[dict[str, object]] = []
+        bad: str | None = None
+        for i, m in enumerate(_BRACE.finditer(text)):
+            if i == _MAX_OBJECTS:
+                break
+            try:
+                value, _ = _DECODER.raw_decode(text, m.start())
+            except json.JSONDecodeError as exc:
+                bad = bad or f"bad JSON {text[m.start() : m.start() + 60]!r}: {exc}"
+                continue
+            if isinstance(value, dict):
+                objects.append(value)
+                if "route" in value:
+                    break
+        if not objects:
+            return bad or f"no JSON object in the answer {text[:60]!r}"
+        data = next((o for o in objects if "route" in o), objects[0])
         route = data.get("route")
-        if route not in self.labels:
+        if not isinstance(route, str) or route not in self.labels:
             return f"unknown label {route!r}"
         confidence = data.get("confidence")
         if isinstance(confidence, (int, float)) and not isinstance(confidence, bool):
-            return str(route), min(max(float(confidence), 0.0), 1.0)
-        return str(route), None
+            return route, min(max(float(confidence), 0.0), 1.0)
+        return route, None
 
     async def select(self, query: Query, ctx: SelectContext) -> Choice | None:
         """Ask the model; pass (raise, which the router records) on anything but a clean answer."""

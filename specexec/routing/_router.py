@@ -38,7 +38,10 @@ from ._context import SelectContext, _Capture
 from ._selectors import Choice, Selector
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
     from .._runtime import Runtime
+    from .._stream import Stream
 
 SimilarFn = Callable[[Query], Hashable]
 _MEMORY = 4096  # how many traffic classes the speculative guess remembers
@@ -49,6 +52,20 @@ def default_similar(query: Query) -> Hashable:
     """Traffic is "similar" when tenant, ``feature`` and ``step`` agree."""
     md = query.metadata
     return (query.tenant, md.get("feature"), md.get("step"))
+
+
+def similar_by(keys: Sequence[str]) -> SimilarFn:
+    """A ``similar`` function: traffic is similar when these agree — ``"tenant"``,
+    ``"priority"``, or any ``Query.metadata`` key (``"feature"``, ``"step"``, ...)."""
+    names = tuple(keys)
+    if not names or not all(isinstance(k, str) and k for k in names):
+        raise PolicyError(f"similar must be a non-empty list of key names, got {list(names)!r}", path="$.similar")
+
+    def similar(query: Query) -> Hashable:
+        md = query.metadata
+        return tuple(query.tenant if k == "tenant" else query.priority if k == "priority" else md.get(k) for k in names)
+
+    return similar
 
 
 class _Guess:
@@ -151,14 +168,19 @@ class Router:
         t0 = now()
         capture = _Capture(rt)
         ctx = SelectContext(capture, now)
+        state: BudgetState | None = None
         token = _current.set(getattr(rt, "_resources", None))
         try:
             state = await self.budget.state(q) if self.budget is not None else None
+            ctx.attach_budget(self.budget, state, lambda p, query: self._bound(p, query, rt))
             passed: list[str] = []
             decision = await self._choose(self.selectors, q, ctx, passed)
             return self._decision(q, decision, ctx, t0, state, rt, passed)
         finally:
             _current.reset(token)
+            if self.budget is not None and state is not None and ctx.unbooked > 0:
+                with anyio.CancelScope(shield=True):
+                    await self.budget.settle(state, 0.0, ctx.unbooked)
             capture.flush(lambda trace: None)
 
     async def _choose(
@@ -250,8 +272,30 @@ class Router:
 
         return await (runtime or default_runtime()).run(query, self)
 
-    async def _execute(self, rt: Runtime, q: Query) -> Result:
-        """Called by ``Runtime.run`` (resources already set): decide, run, trace."""
+    def stream(self, query: str | Query, runtime: Runtime | None = None) -> Stream:
+        """Route ``query`` and stream the route's answer: ``async with router.stream(q, rt) as s:
+        async for delta in s: ...``; ``s.result`` after the end (``result.route``, the trace's
+        route as for ``run``). The decision comes first — a stream does not speculate, since a
+        wrong guess's tokens would already have reached the reader — then the route's policy
+        streams through the one engine."""
+        from .._runtime import default_runtime
+        from .._stream import Stream
+
+        rt = runtime or default_runtime()
+        q = as_query(query)
+
+        async def start(sink: MemoryObjectSendStream[str]) -> Result:
+            token = _current.set(getattr(rt, "_resources", None))
+            try:
+                return await self._execute(rt, q, sink)
+            finally:
+                _current.reset(token)
+
+        return Stream(start)
+
+    async def _execute(self, rt: Runtime, q: Query, sink: MemoryObjectSendStream[str] | None = None) -> Result:
+        """Called by ``Runtime.run`` (resources already set): decide, run, trace; with a ``sink``
+        (``stream``), the route's committed text goes there and nothing is speculated."""
         now = loop_clock()
         t0 = now()
         capture = _Capture(rt)
@@ -260,12 +304,13 @@ class Router:
         state: BudgetState | None = None
         try:
             state = await self.budget.state(q) if self.budget is not None else None
+            ctx.attach_budget(self.budget, state, lambda p, query: self._bound(p, query, rt))
             passed: list[str] = []
             fast = 0
             while fast < len(self.selectors) and not self.selectors[fast].slow:
                 fast += 1
             chosen = await self._choose(self.selectors[:fast], q, ctx, passed)
-            if chosen is None and self.speculate and fast < len(self.selectors):
+            if chosen is None and self.speculate and sink is None and fast < len(self.selectors):
                 record, result = await self._speculative(rt, capture, ctx, q, t0, state, passed, fast)
             else:
                 if chosen is None:
@@ -274,7 +319,7 @@ class Router:
                 if self.speculate:
                     self._remember(q, record.name)
                 record.started = now() - t0
-                result = await self._run_route(rt, capture, ctx, q, record.name, state)
+                result = await self._run_route(rt, capture, ctx, q, record.name, state, sink=sink)
             return msgspec.structs.replace(
                 result,
                 route=record.name,
@@ -282,9 +327,9 @@ class Router:
                 cost=result.cost + record.cost + record.speculation_cost,
             )
         finally:
-            if self.budget is not None and state is not None and ctx.cost > 0:  # the router's own LLM calls
+            if self.budget is not None and state is not None and ctx.unbooked > 0:  # router calls not reserved
                 with anyio.CancelScope(shield=True):
-                    await self.budget.settle(state, 0.0, ctx.cost)
+                    await self.budget.settle(state, 0.0, ctx.unbooked)
             capture.flush(lambda trace: setattr(trace, "route", record))
 
     async def _speculative(
@@ -346,6 +391,7 @@ class Router:
         state: BudgetState | None,
         *,
         routing_cost: bool = True,
+        sink: MemoryObjectSendStream[str] | None = None,
     ) -> Result:
         policy = self.routes[route]
         if routing_cost and ctx.cost > 0 and policy.max_cost is not None:
@@ -364,7 +410,7 @@ class Router:
             booked = await budget.reserve(state, reserved)
         run = capture.child()
         try:
-            return await execute(cast("Runtime", run), q, policy, states)
+            return await execute(cast("Runtime", run), q, policy, states, sink)
         finally:
             if booked and budget is not None and state is not None:
                 actual = run.cost

@@ -4,6 +4,7 @@
 
     default = "simple"
     speculate = true
+    similar = ["tenant", "feature"]   # optional: what makes traffic similar for the guess
 
     [routes.simple]                  # a route is a policy table (Policy.from_toml's shape) ...
     mode = "hedge"
@@ -135,6 +136,7 @@ class RouterFile(_Spec, frozen=True):
     policies: dict[str, _PolicyFile] = {}
     select: list[SelectorSpec] = []
     speculate: bool = False
+    similar: list[str] | None = None
     budget: BudgetSpec | None = None
     name: str | None = None
 
@@ -148,7 +150,7 @@ def _inner(exc: PolicyError, prefix: str, origin: str | None) -> PolicyError:
 
 def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options: Any) -> Router:
     """Decode, validate and build (errors name the file and key path)."""
-    from ._router import Router
+    from ._router import Router, similar_by
 
     text, origin = read_toml_source(source)
     try:
@@ -212,9 +214,21 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
                     raise PolicyError(
                         f"downgrade to unknown route {target!r}", path=f"$.budget.downgrade[{j}]", source=origin
                     )
+    extra: dict[str, Any] = {}
+    if spec.similar is not None:
+        try:
+            extra["similar"] = similar_by(spec.similar)
+        except PolicyError as exc:
+            raise _inner(exc, "$", origin) from None
     try:
         router = Router(
-            routes, selectors, default=spec.default, speculate=spec.speculate, budget=budget, name=spec.name
+            routes,
+            selectors,
+            default=spec.default,
+            speculate=spec.speculate,
+            budget=budget,
+            name=spec.name,
+            **extra,
         )
     except PolicyError as exc:
         raise _inner(exc, "$", origin) from None

@@ -26,6 +26,11 @@ def test_routing_scenario_compares_every_configuration() -> None:
     spec = report.configs["llm-router+speculate"]["all"]
     assert spec.p50 < report.configs["llm-router"]["all"].p50  # speculation hides the router's latency
     assert report.configs["cascade"]["all"].escalation > 0
+    accuracy = {name: stats["all"].accuracy for name, stats in report.configs.items()}  # routing accuracy
+    assert accuracy["oracle"] == 1.0 and accuracy["frontier-only"] is None and accuracy["cascade"] is None
+    assert 0.85 < accuracy["rules"] < 1.0  # type: ignore[operator]
+    assert accuracy["llm-router"] == pytest.approx(0.92, abs=0.04)
+    assert accuracy["llm-router+speculate"] == accuracy["llm-router"]  # speculation does not change the decision
     text = render(report)
     assert "speculative routing: p50" in text and "per class" in text
 
@@ -37,8 +42,6 @@ def test_bench_cli_runs_the_routing_scenario() -> None:
         == 0
     )
     assert "frontier-only" in out.getvalue() and "rules" in out.getvalue()
-    assert _cli.main(["routing", "--live"], stdout=out, stderr=err) == 2
-    assert "--live is not built yet" in err.getvalue()
     assert _cli.main(["routing", "--policies", "nope"], stdout=out, stderr=err) == 2
     listing = io.StringIO()
     assert _cli.main(["--list"], stdout=listing) == 0

@@ -209,3 +209,25 @@ def test_concurrent_runs_never_spend_past_the_budget(
     assert reserved == pytest.approx(0.0, abs=1e-12)
     assert total == pytest.approx(sum(spent))
     assert total <= limit + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("key", "queries", "keys"),
+    [
+        ("feature", [Query("hi", metadata={"feature": "chat"}), Query("hi")], ["chat", "-"]),
+        ("tenant", [Query("hi", tenant="acme"), Query("hi")], ["acme", "-"]),
+        (lambda q: f"{q.tenant}/{q.metadata.get('step')}", [Query("hi", tenant="a", metadata={"step": "x"})], ["a/x"]),
+    ],
+)
+async def test_spend_is_tracked_per_key(key: Any, queries: list[Query], keys: list[str]) -> None:
+    store = routing.InMemoryBudgetStore()
+    clock = FakeClock("2026-12-01T10:00:00")
+    budget = Budget(1.0, "day", key, store=store, clock=clock)
+    router = specexec.Router({"simple": Policy.single("mini")}, [], default="simple", budget=budget)
+    async with Runtime([Scripted("mini", 0.1, output_price=1.0, usage=(0, 100))]) as rt:
+        for q in queries:
+            result = await rt.run(q, router)
+            assert result.trace.route is not None and result.trace.route.budget_key == keys[queries.index(q)]
+    window = int(_ts("2026-12-01T00:00:00"))
+    for k in keys:
+        assert await store.usage(k, window) == pytest.approx((100e-6, 0.0))

@@ -119,3 +119,26 @@ async def test_the_router_call_can_itself_be_hedged(timing: Timing) -> None:
     async with Runtime([slow, fast, *(Scripted(n, 0.5) for n in ("simple", "code", "hard"))]) as rt:
         result = await rt.run("q", _router(llm))
     assert result.route == "code" and result.latency == timing.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("answer", "parsed"),
+    [
+        ('{"route": "hard", "why": {"signals": ["proof"]}}', ("hard", None)),  # a nested object
+        ('{"reason": "uses {braces} in prose", "route": "code", "confidence": 0.6}', ("code", 0.6)),
+        ('```json\n{"route": "code"}\n```', ("code", None)),
+        ('Sure. {"route": "simple", "confidence": 0.4} Hope that helps {x}', ("simple", 0.4)),
+        ('I considered {"a": 1}; my answer: {"route": "hard"}', ("hard", None)),  # the object that has a route
+        ('{"route": "hard", "confidence": "high"}', ("hard", None)),  # a confidence that is no number is none
+    ],
+)
+def test_the_route_is_read_from_the_json_object_in_the_answer(answer: str, parsed: tuple[str, float | None]) -> None:
+    assert routing.llm("router-llm", ["simple", "code", "hard"]).parse(answer) == parsed
+
+
+async def test_a_stated_confidence_below_the_threshold_passes_to_the_default() -> None:
+    rt = _rt(Answering('{"route": "hard", "confidence": 0.3}'))
+    async with rt:
+        result = await rt.run("q", _router(routing.llm("router-llm", ["simple", "code", "hard"], threshold=0.5)))
+    assert result.route == "simple"
+    assert result.trace.route is not None and result.trace.route.passed == ["llm: hard at confidence 0.3 < 0.5"]

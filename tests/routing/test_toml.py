@@ -211,3 +211,17 @@ threshold = 0.6
     with pytest.raises(specexec.PolicyError) as info:
         specexec.Router.from_toml(text.replace("clf.json", "missing.json"), embedder=embed)
     assert info.value.path == "$.select[1].path" and "cannot read trained classifier" in str(info.value)
+
+
+def test_similar_traffic_keys_from_toml(tmp_path: Path) -> None:
+    text = ROUTER.replace("speculate = true\n", 'speculate = true\nsimilar = ["feature", "priority"]\n')
+    router = specexec.Router.from_toml(text, classifiers={"lengthy": _lengthy})
+    a = Query("x", tenant="t1", priority=2, metadata={"feature": "chat", "step": "one"})
+    b = Query("y", tenant="t2", priority=2, metadata={"feature": "chat", "step": "two"})
+    assert router.similar(a) == router.similar(b) == ("chat", 2)  # tenant and step no longer matter
+    assert router.similar(Query("z")) == (None, 0)
+    assert "similar = [" in router.to_toml()
+    assert specexec.Router.from_toml(router.to_toml(), classifiers={"lengthy": _lengthy}).source == router.source
+    assert routing.similar_by(["tenant", "step"])(a) == ("t1", "one")
+    with pytest.raises(specexec.PolicyError, match=r"\$\.similar"):
+        specexec.Router.from_toml(text.replace('["feature", "priority"]', "[]"), classifiers={"lengthy": _lengthy})
