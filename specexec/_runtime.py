@@ -281,13 +281,18 @@ class Runtime:
         finally:
             _current.reset(token)
 
-    def stream(self, query: str | Query, policy: Policy) -> Stream:
+    def stream(self, query: str | Query, policy: Policy | Router) -> Stream:
         """Stream the answer to ``query`` under ``policy``: ``async with rt.stream(q, p) as s:
         async for delta in s: ...``; ``s.result`` after the end. The attempts race to their
         first token (or a verified prefix); the caller reads only the committed attempt's text.
+        A ``Router`` decides the route first, then streams its policy (``Router.stream``).
         When the ``async with`` exits, every attempt it started has finished or been cancelled."""
         if not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a specexec.Policy, got {type(policy).__name__}")
+            from .routing import Router
+
+            if isinstance(policy, Router):
+                return policy.stream(query, self)
+            raise TypeError(f"policy must be a specexec.Policy or Router, got {type(policy).__name__}")
         q = as_query(query)
         states = self.resolve(policy)
 
@@ -349,6 +354,6 @@ async def run(query: str | Query, policy: Policy | Router, *, runtime: Runtime |
     return await (runtime or default_runtime()).run(query, policy)
 
 
-def stream(query: str | Query, policy: Policy, *, runtime: Runtime | None = None) -> Stream:
+def stream(query: str | Query, policy: Policy | Router, *, runtime: Runtime | None = None) -> Stream:
     """Stream the answer to ``query`` under ``policy`` (see ``Runtime.stream``)."""
     return (runtime or default_runtime()).stream(query, policy)

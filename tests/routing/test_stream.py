@@ -73,3 +73,13 @@ async def test_a_streamed_route_does_not_speculate(timing: Timing) -> None:
     assert deltas == ["def"] and mini.calls == 0  # no guess streamed tokens of the wrong route
     assert s.result.trace.route is not None and s.result.trace.route.speculation is None
     assert s.result.latency == timing.approx(0.3 + 0.1)
+
+
+async def test_runtime_stream_and_specexec_stream_take_a_router(timing: Timing) -> None:
+    mini = Streamer("mini", 0.1, ["hi", " there"])
+    coder_a, coder_b = Streamer("coder-a", 0.5, ["slow"]), Streamer("coder-b", 0.1, ["def", " f():"])
+    async with Runtime([mini, coder_a, coder_b]) as rt:
+        for make in (lambda: rt.stream("hello", _router()), lambda: specexec.stream("hello", _router(), runtime=rt)):
+            async with make() as s:
+                deltas = [d async for d in s]
+            assert deltas == ["hi", " there"] and s.result.route == "simple"
