@@ -85,7 +85,7 @@ return grant
 """
 
 # Concurrency slots: a sorted set of (process, slot) members scored by when their lease ends.
-# KEYS[1]: the set. ARGV: process id, wanted slots, limit, lease (ms).
+# KEYS[1]: the set. ARGV: process id, wanted slots, limit, lease (ms), slots busy here.
 _SLOT_LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -96,8 +96,16 @@ for _, m in ipairs(mine) do
   if string.sub(m, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then redis.call('ZREM', KEYS[1], m)
   else others = others + 1 end
 end
+-- a fair share among the processes that want slots (seen within a lease), never below what is busy
+local dkey = KEYS[1] .. ':demand'
+redis.call('ZREMRANGEBYSCORE', dkey, '-inf', now)
+redis.call('ZADD', dkey, now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', dkey, tonumber(ARGV[4]) + 1000)
+local fair = math.ceil(tonumber(ARGV[3]) / redis.call('ZCARD', dkey))
 local grant = tonumber(ARGV[3]) - others
 if grant > tonumber(ARGV[2]) then grant = tonumber(ARGV[2]) end
+local busy = tonumber(ARGV[5])
+if grant > fair then grant = math.max(fair, busy) end
 if grant < 0 then grant = 0 end
 for i = 1, grant do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. ':' .. i) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + 1000)
@@ -146,7 +154,9 @@ class LeasedRateLimiter:
 class LeasedConcurrency:
     """A fleet-wide concurrency limit as this process sees it (the ``ConcurrencyLimit`` interface):
     attempts take slots leased from Redis; a lease ends ``3 × interval`` after its last renewal, so a
-    process that dies frees its slots within that time."""
+    process that dies frees its slots within that time. While several processes want slots, each
+    is leased at most a fair share (the limit over the processes asking), never fewer than it has
+    busy, so a busy process cannot starve the others for longer than its attempts last."""
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
@@ -300,7 +310,7 @@ class RedisRateLimits:
             try:
                 granted = int(
                     await self._redis._call(
-                        "eval", _SLOT_LEASE, 1, conc.key, self.process, wanted, conc.limit, lease_ms
+                        "eval", _SLOT_LEASE, 1, conc.key, self.process, wanted, conc.limit, lease_ms, busy
                     )
                 )
             except Exception as exc:  # any failure of Redis: fall back (cancellation is not an Exception)
