@@ -48,7 +48,9 @@ class Summary(msgspec.Struct, kw_only=True):
     ``hedge_rate`` the share of requests that fired at least one timed hedge; ``wins`` the share
     of answered requests each backend won; ``failures`` counts failed requests by error;
     ``deadline_misses`` those that failed on a deadline or the workload's timeout; ``quality``
-    the share of answered requests passing the scenario's quality check (``None`` without one).
+    the share of answered requests passing the scenario's quality check (``None`` without one);
+    ``ttft`` the same percentiles of the time to first token of the answered requests that
+    report one (``None`` when none did).
     """
 
     requests: int
@@ -66,6 +68,7 @@ class Summary(msgspec.Struct, kw_only=True):
     failures: dict[str, int]
     deadline_misses: int
     quality: float | None
+    ttft: dict[str, float | None] | None = None
 
 
 class Stats:
@@ -85,12 +88,14 @@ class Stats:
         "latency",
         "ok",
         "requests",
+        "ttft",
         "wins",
     )
 
     def __init__(self) -> None:
         self.latency = new_histogram()
         self.failed_latency = new_histogram()
+        self.ttft = new_histogram()
         self.requests = 0
         self.ok = 0
         self.attempts = 0
@@ -104,13 +109,18 @@ class Stats:
         self.checked = 0
         self.good = 0
 
-    def record(self, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
+    def record(
+        self, latency: float, trace: Trace | None, error: str | None, good: bool | None, ttft: float | None = None
+    ) -> None:
         """One finished request: ``latency`` from its intended send time; ``error`` the failure
-        kind (``None`` if answered); ``good`` whether the answer passed the quality check."""
+        kind (``None`` if answered); ``good`` whether the answer passed the quality check;
+        ``ttft`` its time to first token from the intended send time, if known."""
         self.requests += 1
         if error is None:
             self.ok += 1
             self.latency.record_value(_micros(latency))
+            if ttft is not None:
+                self.ttft.record_value(_micros(ttft))
             if good is not None:
                 self.checked += 1
                 self.good += good
@@ -142,6 +152,7 @@ class Stats:
         """Add ``other``'s requests to these."""
         self.latency.add(other.latency)
         self.failed_latency.add(other.failed_latency)
+        self.ttft.add(other.ttft)
         for name in ("requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cost_max = max(self.cost_max, other.cost_max)
@@ -161,6 +172,12 @@ class Stats:
             latency["mean"] = h.get_mean_value() / 1e6
         else:
             latency = dict.fromkeys([*(label for label, _ in PERCENTILES), "max", "mean"])
+        ttft: dict[str, float | None] | None = None
+        if self.ttft.get_total_count():
+            values = self.ttft.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+            ttft = {label: values[p] / 1e6 for label, p in PERCENTILES}
+            ttft["max"] = self.ttft.get_max_value() / 1e6
+            ttft["mean"] = self.ttft.get_mean_value() / 1e6
         misses = sum(v for k, v in self.failures.items() if k in _DEADLINE_KINDS)
         return Summary(
             requests=n,
@@ -178,6 +195,7 @@ class Stats:
             failures=dict(sorted(self.failures.items())),
             deadline_misses=misses,
             quality=self.good / self.checked if self.checked else None,
+            ttft=ttft,
         )
 
     # -- shipping between processes ------------------------------------------------------
@@ -187,6 +205,7 @@ class Stats:
         return {
             "latency": self.latency.encode().decode("ascii"),
             "failed_latency": self.failed_latency.encode().decode("ascii"),
+            "ttft": self.ttft.encode().decode("ascii"),
             "counters": [
                 self.requests,
                 self.ok,
@@ -208,6 +227,8 @@ class Stats:
         s = cls()
         s.latency = HdrHistogram.decode(data["latency"])
         s.failed_latency = HdrHistogram.decode(data["failed_latency"])
+        if "ttft" in data:
+            s.ttft = HdrHistogram.decode(data["ttft"])
         s.requests, s.ok, s.attempts, s.extra, s.hedges, s.hedged, s.checked, s.good = data["counters"]
         s.cost, s.cost_max = data["cost"]
         s.wins = dict(data["wins"])
@@ -225,12 +246,20 @@ class PolicyStats:
         self.phases = tuple((p.start, p.end) for p in phases)
         self.phase_stats = [Stats() for _ in phases]
 
-    def record(self, at: float, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
+    def record(
+        self,
+        at: float,
+        latency: float,
+        trace: Trace | None,
+        error: str | None,
+        good: bool | None,
+        ttft: float | None = None,
+    ) -> None:
         """One finished request intended at ``at`` seconds (see ``Stats.record``)."""
-        self.total.record(latency, trace, error, good)
+        self.total.record(latency, trace, error, good, ttft)
         for i, (start, end) in enumerate(self.phases):
             if start <= at < end:
-                self.phase_stats[i].record(latency, trace, error, good)
+                self.phase_stats[i].record(latency, trace, error, good, ttft)
 
     def to_builtins(self) -> dict[str, Any]:
         """Plain data for another process."""
