@@ -248,7 +248,14 @@ def _table(summaries: dict[str, Summary]) -> str:
 
 
 def targets(summaries: dict[str, Summary]) -> list[tuple[str, str, bool]]:
-    """``(what, measured, met)`` for each target (see the module docs)."""
+    """``(what, measured, met)`` for each target (see the module docs).
+
+    The TTFT target compares with the fixed-delay limit at the policy's own measured extra
+    load (equal load, as the tail-at-scale benchmark does); the figures against the limits at
+    5 % and 6 % extra load are printed beside it. The limit is the best *fixed* delay: a
+    rationed adaptive delay may come in below it, because the budget's refusals fall on a few
+    requests that then make only the top of the tail.
+    """
     s, today = summaries["hedge-ttft"], summaries["hedge-total"]
     extra = s.extra_load or 0.0
     limit = fixed_delay_limit(extra)
@@ -256,10 +263,12 @@ def targets(summaries: dict[str, Summary]) -> list[tuple[str, str, bool]]:
     out = [("hedge-ttft extra load ≤ 6 %", f"{100 * extra:.2f} %", extra <= TTFT_LOAD_TARGET)]
     if p99 is not None:
         ratio = p99 / limit["p99"]
+        at = {load: fixed_delay_limit(load)["p99"] for load in (0.05, 0.06)}
+        others = ", ".join(f"{p99 / v:.2f}× the limit at {100 * k:g} % ({_ms(v)} ms)" for k, v in at.items())
         out.append(
             (
                 "hedge-ttft TTFT p99 within 10 % of the fixed-delay limit at its extra load",
-                f"{_ms(p99)} ms vs {_ms(limit['p99'])} ms (d = {_ms(limit['delay'])} ms) = {ratio:.2f}×",
+                f"{_ms(p99)} ms vs {_ms(limit['p99'])} ms (d = {_ms(limit['delay'])} ms) = {ratio:.2f}× [{others}]",
                 ratio <= TTFT_RATIO_TARGET,
             )
         )
