@@ -22,7 +22,7 @@ from ._scenario import Scenario
 from ._stats import PolicyStats
 from ._workload import requests
 
-__all__ = ["PROGRESS_EVERY", "LastTrace", "drive"]
+__all__ = ["PROGRESS_EVERY", "LastTrace", "drive", "received_cost"]
 
 PROGRESS_EVERY = 256
 """Finished requests between two progress callbacks."""
@@ -111,7 +111,8 @@ async def drive(
         if trace is None:  # cancelled by the timeout: the run emitted its trace as it unwound
             trace, error = sink.last, "timeout"
         if measured:
-            record(at - t0, current_time() - at, trace, error, good, ttft if error is None else None)
+            received = received_cost(trace, runtime, query) if streamed or ttft is not None else None
+            record(at - t0, current_time() - at, trace, error, good, ttft if error is None else None, received)
         in_flight -= 1
         done += 1
         if on_progress is not None and done % PROGRESS_EVERY == 0:
@@ -133,6 +134,24 @@ async def drive(
             nursery.start_soon(one, request.query, at, request.measured)
     if on_progress is not None:
         on_progress(done)
+
+
+def received_cost(trace: Trace | None, runtime: Runtime, query: Query) -> float:
+    """USD of a run with every cancelled attempt charged by the tokens it received: what the
+    engine charged it when it sent text (``AttemptRecord.output_tokens``), else only its input
+    (the engine charges an attempt cancelled before any text its reservation: ``max_tokens``)."""
+    if trace is None:
+        return 0.0
+    total = 0.0
+    for a in trace.attempts:
+        if a.outcome == "skipped" or a.outcome is None:
+            continue
+        if a.outcome == "cancelled" and a.output_tokens == 0:
+            state = runtime.state_for(a.backend)
+            total += state.input_tokens(query) * state.input_price / 1e6
+        else:
+            total += a.cost
+    return total
 
 
 def _winner_ttft(result: Result, offset: float) -> float | None:

@@ -50,7 +50,9 @@ class Summary(msgspec.Struct, kw_only=True):
     ``deadline_misses`` those that failed on a deadline or the workload's timeout; ``quality``
     the share of answered requests passing the scenario's quality check (``None`` without one);
     ``ttft`` the same percentiles of the time to first token of the answered requests that
-    report one (``None`` when none did).
+    report one (``None`` when none did); ``cost_received_mean`` the mean cost per request with
+    each cancelled attempt charged by the tokens it received (``None`` unless the driver
+    measured it: streamed runs and backends that report TTFT).
     """
 
     requests: int
@@ -69,6 +71,7 @@ class Summary(msgspec.Struct, kw_only=True):
     deadline_misses: int
     quality: float | None
     ttft: dict[str, float | None] | None = None
+    cost_received_mean: float | None = None
 
 
 class Stats:
@@ -79,6 +82,7 @@ class Stats:
         "checked",
         "cost",
         "cost_max",
+        "cost_received",
         "extra",
         "failed_latency",
         "failures",
@@ -87,6 +91,7 @@ class Stats:
         "hedges",
         "latency",
         "ok",
+        "received_n",
         "requests",
         "ttft",
         "wins",
@@ -104,18 +109,30 @@ class Stats:
         self.hedged = 0
         self.cost = 0.0
         self.cost_max = 0.0
+        self.cost_received = 0.0
+        self.received_n = 0
         self.wins: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.checked = 0
         self.good = 0
 
     def record(
-        self, latency: float, trace: Trace | None, error: str | None, good: bool | None, ttft: float | None = None
+        self,
+        latency: float,
+        trace: Trace | None,
+        error: str | None,
+        good: bool | None,
+        ttft: float | None = None,
+        received_cost: float | None = None,
     ) -> None:
         """One finished request: ``latency`` from its intended send time; ``error`` the failure
         kind (``None`` if answered); ``good`` whether the answer passed the quality check;
-        ``ttft`` its time to first token from the intended send time, if known."""
+        ``ttft`` its time to first token from the intended send time, if known;
+        ``received_cost`` its cost with cancelled attempts charged by tokens received, if known."""
         self.requests += 1
+        if received_cost is not None:
+            self.cost_received += received_cost
+            self.received_n += 1
         if error is None:
             self.ok += 1
             self.latency.record_value(_micros(latency))
@@ -153,7 +170,10 @@ class Stats:
         self.latency.add(other.latency)
         self.failed_latency.add(other.failed_latency)
         self.ttft.add(other.ttft)
-        for name in ("requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good"):
+        for name in (
+            "requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good", "cost_received",
+            "received_n",
+        ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cost_max = max(self.cost_max, other.cost_max)
         for mine, theirs in ((self.wins, other.wins), (self.failures, other.failures)):
@@ -196,6 +216,7 @@ class Stats:
             deadline_misses=misses,
             quality=self.good / self.checked if self.checked else None,
             ttft=ttft,
+            cost_received_mean=self.cost_received / self.received_n if self.received_n else None,
         )
 
     # -- shipping between processes ------------------------------------------------------
@@ -217,6 +238,7 @@ class Stats:
                 self.good,
             ],
             "cost": [self.cost, self.cost_max],
+            "received": [self.cost_received, self.received_n],
             "wins": self.wins,
             "failures": self.failures,
         }
@@ -231,6 +253,7 @@ class Stats:
             s.ttft = HdrHistogram.decode(data["ttft"])
         s.requests, s.ok, s.attempts, s.extra, s.hedges, s.hedged, s.checked, s.good = data["counters"]
         s.cost, s.cost_max = data["cost"]
+        s.cost_received, s.received_n = data.get("received", (0.0, 0))
         s.wins = dict(data["wins"])
         s.failures = dict(data["failures"])
         return s
@@ -254,12 +277,13 @@ class PolicyStats:
         error: str | None,
         good: bool | None,
         ttft: float | None = None,
+        received_cost: float | None = None,
     ) -> None:
         """One finished request intended at ``at`` seconds (see ``Stats.record``)."""
-        self.total.record(latency, trace, error, good, ttft)
+        self.total.record(latency, trace, error, good, ttft, received_cost)
         for i, (start, end) in enumerate(self.phases):
             if start <= at < end:
-                self.phase_stats[i].record(latency, trace, error, good, ttft)
+                self.phase_stats[i].record(latency, trace, error, good, ttft, received_cost)
 
     def to_builtins(self) -> dict[str, Any]:
         """Plain data for another process."""

@@ -17,8 +17,10 @@ apart; 100 requests/s (Poisson, open loop). Four policies over the same seeded d
 - ``race``: all three at once through ``stream``.
 
 TTFT is measured from each request's intended send time to the caller's first piece of text
-(streamed) or to the winning attempt's first token (``run``). Cost is what the engine charges:
-a cancelled stream pays for the tokens it sent. Beside the measurement, the fixed-delay
+(streamed) or to the winning attempt's first token (``run``). Cost is shown twice per request:
+what the engine charges (a cancelled stream pays for the text it sent; an attempt cancelled
+before sending any its reservation, ``max_tokens`` of output) and with every cancelled attempt
+charged by the tokens it received (its input only, when it sent no text). Beside the measurement, the fixed-delay
 hedging limit of the TTFT distribution in closed form (``_tail.fixed_delay_analysis``:
 independent backends, instant cancellation): the p99 of min(X₁, d + X₂, 2d + X₃) at the
 delay ``d`` whose extra load S(d) + S(d)·S(2d) equals the policy's measured extra load.
@@ -232,7 +234,7 @@ def _table(summaries: dict[str, Summary]) -> str:
     labels = [label for label, _ in PERCENTILES]
     head = (
         f"  {'policy':<12} {'via':<6} | TTFT ms " + " ".join(f"{x:>7}" for x in labels) + " | total ms "
-        + " ".join(f"{x:>7}" for x in labels) + " | extra load | cost/1k req"
+        + " ".join(f"{x:>7}" for x in labels) + " | extra load | $/1k req (charged, received)"
     )  # fmt: skip
     rows = [head, "  " + "-" * (len(head) - 2)]
     for name, s in summaries.items():
@@ -242,7 +244,8 @@ def _table(summaries: dict[str, Summary]) -> str:
             + " ".join(f"{_ms(t.get(x)):>7}" for x in labels)
             + " |          "
             + " ".join(f"{_ms(s.latency.get(x)):>7}" for x in labels)
-            + f" | {100 * (s.extra_load or 0):>9.2f}% | ${1000 * s.cost_mean:.5f}"
+            + f" | {100 * (s.extra_load or 0):>9.2f}% | {1000 * s.cost_mean:.5f}, "
+            + ("—" if s.cost_received_mean is None else f"{1000 * s.cost_received_mean:.5f}")
         )
     return "\n".join(rows)
 

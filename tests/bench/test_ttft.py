@@ -97,3 +97,40 @@ def test_live_refuses_streamed_policies_while_http_backends_cannot_stream() -> N
     assert main(["--live", "--requests", "10"], stdout=io.StringIO(), stderr=err) == 2
     assert "--live cannot run hedge-ttft, race" in err.getvalue()
     assert "--policies single,hedge-total" in err.getvalue()
+
+
+def test_cancelled_attempts_are_charged_by_the_tokens_they_received() -> None:
+    import trio
+    import trio.testing
+
+    import specexec
+    from benchmarks.bench._driver import received_cost
+    from benchmarks.bench._ttft import backends
+
+    found: dict[str, float] = {}
+
+    async def go() -> None:
+        rt = specexec.Runtime(backends(1))
+        q = "What is 2 + 2?"
+        async with rt.stream(q, specexec.Policy.race(["a", "b", "c"])) as s:
+            async for _ in s:
+                pass
+        trace = s.result.trace
+        winner = next(a for a in trace.attempts if a.outcome == "accepted")
+        losers = [a for a in trace.attempts if a.outcome == "cancelled"]
+        assert len(losers) == 2 and all(a.output_tokens == 0 for a in losers)
+        found["charged"], found["winner"] = trace.cost, winner.cost
+        found["received"] = received_cost(trace, rt, specexec._query.as_query(q))
+        found["input"] = winner.input_tokens * 0.15 / 1e6
+
+    trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert found["received"] == pytest.approx(found["winner"] + 2 * found["input"])
+    assert found["charged"] > found["received"]  # the engine charged the losers their reservation
+
+
+def test_stats_ship_the_received_cost() -> None:
+    s = Stats()
+    s.record(1.0, None, None, None, ttft=0.2, received_cost=0.5)
+    s.record(1.0, None, None, None, ttft=0.2, received_cost=1.5)
+    assert Stats.from_builtins(s.to_builtins()).summary().cost_received_mean == pytest.approx(1.0)
+    assert Stats().summary().cost_received_mean is None
