@@ -1,6 +1,7 @@
 """specexec: hedged, raced and verified calls to LLMs (and any async call).
 
->>> result = await specexec.run("2+2?", specexec.Policy.hedge([fast, slow], delay="p95"))
+>>> specexec.configure(backends=[fast, slow])      # once, at start-up (or a config file)
+>>> result = await specexec.run("2+2?", specexec.Policy.hedge(["fast", "slow"], delay="p95"))
 
 Everything public is re-exported here; modules starting with ``_`` are private.
 """
@@ -15,6 +16,8 @@ from ._backend import Backend as Backend
 from ._backend import BackendBase as BackendBase
 from ._backend import CallableBackend as CallableBackend
 from ._backend import Limits as Limits
+from ._default import aclose as aclose
+from ._default import configure as configure
 from ._distributions import Component as Component
 from ._distributions import Constant as Constant
 from ._distributions import Distribution as Distribution

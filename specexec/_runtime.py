@@ -2,8 +2,9 @@
 
 A runtime is cheap to make and is meant to live as long as the service. Enter it
 (``async with Runtime(...) as rt``) so it can open resources (HTTP clients) and close them
-again on exit; ``specexec.run`` without ``runtime=`` uses a process-wide default runtime,
-which is never entered (HTTP backends then use a one-shot client per call).
+again on exit; a runtime never entered gives its HTTP backends a one-shot client per call.
+``specexec.run`` without ``runtime=`` uses the process-default runtime (``specexec.configure``
+sets it; see ``_default``), whose clients are pooled per event loop without entering it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._backend import Backend, BackendBase
+from ._default import default_runtime as default_runtime
+from ._default import loop_resources
 from ._engine import Result, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
@@ -161,6 +164,7 @@ class Runtime:
         self._resources: Resources | None = None
         self.feeds = list(feeds) + ([shared_limits] if shared_limits is not None else [])
         self._feed_group: TaskGroup | None = None
+        self._loop_pooled = False  # the process default: resources per event loop while not entered
         for backend in backends:
             self.add_backend(backend)
 
@@ -213,9 +217,18 @@ class Runtime:
             state = self._states.get(backend)
             if state is None:
                 known = ", ".join(sorted(self._states)) or "none registered"
-                raise PolicyError(f"unknown backend {backend!r}; known: {known}", path="$.candidates")
+                hint = self._register_hint()
+                raise PolicyError(f"unknown backend {backend!r}; known: {known}; {hint}", path="$.candidates")
             return state
         return self._register(backend, replaceable=True)
+
+    def _register_hint(self) -> str:
+        if self._loop_pooled:
+            return (
+                "register it at start-up with specexec.configure(backends=[...]) or "
+                "specexec.configure('specexec.toml'), or pass runtime= to specexec.run"
+            )
+        return "give it to Runtime(backends=[...]) or runtime.add_backend(...)"
 
     def resolve(self, policy: Policy) -> tuple[BackendState, ...]:
         """The states of ``policy``'s candidates (checked once per policy, then cached)."""
@@ -268,14 +281,14 @@ class Runtime:
             if not isinstance(policy, Router):
                 raise TypeError(f"policy must be a specexec.Policy or Router, got {type(policy).__name__}")
             q = as_query(query)
-            token = _current.set(self._resources)
+            token = _current.set(self._run_resources())
             try:
                 return await policy._execute(self, q)  # the router decides, then calls the one engine
             finally:
                 _current.reset(token)
         q = as_query(query)
         states = self.resolve(policy)
-        token = _current.set(self._resources)
+        token = _current.set(self._run_resources())
         try:
             return await execute(self, q, policy, states)
         finally:
@@ -297,13 +310,21 @@ class Runtime:
         states = self.resolve(policy)
 
         async def start(sink: MemoryObjectSendStream[str]) -> Result:
-            token = _current.set(self._resources)
+            token = _current.set(self._run_resources())
             try:
                 return await execute(self, q, policy, states, sink)
             finally:
                 _current.reset(token)
 
         return Stream(start)
+
+    def _run_resources(self) -> Resources | None:
+        """The resources a run uses: this runtime's own while entered; for the process
+        default not entered, the running event loop's pool; otherwise none (one-shot clients)."""
+        resources = self._resources
+        if resources is None and self._loop_pooled:
+            return loop_resources(self)
+        return resources
 
     async def __aenter__(self) -> Runtime:
         if self._resources is not None:
@@ -333,27 +354,17 @@ class Runtime:
                 await resources.aclose()
 
 
-_default: Runtime | None = None
-
-
-def default_runtime() -> Runtime:
-    """The process-wide runtime ``specexec.run`` uses when no ``runtime=`` is given."""
-    global _default
-    if _default is None:
-        _default = Runtime()
-    return _default
-
-
 async def run(query: str | Query, policy: Policy | Router, *, runtime: Runtime | None = None) -> Result:
     """Answer ``query`` under ``policy`` (or a ``Router``) — hedged, raced, verified, within budget.
 
-    Without ``runtime=`` the process default runtime is used (backends given as objects in the
-    policy are registered there on first use). When it returns or raises, every attempt it
+    Without ``runtime=`` the process-default runtime is used: the backends and config given to
+    ``specexec.configure`` (backends given as objects in the policy register there on first
+    use); its HTTP clients are pooled per event loop. When it returns or raises, every attempt it
     started has finished or been cancelled; the caller's cancellation propagates.
     """
-    return await (runtime or default_runtime()).run(query, policy)
+    return await (runtime if runtime is not None else default_runtime()).run(query, policy)
 
 
 def stream(query: str | Query, policy: Policy | Router, *, runtime: Runtime | None = None) -> Stream:
     """Stream the answer to ``query`` under ``policy`` (see ``Runtime.stream``)."""
-    return (runtime or default_runtime()).stream(query, policy)
+    return (runtime if runtime is not None else default_runtime()).stream(query, policy)

@@ -83,6 +83,9 @@ def _list(stdout: TextIO) -> int:
     from ._routing import DESCRIPTION
 
     stdout.write(f"routing\n    {DESCRIPTION}\n")
+    from ._ttft import DESCRIPTION as TTFT_DESCRIPTION
+
+    stdout.write(f"ttft\n    {TTFT_DESCRIPTION}\n")
     return 0
 
 
@@ -95,6 +98,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         from ._routing import main as routing_main
 
         return routing_main(arguments, stdout=out, stderr=err)
+    if arguments[:1] == ["ttft"]:  # streamed policies with TTFT percentiles and their closed-form limit
+        from ._ttft import main as ttft_main
+
+        return ttft_main(arguments, stdout=out, stderr=err)
     parser = build_parser()
     try:
         args = parser.parse_args(arguments)

@@ -41,7 +41,15 @@ from ._driver import LastTrace, drive
 from ._scenario import Scenario, backend_kind
 from ._stats import PolicyStats
 
-__all__ = ["fleet_backends", "fleet_config", "live_notes", "run_live", "run_on_fleet", "run_policy_live"]
+__all__ = [
+    "fleet_backends",
+    "fleet_config",
+    "fleet_distribution",
+    "live_notes",
+    "run_live",
+    "run_on_fleet",
+    "run_policy_live",
+]
 
 START_DELAY = 0.005
 """Seconds between the start signal (the fleet's reset: its event clock's zero) and the first
@@ -91,7 +99,7 @@ def fleet_config(scenario: Scenario) -> FleetConfig:
                 provider=b.provider or "sim",
                 region=b.region,
                 model=b.model or f"{b.name}-model",
-                latency=_fleet_distribution(b.latency),
+                latency=fleet_distribution(b.latency),
                 output_tokens=b.output_tokens,
                 answers={prompt: b.reply for prompt in prompts},
                 faults=Faults(stall=faults["stall"], error_503=faults["error_503"], malformed=faults["malformed"]),
@@ -102,7 +110,7 @@ def fleet_config(scenario: Scenario) -> FleetConfig:
     return config.validated(source=scenario.source or "<scenario>")
 
 
-def _fleet_distribution(dist: Any) -> Any:
+def fleet_distribution(dist: Any) -> Any:
     """A specexec latency distribution as the fleet's (mixtures and scaling flattened)."""
     leaves = _flatten(dist, 1.0, 1.0)
     if len(leaves) == 1:
@@ -176,14 +184,16 @@ def run_policy_live(
     *,
     feeds: FeedsFn | None = None,
     at_start: Callable[[], None] | None = None,
+    streamed: bool = False,
 ) -> PolicyStats:
     """Run policy ``name`` on the real clock against ``backends`` (in a fresh, entered Runtime
     with ``feeds()`` as its health feeds). ``at_start()`` is called once the runtime is entered,
     just before the workload's time zero (``run_on_fleet`` resets the fleet there, so the
-    fleet's scheduled events line up with the workload's clock within a few milliseconds)."""
+    fleet's scheduled events line up with the workload's clock within a few milliseconds).
+    ``streamed``: each request goes through ``Runtime.stream`` (see ``drive``)."""
     stats = PolicyStats(scenario.phases)
     feeds_now = list(feeds() if feeds else ())
-    trio.run(_run, scenario, name, list(backends), stats, on_progress, feeds_now, at_start)
+    trio.run(_run, scenario, name, list(backends), stats, on_progress, feeds_now, at_start, streamed)
     return stats
 
 
@@ -195,12 +205,14 @@ async def _run(
     on_progress: ProgressFn | None,
     feeds: list[HealthFeedLike],
     at_start: Callable[[], None] | None,
+    streamed: bool = False,
 ) -> None:
     sink = LastTrace()
     async with Runtime(backends, health=scenario.health, sinks=[sink], feeds=feeds) as runtime:
         if at_start is not None:
             at_start()  # a short blocking call (the fleet's POST /reset) before any request is sent
-        await drive(scenario, scenario.policies[name], runtime, sink, stats, on_progress, start_delay=START_DELAY)
+        policy = scenario.policies[name]
+        await drive(scenario, policy, runtime, sink, stats, on_progress, start_delay=START_DELAY, streamed=streamed)
 
 
 def run_on_fleet(

@@ -48,7 +48,11 @@ class Summary(msgspec.Struct, kw_only=True):
     ``hedge_rate`` the share of requests that fired at least one timed hedge; ``wins`` the share
     of answered requests each backend won; ``failures`` counts failed requests by error;
     ``deadline_misses`` those that failed on a deadline or the workload's timeout; ``quality``
-    the share of answered requests passing the scenario's quality check (``None`` without one).
+    the share of answered requests passing the scenario's quality check (``None`` without one);
+    ``ttft`` the same percentiles of the time to first token of the answered requests that
+    report one (``None`` when none did); ``cost_received_mean`` the mean cost per request with
+    each cancelled attempt charged by the tokens it received (``None`` unless the driver
+    measured it: streamed runs and backends that report TTFT).
     """
 
     requests: int
@@ -66,6 +70,8 @@ class Summary(msgspec.Struct, kw_only=True):
     failures: dict[str, int]
     deadline_misses: int
     quality: float | None
+    ttft: dict[str, float | None] | None = None
+    cost_received_mean: float | None = None
 
 
 class Stats:
@@ -76,6 +82,7 @@ class Stats:
         "checked",
         "cost",
         "cost_max",
+        "cost_received",
         "extra",
         "failed_latency",
         "failures",
@@ -84,13 +91,16 @@ class Stats:
         "hedges",
         "latency",
         "ok",
+        "received_n",
         "requests",
+        "ttft",
         "wins",
     )
 
     def __init__(self) -> None:
         self.latency = new_histogram()
         self.failed_latency = new_histogram()
+        self.ttft = new_histogram()
         self.requests = 0
         self.ok = 0
         self.attempts = 0
@@ -99,18 +109,35 @@ class Stats:
         self.hedged = 0
         self.cost = 0.0
         self.cost_max = 0.0
+        self.cost_received = 0.0
+        self.received_n = 0
         self.wins: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.checked = 0
         self.good = 0
 
-    def record(self, latency: float, trace: Trace | None, error: str | None, good: bool | None) -> None:
+    def record(
+        self,
+        latency: float,
+        trace: Trace | None,
+        error: str | None,
+        good: bool | None,
+        ttft: float | None = None,
+        received_cost: float | None = None,
+    ) -> None:
         """One finished request: ``latency`` from its intended send time; ``error`` the failure
-        kind (``None`` if answered); ``good`` whether the answer passed the quality check."""
+        kind (``None`` if answered); ``good`` whether the answer passed the quality check;
+        ``ttft`` its time to first token from the intended send time, if known;
+        ``received_cost`` its cost with cancelled attempts charged by tokens received, if known."""
         self.requests += 1
+        if received_cost is not None:
+            self.cost_received += received_cost
+            self.received_n += 1
         if error is None:
             self.ok += 1
             self.latency.record_value(_micros(latency))
+            if ttft is not None:
+                self.ttft.record_value(_micros(ttft))
             if good is not None:
                 self.checked += 1
                 self.good += good
@@ -142,7 +169,11 @@ class Stats:
         """Add ``other``'s requests to these."""
         self.latency.add(other.latency)
         self.failed_latency.add(other.failed_latency)
-        for name in ("requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good"):
+        self.ttft.add(other.ttft)
+        for name in (
+            "requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good", "cost_received",
+            "received_n",
+        ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cost_max = max(self.cost_max, other.cost_max)
         for mine, theirs in ((self.wins, other.wins), (self.failures, other.failures)):
@@ -161,6 +192,12 @@ class Stats:
             latency["mean"] = h.get_mean_value() / 1e6
         else:
             latency = dict.fromkeys([*(label for label, _ in PERCENTILES), "max", "mean"])
+        ttft: dict[str, float | None] | None = None
+        if self.ttft.get_total_count():
+            values = self.ttft.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+            ttft = {label: values[p] / 1e6 for label, p in PERCENTILES}
+            ttft["max"] = self.ttft.get_max_value() / 1e6
+            ttft["mean"] = self.ttft.get_mean_value() / 1e6
         misses = sum(v for k, v in self.failures.items() if k in _DEADLINE_KINDS)
         return Summary(
             requests=n,
@@ -178,6 +215,8 @@ class Stats:
             failures=dict(sorted(self.failures.items())),
             deadline_misses=misses,
             quality=self.good / self.checked if self.checked else None,
+            ttft=ttft,
+            cost_received_mean=self.cost_received / self.received_n if self.received_n else None,
         )
 
     # -- shipping between processes ------------------------------------------------------
@@ -187,6 +226,7 @@ class Stats:
         return {
             "latency": self.latency.encode().decode("ascii"),
             "failed_latency": self.failed_latency.encode().decode("ascii"),
+            "ttft": self.ttft.encode().decode("ascii"),
             "counters": [
                 self.requests,
                 self.ok,
@@ -198,6 +238,7 @@ class Stats:
                 self.good,
             ],
             "cost": [self.cost, self.cost_max],
+            "received": [self.cost_received, self.received_n],
             "wins": self.wins,
             "failures": self.failures,
         }
@@ -208,8 +249,11 @@ class Stats:
         s = cls()
         s.latency = HdrHistogram.decode(data["latency"])
         s.failed_latency = HdrHistogram.decode(data["failed_latency"])
+        if "ttft" in data:
+            s.ttft = HdrHistogram.decode(data["ttft"])
         s.requests, s.ok, s.attempts, s.extra, s.hedges, s.hedged, s.checked, s.good = data["counters"]
         s.cost, s.cost_max = data["cost"]
+        s.cost_received, s.received_n = data.get("received", (0.0, 0))
         s.wins = dict(data["wins"])
         s.failures = dict(data["failures"])
         return s
@@ -235,18 +279,20 @@ class PolicyStats:
         error: str | None,
         good: bool | None,
         step: object = None,
+        ttft: float | None = None,
+        received_cost: float | None = None,
     ) -> None:
         """One finished request intended at ``at`` seconds, of workflow ``step`` (see ``Stats.record``)."""
-        self.total.record(latency, trace, error, good)
+        self.total.record(latency, trace, error, good, ttft, received_cost)
         for i, (start, end) in enumerate(self.phases):
             if start <= at < end:
-                self.phase_stats[i].record(latency, trace, error, good)
+                self.phase_stats[i].record(latency, trace, error, good, ttft, received_cost)
         if step is not None:
             key = str(step)
             stats = self.step_stats.get(key)
             if stats is None:
                 stats = self.step_stats[key] = Stats()
-            stats.record(latency, trace, error, good)
+            stats.record(latency, trace, error, good, ttft, received_cost)
 
     def to_builtins(self) -> dict[str, Any]:
         """Plain data for another process."""
