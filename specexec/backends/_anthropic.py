@@ -64,7 +64,7 @@ class Anthropic(HttpBackend):
         api_key_env: str | None = "ANTHROPIC_API_KEY",
         anthropic_version: str = DEFAULT_ANTHROPIC_VERSION,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
+        stream: bool | None = None,
         provider: str = "anthropic",
         region: str = "default",
         input_price: float = 0.0,
@@ -100,13 +100,12 @@ class Anthropic(HttpBackend):
         """``x-api-key`` and ``anthropic-version`` plus the fixed headers (cached per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
-        headers["accept"] = "text/event-stream" if self.stream else "application/json"
         headers["anthropic-version"] = self.anthropic_version
         if key is not None:
             headers["x-api-key"] = key
         return headers
 
-    def _encode(self, query: Query) -> bytes:
+    def _encode(self, query: Query, stream: bool) -> bytes:
         chat = query.chat
         system = [m.content for m in chat if m.role == "system"]
         return encoder.encode(
@@ -117,7 +116,7 @@ class Anthropic(HttpBackend):
                 system="\n\n".join(system) if system else None,
                 temperature=query.temperature,
                 stop_sequences=query.stop or None,
-                stream=self.stream,
+                stream=stream,
             )
         )
 

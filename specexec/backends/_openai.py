@@ -71,7 +71,7 @@ class OpenAICompatible(HttpBackend):
         model: str,
         api_key_env: str | None = None,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
+        stream: bool | None = None,
         provider: str = "openai",
         region: str = "default",
         input_price: float = 0.0,
@@ -106,12 +106,11 @@ class OpenAICompatible(HttpBackend):
         """``Authorization: Bearer`` plus the fixed headers (the base class caches it per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
-        headers["accept"] = "text/event-stream" if self.stream else "application/json"
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    def _encode(self, query: Query) -> bytes:
+    def _encode(self, query: Query, stream: bool) -> bytes:
         return encoder.encode(
             OpenAIChatRequest(
                 model=self.model,
@@ -119,8 +118,8 @@ class OpenAICompatible(HttpBackend):
                 max_tokens=query.max_tokens,
                 temperature=query.temperature,
                 stop=query.stop or None,
-                stream=self.stream,
-                stream_options=_STREAM_OPTIONS if self.stream else None,
+                stream=stream,
+                stream_options=_STREAM_OPTIONS if stream else None,
             )
         )
 
