@@ -47,8 +47,9 @@ class Anthropic(HttpBackend):
 
     The key is read at each call from ``api_key_env`` (``ANTHROPIC_API_KEY`` by default) and
     sent as ``x-api-key`` with ``anthropic-version``. ``system`` messages of the query are
-    joined into the top-level ``system`` field. With ``stream=True`` the answer is streamed
-    and ``Response.ttft`` records the time to the first text delta. ``timeout``, ``http``
+    joined into the top-level ``system`` field. ``complete`` streams underneath by default
+    (``stream=None`` or ``True``; ``Response.ttft`` records the time to the first text delta);
+    ``stream=False`` asks for one JSON body. ``stream(query)`` yields ``StreamChunk``s. ``timeout``, ``http``
     and ``client`` are as for ``OpenAICompatible``, and so is ``Response.raw`` (the JSON
     body as a plain ``dict``, parsed once).
     """

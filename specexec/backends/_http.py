@@ -726,7 +726,7 @@ class HttpBackend(BackendBase):
         self.api_key_env = api_key_env
         if stream is not None and not isinstance(stream, bool):
             raise PolicyError(f"stream must be true, false or unset, got {stream!r}", path=f"$.backends.{name}.stream")
-        self.streaming = False if stream is None else stream
+        self.streaming = True if stream is None else stream
         """Whether ``complete`` reads the answer as a stream (SSE): ``stream=None`` (the default) is on."""
         self.timeout = timeout
         self.http = http
@@ -1060,6 +1060,19 @@ class HttpBackend(BackendBase):
             raise _IdleExpired
         try:
             call = attempt.call()
+            if _is_json(response):  # a server that ignores ``stream: true`` answers in one JSON body
+                try:
+                    with anyio.CancelScope(deadline=clock.deadline) as scope:  # every byte is content
+                        body = await _read_body(response, self.http.max_response_bytes)
+                    if scope.cancelled_caught:
+                        raise _IdleExpired
+                    whole = self._parse(body, query, call)
+                except RecursionError:
+                    raise call.bad("response JSON is nested too deeply to decode") from None
+                if whole.text:
+                    yield StreamChunk(whole.text, model=whole.model)
+                yield whole
+                return
             state = attempt.state = self._stream_state(query, start, call)
             try:
                 async with contextlib.aclosing(
@@ -1181,6 +1194,12 @@ async def release_orphaned_connections(client: httpx.AsyncClient) -> None:
     if closing:
         with anyio.CancelScope(shield=True):
             await pool._close_connections(closing)
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """Whether ``response`` says it is a JSON document (not ``text/event-stream``)."""
+    kind: str = response.headers.get("content-type", "")
+    return kind.split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:

@@ -46,12 +46,15 @@ class OpenAICompatible(HttpBackend):
 
     ``api_key_env`` names the environment variable holding the key, read at each call and
     sent as ``Authorization: Bearer``; ``None`` sends no key (local servers). ``headers``
-    are added to every request. With ``stream=True`` the answer is streamed (SSE, with
-    ``stream_options.include_usage``) and ``Response.ttft`` records the time to the first
-    content delta. ``timeout`` applies to every request; ``http`` configures the pools of
+    are added to every request. ``complete`` streams underneath by default (``stream=None``,
+    or ``True``: SSE with ``stream_options.include_usage``; ``Response.ttft`` records the time
+    to the first content delta), so a cancelled attempt frees a server that notices a
+    disconnect only while streaming (llama.cpp); ``stream=False`` asks for one JSON body.
+    ``stream(query)`` always streams, yielding ``StreamChunk``s. A server that answers a
+    stream request with a JSON body is read as one piece. ``timeout`` applies to every request; ``http`` configures the pools of
     the clients this backend creates; ``client`` is used as given and never closed.
 
-    ``Response.raw`` of a non-streamed answer is the provider's JSON body as a plain
+    ``Response.raw`` of a non-streamed (JSON) answer is the provider's body as a plain
     ``dict`` (``None`` when streamed). The body is parsed once, untyped, and the typed
     ``ChatCompletion`` the backend reads is ``msgspec.convert``-ed from that dict (a walk
     over Python objects, not a second parse). A typed-only decode would save ≈ 1 µs per

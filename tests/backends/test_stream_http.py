@@ -139,3 +139,68 @@ async def test_stream_http_error_status_is_mapped(make: Any) -> None:
     backend = make(serving(lambda r: httpx.Response(503, json={"error": {"message": "busy"}})))
     with pytest.raises(Unavailable, match="HTTP 503"):
         await chunks_of(backend)
+
+
+# --------------------------------------------------------------------------- streaming underneath by default
+
+
+@pytest.mark.parametrize(
+    ("make", "body"),
+    [pytest.param(openai, OPENAI_BODY, id="openai"), pytest.param(anthropic, ANTHROPIC_BODY, id="anthropic")],
+)
+async def test_complete_streams_by_default_and_stream_false_turns_it_off(make: Any, body: bytes) -> None:
+    handler = Recording(lambda r: streamed(body))
+    backend = make(serving(handler), stream=None)  # the constructors' default (the helpers pass False)
+    assert backend.streaming is True  # stream=None (the default) means streamed underneath
+    response = await backend.complete(QUERY)
+    assert response.text == "Hello you" and response.ttft is not None
+    sent = json.loads(handler.requests[0].content)
+    assert sent["stream"] is True and handler.requests[0].headers["accept"] == "text/event-stream"
+    if make is openai:
+        assert sent["stream_options"] == {"include_usage": True}
+    off = make(serving(handler), stream=False)
+    assert off.streaming is False
+    with pytest.raises(BadResponse):  # it asked for JSON; the SSE body is not a JSON answer
+        await off.complete(QUERY)
+    sent = json.loads(handler.requests[1].content)
+    assert "stream" not in sent and handler.requests[1].headers["accept"] == "application/json"
+
+
+def test_stream_must_be_a_bool_or_none() -> None:
+    from specexec import PolicyError
+
+    with pytest.raises(PolicyError, match="stream"):
+        openai(serving(lambda r: streamed(b"")), stream="yes")
+
+
+def test_config_leaves_stream_unset_by_default() -> None:
+    from specexec.config import AnthropicConfig, OpenAIConfig
+
+    assert OpenAIConfig(name="o", model="m").stream is None
+    assert AnthropicConfig(name="a", model="c").stream is None
+
+
+@pytest.mark.parametrize(
+    ("make", "body", "text"),
+    [
+        pytest.param(
+            openai,
+            {"model": "m-1", "choices": [{"message": {"content": "whole"}, "finish_reason": "stop"}]},
+            "whole",
+            id="openai",
+        ),
+        pytest.param(
+            anthropic,
+            {"model": "c-1", "content": [{"type": "text", "text": "whole"}], "stop_reason": "end_turn"},
+            "whole",
+            id="anthropic",
+        ),
+    ],
+)
+async def test_a_server_that_ignores_stream_true_is_read_as_one_json_answer(make: Any, body: Any, text: str) -> None:
+    # streaming is the default, so a server that answers a stream request with a JSON body
+    # (some proxies and gateways do) must still work: its answer is one piece
+    respond = lambda r: httpx.Response(200, json=body)  # noqa: E731
+    assert (await make(serving(respond), stream=True).complete(QUERY)).text == text
+    pieces = await chunks_of(make(serving(respond)))
+    assert [p.text for p in pieces] == [text, ""] and pieces[-1].finish_reason is not None
