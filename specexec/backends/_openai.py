@@ -52,7 +52,8 @@ class OpenAICompatible(HttpBackend):
     disconnect only while streaming (llama.cpp); ``stream=False`` asks for one JSON body.
     ``stream(query)`` always streams, yielding ``StreamChunk``s. A server that answers a
     stream request with a JSON body is read as one piece. ``timeout`` applies to every
-    request; ``http`` configures the pools of the clients this backend creates; ``client`` is used as given and never closed.
+    request; ``http`` configures the pools of the clients this backend creates; ``client``
+    is used as given and never closed.
 
     ``Response.raw`` of a non-streamed (JSON) answer is the provider's body as a plain
     ``dict`` (``None`` when streamed). The body is parsed once, untyped, and the typed
