@@ -275,7 +275,14 @@ class _DeploymentServer:
             await self._error(ex, request_id, 529, "Overloaded (injected)")
             return
 
-        reply = make_reply(self.d, chat.messages, chat.max_tokens)
+        reply = make_reply(
+            self.d,
+            chat.messages,
+            chat.max_tokens,
+            tool=chat.tool,
+            json_schema=chat.json_schema,
+            json_mode=chat.json_mode,
+        )
         completion = Completion(
             id=wire.new_id(self.d, self.serial),
             created=int(time.time()),
