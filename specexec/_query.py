@@ -194,13 +194,16 @@ class StreamChunk(msgspec.Struct, frozen=True):
     """One piece of a streamed answer (what ``Backend.stream`` yields).
 
     ``text`` is the new text (may be empty); the last chunks of a stream may carry the
-    provider's ``usage``, the ``model`` id it reports and the ``finish_reason``.
+    provider's ``usage``, the ``model`` id it reports, the ``finish_reason``, the
+    ``tool_calls`` the model made and the provider's ``request_id``.
     """
 
     text: str = ""
     usage: Usage | None = None
     model: str | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    request_id: str | None = None
 
 
 def estimate_tokens(text: str) -> int:

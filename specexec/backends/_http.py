@@ -885,7 +885,7 @@ class HttpBackend(BackendBase):
         async with contextlib.aclosing(self._streamed(query)) as items:
             async for item in items:
                 if isinstance(item, Response):
-                    yield StreamChunk("", item.usage, item.model, item.finish_reason)
+                    yield StreamChunk("", item.usage, item.model, item.finish_reason, item.tool_calls, item.request_id)
                 else:
                     yield item
 

@@ -204,3 +204,19 @@ async def test_a_server_that_ignores_stream_true_is_read_as_one_json_answer(make
     assert (await make(serving(respond), stream=True).complete(QUERY)).text == text
     pieces = await chunks_of(make(serving(respond)))
     assert [p.text for p in pieces] == [text, ""] and pieces[-1].finish_reason is not None
+
+
+async def test_the_last_chunk_carries_tool_calls_and_the_request_id() -> None:
+    from specexec import Query, Tool, ToolCall
+
+    call = {"index": 0, "id": "call_0", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    body = sse(
+        {"id": "chatcmpl-7", "model": "m-1", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+        chunk(None, "tool_calls"),
+        "[DONE]",
+    )
+    backend = openai(serving(lambda r: streamed(body)))
+    async with contextlib.aclosing(backend.stream(Query("hi", tools=(Tool.of("f"),)))) as stream:
+        pieces = [p async for p in stream]
+    last = pieces[-1]
+    assert last.tool_calls == (ToolCall("call_0", "f", {"a": 1}),) and last.request_id == "chatcmpl-7"
