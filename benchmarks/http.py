@@ -271,9 +271,9 @@ def measure(
     pool = http_config(max_connections, clients_per_host)
 
     async def main() -> dict[str, Any]:
-        backend = OpenAICompatible(DEPLOYMENT, base_url=base_url, model=MODEL, http=pool)
-        body = backend._encode(query)  # the exact bytes the backend sends
-        headers = backend._headers(None)  # its headers
+        backend = OpenAICompatible(DEPLOYMENT, base_url=base_url, model=MODEL, http=pool, stream=False)
+        body = backend._encode(query, False)  # the exact bytes the backend sends (a JSON answer)
+        headers = {**backend._headers(None), "accept": "application/json"}  # its headers
         url = backend._url  # and its URL object (parsed once, as the backend does)
         policy = Policy.single(DEPLOYMENT)
         same, same_capacity = raw_clients(pool, sharded=True)
@@ -382,8 +382,9 @@ def breakdown(loop: str, fleet: FleetProcess, requests: int) -> dict[str, Any]:
             trust_env=DEFAULT_HTTP_CONFIG.trust_env,
             headers={"user-agent": "specexec"},
         )
-        backend = _Stamped(DEPLOYMENT, base_url=base_url, model=MODEL, client=client)
-        body, headers, url = backend._encode(query), backend._headers(None), backend._url
+        backend = _Stamped(DEPLOYMENT, base_url=base_url, model=MODEL, client=client, stream=False)
+        body, url = backend._encode(query, False), backend._url
+        headers = {**backend._headers(None), "accept": "application/json"}
         policy = Policy.single(DEPLOYMENT)
         decoder = msgspec.json.Decoder()
         samples: dict[str, list[float]] = {k: [] for k in ("raw", "complete", "run", "before", "inside", "after")}

@@ -45,10 +45,16 @@ from ._health import BreakerConfig as BreakerConfig
 from ._health import HealthConfig as HealthConfig
 from ._policy import HedgeBudgetConfig as HedgeBudgetConfig
 from ._policy import Policy as Policy
+from ._query import Function as Function
+from ._query import ImagePart as ImagePart
+from ._query import ImageURL as ImageURL
 from ._query import Message as Message
 from ._query import Query as Query
 from ._query import Response as Response
 from ._query import StreamChunk as StreamChunk
+from ._query import TextPart as TextPart
+from ._query import Tool as Tool
+from ._query import ToolCall as ToolCall
 from ._query import Usage as Usage
 from ._runtime import HealthFeedLike as HealthFeedLike
 from ._runtime import Runtime as Runtime

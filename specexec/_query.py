@@ -7,15 +7,89 @@ from typing import Any, Literal
 import msgspec
 
 DEFAULT_MAX_TOKENS = 256
+_RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 
 Role = Literal["system", "user", "assistant", "tool"]
 
 
-class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One chat message."""
+class TextPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="text"):
+    """A text part of a message's content (OpenAI's ``{"type": "text", "text": ...}``)."""
+
+    text: str
+
+
+class ImageURL(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An image by ``url``: ``https://…`` or a ``data:image/png;base64,…`` URL; ``detail`` as OpenAI's."""
+
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="image_url"):
+    """An image part of a message's content (OpenAI's ``{"type": "image_url", "image_url": {...}}``)."""
+
+    image_url: ImageURL
+
+    @classmethod
+    def of(cls, url: str, detail: str | None = None) -> ImagePart:
+        """An image part for ``url`` (an http(s) URL or a base64 ``data:`` URL)."""
+        return cls(ImageURL(url, detail))
+
+
+ContentPart = TextPart | ImagePart
+"""One part of a message's content: text or an image."""
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A function call the model asked for: its ``id``, the function ``name`` and the
+    ``arguments`` as parsed JSON (a malformed arguments string is a ``BadResponse``)."""
+
+    id: str
+    name: str
+    arguments: Any = None
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One chat message: ``content`` is text or a tuple of parts (text, images).
+
+    An assistant message may carry the ``tool_calls`` it made; a ``tool`` message answers the
+    call ``tool_call_id`` with its ``content``.
+    """
 
     role: Role
-    content: str
+    content: str | tuple[ContentPart, ...]
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The text of the content (the text parts joined; images left out)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+class Function(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A function a model may call: ``name``, ``description`` and its JSON-schema ``parameters``."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A tool in OpenAI's function-tool shape ``{"type": "function", "function": {...}}``."""
+
+    function: Function
+    type: Literal["function"] = "function"
+
+    @classmethod
+    def of(cls, name: str, parameters: dict[str, Any] | None = None, description: str | None = None) -> Tool:
+        """A function tool named ``name`` taking the JSON-schema ``parameters``."""
+        if parameters is None:
+            return cls(Function(name, description))
+        return cls(Function(name, description, parameters))
 
 
 class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -23,6 +97,14 @@ class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``Query("text")`` is a single user message. ``tenant`` and ``priority`` are metadata for
     budgets and traces; ``metadata`` is free-form and travels into the trace.
+
+    Sent to the provider: ``top_p``, ``seed``, ``tools`` (OpenAI's function-tool shape; mapped
+    to Anthropic's) and ``tool_choice`` (``"auto"``, ``"none"``, ``"required"`` or
+    ``{"type": "function", "function": {"name": ...}}``), ``response_format``
+    (``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"name": ...,
+    "schema": {...}}}``) and ``extra``, merged into the request body as it is (for options
+    specexec does not model). A field a provider cannot take is a ``PolicyError``, never
+    dropped.
     """
 
     prompt: str | None = None
@@ -33,6 +115,12 @@ class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tenant: str | None = None
     priority: int = 0
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    top_p: float | None = None
+    seed: int | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
@@ -41,6 +129,14 @@ class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("Query takes a prompt or messages, not both")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"Query.max_tokens must be a positive int, got {self.max_tokens!r}")
+        if self.response_format is not None and self.response_format.get("type") not in _RESPONSE_FORMATS:
+            raise ValueError(
+                f"Query.response_format type must be one of {sorted(_RESPONSE_FORMATS)}, got "
+                f"{self.response_format.get('type')!r}"
+            )
+        choice = self.tool_choice
+        if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+            raise ValueError(f"Query.tool_choice must be 'auto', 'none', 'required' or a dict, got {choice!r}")
 
     @property
     def chat(self) -> tuple[Message, ...]:
@@ -54,7 +150,7 @@ class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """All message contents joined: what token estimates and simple backends look at."""
         if self.prompt is not None:
             return self.prompt
-        return "\n".join(m.content for m in self.messages)
+        return "\n".join(m.text for m in self.messages)
 
 
 def as_query(query: str | Query) -> Query:
@@ -79,7 +175,9 @@ class Response(msgspec.Struct, frozen=True):
 
     ``model`` is the model id the provider reported (for pinned-version checks); ``ttft`` the
     time to first token in seconds where the answer was streamed; ``raw`` the decoded
-    provider payload, for callers that need more than the text.
+    provider payload, for callers that need more than the text; ``tool_calls`` the function
+    calls the model asked for; ``request_id`` the provider's id of the request (its response
+    header, else the id in the body).
     """
 
     text: str
@@ -88,19 +186,24 @@ class Response(msgspec.Struct, frozen=True):
     ttft: float | None = None
     finish_reason: str | None = None
     raw: Any = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    request_id: str | None = None
 
 
 class StreamChunk(msgspec.Struct, frozen=True):
     """One piece of a streamed answer (what ``Backend.stream`` yields).
 
     ``text`` is the new text (may be empty); the last chunks of a stream may carry the
-    provider's ``usage``, the ``model`` id it reports and the ``finish_reason``.
+    provider's ``usage``, the ``model`` id it reports, the ``finish_reason``, the
+    ``tool_calls`` the model made and the provider's ``request_id``.
     """
 
     text: str = ""
     usage: Usage | None = None
     model: str | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    request_id: str | None = None
 
 
 def estimate_tokens(text: str) -> int:
@@ -116,4 +219,16 @@ def estimate_tokens(text: str) -> int:
 def estimate_input_tokens(query: Query) -> int:
     """Upper bound on the prompt tokens of ``query``: its text plus a small per-message framing."""
     chat = query.chat
-    return sum(estimate_tokens(m.content) + 4 for m in chat) + 3
+    tools = estimate_tokens(msgspec.json.encode(query.tools).decode()) if query.tools else 0
+    return sum(_message_tokens(m) + 4 for m in chat) + 3 + tools
+
+
+IMAGE_TOKEN_BOUND = 2000
+"""Input tokens an image part is reserved at (OpenAI bills a high-detail image ≈ 765–1105
+tokens, Anthropic at most ≈ 1600 for the largest image it does not downscale)."""
+
+
+def _message_tokens(message: Message) -> int:
+    if isinstance(message.content, str):
+        return estimate_tokens(message.content)
+    return sum(estimate_tokens(p.text) if isinstance(p, TextPart) else IMAGE_TOKEN_BOUND for p in message.content)

@@ -169,7 +169,7 @@ class OpenAIConfig(_HttpCommon, tag="openai", frozen=True):
     base_url: str = "https://api.openai.com/v1"
     model: str = ""
     api_key_env: str | None = None
-    stream: bool = False
+    stream: bool | None = None
 
     def build(self) -> Backend:
         """An ``OpenAICompatible`` backend."""
@@ -201,7 +201,7 @@ class AnthropicConfig(_HttpCommon, tag="anthropic", frozen=True):
     model: str = ""
     api_key_env: str = "ANTHROPIC_API_KEY"
     anthropic_version: str = "2023-06-01"
-    stream: bool = False
+    stream: bool | None = None
 
     def build(self) -> Backend:
         """An ``Anthropic`` backend."""

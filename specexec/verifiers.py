@@ -17,7 +17,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from ._query import Query, Response
+from ._errors import PolicyError
+from ._query import Query, Response, ToolCall
 
 __all__ = [
     "Verdict",
@@ -26,12 +27,14 @@ __all__ = [
     "all_of",
     "any_of",
     "check",
+    "json_schema",
     "json_valid",
     "length",
     "matches_schema",
     "model_is",
     "not_refusal",
     "regex",
+    "tool_call",
 ]
 
 
@@ -186,7 +189,118 @@ class AnyOf(_Builtin, tag="any_of", frozen=True):
         return Verdict(False, "none accepted: " + "; ".join(reasons))
 
 
-VerifierSpec = JsonValid | Regex | Length | NotRefusal | ModelIs | AllOf | AnyOf
+def _schema_validator(schema: dict[str, Any], path: str) -> Any:
+    """A ``jsonschema`` validator for ``schema`` (checked now: a ``PolicyError`` if invalid)."""
+    try:
+        import jsonschema  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - the "schema" extra
+        raise PolicyError(
+            "JSON-schema verifiers need the jsonschema package: pip install 'specexec[schema]' (or pass a "
+            "msgspec type instead of a schema dict)",
+            path=path,
+        ) from None
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise PolicyError(f"not a valid JSON schema: {exc.message}", path=path) from None
+    return cls(schema)
+
+
+def _schema_errors(validator: Any, instance: Any) -> str | None:
+    """The first validation error's message (with its path in the instance), or ``None``."""
+    error = next(iter(validator.iter_errors(instance)), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{error.message} (at /{where})" if where else str(error.message)
+
+
+class JsonSchema(_Builtin, tag="json_schema", frozen=True):
+    """Accept text that is JSON valid against the JSON ``schema`` (a ``` fence is tolerated)."""
+
+    schema: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _validator(self.schema, "$.verify.json_schema.schema")
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Parse the text, then validate it against the schema."""
+        try:
+            value = msgspec.json.decode(_strip_fence(response.text))
+        except msgspec.DecodeError as exc:
+            return Verdict(False, f"not valid JSON: {exc}")
+        problem = _schema_errors(_validator(self.schema), value)
+        return ACCEPT if problem is None else Verdict(False, f"does not match the JSON schema: {problem}")
+
+
+class ToolCallMatches(_Builtin, tag="tool_call", frozen=True):
+    """Accept a response with a tool call (named ``name``, if given) whose arguments are valid
+    against the JSON ``schema`` (if given)."""
+
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema is not None:
+            _validator(self.schema, "$.verify.tool_call.schema")
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Look for one call that matches."""
+        return _tool_verdict(self.name, response.tool_calls, self._problem)
+
+    def _problem(self, call: ToolCall) -> str | None:
+        return None if self.schema is None else _schema_errors(_validator(self.schema), call.arguments)
+
+
+class ToolCallType(msgspec.Struct, frozen=True):
+    """Accept a tool call (named ``name``, if given) whose arguments convert into the msgspec
+    type ``schema`` (a Struct, dataclass, TypedDict, …)."""
+
+    name: str | None
+    schema: Any
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Look for one call whose arguments ``msgspec.convert`` into ``schema``."""
+        return _tool_verdict(self.name, response.tool_calls, self._problem)
+
+    def _problem(self, call: ToolCall) -> str | None:
+        try:
+            msgspec.convert(call.arguments, self.schema)
+        except msgspec.ValidationError as exc:
+            return str(exc)
+        return None
+
+
+def _tool_verdict(name: str | None, calls: Sequence[ToolCall], problem: Callable[[ToolCall], str | None]) -> Verdict:
+    wanted = f"a tool call to {name!r}" if name is not None else "a tool call"
+    if not calls:
+        return Verdict(False, f"no tool call (expected {wanted})")
+    candidates = [c for c in calls if name is None or c.name == name]
+    if not candidates:
+        return Verdict(False, f"expected {wanted}, got calls to {sorted({c.name for c in calls})}")
+    problems = []
+    for call in candidates:
+        found = problem(call)
+        if found is None:
+            return ACCEPT
+        problems.append(f"{call.name}: {found}")
+    return Verdict(False, "tool call arguments do not match the schema: " + "; ".join(problems))
+
+
+_VALIDATORS: dict[bytes, Any] = {}
+"""Checked validators by schema (its canonical JSON): frozen structs cannot hold one."""
+
+
+def _validator(schema: dict[str, Any], path: str = "$.verify") -> Any:
+    key = msgspec.json.encode(schema, order="sorted")
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        validator = _VALIDATORS[key] = _schema_validator(schema, path)
+    return validator
+
+
+VerifierSpec = JsonValid | Regex | Length | NotRefusal | ModelIs | AllOf | AnyOf | JsonSchema | ToolCallMatches
 """The verifiers a TOML policy can name (a tagged union on ``kind``)."""
 
 
@@ -198,6 +312,23 @@ def json_valid() -> JsonValid:
 def matches_schema(schema: Any) -> MatchesSchema:
     """Accept JSON that decodes into ``schema`` (a msgspec Struct, dataclass, TypedDict, ...)."""
     return MatchesSchema(schema)
+
+
+def json_schema(schema: Any) -> JsonSchema | MatchesSchema:
+    """Accept JSON text valid against ``schema``: a JSON schema ``dict`` (validated with the
+    ``jsonschema`` package) or a msgspec type (as ``matches_schema``)."""
+    if isinstance(schema, dict):
+        return JsonSchema(schema)
+    return MatchesSchema(schema)
+
+
+def tool_call(name: str | None = None, *, schema: Any = None) -> ToolCallMatches | ToolCallType:
+    """Accept a response with a tool call named ``name`` (any name if ``None``) whose arguments
+    match ``schema``: a JSON schema ``dict``, a msgspec type, or ``None`` (any arguments)."""
+    if schema is None or isinstance(schema, dict):
+        return ToolCallMatches(name, schema)
+    msgspec.json.Decoder(schema)  # fail now for a type msgspec cannot convert into
+    return ToolCallType(name, schema)
 
 
 def regex(pattern: str, *, fullmatch: bool = False) -> Regex:

@@ -81,3 +81,67 @@ def test_builtins_load_from_toml_shapes() -> None:
         list[verifiers.VerifierSpec],
     )
     assert spec == [verifiers.all_of(verifiers.json_valid(), verifiers.regex("a"))]
+
+
+# --------------------------------------------------------------------------- issue 10: tool calls, JSON schema
+
+from specexec import ToolCall  # noqa: E402
+
+POINT_SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+    "required": ["x", "y"],
+}
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+def called(*calls: ToolCall) -> Response:
+    return Response("", tool_calls=calls)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize("schema", [POINT_SCHEMA, Point], ids=["json-schema", "msgspec-type"])
+async def test_tool_call_matches_name_and_schema(schema: object) -> None:
+    v = verifiers.tool_call("plot", schema=schema)
+    good = called(ToolCall("c1", "plot", {"x": 1, "y": 2}))
+    assert (await verifiers.check([v], Q, good)).accept
+    wrong_args = await verifiers.check([v], Q, called(ToolCall("c1", "plot", {"x": "one"})))
+    assert not wrong_args.accept and "plot" in wrong_args.reason
+    other = await verifiers.check([v], Q, called(ToolCall("c1", "draw", {"x": 1, "y": 2})))
+    assert not other.accept and "plot" in other.reason
+    none = await verifiers.check([v], Q, r("just text"))
+    assert not none.accept and "no tool call" in none.reason
+    # any name: one matching call is enough
+    anyname = verifiers.tool_call(schema=schema)
+    both = called(ToolCall("a", "draw", {"z": 0}), ToolCall("b", "plot", {"x": 1, "y": 2}))
+    assert (await verifiers.check([anyname], Q, both)).accept
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_json_schema_on_text() -> None:
+    v = verifiers.json_schema(POINT_SCHEMA)
+    assert (await verdict(v, '{"x": 1, "y": 2}')).accept
+    bad = await verdict(v, '{"x": 1}')
+    assert not bad.accept and "'y' is a required property" in bad.reason
+    assert not (await verdict(v, "not json")).accept
+    assert (await verdict(verifiers.json_schema(Point), '{"x": 1, "y": 2}')).accept
+
+
+def test_json_schema_and_tool_call_load_from_toml_specs() -> None:
+    spec = msgspec.convert({"kind": "json_schema", "schema": POINT_SCHEMA}, verifiers.VerifierSpec)
+    assert isinstance(spec, verifiers.JsonSchema)
+    spec2 = msgspec.convert({"kind": "tool_call", "name": "plot"}, verifiers.VerifierSpec)
+    assert isinstance(spec2, verifiers.ToolCallMatches)
+
+
+def test_an_invalid_json_schema_is_refused_at_construction() -> None:
+    from specexec import PolicyError
+
+    with pytest.raises(PolicyError, match="schema"):
+        verifiers.json_schema({"type": "no-such-type"})

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ._config import Deployment
+from ._reply import ToolPlan
 from ._wire import ChatRequest, Completion, WireError
 
 __all__ = ["AnthropicWire"]
@@ -25,12 +26,38 @@ class _Message(msgspec.Struct):
     content: str | list[_Block]
 
 
+class _Tool(msgspec.Struct):
+    name: str
+    input_schema: dict[str, Any]
+
+
+class _ToolChoice(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
 class _Request(msgspec.Struct):
     model: str
     messages: list[_Message]
     max_tokens: Annotated[int, msgspec.Meta(ge=1)]
     system: str | list[_Block] | None = None
     stream: bool | None = False
+    tools: list[_Tool] | None = None
+    tool_choice: _ToolChoice | None = None
+
+
+def _tool_plan(req: _Request) -> ToolPlan | None:
+    """The tool to call: the one ``tool_choice`` names, else the first offered (none for ``none``)."""
+    choice = req.tool_choice
+    if not req.tools or (choice is not None and choice.type == "none"):
+        return None
+    chosen = req.tools[0]
+    if choice is not None and choice.type == "tool":
+        named = [t for t in req.tools if t.name == choice.name]
+        if not named:
+            raise WireError(400, f"tool_choice names {choice.name!r}, which is not one of the tools")
+        chosen = named[0]
+    return ToolPlan(chosen.name, chosen.input_schema)
 
 
 _ERROR_TYPES: dict[int, str] = {
@@ -46,7 +73,7 @@ _ERROR_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 
-_STOP = {"stop": "end_turn", "length": "max_tokens"}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
 
 
 def _text(content: str | list[_Block] | None) -> str:
@@ -59,6 +86,19 @@ def _text(content: str | list[_Block] | None) -> str:
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+
+def _tool_id(c: Completion) -> str:
+    return "toolu_" + c.id.removeprefix("msg_")
+
+
+def _arguments(c: Completion) -> Any:
+    """The tool call's input (its JSON cut at ``max_tokens`` is sent as the text it is: a
+    non-streamed ``tool_use`` block needs an object, so a cut one is ``{"_partial": text}``)."""
+    try:
+        return msgspec.json.decode(c.reply.text)
+    except msgspec.DecodeError:
+        return {"_partial": c.reply.text}
 
 
 class AnthropicWire:
@@ -93,6 +133,7 @@ class AnthropicWire:
             max_tokens=req.max_tokens,
             stream=bool(req.stream),
             include_usage=True,
+            tool=_tool_plan(req),
         )
 
     def new_id(self, deployment: Deployment, n: int) -> str:
@@ -105,7 +146,7 @@ class AnthropicWire:
         return _encode({"type": "error", "error": {"type": etype, "message": message}})
 
     def _message(
-        self, c: Completion, *, content: list[dict[str, str]], stop: str | None, out_tokens: int
+        self, c: Completion, *, content: list[dict[str, Any]], stop: str | None, out_tokens: int
     ) -> dict[str, Any]:
         msg: dict[str, Any] = {
             "id": c.id,
@@ -122,14 +163,19 @@ class AnthropicWire:
 
     def body(self, c: Completion) -> bytes:
         """A ``message`` object with one text block (``usage`` unless the ``no_usage`` fault is on)."""
-        content = [{"type": "text", "text": c.reply.text}]
+        content: list[dict[str, Any]] = [{"type": "text", "text": c.reply.text}]
+        if c.reply.tool is not None:
+            arguments: Any = _arguments(c)
+            content = [{"type": "tool_use", "id": _tool_id(c), "name": c.reply.tool, "input": arguments}]
         return _encode(self._message(c, content=content, stop=_STOP[c.reply.finish], out_tokens=c.completion_tokens))
 
     def stream_start(self, c: Completion) -> bytes:
         """``message_start``, ``content_block_start``, ``ping`` and the first ``content_block_delta``."""
         start = self._message(c, content=[], stop=None, out_tokens=1)
         out = _event("message_start", {"type": "message_start", "message": start})
-        block = {"type": "text", "text": ""}
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if c.reply.tool is not None:
+            block = {"type": "tool_use", "id": _tool_id(c), "name": c.reply.tool, "input": {}}
         out += _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
         out += _event("ping", {"type": "ping"})
         if c.reply.tokens:
@@ -139,6 +185,8 @@ class AnthropicWire:
     def stream_token(self, c: Completion, i: int) -> bytes:
         """A ``content_block_delta`` with a ``text_delta`` of token ``i``."""
         delta = {"type": "text_delta", "text": c.reply.tokens[i]}
+        if c.reply.tool is not None:  # a piece of the tool call's input JSON
+            delta = {"type": "input_json_delta", "partial_json": c.reply.tokens[i]}
         return _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
 
     def stream_end(self, c: Completion) -> bytes:

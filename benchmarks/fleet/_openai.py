@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ._config import Deployment
+from ._reply import ToolPlan
 from ._wire import ChatRequest, Completion, WireError
 
 __all__ = ["OpenAIWire"]
@@ -29,6 +30,26 @@ class _StreamOptions(msgspec.Struct):
     include_usage: bool | None = False
 
 
+class _Function(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct):
+    function: _Function
+    type: str = "function"
+
+
+class _JsonSchema(msgspec.Struct):
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+
+
+class _ResponseFormat(msgspec.Struct):
+    type: str
+    json_schema: _JsonSchema | None = None
+
+
 class _Request(msgspec.Struct):
     model: str
     messages: list[_Message]
@@ -36,6 +57,23 @@ class _Request(msgspec.Struct):
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: _ResponseFormat | None = None
+
+
+def _tool_plan(req: _Request) -> ToolPlan | None:
+    """The tool to call: the one ``tool_choice`` names, else the first offered (none for ``"none"``)."""
+    if not req.tools or req.tool_choice == "none":
+        return None
+    chosen = req.tools[0].function
+    if isinstance(req.tool_choice, dict):
+        name = (req.tool_choice.get("function") or {}).get("name")
+        named = [t.function for t in req.tools if t.function.name == name]
+        if not named:
+            raise WireError(400, f"tool_choice names {name!r}, which is not one of the tools")
+        chosen = named[0]
+    return ToolPlan(chosen.name, chosen.parameters or {"type": "object", "properties": {}})
 
 
 _ERROR_TYPES: dict[int, tuple[str, str | None]] = {
@@ -57,6 +95,14 @@ def _text(content: str | list[_Part] | None) -> str:
     if isinstance(content, str):
         return content
     return " ".join(p.text for p in content if p.text)
+
+
+def _finish(c: Completion) -> str:
+    return "tool_calls" if c.reply.finish == "tool" else c.reply.finish
+
+
+def _call_id(c: Completion) -> str:
+    return "call_" + c.id.removeprefix("chatcmpl-")
 
 
 class OpenAIWire:
@@ -81,12 +127,17 @@ class OpenAIWire:
         except msgspec.DecodeError as e:
             raise WireError(400, f"We could not parse the JSON body of your request: {e}") from None
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        fmt = req.response_format
+        json_mode = fmt is not None and fmt.type in ("json_object", "json_schema")
         return ChatRequest(
             model=req.model,
             messages=[(m.role, _text(m.content)) for m in req.messages],
             max_tokens=max_tokens,
             stream=bool(req.stream),
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            tool=_tool_plan(req),
+            json_mode=json_mode,
+            json_schema=fmt.json_schema.schema if fmt is not None and fmt.json_schema is not None else None,
         )
 
     def new_id(self, deployment: Deployment, n: int) -> str:
@@ -115,15 +166,21 @@ class OpenAIWire:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": c.reply.text, "refusal": None},
+                    "message": self._message(c),
                     "logprobs": None,
-                    "finish_reason": c.reply.finish,
+                    "finish_reason": _finish(c),
                 }
             ],
         }
         if c.usage:
             out["usage"] = self._usage(c)
         return _encode(out)
+
+    def _message(self, c: Completion) -> dict[str, Any]:
+        if c.reply.tool is None:
+            return {"role": "assistant", "content": c.reply.text, "refusal": None}
+        call = {"id": _call_id(c), "type": "function", "function": {"name": c.reply.tool, "arguments": c.reply.text}}
+        return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
 
     def _chunk(self, c: Completion, delta: dict[str, Any], finish: str | None) -> bytes:
         chunk: dict[str, Any] = {
@@ -145,12 +202,19 @@ class OpenAIWire:
         return out
 
     def stream_token(self, c: Completion, i: int) -> bytes:
-        """A chunk with ``delta.content`` = token ``i``."""
-        return self._chunk(c, {"content": c.reply.tokens[i]}, None)
+        """A chunk with ``delta.content`` = token ``i`` (a tool call: a piece of its arguments;
+        the first piece names the call's id and function)."""
+        if c.reply.tool is None:
+            return self._chunk(c, {"content": c.reply.tokens[i]}, None)
+        call: dict[str, Any] = {"index": 0, "function": {"arguments": c.reply.tokens[i]}}
+        if i == 0:
+            call.update(id=_call_id(c), type="function")
+            call["function"]["name"] = c.reply.tool
+        return self._chunk(c, {"tool_calls": [call]}, None)
 
     def stream_end(self, c: Completion) -> bytes:
         """The ``finish_reason`` chunk, the usage chunk (``stream_options.include_usage``), ``[DONE]``."""
-        out = self._chunk(c, {}, c.reply.finish)
+        out = self._chunk(c, {}, _finish(c))
         if c.include_usage and c.usage:
             usage = {
                 "id": c.id,

@@ -278,7 +278,15 @@ class _DeploymentServer:
             await self._error(ex, request_id, 529, "Overloaded (injected)")
             return
 
-        reply = make_reply(self.d, chat.messages, chat.max_tokens, self.quality.answer(chat.messages))
+        reply = make_reply(
+            self.d,
+            chat.messages,
+            chat.max_tokens,
+            tool=chat.tool,
+            json_schema=chat.json_schema,
+            json_mode=chat.json_mode,
+            marked=self.quality.answer(chat.messages),
+        )
         completion = Completion(
             id=wire.new_id(self.d, self.serial),
             created=int(time.time()),

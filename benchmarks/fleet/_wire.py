@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._config import Deployment
-from ._reply import Reply
+from ._reply import Reply, ToolPlan
 
 __all__ = ["ChatRequest", "Completion", "Wire", "WireError"]
 
@@ -21,6 +21,12 @@ class ChatRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    tool: ToolPlan | None = None
+    """The tool to call (tools offered and not ``tool_choice: none``)."""
+    json_mode: bool = False
+    """JSON output asked for (OpenAI ``response_format``)."""
+    json_schema: dict[str, Any] | None = None
+    """The schema of that JSON, if one was given."""
 
 
 @dataclass(frozen=True, slots=True)

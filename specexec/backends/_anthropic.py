@@ -10,7 +10,7 @@ import msgspec
 
 from .._backend import Limits
 from .._health import BreakerConfig
-from .._query import Query, Response, Usage
+from .._query import Query, Response, ToolCall, Usage
 from ._http import (
     DEFAULT_HTTP_CONFIG,
     DEFAULT_TIMEOUTS,
@@ -23,6 +23,15 @@ from ._http import (
     make_usage,
     partial_stream_usage,
 )
+from ._request import (
+    ANTHROPIC_JSON_TOOL,
+    anthropic_content,
+    anthropic_refusals,
+    anthropic_tools,
+    encode_with_extra,
+    parse_arguments,
+    tool_calls_of,
+)
 from ._sse import ServerSentEvent
 from ._wire import (
     AnthropicMessage,
@@ -30,6 +39,7 @@ from ._wire import (
     AnthropicRequest,
     AnthropicUsage,
     anthropic_block_delta_decoder,
+    anthropic_block_start_decoder,
     anthropic_error_decoder,
     anthropic_message_delta_decoder,
     anthropic_start_decoder,
@@ -47,8 +57,9 @@ class Anthropic(HttpBackend):
 
     The key is read at each call from ``api_key_env`` (``ANTHROPIC_API_KEY`` by default) and
     sent as ``x-api-key`` with ``anthropic-version``. ``system`` messages of the query are
-    joined into the top-level ``system`` field. With ``stream=True`` the answer is streamed
-    and ``Response.ttft`` records the time to the first text delta. ``timeout``, ``http``
+    joined into the top-level ``system`` field. ``complete`` streams underneath by default
+    (``stream=None`` or ``True``; ``Response.ttft`` records the time to the first text delta);
+    ``stream=False`` asks for one JSON body. ``stream(query)`` yields ``StreamChunk``s. ``timeout``, ``http``
     and ``client`` are as for ``OpenAICompatible``, and so is ``Response.raw`` (the JSON
     body as a plain ``dict``, parsed once).
     """
@@ -64,7 +75,7 @@ class Anthropic(HttpBackend):
         api_key_env: str | None = "ANTHROPIC_API_KEY",
         anthropic_version: str = DEFAULT_ANTHROPIC_VERSION,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
+        stream: bool | None = None,
         provider: str = "anthropic",
         region: str = "default",
         input_price: float = 0.0,
@@ -100,26 +111,33 @@ class Anthropic(HttpBackend):
         """``x-api-key`` and ``anthropic-version`` plus the fixed headers (cached per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
-        headers["accept"] = "text/event-stream" if self.stream else "application/json"
         headers["anthropic-version"] = self.anthropic_version
         if key is not None:
             headers["x-api-key"] = key
         return headers
 
-    def _encode(self, query: Query) -> bytes:
+    def _encode(self, query: Query, stream: bool) -> bytes:
         chat = query.chat
-        system = [m.content for m in chat if m.role == "system"]
-        return encoder.encode(
-            AnthropicRequest(
-                model=self.model,
-                messages=[AnthropicMessage(m.role, m.content) for m in chat if m.role != "system"],
-                max_tokens=query.max_tokens,
-                system="\n\n".join(system) if system else None,
-                temperature=query.temperature,
-                stop_sequences=query.stop or None,
-                stream=self.stream,
-            )
+        anthropic_refusals(query, self.name)
+        system = [m.text for m in chat if m.role == "system"]
+        tools, tool_choice = anthropic_tools(query, self.name)
+        request = AnthropicRequest(
+            model=self.model,
+            messages=[
+                AnthropicMessage("user" if m.role == "tool" else m.role, anthropic_content(m, self.name))
+                for m in chat
+                if m.role != "system"
+            ],
+            max_tokens=query.max_tokens,
+            system="\n\n".join(system) if system else None,
+            temperature=query.temperature,
+            stop_sequences=query.stop or None,
+            stream=stream,
+            top_p=query.top_p,
+            tools=tools,
+            tool_choice=tool_choice,
         )
+        return encode_with_extra(request, query.extra, encoder)
 
     def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
         try:
@@ -128,16 +146,31 @@ class Anthropic(HttpBackend):
         except msgspec.DecodeError as exc:
             raise call.bad(f"malformed Messages API response: {exc}", body) from None
         text = "".join(block.text or "" for block in message.content if block.type == "text")
+        text, calls = _json_answer(query, text, tool_calls_of(message.content))
         return Response(
             text=text,
             usage=_usage(query, text, message.usage, message.usage),
             model=message.model,
             finish_reason=message.stop_reason,
             raw=raw,
+            tool_calls=calls,
+            request_id=call.request_id or message.id,
         )
 
     def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
         return _MessageStream(query, start, call)
+
+
+def _json_answer(query: Query, text: str, calls: tuple[ToolCall, ...]) -> tuple[str, tuple[ToolCall, ...]]:
+    """With ``response_format`` (sent as the forced tool ``ANTHROPIC_JSON_TOOL``), the tool's
+    input is the answer: returned as JSON text, not as a tool call."""
+    fmt = query.response_format
+    if fmt is None or fmt.get("type") == "text":
+        return text, calls
+    for c in calls:
+        if c.name == ANTHROPIC_JSON_TOOL:
+            return msgspec.json.encode(c.arguments).decode(), tuple(x for x in calls if x is not c)
+    return text, calls
 
 
 def _input_tokens(usage: AnthropicUsage | None) -> int | None:
@@ -168,6 +201,11 @@ class _MessageStream:
         self.start_usage: AnthropicUsage | None = None
         self.end_usage: AnthropicUsage | None = None
         self.ttft: float | None = None
+        self.id: str | None = None
+        self.tools: dict[int, tuple[str, str]] = {}  # tool_use blocks by index: (id, name)
+        fmt = query.response_format
+        self._json_tool_only = fmt is not None and fmt.get("type") != "text"
+        self.arguments: dict[int, list[str]] = {}
 
     def feed(self, event: ServerSentEvent) -> None:
         if self.done:
@@ -179,14 +217,23 @@ class _MessageStream:
                 kind = anthropic_type_decoder.decode(data).type
             if kind == "content_block_delta":
                 self.deltas += 1  # text, thinking or tool-call arguments: generated tokens all
-                delta = anthropic_block_delta_decoder.decode(data).delta
+                block = anthropic_block_delta_decoder.decode(data)
+                delta = block.delta
+                if delta.type == "input_json_delta" and delta.partial_json:
+                    if self._json_tool_only and self.tools.get(block.index, ("", ""))[1] == ANTHROPIC_JSON_TOOL:
+                        self._text(delta.partial_json)  # the forced JSON tool's input is the answer's text
+                    else:
+                        self.arguments.setdefault(block.index, []).append(delta.partial_json)
                 if delta.type == "text_delta" and delta.text:
-                    if self.ttft is None:
-                        self.ttft = anyio.current_time() - self.start
-                    self.parts.append(delta.text)
+                    self._text(delta.text)
+            elif kind == "content_block_start":
+                start = anthropic_block_start_decoder.decode(data)
+                if start.content_block.type == "tool_use":
+                    self.tools[start.index] = (start.content_block.id or "", start.content_block.name or "")
             elif kind == "message_start":
                 message = anthropic_start_decoder.decode(data).message
                 self.model = message.model
+                self.id = message.id
                 self.start_usage = message.usage
             elif kind == "message_delta":
                 body = anthropic_message_delta_decoder.decode(data)
@@ -202,6 +249,11 @@ class _MessageStream:
             # ping, content_block_start/stop and unknown events carry nothing we need
         except msgspec.DecodeError as exc:
             raise self.call.bad(f"malformed stream event {event.event!r}: {exc}", data) from None
+
+    def _text(self, text: str) -> None:
+        if self.ttft is None:
+            self.ttft = anyio.current_time() - self.start
+        self.parts.append(text)
 
     def partial_usage(self) -> Usage:
         """The tokens billed so far: the input and output counts the provider reported, else estimates."""
@@ -219,6 +271,13 @@ class _MessageStream:
         if self.stop_reason is None:
             raise self.call.bad("stream ended without a finish_reason (no stop_reason in message_delta)")
         text = "".join(self.parts)
+        if self._json_tool_only:  # the text is the JSON tool's input as streamed: it must parse
+            parse_arguments(text, ANTHROPIC_JSON_TOOL, self.call)
+        calls = tuple(
+            ToolCall(id_, name, parse_arguments("".join(self.arguments.get(i, ())), name, self.call))
+            for i, (id_, name) in sorted(self.tools.items())
+            if not (self._json_tool_only and name == ANTHROPIC_JSON_TOOL)
+        )
         return Response(
             text=text,
             usage=_usage(self.query, text, self.start_usage, self.end_usage),
@@ -226,4 +285,6 @@ class _MessageStream:
             ttft=self.ttft,
             finish_reason=self.stop_reason,
             raw=None,
+            tool_calls=calls,
+            request_id=self.call.request_id or self.id,
         )

@@ -53,7 +53,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import ClassVar, Protocol, cast
 
@@ -76,7 +76,7 @@ from .._errors import (
     redact,
 )
 from .._health import BreakerConfig
-from .._query import Query, Response, Usage, estimate_input_tokens, estimate_tokens
+from .._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
 from .._resources import current_resources
 from ._body import ACCEPT_ENCODING, BodyTooLarge, iter_body
 from ._sse import ServerSentEvent, SSEDecoder
@@ -515,6 +515,8 @@ class StreamState(Protocol):
     """Reassembles one streamed answer from its server-sent events."""
 
     done: bool
+    model: str | None
+    """The model id the stream reported so far."""
     parts: list[str]
     """The text deltas received so far."""
     deltas: int
@@ -637,11 +639,14 @@ class HostClients:
 class _KeyedHeaders:
     """The request headers and secrets built for one API key value; its repr never shows them."""
 
-    __slots__ = ("headers", "raw", "secrets")
+    __slots__ = ("headers", "raw", "secrets", "sse_headers")
 
-    def __init__(self, raw: str | None, headers: dict[str, str], secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self, raw: str | None, headers: dict[str, str], sse_headers: dict[str, str], secrets: tuple[str, ...]
+    ) -> None:
         self.raw = raw  # the environment variable's value as read (the key is it, stripped)
-        self.headers = headers
+        self.headers = headers  # accept: application/json
+        self.sse_headers = sse_headers  # accept: text/event-stream
         self.secrets = secrets
 
     def __repr__(self) -> str:
@@ -673,7 +678,7 @@ class HttpBackend(BackendBase):
         model: str,
         api_key_env: str | None,
         headers: Mapping[str, str] | None,
-        stream: bool,
+        stream: bool | None,
         provider: str,
         region: str,
         input_price: float,
@@ -719,7 +724,10 @@ class HttpBackend(BackendBase):
             raise PolicyError(f"http must be an HttpConfig, got {type(http).__name__}", path="$.http")
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
-        self.stream = bool(stream)
+        if stream is not None and not isinstance(stream, bool):
+            raise PolicyError(f"stream must be true, false or unset, got {stream!r}", path=f"$.backends.{name}.stream")
+        self.streaming = True if stream is None else stream
+        """Whether ``complete`` reads the answer as a stream (SSE): ``stream=None`` (the default) is on."""
         self.timeout = timeout
         self.http = http
         # the API path goes after the base path, before any query (e.g. an api-version parameter)
@@ -728,10 +736,8 @@ class HttpBackend(BackendBase):
         self._httpx_timeout = timeout.as_httpx()
         # Not streamed, every byte is content: ``idle`` is then a read timeout (no cancel scope
         # to enter, ~10 µs a call on asyncio); streamed, keep-alives are not, hence a scope.
-        self._idle_is_read = (
-            not self.stream
-            and timeout.idle is not None
-            and not (timeout.read is not None and timeout.read <= timeout.idle)
+        self._idle_is_read = timeout.idle is not None and not (
+            timeout.read is not None and timeout.read <= timeout.idle
         )
         self._request_timeout = (
             httpx.Timeout(connect=timeout.connect, read=timeout.idle, write=timeout.write, pool=timeout.pool)
@@ -746,10 +752,12 @@ class HttpBackend(BackendBase):
     # -- subclass hooks ------------------------------------------------------------------
 
     def _headers(self, key: str | None) -> dict[str, str]:
-        """The request headers for API key ``key`` (built once per key value, then reused)."""
+        """The request headers for API key ``key`` (built once per key value, then reused),
+        without ``accept`` (set per request: SSE or JSON)."""
         raise NotImplementedError
 
-    def _encode(self, query: Query) -> bytes:
+    def _encode(self, query: Query, stream: bool) -> bytes:
+        """The request body for ``query``, asking for an SSE stream when ``stream``."""
         raise NotImplementedError
 
     def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
@@ -803,7 +811,10 @@ class HttpBackend(BackendBase):
             error, raw, key = key, None, None  # no frame of the traceback keeps the value
             raise error
         secrets = (key, *self._header_secrets) if key else self._header_secrets
-        keyed = self._keyed = _KeyedHeaders(raw, self._headers(key), secrets)
+        headers = self._headers(key)
+        keyed = self._keyed = _KeyedHeaders(
+            raw, {**headers, "accept": "application/json"}, {**headers, "accept": "text/event-stream"}, secrets
+        )
         return keyed
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -830,14 +841,21 @@ class HttpBackend(BackendBase):
         The API key is read from ``api_key_env`` now (a missing variable is an ``AuthError``).
         The client is the one given as ``client=``, else one of the running runtime's shared
         clients for this host (``HostClients``), else a one-shot client opened and closed
-        around this call.
+        around this call. With ``streaming`` (the default) the answer is read as an SSE stream
+        (the same reader as ``stream``) and returned whole, with ``Response.ttft``.
 
         Cancellation: the response is closed in a ``finally``, so a cancelled call closes it
         at once (the server sees the connection drop; the connection is not returned to the
         pool), frees its pool slot and re-raises the cancellation.
         """
+        if self.streaming:
+            async with contextlib.aclosing(self._streamed(query)) as items:
+                async for item in items:
+                    if isinstance(item, Response):
+                        return item
+            raise AssertionError("a stream ends with its Response or an error")  # pragma: no cover
         keyed = self._request_headers()
-        content = self._encode(query)
+        content = self._encode(query, False)
         client = self._client
         if client is not None:
             return await self._exchange(client, query, content, keyed)
@@ -851,10 +869,88 @@ class HttpBackend(BackendBase):
         finally:
             shared.release(shard)
 
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        """POST ``query`` asking for an SSE stream; yield its text as ``StreamChunk``s as it arrives.
+
+        Whatever ``stream=`` the backend was made with. Each chunk holds the text of the
+        deltas one network read completed (with the model id once known); the last chunk has
+        no text and carries the ``usage``, ``model`` and ``finish_reason`` of the answer.
+        Every bound of ``complete`` holds: ``HttpTimeouts.idle`` (keep-alives are not
+        content; time the caller spends between two pieces is not idle),
+        ``HttpConfig.max_response_bytes``, a stream cut short (no end marker, or no finish
+        reason) is a ``BadResponse`` raised after the text it sent, and every error after the
+        2xx carries ``partial_usage``. Closing the generator early (``aclose``, or a cancelled
+        reader) closes the response at once: the server sees the disconnect.
+        """
+        async with contextlib.aclosing(self._streamed(query)) as items:
+            async for item in items:
+                if isinstance(item, Response):
+                    yield StreamChunk("", item.usage, item.model, item.finish_reason, item.tool_calls, item.request_id)
+                else:
+                    yield item
+
+    async def _streamed(self, query: Query) -> AsyncGenerator[StreamChunk | Response, None]:
+        """The text chunks of a streamed exchange, then its whole ``Response``: on the client
+        ``complete`` would use."""
+        keyed = self._request_headers()
+        content = self._encode(query, True)
+        client = self._client
+        if client is not None:
+            async with contextlib.aclosing(self._stream_exchange(client, query, content, keyed)) as items:
+                async for item in items:
+                    yield item
+            return
+        shared = self._shared_clients()
+        if shared is None:
+            one_shot = self._new_client()
+            async with one_shot, contextlib.aclosing(self._stream_exchange(one_shot, query, content, keyed)) as items:
+                async for item in items:
+                    yield item
+            return
+        shard, client = shared.acquire()
+        try:
+            async with contextlib.aclosing(self._stream_exchange(client, query, content, keyed)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            shared.release(shard)
+
+    def _failure(
+        self, exc: Exception, query: Query, attempt: _Attempt, secrets: Sequence[str], idle_is_read: bool
+    ) -> tuple[BackendError, BaseException | None]:
+        """The ``BackendError`` (and the sanitized cause to chain) for what an exchange raised."""
+        cause: BaseException | None = None
+        if isinstance(exc, httpx.RequestError):
+            failure = error_for_transport(
+                exc,
+                backend=self.name,
+                secrets=secrets,
+                status=attempt.status,
+                request_id=attempt.request_id,
+                url=self._url,
+            )
+            cause = sanitized_cause(exc, secrets)
+            if idle_is_read and isinstance(exc, httpx.ReadTimeout):
+                failure = self._idle_timeout(attempt)
+        elif isinstance(exc, BodyTooLarge):
+            failure = attempt.call().bad(
+                f"response body larger than max_response_bytes ({exc.limit} bytes decoded): raise "
+                "HttpConfig.max_response_bytes if answers this large are expected"
+            )
+        elif isinstance(exc, _IdleExpired):
+            failure = self._idle_timeout(attempt)
+        else:
+            assert isinstance(exc, BackendError)
+            failure = exc
+        if attempt.answered and failure.partial_usage is None:
+            failure.partial_usage = attempt.partial_usage(query)
+        return failure, cause
+
     async def _exchange(
         self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders
     ) -> Response:
-        """One attempt: send, read within the bounds, map every failure to a ``BackendError``.
+        """One non-streamed attempt: send, read within the bounds, map every failure to a
+        ``BackendError``.
 
         A failure is raised outside the ``except`` that saw it, chained to a sanitized
         stand-in of the httpx exception (``sanitized_cause``): neither ``__cause__`` nor
@@ -862,45 +958,48 @@ class HttpBackend(BackendBase):
         every error carries the tokens the provider bills (``partial_usage``).
         """
         attempt = _Attempt(self.name, keyed.secrets)  # no local holds the secrets: frames get reported
-        idle = self.timeout.idle
-        watch = _IdleWatch(idle if self.stream else None)
         failure: BackendError | None = None
         cause: BaseException | None = None
         ok = False
         try:
-            with watch.scope or _NO_SCOPE:
-                try:
-                    result = await self._send(client, query, content, keyed, attempt, watch)
-                    ok = True
-                    return result
-                except httpx.RequestError as exc:
-                    failure = error_for_transport(
-                        exc,
-                        backend=self.name,
-                        secrets=keyed.secrets,
-                        status=attempt.status,
-                        request_id=attempt.request_id,
-                        url=self._url,
-                    )
-                    cause = sanitized_cause(exc, keyed.secrets)
-                    if self._idle_is_read and isinstance(exc, httpx.ReadTimeout):
-                        failure = self._idle_timeout(attempt)
-                except BodyTooLarge as exc:
-                    failure = attempt.call().bad(
-                        f"response body larger than max_response_bytes ({exc.limit} bytes decoded): raise "
-                        "HttpConfig.max_response_bytes if answers this large are expected"
-                    )
-                except BackendError as error:
-                    if attempt.answered and error.partial_usage is None:
-                        error.partial_usage = attempt.partial_usage(query)
+            try:
+                result = await self._send(client, query, content, keyed, attempt)
+                ok = True
+                return result
+            except (httpx.RequestError, BodyTooLarge, BackendError) as exc:
+                failure, cause = self._failure(exc, query, attempt, keyed.secrets, self._idle_is_read)
+                if failure is exc:
                     raise
-            if failure is None:  # the idle scope expired
-                failure = self._idle_timeout(attempt)
         finally:
             if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
                 await release_orphaned_connections(client)
-        if attempt.answered and failure.partial_usage is None:
-            failure.partial_usage = attempt.partial_usage(query)
+        raise failure from cause
+
+    async def _stream_exchange(
+        self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders
+    ) -> AsyncGenerator[StreamChunk | Response, None]:
+        """One streamed attempt: its text chunks, then its ``Response``; failures mapped as in
+        ``_exchange``. ``HttpTimeouts.idle`` is a deadline on each wait for the server (no
+        cancel scope spans a ``yield``: the reader's own time is not the server's silence)."""
+        attempt = _Attempt(self.name, keyed.secrets)
+        failure: BackendError | None = None
+        cause: BaseException | None = None
+        ok = False
+        try:
+            try:
+                async with contextlib.aclosing(self._stream_send(client, query, content, keyed, attempt)) as items:
+                    async for item in items:
+                        if isinstance(item, Response):
+                            ok = True
+                        yield item
+                return
+            except (httpx.RequestError, BodyTooLarge, BackendError, _IdleExpired) as exc:
+                failure, cause = self._failure(exc, query, attempt, keyed.secrets, False)
+                if failure is exc:
+                    raise
+        finally:
+            if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
+                await release_orphaned_connections(client)
         raise failure from cause
 
     def _idle_timeout(self, attempt: _Attempt) -> Timeout:
@@ -912,36 +1011,75 @@ class HttpBackend(BackendBase):
             request_id=attempt.request_id,
         )
 
-    async def _send(
+    async def _open(
         self,
         client: httpx.AsyncClient,
-        query: Query,
         content: bytes,
-        keyed: _KeyedHeaders,
+        headers: dict[str, str],
+        timeout: httpx.Timeout,
         attempt: _Attempt,
-        watch: _IdleWatch,
-    ) -> Response:
-        start = anyio.current_time() if self.stream else 0.0
-        request = client.build_request(
-            "POST", self._url, content=content, headers=keyed.headers, timeout=self._request_timeout
-        )
+        secrets: Sequence[str],
+    ) -> httpx.Response:
+        """Send the request; the response once its status is 2xx (else the mapped error, the
+        response closed)."""
+        request = client.build_request("POST", self._url, content=content, headers=headers, timeout=timeout)
         response = await client.send(request, stream=True)
         try:
             status = attempt.status = response.status_code
             attempt.headers = response.headers
             if not 200 <= status < 300:
                 body = await _read_error_body(response)
-                raise error_for_status(
-                    status, headers=response.headers, body=body, backend=self.name, secrets=keyed.secrets
-                )
-            attempt.answered = True
+                raise error_for_status(status, headers=response.headers, body=body, backend=self.name, secrets=secrets)
+        except BaseException:
+            await response.aclose()
+            raise
+        attempt.answered = True
+        return response
+
+    async def _send(
+        self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders, attempt: _Attempt
+    ) -> Response:
+        response = await self._open(client, content, keyed.headers, self._request_timeout, attempt, keyed.secrets)
+        try:
             call = attempt.call()
-            limit = self.http.max_response_bytes
             try:
-                if self.stream:
-                    state = attempt.state = self._stream_state(query, start, call)
-                    return await _read_stream(response, state, limit, watch)
-                return self._parse(await _read_body(response, limit), query, call)
+                return self._parse(await _read_body(response, self.http.max_response_bytes), query, call)
+            except RecursionError:
+                raise call.bad("response JSON is nested too deeply to decode") from None
+        finally:
+            await response.aclose()
+
+    async def _stream_send(
+        self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders, attempt: _Attempt
+    ) -> AsyncGenerator[StreamChunk | Response, None]:
+        clock = _IdleClock(self.timeout.idle)
+        start = anyio.current_time()
+        with anyio.CancelScope(deadline=clock.deadline) as scope:
+            response = await self._open(client, content, keyed.sse_headers, self._httpx_timeout, attempt, keyed.secrets)
+        if scope.cancelled_caught:
+            raise _IdleExpired
+        try:
+            call = attempt.call()
+            if _is_json(response):  # a server that ignores ``stream: true`` answers in one JSON body
+                try:
+                    with anyio.CancelScope(deadline=clock.deadline) as scope:  # every byte is content
+                        body = await _read_body(response, self.http.max_response_bytes)
+                    if scope.cancelled_caught:
+                        raise _IdleExpired
+                    whole = self._parse(body, query, call)
+                except RecursionError:
+                    raise call.bad("response JSON is nested too deeply to decode") from None
+                if whole.text:
+                    yield StreamChunk(whole.text, model=whole.model)
+                yield whole
+                return
+            state = attempt.state = self._stream_state(query, start, call)
+            try:
+                async with contextlib.aclosing(
+                    _stream_items(response, state, self.http.max_response_bytes, clock)
+                ) as items:
+                    async for item in items:
+                        yield item
             except RecursionError:
                 raise call.bad("response JSON is nested too deeply to decode") from None
         finally:
@@ -973,28 +1111,28 @@ class _Attempt:
         return self.state.partial_usage() if self.state is not None else worst_case_usage(query)
 
 
-_NO_SCOPE = contextlib.nullcontext()
+class _IdleExpired(Exception):
+    """``HttpTimeouts.idle`` passed without content (mapped to ``Timeout`` by the exchange)."""
 
 
-class _IdleWatch:
-    """The cancel scope of ``HttpTimeouts.idle`` for a stream (``None`` without one): its
-    deadline moves on with each piece of content."""
+class _IdleClock:
+    """The deadline of ``HttpTimeouts.idle`` for a stream (``inf`` without one): it moves on
+    with each piece of content, and when the reader asks for more after a piece."""
 
-    __slots__ = ("idle", "scope")
+    __slots__ = ("deadline", "idle")
 
     def __init__(self, idle: float | None) -> None:
         self.idle = idle
-        self.scope = None if idle is None else anyio.CancelScope(deadline=anyio.current_time() + idle)
+        self.deadline = math.inf if idle is None else anyio.current_time() + idle
 
     def progress(self) -> None:
-        """Content arrived: the attempt may go ``idle`` seconds more without any."""
-        if self.scope is not None and self.idle is not None:
-            self.scope.deadline = anyio.current_time() + self.idle
+        """Content arrived (or the reader is back for more): ``idle`` seconds more from now."""
+        if self.idle is not None and self.deadline != math.inf:
+            self.deadline = anyio.current_time() + self.idle
 
     def finished(self) -> None:
         """The answer is complete: nothing after it (draining to EOF) can be idle."""
-        if self.scope is not None:
-            self.scope.deadline = math.inf
+        self.deadline = math.inf
 
 
 def _checked_headers(backend: str, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -1058,6 +1196,12 @@ async def release_orphaned_connections(client: httpx.AsyncClient) -> None:
             await pool._close_connections(closing)
 
 
+def _is_json(response: httpx.Response) -> bool:
+    """Whether ``response`` says it is a JSON document (not ``text/event-stream``)."""
+    kind: str = response.headers.get("content-type", "")
+    return kind.split(";", 1)[0].strip().lower() == "application/json"
+
+
 async def _read_error_body(response: httpx.Response) -> bytes:
     """Up to ``_ERROR_BODY_READ_LIMIT`` decoded bytes of an error answer's body (what could be read)."""
     chunks: list[bytes] = []
@@ -1079,28 +1223,40 @@ async def _read_body(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_stream(response: httpx.Response, state: StreamState, limit: int, watch: _IdleWatch) -> Response:
-    """Feed the SSE events of ``response`` to ``state`` until its end marker, then drain to EOF.
+async def _stream_items(
+    response: httpx.Response, state: StreamState, limit: int, clock: _IdleClock
+) -> AsyncGenerator[StreamChunk | Response, None]:
+    """Feed the SSE events of ``response`` to ``state``; yield the new text of each read as a
+    ``StreamChunk``; after the end marker, drain to EOF and yield ``state.finish()``.
 
     At most ``limit`` decoded bytes are read (else ``BodyTooLarge``); each new generated
-    delta is progress for ``HttpTimeouts.idle``, keep-alives and empty events are not.
+    delta is progress for ``HttpTimeouts.idle``, keep-alives and empty events are not. Each
+    wait for the body has the idle deadline (``_IdleExpired`` past it); no scope is open
+    across a ``yield``.
     """
     decoder = SSEDecoder()
-    seen = 0
+    seen = sent = 0
     async with contextlib.aclosing(iter_body(response, limit)) as chunks:
-        async for chunk in chunks:
-            for event in decoder.feed(chunk):
+        while not state.done:
+            with anyio.CancelScope(deadline=clock.deadline) as scope:
+                chunk = await anext(chunks, None)
+            if scope.cancelled_caught:
+                raise _IdleExpired
+            events = decoder.close() if chunk is None else decoder.feed(chunk)
+            for event in events:
                 state.feed(event)
             if state.deltas != seen:
                 seen = state.deltas
-                watch.progress()
-            if state.done:
+                clock.progress()
+            if len(state.parts) > sent:
+                text = "".join(state.parts[sent:])
+                sent = len(state.parts)
+                yield StreamChunk(text, model=state.model)
+                clock.progress()  # the reader's time between two pieces is not the server's silence
+            if chunk is None:
                 break
-        else:
-            for event in decoder.close():
-                state.feed(event)
         if state.done:
-            watch.finished()
+            clock.finished()
             # read the (normally already sent) end of the body so the connection can be reused
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 try:
@@ -1108,4 +1264,4 @@ async def _read_stream(response: httpx.Response, state: StreamState, limit: int,
                         pass
                 except (httpx.HTTPError, BodyTooLarge):
                     pass  # the answer is complete; only the connection's reuse is lost
-    return state.finish()
+    yield state.finish()

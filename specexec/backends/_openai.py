@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import anyio
 import httpx
@@ -10,7 +10,7 @@ import msgspec
 
 from .._backend import Limits
 from .._health import BreakerConfig
-from .._query import Query, Response, Usage
+from .._query import Query, Response, ToolCall, Usage
 from ._http import (
     DEFAULT_HTTP_CONFIG,
     DEFAULT_TIMEOUTS,
@@ -23,11 +23,13 @@ from ._http import (
     make_usage,
     partial_stream_usage,
 )
+from ._request import encode_with_extra, openai_messages, parse_arguments
 from ._sse import ServerSentEvent
 from ._wire import (
     ChatCompletion,
     OpenAIChatRequest,
     OpenAIStreamOptions,
+    OpenAIToolCall,
     OpenAIUsage,
     chat_chunk_decoder,
     encoder,
@@ -46,12 +48,16 @@ class OpenAICompatible(HttpBackend):
 
     ``api_key_env`` names the environment variable holding the key, read at each call and
     sent as ``Authorization: Bearer``; ``None`` sends no key (local servers). ``headers``
-    are added to every request. With ``stream=True`` the answer is streamed (SSE, with
-    ``stream_options.include_usage``) and ``Response.ttft`` records the time to the first
-    content delta. ``timeout`` applies to every request; ``http`` configures the pools of
-    the clients this backend creates; ``client`` is used as given and never closed.
+    are added to every request. ``complete`` streams underneath by default (``stream=None``,
+    or ``True``: SSE with ``stream_options.include_usage``; ``Response.ttft`` records the time
+    to the first content delta), so a cancelled attempt frees a server that notices a
+    disconnect only while streaming (llama.cpp); ``stream=False`` asks for one JSON body.
+    ``stream(query)`` always streams, yielding ``StreamChunk``s. A server that answers a
+    stream request with a JSON body is read as one piece. ``timeout`` applies to every
+    request; ``http`` configures the pools of the clients this backend creates; ``client``
+    is used as given and never closed.
 
-    ``Response.raw`` of a non-streamed answer is the provider's JSON body as a plain
+    ``Response.raw`` of a non-streamed (JSON) answer is the provider's body as a plain
     ``dict`` (``None`` when streamed). The body is parsed once, untyped, and the typed
     ``ChatCompletion`` the backend reads is ``msgspec.convert``-ed from that dict (a walk
     over Python objects, not a second parse). A typed-only decode would save ≈ 1 µs per
@@ -71,7 +77,7 @@ class OpenAICompatible(HttpBackend):
         model: str,
         api_key_env: str | None = None,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
+        stream: bool | None = None,
         provider: str = "openai",
         region: str = "default",
         input_price: float = 0.0,
@@ -106,23 +112,26 @@ class OpenAICompatible(HttpBackend):
         """``Authorization: Bearer`` plus the fixed headers (the base class caches it per key value)."""
         headers = dict(self._extra_headers)
         headers["content-type"] = "application/json"
-        headers["accept"] = "text/event-stream" if self.stream else "application/json"
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    def _encode(self, query: Query) -> bytes:
-        return encoder.encode(
-            OpenAIChatRequest(
-                model=self.model,
-                messages=query.chat,
-                max_tokens=query.max_tokens,
-                temperature=query.temperature,
-                stop=query.stop or None,
-                stream=self.stream,
-                stream_options=_STREAM_OPTIONS if self.stream else None,
-            )
+    def _encode(self, query: Query, stream: bool) -> bytes:
+        request = OpenAIChatRequest(
+            model=self.model,
+            messages=openai_messages(query.chat),
+            max_tokens=query.max_tokens,
+            temperature=query.temperature,
+            stop=query.stop or None,
+            stream=stream,
+            stream_options=_STREAM_OPTIONS if stream else None,
+            top_p=query.top_p,
+            seed=query.seed,
+            tools=query.tools or None,
+            tool_choice=query.tool_choice,
+            response_format=query.response_format,
         )
+        return encode_with_extra(request, query.extra, encoder)
 
     def _parse(self, body: bytes, query: Query, call: CallInfo) -> Response:
         try:
@@ -134,8 +143,11 @@ class OpenAICompatible(HttpBackend):
             raise call.bad("chat completion has no choices", body)
         choice = completion.choices[0]
         text = choice.message.content
+        calls = _tool_calls(choice.message.tool_calls or (), call)
         if text is None:
-            raise call.bad("chat completion choice has no message content", body)
+            if not calls:
+                raise call.bad("chat completion choice has no message content", body)
+            text = ""  # a tool call alone
         if choice.finish_reason in ABORTED_FINISH_REASONS:
             raise call.bad(f"the server ended the answer with finish_reason {choice.finish_reason!r}", body)
         return Response(
@@ -144,10 +156,20 @@ class OpenAICompatible(HttpBackend):
             model=completion.model,
             finish_reason=choice.finish_reason,
             raw=raw,
+            tool_calls=calls,
+            request_id=call.request_id or completion.id,
         )
 
     def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
         return _ChatStream(query, start, call)
+
+
+def _tool_calls(calls: Sequence[OpenAIToolCall], call: CallInfo) -> tuple[ToolCall, ...]:
+    out = []
+    for c in calls:
+        name = c.function.name or ""
+        out.append(ToolCall(c.id or "", name, parse_arguments(c.function.arguments, name, call)))
+    return tuple(out)
 
 
 def _usage(query: Query, text: str, usage: OpenAIUsage | None) -> Usage:
@@ -171,6 +193,9 @@ class _ChatStream:
         self.usage: OpenAIUsage | None = None
         self.ttft: float | None = None
         self.saw_choice = False
+        self.id: str | None = None
+        self.calls: dict[int, OpenAIToolCall] = {}  # by index: id and name once, arguments in pieces
+        self.arguments: dict[int, list[str]] = {}
 
     def feed(self, event: ServerSentEvent) -> None:
         if self.done:
@@ -193,6 +218,8 @@ class _ChatStream:
             raise error_for_stream_error("error", None, self.call, data)
         if chunk.model and self.model is None:
             self.model = chunk.model
+        if chunk.id and self.id is None:
+            self.id = chunk.id
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices:
@@ -208,6 +235,14 @@ class _ChatStream:
                 self.deltas += 1
             elif delta.reasoning_content or delta.reasoning or delta.tool_calls is not None or delta.refusal:
                 self.deltas += 1
+            for piece in delta.tool_calls or ():
+                known = self.calls.setdefault(piece.index, piece)
+                if piece.id and not known.id:
+                    known.id = piece.id
+                if piece.function.name and not known.function.name:
+                    known.function.name = piece.function.name
+                if piece.function.arguments:
+                    self.arguments.setdefault(piece.index, []).append(piece.function.arguments)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
 
@@ -229,6 +264,14 @@ class _ChatStream:
             raise self.call.bad(f"the server ended the stream with finish_reason {self.finish_reason!r}")
         text = "".join(self.parts)
         usage = self.usage
+        calls = tuple(
+            ToolCall(
+                c.id or "",
+                c.function.name or "",
+                parse_arguments("".join(self.arguments.get(i, ())), c.function.name or "", self.call),
+            )
+            for i, c in sorted(self.calls.items())
+        )
         return Response(
             text=text,
             usage=_usage(self.query, text, usage),
@@ -236,4 +279,6 @@ class _ChatStream:
             ttft=self.ttft,
             finish_reason=self.finish_reason,
             raw=None,
+            tool_calls=calls,
+            request_id=self.call.request_id or self.id,
         )

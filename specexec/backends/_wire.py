@@ -8,9 +8,11 @@ Request structs use ``omit_defaults`` so unset parameters are not sent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from .._query import Message
+from .._query import Message, Tool
 
 # --------------------------------------------------------------------------- requests
 
@@ -25,19 +27,24 @@ class OpenAIChatRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     """Body of ``POST /chat/completions``."""
 
     model: str
-    messages: tuple[Message, ...]
+    messages: tuple[Message, ...] | list[dict[str, Any]]
     max_tokens: int
     temperature: float | None = None
     stop: tuple[str, ...] | None = None
     stream: bool = False
     stream_options: OpenAIStreamOptions | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    tools: tuple[Tool, ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class AnthropicMessage(msgspec.Struct, frozen=True):
-    """One non-system message of an Anthropic request."""
+    """One non-system message of an Anthropic request (text, or content blocks)."""
 
     role: str
-    content: str
+    content: str | list[dict[str, Any]]
 
 
 class AnthropicRequest(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -50,6 +57,9 @@ class AnthropicRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     temperature: float | None = None
     stop_sequences: tuple[str, ...] | None = None
     stream: bool = False
+    top_p: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- OpenAI responses
@@ -70,11 +80,29 @@ class OpenAIErrorBody(msgspec.Struct):
     code: str | int | None = None
 
 
+class OpenAIFunctionCall(msgspec.Struct):
+    """``function`` of a tool call: the name and the arguments as a JSON string (pieces of it
+    when streamed)."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class OpenAIToolCall(msgspec.Struct):
+    """One tool call of a message (``index`` says which call a streamed piece belongs to)."""
+
+    id: str | None = None
+    type: str | None = None
+    function: OpenAIFunctionCall = msgspec.field(default_factory=OpenAIFunctionCall)
+    index: int = 0
+
+
 class OpenAIMessage(msgspec.Struct):
     """The assistant message of a choice; ``content`` is checked for presence by the backend."""
 
     content: str | None = None
     role: str | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
 
 
 class OpenAIChoice(msgspec.Struct):
@@ -103,7 +131,7 @@ class OpenAIDelta(msgspec.Struct):
     role: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
-    tool_calls: msgspec.Raw | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
     refusal: str | None = None
 
 
@@ -119,6 +147,7 @@ class ChatCompletionChunk(msgspec.Struct):
     """One ``data:`` payload of a streamed completion (the usage chunk has empty ``choices``)."""
 
     choices: list[OpenAIChunkChoice] = msgspec.field(default_factory=list)
+    id: str | None = None
     model: str | None = None
     usage: OpenAIUsage | None = None
     error: OpenAIErrorBody | None = None
@@ -141,6 +170,9 @@ class AnthropicContentBlock(msgspec.Struct):
 
     type: str
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
 
 
 class AnthropicMessageResponse(msgspec.Struct):
@@ -185,12 +217,20 @@ class AnthropicBlockDelta(msgspec.Struct):
 
     type: str
     text: str | None = None
+    partial_json: str | None = None
 
 
 class AnthropicContentBlockDelta(msgspec.Struct):
     """``content_block_delta``."""
 
     delta: AnthropicBlockDelta
+    index: int = 0
+
+
+class AnthropicContentBlockStart(msgspec.Struct):
+    """``content_block_start``: a ``tool_use`` block names its call's id and function."""
+
+    content_block: AnthropicContentBlock
     index: int = 0
 
 
@@ -224,6 +264,7 @@ chat_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 anthropic_type_decoder = msgspec.json.Decoder(AnthropicEventType)
 anthropic_start_decoder = msgspec.json.Decoder(AnthropicMessageStart)
 anthropic_block_delta_decoder = msgspec.json.Decoder(AnthropicContentBlockDelta)
+anthropic_block_start_decoder = msgspec.json.Decoder(AnthropicContentBlockStart)
 anthropic_message_delta_decoder = msgspec.json.Decoder(AnthropicMessageDelta)
 anthropic_error_decoder = msgspec.json.Decoder(AnthropicErrorEvent)
 encoder = msgspec.json.Encoder()

@@ -51,7 +51,7 @@ def ask_confidence(query: Query, instruction: str = CONFIDENCE_INSTRUCTION) -> Q
     """``query`` with ``instruction`` appended to its system message (one is added if none)."""
     chat = list(query.chat)
     if chat and chat[0].role == "system":
-        chat[0] = Message("system", f"{chat[0].content}\n\n{instruction}")
+        chat[0] = Message("system", f"{chat[0].text}\n\n{instruction}")
     else:
         chat.insert(0, Message("system", instruction))
     return msgspec.structs.replace(query, prompt=None, messages=tuple(chat))

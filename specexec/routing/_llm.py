@@ -80,7 +80,7 @@ class LlmRouter:
 
     def prompt(self, query: Query) -> Query:
         """The router's own query for ``query``."""
-        users = [m.content for m in query.chat if m.role == "user"]
+        users = [m.text for m in query.chat if m.role == "user"]
         text = "\n".join(users) if users else query.text
         if len(text) > self.max_chars:
             text = text[: self.max_chars] + " …"

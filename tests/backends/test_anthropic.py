@@ -49,6 +49,7 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def backend(client: httpx.AsyncClient, **kw: Any) -> Anthropic:
+    kw.setdefault("stream", False)  # these tests send and parse JSON bodies; streams say stream=True
     return Anthropic("claude", base_url=BASE, model="claude-test", client=client, **kw)
 
 

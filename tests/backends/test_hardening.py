@@ -77,11 +77,13 @@ def serving(respond: Any) -> httpx.AsyncClient:
 
 def openai(client: httpx.AsyncClient, **kw: Any) -> OpenAICompatible:
     kw.setdefault("api_key_env", KEY_ENV)
+    kw.setdefault("stream", False)  # JSON bodies unless a test says stream=True
     return OpenAICompatible("oai", base_url="http://llm.test/v1", model="m", client=client, **kw)
 
 
 def anthropic(client: httpx.AsyncClient, **kw: Any) -> Anthropic:
     kw.setdefault("api_key_env", KEY_ENV)
+    kw.setdefault("stream", False)  # JSON bodies unless a test says stream=True
     return Anthropic("ant", base_url="http://claude.test/v1", model="c", client=client, **kw)
 
 

@@ -310,8 +310,10 @@ async def test_a_bad_key_stays_out_of_traces_json_lines_and_logs(
             assert part not in text
 
 
+@pytest.mark.parametrize("stream", [False, None], ids=["json", "default-stream"])
 @pytest.mark.parametrize(("idle", "answered"), [(0.1, False), (3.0, True)])
-async def test_a_non_streamed_answer_must_start_within_idle(idle: float, answered: bool) -> None:
+async def test_a_non_streamed_answer_must_start_within_idle(idle: float, answered: bool, stream: bool | None) -> None:
+    # stream=None: asked for a stream (the default), the server answers in JSON all the same
     body = b'{"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]}'
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
 
@@ -320,7 +322,7 @@ async def test_a_non_streamed_answer_must_start_within_idle(idle: float, answere
         yield body
 
     async with canned_server(head, late) as url:
-        backend = OpenAICompatible("late", base_url=url, model="m", timeout=HttpTimeouts(idle=idle))
+        backend = OpenAICompatible("late", base_url=url, model="m", timeout=HttpTimeouts(idle=idle), stream=stream)
         if answered:
             assert (await backend.complete(QUERY)).text == "late"
         else:

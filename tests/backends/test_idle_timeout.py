@@ -6,6 +6,7 @@ would never end; only content counts as progress for ``idle``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,11 +73,12 @@ async def test_idle_none_waits_for_content() -> None:
 
     class Once(Paced):
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            # (no cancel scope here: a scope open across a ``yield`` of an async generator is
+            # mis-nested as soon as its reader waits under a scope of its own, as streams do)
             for delay, data in self.plan:
-                with anyio.fail_after(delay + 1):
-                    for _ in range(int(delay)):
-                        await anyio.sleep(1.0)
-                        yield b": ping\n\n"
+                for _ in range(int(delay)):
+                    await anyio.sleep(1.0)
+                    yield b": ping\n\n"
                 yield data
 
     respond = lambda r: httpx.Response(200, stream=Once(plan))  # noqa: E731
@@ -96,7 +98,7 @@ async def test_non_streamed_idle_is_the_read_timeout(read: float | None, idle: f
         seen.append(request.extensions["timeout"])
         return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
 
-    await openai(serving(respond), timeout=HttpTimeouts(read=read, idle=idle)).complete(QUERY)
+    await openai(serving(respond), stream=False, timeout=HttpTimeouts(read=read, idle=idle)).complete(QUERY)
     assert seen[0]["read"] == sent
 
 
@@ -156,3 +158,49 @@ async def test_reasoning_deltas_are_progress_for_openai_compatible_servers() -> 
     plan.append((3.0, sse(chunk("ok"), chunk(None, "stop"), "[DONE]")))
     response = await openai(serving(paced(plan)), stream=True, timeout=HttpTimeouts(idle=5.0)).complete(QUERY)
     assert response.text == "ok"
+
+
+# --------------------------------------------------------------------------- Backend.stream (issue 10)
+
+
+async def _drain(backend: Any) -> list[str]:
+    texts: list[str] = []
+    async with contextlib.aclosing(backend.stream(QUERY)) as stream:
+        async for piece in stream:
+            texts.append(piece.text)
+    return texts
+
+
+@pytest.mark.parametrize("make", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_stream_of_keep_alives_alone_times_out_after_idle(make: Any) -> None:
+    start = anyio.current_time()
+    with pytest.raises(Timeout, match=r"HttpTimeouts\.idle"):
+        await _drain(make(serving(paced([])), timeout=HttpTimeouts(read=2.0, idle=5.0)))
+    assert anyio.current_time() - start == 5.0
+
+
+async def test_stream_each_token_restarts_the_idle_window() -> None:
+    plan = [(0.0, sse(ROLE)), (3.0, sse(chunk("a"))), (4.0, sse(chunk("b"))), (4.5, sse(chunk("c")))]
+    start = anyio.current_time()
+    texts: list[str] = []
+    with pytest.raises(Timeout) as info:
+        async with contextlib.aclosing(
+            openai(serving(paced(plan)), timeout=HttpTimeouts(idle=5.0)).stream(QUERY)
+        ) as stream:
+            async for piece in stream:
+                texts.append(piece.text)
+    assert texts == ["a", "b", "c"]
+    assert anyio.current_time() - start == 3.0 + 4.0 + 4.5 + 5.0
+    assert info.value.partial_usage == Usage(input_tokens=BOUND, output_tokens=3, estimated=True)
+
+
+async def test_stream_a_slow_reader_is_not_idle() -> None:
+    # the caller taking 10 s over each piece is not the server's silence: idle counts only the
+    # time spent waiting for the server
+    plan = [(0.0, sse(ROLE, chunk("a"))), (1.0, sse(chunk("b", "stop"), "[DONE]"))]
+    texts: list[str] = []
+    async with contextlib.aclosing(openai(serving(paced(plan)), timeout=HttpTimeouts(idle=5.0)).stream(QUERY)) as s:
+        async for piece in s:
+            texts.append(piece.text)
+            await anyio.sleep(10.0)
+    assert "".join(texts) == "ab"

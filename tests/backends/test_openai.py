@@ -48,6 +48,7 @@ COMPLETION: dict[str, Any] = {
 
 def backend(client: httpx.AsyncClient, **kw: Any) -> OpenAICompatible:
     kw.setdefault("api_key_env", "TEST_OPENAI_KEY")
+    kw.setdefault("stream", False)  # these tests send and parse JSON bodies; streams say stream=True
     return OpenAICompatible("oai", base_url=BASE, model="gpt-test", client=client, **kw)
 
 

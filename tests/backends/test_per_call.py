@@ -38,13 +38,16 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def openai(client: httpx.AsyncClient, **kw: Any) -> OpenAICompatible:
+    kw.setdefault("stream", False)  # these tests answer with JSON bodies
     return OpenAICompatible(
         "oai", base_url=BASE, model="gpt-test", api_key_env="TEST_PER_CALL_KEY", client=client, **kw
     )
 
 
 def anthropic(client: httpx.AsyncClient) -> Anthropic:
-    return Anthropic("ant", base_url=BASE, model="claude-test", api_key_env="TEST_PER_CALL_KEY", client=client)
+    return Anthropic(
+        "ant", base_url=BASE, model="claude-test", api_key_env="TEST_PER_CALL_KEY", client=client, stream=False
+    )
 
 
 async def test_headers_are_built_once_per_key_value() -> None:
