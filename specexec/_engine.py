@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import loop_clock
 from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout, Unavailable
-from ._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
+from ._query import Query, Response, StreamChunk, ToolCall, Usage, estimate_input_tokens, estimate_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
 from .verifiers import check
@@ -699,6 +699,8 @@ class _Run:
         usage: Usage | None = None
         model: str | None = None
         finish: str | None = None
+        tool_calls: tuple[ToolCall, ...] = ()
+        request_id: str | None = None
         first_token_commit = policy.commit == "first_token"
         size = 0
         async with _open_stream(state.backend, self.query) as chunks:
@@ -706,6 +708,8 @@ class _Run:
                 usage = chunk.usage or usage
                 model = chunk.model or model
                 finish = chunk.finish_reason or finish
+                tool_calls = chunk.tool_calls or tool_calls
+                request_id = chunk.request_id or request_id
                 if not chunk.text:
                     continue
                 if not parts:
@@ -732,7 +736,15 @@ class _Run:
                 min(estimate_tokens(text), self.query.max_tokens),
                 estimated=True,
             )
-        attempt.response = Response(text, usage, model=model, ttft=record.ttft, finish_reason=finish)
+        attempt.response = Response(
+            text,
+            usage,
+            model=model,
+            ttft=record.ttft,
+            finish_reason=finish,
+            tool_calls=tool_calls,
+            request_id=request_id,
+        )
         record.latency, record.model = self.now() - attempt.started, model
         self._settle(attempt, attempt.response)
         return True

@@ -244,3 +244,16 @@ async def test_simulated_backend_streams_in_virtual_time(timing: Timing) -> None
     assert "".join(deltas) == "one two three" and len(deltas) == 3
     assert result.response.ttft == timing.approx(0.2)
     assert result.latency == timing.approx(0.22)
+
+
+async def test_a_streamed_result_keeps_tool_calls_and_the_request_id(timing: Timing) -> None:
+    async def gen(query: Query) -> AsyncIterator[StreamChunk]:
+        await anyio.sleep(0.01)
+        yield StreamChunk("{}")
+        call = specexec.ToolCall("c1", "get_weather", {"city": "Oslo"})
+        yield StreamChunk(usage=Usage(3, 1), finish_reason="tool_calls", tool_calls=(call,), request_id="req-7")
+
+    async with Runtime([specexec.CallableBackend("tools", gen)]) as rt:
+        _, result = await collect(rt, "q", Policy.single("tools"))
+    assert result.response.tool_calls == (specexec.ToolCall("c1", "get_weather", {"city": "Oslo"}),)
+    assert result.response.request_id == "req-7" and result.response.finish_reason == "tool_calls"
