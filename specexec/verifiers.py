@@ -10,6 +10,7 @@ A verifier that raises counts as a rejection with the exception as its reason, n
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -300,7 +301,104 @@ def _validator(schema: dict[str, Any], path: str = "$.verify") -> Any:
     return validator
 
 
-VerifierSpec = JsonValid | Regex | Length | NotRefusal | ModelIs | AllOf | AnyOf | JsonSchema | ToolCallMatches
+# -- confidence (escalation in cascades: routing.ask_confidence asks for it) --------------------
+
+_STATED = re.compile(r"confidence\W{0,3}\s*[:=]?\s*\"?(\d+(?:\.\d+)?)\s*(%?)", re.I)
+
+DEFAULT_HEDGES = (
+    r"\bi'?m not (?:sure|certain)\b",
+    r"\bi am not (?:sure|certain)\b",
+    r"\bi think\b",
+    r"\bi believe\b",
+    r"\bpossibly\b",
+    r"\bperhaps\b",
+    r"\bmight be\b",
+    r"\bi don'?t know\b",
+    r"\bit'?s hard to say\b",
+    r"\bi cannot be certain\b",
+    r"\bnot entirely clear\b",
+)
+"""Phrases ``hesitancy`` counts (case-insensitive regular expressions)."""
+
+
+@functools.cache
+def _hedges(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.I)
+
+
+def stated_confidence(text: str) -> float | None:
+    """The confidence a response states (``Confidence: 0.8``, ``confidence: 80%``, or JSON
+    ``{"confidence": 0.8}``), the last one if several; ``None`` when it states none."""
+    found = None
+    for m in _STATED.finditer(text):
+        value = float(m.group(1))
+        found = value / 100.0 if m.group(2) == "%" or value > 1.0 else value
+    return None if found is None else min(max(found, 0.0), 1.0)
+
+
+class SelfConfidence(_Builtin, tag="self_confidence", frozen=True):
+    """Reject a response whose stated confidence is below ``min`` (or that states none,
+    unless ``missing_ok``)."""
+
+    min: float = 0.7
+    missing_ok: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min, bool) or not isinstance(self.min, (int, float)) or not 0.0 <= self.min <= 1.0:
+            raise PolicyError(f"min must be a confidence within [0, 1], got {self.min!r}", path="$.min")
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Parse the stated confidence and compare."""
+        confidence = stated_confidence(response.text)
+        if confidence is None:
+            return Verdict(True) if self.missing_ok else Verdict(False, "no confidence stated")
+        if confidence < self.min:
+            return Verdict(False, f"stated confidence {confidence:g} < {self.min:g}")
+        return Verdict(True)
+
+
+class Hesitancy(_Builtin, tag="hesitancy", frozen=True):
+    """Reject a response shorter than ``min_chars`` or with more than ``max_markers`` hedges."""
+
+    max_markers: int = 1
+    min_chars: int = 0
+    patterns: tuple[str, ...] = DEFAULT_HEDGES
+
+    def __post_init__(self) -> None:
+        for name in ("max_markers", "min_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyError(f"{name} must be an integer >= 0, got {value!r}", path=f"$.{name}")
+        for i, pattern in enumerate(self.patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise PolicyError(f"pattern does not compile: {exc}", path=f"$.patterns[{i}]") from None
+
+    def __call__(self, query: Query, response: Response) -> Verdict:
+        """Count the hedges and check the length."""
+        text = response.text.strip()
+        if len(text) < self.min_chars:
+            return Verdict(False, f"answer of {len(text)} characters < {self.min_chars}")
+        markers = _hedges(self.patterns).findall(text)
+        if len(markers) > self.max_markers:
+            return Verdict(False, f"{len(markers)} hesitant phrases > {self.max_markers} ({markers[0]!r}, …)")
+        return Verdict(True)
+
+
+VerifierSpec = (
+    JsonValid
+    | Regex
+    | Length
+    | NotRefusal
+    | ModelIs
+    | AllOf
+    | AnyOf
+    | JsonSchema
+    | ToolCallMatches
+    | SelfConfidence
+    | Hesitancy
+)
 """The verifiers a TOML policy can name (a tagged union on ``kind``)."""
 
 

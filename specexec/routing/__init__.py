@@ -18,6 +18,9 @@ as spend grows.
 """
 
 from .._trace import RouteDecision as RouteDecision
+from ..verifiers import Hesitancy as Hesitancy
+from ..verifiers import SelfConfidence as SelfConfidence
+from ..verifiers import stated_confidence as stated_confidence
 from ._budget import Budget as Budget
 from ._budget import BudgetState as BudgetState
 from ._budget import BudgetStore as BudgetStore
@@ -25,12 +28,9 @@ from ._budget import Downgrade as Downgrade
 from ._budget import InMemoryBudgetStore as InMemoryBudgetStore
 from ._budget import downgrade as downgrade
 from ._confidence import CONFIDENCE_INSTRUCTION as CONFIDENCE_INSTRUCTION
-from ._confidence import Hesitancy as Hesitancy
-from ._confidence import SelfConfidence as SelfConfidence
 from ._confidence import ask_confidence as ask_confidence
 from ._confidence import hesitancy as hesitancy
 from ._confidence import self_confidence as self_confidence
-from ._confidence import stated_confidence as stated_confidence
 from ._context import SelectContext as SelectContext
 from ._llm import DEFAULT_INSTRUCTION as DEFAULT_INSTRUCTION
 from ._llm import LlmRouter as LlmRouter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import specexec
 from specexec import Policy, Query, Response, Runtime, routing
 from tests.conftest import Timing
 from tests.helpers import Scripted
@@ -62,3 +63,20 @@ async def test_cascade_escalates_on_low_stated_confidence(timing: Timing) -> Non
     assert result.backend == "frontier" and result.latency == timing.approx(0.7)
     assert result.trace.attempts[0].outcome == "rejected"
     assert result.trace.attempts[0].reason == "stated confidence 0.3 < 0.7"
+
+
+def test_confidence_verifiers_load_from_toml_with_path_precise_errors() -> None:
+    policy = specexec.Policy.from_toml(
+        'mode = "cascade"\ncandidates = ["cheap", "dear"]\n'
+        'verify = [{ kind = "self_confidence", min = 0.8 }, { kind = "hesitancy", max_markers = 0 }]'
+    )
+    confident, hesitant = policy.verify
+    assert isinstance(confident, specexec.routing.SelfConfidence) and confident.min == 0.8
+    assert isinstance(hesitant, specexec.routing.Hesitancy) and hesitant.max_markers == 0
+    query = specexec.Query("q")
+    assert not confident(query, specexec.Response("4\nConfidence: 0.5")).accept
+    assert confident(query, specexec.Response("4\nConfidence: 0.9")).accept
+    with pytest.raises(specexec.PolicyError, match=r"\$\.verify\[0\]\.min"):
+        specexec.Policy.from_toml(
+            'mode = "cascade"\ncandidates = ["a"]\nverify = [{ kind = "self_confidence", min = 7 }]'
+        )
