@@ -175,15 +175,6 @@ def fleet(sc: Scenario) -> FleetConfig:
 def live_ttft(sc: Scenario, names: Sequence[str], on_progress: Callable[[int], None]) -> dict[str, PolicyStats]:
     """Run ``names`` in turn against the loopback fleet (reset before each), streaming backends."""
     out: dict[str, PolicyStats] = {}
-    probe = OpenAICompatible("probe", base_url="http://127.0.0.1:9/v1", model="m", stream=True)
-    streamed = [n for n in names if n in STREAMED]
-    if streamed and not callable(getattr(probe, "stream", None)):
-        raise PolicyError(
-            f"--live cannot run {', '.join(streamed)}: in this build the HTTP backends do not stream to "
-            "specexec.stream (OpenAICompatible.stream is the SSE flag, not a stream method); "
-            "run --live --policies single,hedge-total, or --sim",
-            path="--policies",
-        )
     with start_fleet_process(fleet(sc)) as proc:
         for i, name in enumerate(names):
             http = [
