@@ -20,14 +20,14 @@ import trio.testing
 
 from benchmarks.bench import Progress, progress_wanted
 from benchmarks.bench._target import CostLine, confirm
-from specexec import PolicyError, Router, Runtime
+from specexec import Backend, PolicyError, Router, Runtime
 from specexec.config import BackendConfig, RuntimeConfig, SimulatedConfig
 
 from ._cache import Cache
 from ._file import EvalSpec, load_eval
 from ._report import build_report, plot, render, to_json
 from ._routes import compare, read_previous, routes_toml, routing_quality
-from ._run import CaseResult, fingerprints, plan, run_eval, worst_cost
+from ._run import CaseResult, Job, fingerprints, plan, run_eval, worst_cost
 from ._sim import sim_backends
 
 __all__ = ["EXIT_REGRESSION", "build_parser", "main"]
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``specexec eval``."""
     p = argparse.ArgumentParser(
         prog="specexec eval",
-        description="Run every candidate on every case of each task class, and pick the cheapest model that clears the class's bar.",
+        description="Run every candidate on every case of each task class, and pick the cheapest model "
+        "that clears the class's bar.",
     )
     p.add_argument("evalfile", help="the eval TOML file")
     mode = p.add_mutually_exclusive_group()
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         dest="mode",
         const="sim",
-        help="simulated backends in virtual time with the file's [quality] model (default when every backend is simulated)",
+        help="simulated backends in virtual time with the file's [quality] model "
+        "(default when every backend is simulated)",
     )
     mode.add_argument(
         "--target",
@@ -97,9 +99,9 @@ async def _run(
     cache: Cache,
     args: argparse.Namespace,
     progress: Progress,
-    jobs_list: list,
+    jobs_list: list[Job],
     router: Router | None,
-) -> tuple[list[CaseResult], dict[str, object] | None]:  # type: ignore[type-arg]
+) -> tuple[list[CaseResult], dict[str, object] | None]:
     async with runtime:
         results = await run_eval(
             spec,
@@ -224,5 +226,7 @@ def main(
     return status
 
 
-async def _quality(router: Router, spec: EvalSpec, results: list[CaseResult], backends: list) -> dict[str, object]:  # type: ignore[type-arg]
+async def _quality(
+    router: Router, spec: EvalSpec, results: list[CaseResult], backends: list[Backend]
+) -> dict[str, object]:
     return await routing_quality(router, spec, results, Runtime(backends))

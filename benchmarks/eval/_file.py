@@ -39,7 +39,7 @@ from typing import Literal
 import msgspec
 
 from specexec import Message, PolicyError, Query
-from specexec._toml import decode_toml
+from specexec._toml import decode_toml, read_toml_source, validation_error
 from specexec.config import BackendConfig
 from specexec.verifiers import VerifierSpec
 
@@ -302,8 +302,9 @@ def _number(text: str) -> float | None:
 def load_eval(path: str | Path) -> EvalSpec:
     """Load and check an eval file and its datasets (``PolicyError`` with file and key path)."""
     source = Path(path)
-    file = decode_toml(source, EvalFile, sections=True)
     origin = str(source)
+    _check_class_tables(source, origin)
+    file = decode_toml(source, EvalFile, sections=True)
     if not file.classes:
         raise PolicyError("an eval needs at least one [classes.NAME] table", path="$.classes", source=origin)
     names = {b.name for b in file.backends}
@@ -339,6 +340,26 @@ def load_eval(path: str | Path) -> EvalSpec:
             _fraction_at(p, f"$.quality.{backend}.{key}", origin)
     cases = {key: _load_cases(key, cls, source.parent, origin) for key, cls in file.classes.items()}
     return EvalSpec(file, cases, origin, source.parent)
+
+
+def _check_class_tables(source: Path, origin: str) -> None:
+    """Validate each ``[classes.NAME]`` on its own first: msgspec's paths say ``[...]`` for a
+    table key, and the error must name the class."""
+    text, _ = read_toml_source(source)
+    try:
+        raw = msgspec.toml.decode(text)
+    except msgspec.DecodeError:
+        return  # decode_toml reports it
+    classes = raw.get("classes") if isinstance(raw, dict) else None
+    if not isinstance(classes, dict):
+        return
+    for name, table in classes.items():
+        try:
+            msgspec.convert(table, TaskClass)
+        except (msgspec.ValidationError, PolicyError) as exc:
+            inner = validation_error(exc, None) if isinstance(exc, msgspec.ValidationError) else exc
+            message = str(inner).rsplit(" (at ", 1)[0]
+            raise PolicyError(message, path=f"$.classes.{name}" + inner.path[1:], source=origin) from None
 
 
 def _fraction_at(p: object, path: str, origin: str) -> None:

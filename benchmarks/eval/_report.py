@@ -158,7 +158,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+        ).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
@@ -203,7 +205,7 @@ def render(report: EvalReport) -> str:
 def render_routing(routing: dict[str, object]) -> str:
     """The routing-quality lines."""
     lines = [
-        f"routing: accuracy {routing['accuracy']:.1%} over {routing['requests']} cases, "  # type: ignore[str-format]
+        f"routing: accuracy {routing['accuracy']:.1%} over {routing['requests']} cases, "
         f"escalation {routing['escalation_rate']:.1%}, ${routing['cost_per_request']:.6f}/request"
     ]
     by_route = routing.get("by_route", {})
@@ -225,7 +227,7 @@ def plot(report: EvalReport, path: str | Path) -> Path:
 
     n = len(report.classes)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4), dpi=110, squeeze=False)
-    for ax, (cls, c) in zip(axes[0], report.classes.items()):
+    for ax, (cls, c) in zip(axes[0], report.classes.items(), strict=False):
         for r in c.models:
             chosen = r.model == c.chosen
             ax.errorbar(
