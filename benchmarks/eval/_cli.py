@@ -10,6 +10,7 @@ Exit status: 0 done, 1 the run failed or was not confirmed, 2 bad arguments or e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,8 @@ from specexec.config import BackendConfig, RuntimeConfig, SimulatedConfig
 
 from ._cache import Cache
 from ._file import EvalSpec, load_eval
-from ._report import build_report, plot, render, to_json
+from ._live import fleet_backends, fleet_for
+from ._report import EvalReport, build_report, plot, render, to_json
 from ._routes import compare, read_previous, routes_toml, routing_quality
 from ._run import CaseResult, Job, fingerprints, plan, run_eval, worst_cost
 from ._sim import sim_backends
@@ -52,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         const="sim",
         help="simulated backends in virtual time with the file's [quality] model "
         "(default when every backend is simulated)",
+    )
+    mode.add_argument(
+        "--live",
+        action="store_const",
+        dest="mode",
+        const="live",
+        help="the same simulated backends served by the loopback mock fleet (HTTP on 127.0.0.1, real clock)",
     )
     mode.add_argument(
         "--target",
@@ -140,20 +149,44 @@ def main(
         configs = _configs(spec, args.target)
         simulated = all(isinstance(c, SimulatedConfig) for c in configs)
         mode = "target" if args.target else (args.mode or ("sim" if simulated else "target"))
-        if mode == "sim" and not simulated:
-            raise PolicyError("--sim needs simulated backends; give real ones with --target CONFIG", path="--sim")
+        if mode in ("sim", "live") and not simulated:
+            raise PolicyError(
+                f"--{mode} needs simulated backends; give real ones with --target CONFIG", path=f"--{mode}"
+            )
         previous = read_previous(args.compare) if args.compare else None
-        backends = sim_backends(spec) if mode == "sim" else [c.build() for c in configs]
+        fleet_cfg = fleet_for(spec) if mode == "live" else None
     except PolicyError as exc:
         err.write(f"specexec eval: {exc}\n")
         return 2
+    with contextlib.ExitStack() as stack:
+        if fleet_cfg is not None:
+            from benchmarks.fleet import start_fleet_process
+
+            fleet = stack.enter_context(start_fleet_process(fleet_cfg))
+            backends = fleet_backends(spec, fleet)
+        else:
+            backends = sim_backends(spec) if mode == "sim" else [c.build() for c in configs]
+        return _evaluate(spec, mode, configs, backends, previous, args, out, err, stdin)
+
+
+def _evaluate(
+    spec: EvalSpec,
+    mode: str,
+    configs: list[BackendConfig],
+    backends: list[Backend],
+    previous: EvalReport | None,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO | None,
+) -> int:
 
     out_dir = Path(args.out) if args.out else None
     cache = Cache(None if args.no_cache or out_dir is None else out_dir / "cache.jsonl")
     jobs_list = plan(spec, fingerprints(spec, configs))
     by_name = {b.name: b for b in backends}
     to_send = [j for j in jobs_list if cache.get(j.key) is None]
-    if mode != "sim" and to_send:
+    if mode == "target" and to_send:
         lines = []
         for name in sorted({j.backend for j in to_send}):
             mine = [j for j in to_send if j.backend == name]

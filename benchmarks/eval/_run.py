@@ -4,7 +4,9 @@ ceiling, and the cache; then scoring each answer."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -88,6 +90,11 @@ async def run_eval(
     """
     results: list[CaseResult | None] = [None] * len(jobs)
     limiter = anyio.CapacityLimiter(concurrency)
+    slots: dict[str, anyio.CapacityLimiter] = {}
+    for name, b in runtime.backends.items():  # wait for a max_concurrency slot here (the engine skips)
+        limits = getattr(b, "limits", None)
+        if limits is not None and limits.max_concurrency is not None:
+            slots[name] = anyio.CapacityLimiter(limits.max_concurrency)
     spent = [0.0]
     done = [0]
     backends = runtime.backends
@@ -118,8 +125,13 @@ async def run_eval(
                     return
                 spent[0] += reserve
                 try:
-                    result = await runtime.run(job.case.query, Policy.single(job.backend))
-                    answer = Answer(job.key, result.response.text, result.latency, result.cost, result.response.model)
+                    async with slots.get(job.backend) or contextlib.nullcontext():
+                        result = await runtime.run(job.case.query, Policy.single(job.backend, limit_wait=math.inf))
+                    latency = next(
+                        (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
+                        result.latency,
+                    )  # the model's own time, not the wait for an rpm slot
+                    answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
                 except SpecExecError as exc:
                     trace = getattr(exc, "trace", None)
                     cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0

@@ -14,7 +14,10 @@ from specexec.config import SimulatedConfig
 
 from ._file import EvalSpec
 
-__all__ = ["passing_cases", "sim_backends"]
+__all__ = ["WRONG", "passing_cases", "sim_backends"]
+
+WRONG = "I am not sure."
+"""What a failing case answers."""
 
 
 def passing_cases(spec: EvalSpec, backend: str) -> set[tuple[str, str]]:
@@ -42,7 +45,7 @@ def _reply(spec: EvalSpec, backend: str, default: str):  # type: ignore[no-untyp
         ref = refs[key]
         if key in good:
             return ref if ref is not None else default
-        return "I am not sure."
+        return WRONG
 
     return reply
 
