@@ -1,5 +1,6 @@
 """The resumable cache: one JSON line per case × model × prompt hash (answers, not verdicts:
-rescoring is free, so a changed scorer or bar never resends a case)."""
+rescoring is free, so a changed scorer or bar never resends a case). Only answers are kept: a
+call that failed (an outage, a timeout) is sent again by the next run."""
 
 from __future__ import annotations
 

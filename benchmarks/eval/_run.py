@@ -138,7 +138,8 @@ async def run_eval(
                     latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
                     answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
                 spent[0] += answer.cost - reserve
-                cache.put(answer)
+                if answer.error is None:  # a failed call (503, timeout…) is sent again next run
+                    cache.put(answer)
         if answer.error is not None:
             verdict_passed, reason, judge_cost = False, answer.error, 0.0
         else:

@@ -153,3 +153,28 @@ def test_live_over_the_fleet_matches_sim(tmp_path: Path, anyio_backend: str) -> 
         rows = {r["model"]: r["passed"] for r in report["classes"]["sum"]["models"]}
         assert rows == {"mini": 8, "big": 10}, mode
         assert report["classes"]["sum"]["chosen"] == "big"
+
+
+async def test_a_failed_call_is_sent_again_on_the_next_run(tmp_path: Path) -> None:
+    from specexec import CallableBackend, Response, Unavailable
+
+    spec = load_eval(write_eval(tmp_path, n=2))
+    calls = {"n": 0}
+
+    async def flaky(q: Query) -> Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Unavailable("503 from the provider")
+        return Response(q.text.split()[2] and str(int(q.text.split()[2]) + 1))
+
+    backends = [CallableBackend("mini", flaky), CallableBackend("big", flaky)]
+    cache = Cache(tmp_path / "cache.jsonl")
+    jobs = plan(spec, {})
+    async with Runtime(backends) as rt:
+        first = await run_eval(spec, rt, jobs, cache, concurrency=1)
+    assert sum(not r.passed for r in first) == 1
+    sent = calls["n"]
+    async with Runtime(backends) as rt:
+        second = await run_eval(spec, rt, jobs, Cache(tmp_path / "cache.jsonl"), concurrency=1)
+    assert calls["n"] == sent + 1  # only the failed case is sent again
+    assert all(r.passed for r in second)

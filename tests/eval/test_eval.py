@@ -241,3 +241,19 @@ def test_cli_registers_eval() -> None:
     from specexec._cli import COMMANDS
 
     assert COMMANDS["eval"][0] == "benchmarks.eval"
+
+
+def test_written_routes_are_minimal_and_keep_the_base_policies(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.toml"
+    base = tmp_path / "base.toml"
+    base.write_text(
+        'default = "math"\n[routes.math]\nmode = "single"\ncandidates = ["big"]\n'
+        '[routes.other]\nmode = "hedge"\ncandidates = ["mini", "big"]\ndelay = 0.25\n'
+    )
+    path = write_eval(tmp_path, extra='router = "base.toml"')
+    assert run(str(path), "--sim", "--write-routes", str(routes))[0] == 0
+    text = routes.read_text()
+    assert '[routes.math]\nmode = "failover"\ncandidates = ["mini", "big"]\norder = "as_listed"\n' in text
+    assert "stall_timeout" not in text
+    written, original = Router.from_toml(routes), Router.from_toml(base)
+    assert written.routes["other"] == original.routes["other"]
