@@ -35,6 +35,7 @@ class CaseResult(msgspec.Struct, frozen=True):
     reason: str = ""
     cached: bool = False
     skipped: bool = False
+    model: str | None = None
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -156,6 +157,7 @@ async def run_eval(
             answer.cost + judge_cost,
             reason,
             cached=cached is not None,
+            model=answer.model,
         )
         bump()
 

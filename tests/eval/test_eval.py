@@ -257,3 +257,33 @@ def test_written_routes_are_minimal_and_keep_the_base_policies(tmp_path: Path) -
     assert "stall_timeout" not in text
     written, original = Router.from_toml(routes), Router.from_toml(base)
     assert written.routes["other"] == original.routes["other"]
+
+
+def test_target_with_yes_sends_over_http(tmp_path: Path, fleet: object) -> None:
+    from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
+
+    (tmp_path / "cases.jsonl").write_text(
+        json.dumps({"prompt": CANARY_QUESTION, "reference": CANARY_ANSWER})
+        + "\n"
+        + json.dumps({"prompt": "Say hello", "reference": "Say hello"})
+        + "\n"
+    )
+    (tmp_path / "eval.toml").write_text(
+        '[classes.c]\ndataset = "cases.jsonl"\nscorer = { kind = "normalised" }\nmin_pass_rate = 1.0\n'
+        'candidates = ["alpha-us", "echo-us"]\n'
+    )
+    target = tmp_path / "target.toml"
+    target.write_text(
+        "".join(
+            f'[[backends]]\nkind = "openai"\nname = "{n}"\nbase_url = "{fleet.base_url(n)}"\n'  # type: ignore[attr-defined]
+            f'model = "alpha-mini-2025-01-01"\ninput_price = 1.0\noutput_price = 2.0\nhttp = {{ trust_env = false }}\n'
+            for n in ("alpha-us", "echo-us")
+        )
+    )
+    code, out, err = run(str(tmp_path / "eval.toml"), "--target", str(target), "--yes", "--json", "--max-cost", "1")
+    assert code == 0, err
+    assert "worst case" in err and "--max-cost: at most $1.0000" in err
+    rows = {r["model"]: r for r in json.loads(out)["classes"]["c"]["models"]}
+    assert rows["echo-us"]["passed"] == 2 and rows["echo-us"]["verdict"] == "pass"
+    assert rows["alpha-us"]["passed"] == 1 and rows["alpha-us"]["verdict"] == "fail"
+    assert rows["echo-us"]["cost_mean"] > 0
