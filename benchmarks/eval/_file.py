@@ -281,7 +281,9 @@ def _load_cases(name: str, cls: TaskClass, root: Path, source: str) -> tuple[Cas
             messages=messages,
             max_tokens=cls.max_tokens,
             temperature=0.0,
-            metadata={"task_class": name, "eval_case": case_id},
+            # seed_key: a simulated backend draws this case's latency from its own stream, so
+            # --sim is deterministic whatever order the concurrent calls run in
+            metadata={"task_class": name, "eval_case": case_id, "seed_key": f"{name}/{case_id}"},
         )
         prompt_hash = _hash(raw.prompt, msgspec.to_builtins(messages), cls.max_tokens)
         out.append(Case(case_id, name, query, raw.reference, scorer, prompt_hash))

@@ -224,6 +224,7 @@ def plot(report: EvalReport, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     n = len(report.classes)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4), dpi=110, squeeze=False)
@@ -248,6 +249,7 @@ def plot(report: EvalReport, path: str | Path) -> Path:
             )
         ax.axhline(c.min_pass_rate, linestyle="--", color="grey", linewidth=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(0, 1.05)
         ax.set_title(cls)
         ax.set_xlabel("mean cost per case (USD, log)")

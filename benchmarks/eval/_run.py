@@ -90,7 +90,6 @@ async def run_eval(
     has finished.
     """
     results: list[CaseResult | None] = [None] * len(jobs)
-    limiter = anyio.CapacityLimiter(concurrency)
     slots: dict[str, anyio.CapacityLimiter] = {}
     for name, b in runtime.backends.items():  # wait for a max_concurrency slot here (the engine skips)
         limits = getattr(b, "limits", None)
@@ -109,38 +108,37 @@ async def run_eval(
         cached = cache.get(job.key)
         answer = cached
         if answer is None:
-            async with limiter:
-                reserve = worst_cost(backends[job.backend], job.case) if max_cost is not None else 0.0
-                if max_cost is not None and spent[0] + reserve > max_cost:
-                    results[i] = CaseResult(
-                        job.case.cls,
-                        job.case.id,
-                        job.backend,
-                        False,
-                        0.0,
-                        0.0,
-                        "not sent: --max-cost reached",
-                        skipped=True,
-                    )
-                    bump()
-                    return
-                spent[0] += reserve
-                try:
-                    async with slots.get(job.backend) or contextlib.nullcontext():
-                        result = await runtime.run(job.case.query, Policy.single(job.backend, limit_wait=math.inf))
-                    latency = next(
-                        (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
-                        result.latency,
-                    )  # the model's own time, not the wait for an rpm slot
-                    answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
-                except SpecExecError as exc:
-                    trace = getattr(exc, "trace", None)
-                    cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
-                    latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
-                    answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
-                spent[0] += answer.cost - reserve
-                if answer.error is None:  # a failed call (503, timeout…) is sent again next run
-                    cache.put(answer)
+            reserve = worst_cost(backends[job.backend], job.case) if max_cost is not None else 0.0
+            if max_cost is not None and spent[0] + reserve > max_cost:
+                results[i] = CaseResult(
+                    job.case.cls,
+                    job.case.id,
+                    job.backend,
+                    False,
+                    0.0,
+                    0.0,
+                    "not sent: --max-cost reached",
+                    skipped=True,
+                )
+                bump()
+                return
+            spent[0] += reserve
+            try:
+                async with slots.get(job.backend) or contextlib.nullcontext():
+                    result = await runtime.run(job.case.query, Policy.single(job.backend, limit_wait=math.inf))
+                latency = next(
+                    (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
+                    result.latency,
+                )  # the model's own time, not the wait for an rpm slot
+                answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
+            except SpecExecError as exc:
+                trace = getattr(exc, "trace", None)
+                cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
+                latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
+                answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
+            spent[0] += answer.cost - reserve
+            if answer.error is None:  # a failed call (503, timeout…) is sent again next run
+                cache.put(answer)
         if answer.error is not None:
             verdict_passed, reason, judge_cost = False, answer.error, 0.0
         else:
@@ -161,7 +159,13 @@ async def run_eval(
         )
         bump()
 
+    queue = iter(enumerate(jobs))
+
+    async def worker() -> None:  # workers take the jobs in order: --sim does not depend on task order
+        for i, job in queue:
+            await one(i, job)
+
     async with anyio.create_task_group() as tg:
-        for i, job in enumerate(jobs):
-            tg.start_soon(one, i, job)
+        for _ in range(min(concurrency, len(jobs))):
+            tg.start_soon(worker)
     return [r for r in results if r is not None]

@@ -21,7 +21,9 @@ def wilson(passed: int, n: int, z: float = Z95) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if passed == 0 else min(p, centre - half)  # exact at the ends (float rounding
+    high = 1.0 if passed == n else max(p, centre + half)  # left 40/40's upper bound at 0.99999…)
+    return (max(0.0, low), min(1.0, high))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -287,3 +287,25 @@ def test_target_with_yes_sends_over_http(tmp_path: Path, fleet: object) -> None:
     assert rows["echo-us"]["passed"] == 2 and rows["echo-us"]["verdict"] == "pass"
     assert rows["alpha-us"]["passed"] == 1 and rows["alpha-us"]["verdict"] == "fail"
     assert rows["echo-us"]["cost_mean"] > 0
+
+
+def test_wilson_holds_the_observed_rate() -> None:
+    for n in range(1, 201):
+        for k in range(n + 1):
+            low, high = wilson(k, n)
+            assert low <= k / n <= high, (k, n)
+    assert wilson(40, 40)[1] == 1.0 and wilson(0, 40)[0] == 0.0
+
+
+def test_out_writes_report_plot_and_cache(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out_dir = tmp_path / "out"
+    code, _, err = run(str(write_eval(tmp_path, mini=1.0)), "--sim", "--out", str(out_dir))
+    assert code == 0, err
+    assert {p.name for p in out_dir.iterdir()} == {"report.json", "quality.png", "cache.jsonl"}
+
+
+def test_sim_is_deterministic_for_a_seed() -> None:
+    first = run(str(STARTER), "--sim", "--json")[1]
+    for _ in range(3):
+        assert run(str(STARTER), "--sim", "--json")[1] == first
