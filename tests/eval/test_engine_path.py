@@ -178,3 +178,25 @@ async def test_a_failed_call_is_sent_again_on_the_next_run(tmp_path: Path) -> No
         second = await run_eval(spec, rt, jobs, Cache(tmp_path / "cache.jsonl"), concurrency=1)
     assert calls["n"] == sent + 1  # only the failed case is sent again
     assert all(r.passed for r in second)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+def test_starter_eval_over_the_fleet(anyio_backend: str) -> None:
+    """The shipped 100-case eval over real HTTP to the loopback fleet: the same pass counts and
+    choices as --sim (the fleet's answers carry the same quality model)."""
+    import io
+
+    starter = str(Path(__file__).parents[2] / "benchmarks" / "evals" / "starter.toml")
+    reports = {}
+    for mode in ("--sim", "--live"):
+        out = io.StringIO()
+        assert main([starter, mode, "--json", "--jobs", "64"], stdout=out, stderr=io.StringIO()) == 0
+        reports[mode] = json.loads(out.getvalue())
+    for mode, report in reports.items():
+        passed = {(c, r["model"]): r["passed"] for c, v in report["classes"].items() for r in v["models"]}
+        assert passed[("arithmetic", "mini")] == 32 and passed[("extraction", "frontier")] == 30, mode
+    sim, live = reports["--sim"], reports["--live"]
+    assert {c: v["models"][0]["passed"] for c, v in sim["classes"].items()} == {
+        c: v["models"][0]["passed"] for c, v in live["classes"].items()
+    }
+    assert live["classes"]["arithmetic"]["chosen"] == "mid"
