@@ -200,3 +200,29 @@ def test_starter_eval_over_the_fleet(anyio_backend: str) -> None:
         c: v["models"][0]["passed"] for c, v in live["classes"].items()
     }
     assert live["classes"]["arithmetic"]["chosen"] == "mid"
+
+
+def test_rpm_limit_waits_instead_of_failing(tmp_path: Path) -> None:
+    """A quota of 2 requests/min: the eval waits for it (a minute of virtual time) rather than failing cases."""
+    import trio
+    import trio.testing
+
+    trio.run(_rpm_case, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def _rpm_case(tmp_path: Path) -> None:
+    import trio
+
+    (tmp_path / "cases.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"q{i}", "reference": "ok"}) + "\n" for i in range(4))
+    )
+    (tmp_path / "eval.toml").write_text(
+        '[[backends]]\nkind = "simulated"\nname = "m"\n[classes.c]\ndataset = "cases.jsonl"\nmin_pass_rate = 1.0\n'
+    )
+    spec = load_eval(tmp_path / "eval.toml")
+    backend = SimulatedBackend("m", 0.1, reply="ok", limits=Limits(rpm=2))
+    async with Runtime([backend]) as rt:
+        results = await run_eval(spec, rt, plan(spec, {}), Cache(None), concurrency=4)
+    assert [r.passed for r in results] == [True] * 4, [r.reason for r in results]
+    assert all(r.latency < 1.0 for r in results)  # the model's time, not the wait for the quota
+    assert trio.current_time() >= 60.0  # the quota's minute passed
