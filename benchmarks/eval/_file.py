@@ -131,6 +131,9 @@ class Judge(_Scorer, tag="llm_judge", frozen=True):
 ScorerSpec = Exact | Normalised | Numeric | RegexMatch | VerifierScorer | Judge
 """How a case's answer is scored (tagged on ``kind``)."""
 
+SCORER_KINDS = "exact, normalised, numeric, regex, verifier, llm_judge"
+"""The scorer kinds, as an error lists them."""
+
 
 def _fraction(value: float | None, path: str, *, name: str) -> None:
     if value is None:
@@ -361,6 +364,8 @@ def _check_class_tables(source: Path, origin: str) -> None:
         except (msgspec.ValidationError, PolicyError) as exc:
             inner = validation_error(exc, None) if isinstance(exc, msgspec.ValidationError) else exc
             message = str(inner).rsplit(" (at ", 1)[0]
+            if inner.path == "$.scorer.kind":
+                message += f"; scorer kinds: {SCORER_KINDS}"
             raise PolicyError(message, path=f"$.classes.{name}" + inner.path[1:], source=origin) from None
 
 

@@ -309,3 +309,12 @@ def test_sim_is_deterministic_for_a_seed() -> None:
     first = run(str(STARTER), "--sim", "--json")[1]
     for _ in range(3):
         assert run(str(STARTER), "--sim", "--json")[1] == first
+
+
+def test_unknown_scorer_kind_lists_the_kinds(tmp_path: Path) -> None:
+    path = write_eval(tmp_path)
+    path.write_text(path.read_text().replace('kind = "numeric"', 'kind = "numerc"'))
+    with pytest.raises(PolicyError) as e:
+        load_eval(path)
+    assert e.value.path == "$.classes.sum.scorer.kind"
+    assert "exact, normalised, numeric, regex, verifier, llm_judge" in str(e.value)
