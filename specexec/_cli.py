@@ -1,7 +1,7 @@
-"""The ``specexec`` command: ``demo``, ``bench``, ``fleet``, ``probe``.
+"""The ``specexec`` command: ``demo``, ``bench``, ``eval``, ``fleet``, ``probe``.
 
 Each subcommand lives with its package and is imported only when used, so ``import specexec``
-stays light: ``demo`` and ``bench`` in ``benchmarks``, ``fleet`` in ``benchmarks.fleet``,
+stays light: ``demo``, ``bench`` and ``eval`` in ``benchmarks``, ``fleet`` in ``benchmarks.fleet``,
 ``probe`` in ``probes``.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("benchmarks.demo", "start the loopback fleet and compare policies live (no API keys)"),
     "bench": ("benchmarks.bench", "compare policies on tail latency, cost and extra load"),
+    "eval": ("benchmarks.eval", "the cheapest model that passes each task class, measured"),
     "fleet": ("benchmarks.fleet", "run the loopback mock provider fleet"),
     "probe": ("probes", "run the probe daemon"),
 }

@@ -1,0 +1,7 @@
+"""``python -m benchmarks.eval``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""Running every candidate on every case through the engine (``Policy.single`` per candidate),
+with bounded concurrency, the backends' own limits (the runtime enforces them), a total cost
+ceiling, and the cache; then scoring each answer."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+
+import anyio
+import msgspec
+
+from specexec import Backend, Policy, Runtime, SpecExecError
+from specexec._query import estimate_input_tokens
+from specexec.config import BackendConfig
+
+from ._cache import Answer, Cache, cache_key
+from ._file import Case, EvalSpec
+from ._score import score
+
+__all__ = ["CaseResult", "Job", "fingerprints", "plan", "run_eval", "worst_cost"]
+
+
+class CaseResult(msgspec.Struct, frozen=True):
+    """One case × model: the answer, its verdict and what it cost (judging included)."""
+
+    cls: str
+    case: str
+    backend: str
+    passed: bool
+    latency: float
+    cost: float
+    reason: str = ""
+    cached: bool = False
+    skipped: bool = False
+    model: str | None = None
+
+
+class Job(msgspec.Struct, frozen=True):
+    """A case × model to evaluate, with its cache key."""
+
+    case: Case
+    backend: str
+    key: str
+
+
+def fingerprints(spec: EvalSpec, configs: Sequence[BackendConfig]) -> dict[str, str]:
+    """Per backend, a hash of its configuration (and its ``--sim`` quality): a changed backend is resent."""
+    out = {}
+    for c in configs:
+        raw = msgspec.json.encode([msgspec.to_builtins(c), spec.file.quality.get(c.name, {}), spec.file.eval.seed])
+        out[c.name] = hashlib.sha256(raw).hexdigest()[:16]
+    return out
+
+
+def plan(spec: EvalSpec, prints: dict[str, str]) -> list[Job]:
+    """Every case × candidate, class by class."""
+    return [
+        Job(case, b, cache_key(cls, case.id, b, prints.get(b, ""), case.prompt_hash))
+        for cls, cases in spec.cases.items()
+        for b in spec.candidates(cls)
+        for case in cases
+    ]
+
+
+def worst_cost(backend: Backend, case: Case) -> float:
+    """The worst case of one call (input tokens + ``max_tokens`` output), USD."""
+    counter = getattr(backend, "count_input_tokens", None)
+    tokens = int(counter(case.query)) if counter is not None else estimate_input_tokens(case.query)
+    return (tokens * backend.input_price + case.query.max_tokens * backend.output_price) / 1e6
+
+
+async def run_eval(
+    spec: EvalSpec,
+    runtime: Runtime,
+    jobs: Sequence[Job],
+    cache: Cache,
+    *,
+    concurrency: int,
+    max_cost: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[CaseResult]:
+    """Evaluate ``jobs`` (cached answers are rescored, not resent); results in ``jobs`` order.
+
+    At most ``concurrency`` calls are in flight. With ``max_cost``, a call is sent only if its
+    worst case fits what is left of it (reserved first, settled to the real cost after); those
+    that do not fit are ``skipped`` (and count as failures). Returns when every call it started
+    has finished.
+    """
+    results: list[CaseResult | None] = [None] * len(jobs)
+    slots: dict[str, anyio.CapacityLimiter] = {}
+    for name, b in runtime.backends.items():  # wait for a max_concurrency slot here (the engine skips)
+        limits = getattr(b, "limits", None)
+        if limits is not None and limits.max_concurrency is not None:
+            slots[name] = anyio.CapacityLimiter(limits.max_concurrency)
+    spent = [0.0]
+    done = [0]
+    backends = runtime.backends
+
+    def bump() -> None:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(done[0])
+
+    async def one(i: int, job: Job) -> None:
+        cached = cache.get(job.key)
+        answer = cached
+        if answer is None:
+            reserve = worst_cost(backends[job.backend], job.case) if max_cost is not None else 0.0
+            if max_cost is not None and spent[0] + reserve > max_cost:
+                results[i] = CaseResult(
+                    job.case.cls,
+                    job.case.id,
+                    job.backend,
+                    False,
+                    0.0,
+                    0.0,
+                    "not sent: --max-cost reached",
+                    skipped=True,
+                )
+                bump()
+                return
+            spent[0] += reserve
+            try:
+                async with slots.get(job.backend) or contextlib.nullcontext():
+                    result = await runtime.run(job.case.query, Policy.single(job.backend, limit_wait=math.inf))
+                latency = next(
+                    (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
+                    result.latency,
+                )  # the model's own time, not the wait for an rpm slot
+                answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
+            except SpecExecError as exc:
+                trace = getattr(exc, "trace", None)
+                cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
+                latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
+                answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
+            spent[0] += answer.cost - reserve
+            if answer.error is None:  # a failed call (503, timeout…) is sent again next run
+                cache.put(answer)
+        if answer.error is not None:
+            verdict_passed, reason, judge_cost = False, answer.error, 0.0
+        else:
+            from specexec import Response
+
+            s = await score(job.case, Response(answer.text, model=answer.model), runtime)
+            verdict_passed, reason, judge_cost = s.passed, s.reason, s.cost
+        results[i] = CaseResult(
+            job.case.cls,
+            job.case.id,
+            job.backend,
+            verdict_passed,
+            answer.latency,
+            answer.cost + judge_cost,
+            reason,
+            cached=cached is not None,
+            model=answer.model,
+        )
+        bump()
+
+    queue = iter(enumerate(jobs))
+
+    async def worker() -> None:  # workers take the jobs in order: --sim does not depend on task order
+        for i, job in queue:
+            await one(i, job)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(concurrency, len(jobs))):
+            tg.start_soon(worker)
+    return [r for r in results if r is not None]
