@@ -126,10 +126,11 @@ def _relative(exc: PolicyError, name: str) -> PolicyError:
 
 
 def _check_headers(headers: Mapping[str, str]) -> None:
-    for key, value in headers.items():
-        if not _HTTP_TOKEN.fullmatch(key):
+    for i, (key, value) in enumerate(headers.items()):
+        if not _HTTP_TOKEN.fullmatch(key):  # never echo it either: a key pasted as a name is still a key
             raise PolicyError(
-                f"{key!r} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                f"header name number {i + 1} is not a valid HTTP header name "
+                "(letters, digits and !#$%&'*+-.^_`|~ only)",
                 path="$.headers",
             )
         if _CONTROL.search(value):  # never echo the value: it may be a credential
