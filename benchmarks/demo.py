@@ -7,7 +7,7 @@ one after the other on a freshly reset fleet, ≈ 20 s in all — prints the tab
 JSON, ``.hgrm`` files and the percentile plot to ``./specexec-demo/`` (or ``--out``). No API
 keys, no external services.
 
-It also starts the probe daemon (``python -m probes``, a subprocess probing every deployment
+It also starts the probe daemon (``python -m specexec.probes``, a subprocess probing every deployment
 once a second, canary included) and gives each policy's runtime a ``specexec.HealthFeed``
 following it; ``--no-probes`` skips it, and if it cannot start the demo goes on without it
 (health is then learned from the demo's own traffic only).
@@ -29,12 +29,12 @@ from types import TracebackType
 
 import msgspec
 
-from benchmarks.bench._live import FeedsFn, fleet_config, run_on_fleet
-from benchmarks.bench._progress import Progress, progress_wanted
-from benchmarks.bench._report import build_result, render, to_json, write_outputs
-from benchmarks.bench._scenario import load_scenario
-from benchmarks.fleet import FleetConfig, FleetStartError, start_fleet_process
 from specexec import HealthFeed, PolicyError
+from specexec.bench.bench._live import FeedsFn, fleet_config, run_on_fleet
+from specexec.bench.bench._progress import Progress, progress_wanted
+from specexec.bench.bench._report import build_result, render, to_json, write_outputs
+from specexec.bench.bench._scenario import load_scenario
+from specexec.bench.fleet import FleetConfig, FleetStartError, start_fleet_process
 
 __all__ = ["DEFAULT_DURATION", "DEFAULT_OUT", "PROBE_INTERVAL", "ProbeDaemonProcess", "main"]
 
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class ProbeDaemonProcess:
-    """The probe daemon (``python -m probes``) in a subprocess, probing the fleet's deployments.
+    """The probe daemon (``python -m specexec.probes``) in a subprocess, probing the fleet's deployments.
 
     ``start`` writes its config (one ``[[backends]]`` entry per deployment, ``[probe]`` every
     ``PROBE_INTERVAL`` seconds with the canary question every 5th probe, HTTP on a free
@@ -122,7 +122,17 @@ class ProbeDaemonProcess:
         path.write_text(self.config_text(config, urls), encoding="utf-8")
         ready = self._dir / "ready.json"
         env = dict(os.environ, **{_PROBE_KEY_ENV: "demo-key-not-checked"})
-        argv = [sys.executable, "-m", "probes", "--config", str(path), "--port", "0", "--ready-file", str(ready)]
+        argv = [
+            sys.executable,
+            "-m",
+            "specexec.probes",
+            "--config",
+            str(path),
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ]
         argv += ["--log-level", "WARNING"]
         with open(self._dir / "stderr.log", "wb") as stderr:
             self._proc = subprocess.Popen(

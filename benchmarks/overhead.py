@@ -1,4 +1,4 @@
-"""``python -m benchmarks.overhead``: what ``run()`` adds over a bare ``await backend.complete(q)``.
+"""``python -m specexec.bench.overhead``: what ``run()`` adds over a bare ``await backend.complete(q)``.
 
 An instant in-process backend (it yields once, ``anyio.lowlevel.checkpoint()``, then returns
 a prebuilt ``Response``) is called three ways, on trio and on asyncio + uvloop:
@@ -370,7 +370,7 @@ def render(loop: str, rows: list[dict[str, Any]], iterations: int) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.overhead",
+        prog="python -m specexec.bench.overhead",
         description="run() overhead over a bare backend call, next to its structured-concurrency floor.",
     )
     p.add_argument("--backend", choices=["trio", "asyncio", "both"], default="both", help="event loop (default: both)")

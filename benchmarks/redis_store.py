@@ -1,7 +1,7 @@
 """Cost of a shared budget: ``reserve`` + ``settle`` on ``RedisBudgetStore`` (a real redis-server on
 loopback) next to the in-process store, on trio and on asyncio + uvloop, measured side by side.
 
-    python -m benchmarks.redis_store [--calls 2000]
+    python -m specexec.bench.redis_store [--calls 2000]
 
 Prints the median µs per reserve+settle pair for each store and loop, and the ratio.
 """
@@ -14,7 +14,7 @@ import time
 
 import anyio
 
-from benchmarks.redis_server import RedisServer
+from specexec.bench.redis_server import RedisServer
 from specexec.routing import InMemoryBudgetStore
 from specexec.stores import RedisBudgetStore
 

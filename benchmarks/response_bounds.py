@@ -1,4 +1,4 @@
-"""``python -m benchmarks.response_bounds``: memory and time of hostile 200 answers (issue 9 item 12).
+"""``python -m specexec.bench.response_bounds``: memory and time of hostile 200 answers (issue 9 item 12).
 
 Each case runs in its own subprocess (so each peak RSS is its own) against a tiny HTTP/1.1
 server on 127.0.0.1 in that process, which makes its body lazily from small pieces (so the
@@ -130,7 +130,7 @@ async def _case(case: str, http: HttpConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run every case (each in a subprocess) and print one JSON line per case."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.response_bounds", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m specexec.bench.response_bounds", description=__doc__.split("\n")[0])
     p.add_argument("--case", choices=CASES, help="run this case here (used by the parent run)")
     p.add_argument("--max-response-bytes", type=int, default=DEFAULT_HTTP_CONFIG.max_response_bytes)
     args = p.parse_args(argv)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(anyio.run(_case, args.case, http, backend="trio")), flush=True)
         return
     for case in CASES:
-        cmd = [sys.executable, "-m", "benchmarks.response_bounds", "--case", case]
+        cmd = [sys.executable, "-m", "specexec.bench.response_bounds", "--case", case]
         cmd += ["--max-response-bytes", str(args.max_response_bytes)]
         subprocess.run(cmd, check=False)
 

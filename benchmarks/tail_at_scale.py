@@ -1,4 +1,4 @@
-"""``python -m benchmarks.tail_at_scale``: the tail-at-scale benchmark (see ``benchmarks/bench/_tail.py``).
+"""``python -m specexec.bench.tail_at_scale``: the tail-at-scale benchmark (see ``benchmarks/bench/_tail.py``).
 
 Runs the ``tail-at-scale`` scenario in virtual time with a sweep of fixed hedge delays, checks
 the targets (adaptive p95: p99 ≥ 65 % and p99.9 ≥ 60 % below a single backend at ≤ 6 % extra
@@ -9,7 +9,7 @@ backend browned out ×5 for a minute. Figures measured on the project's machines
 
 import sys
 
-from benchmarks.bench._tail import main
+from specexec.bench.bench._tail import main
 
 if __name__ == "__main__":
     sys.exit(main())

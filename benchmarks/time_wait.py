@@ -1,4 +1,4 @@
-"""``python -m benchmarks.time_wait``: do cancelled race losers exhaust the local port range?
+"""``python -m specexec.bench.time_wait``: do cancelled race losers exhaust the local port range?
 
 A cancelled attempt closes its HTTP response, so its connection is dropped (the client
 closes first) and its socket waits in TIME-WAIT (60 s on Linux) holding its local port.
@@ -135,7 +135,7 @@ async def _main(rate: float, duration: float, max_in_flight: int, stream: bool) 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options, run the measurement, print the summary as JSON."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.time_wait", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m specexec.bench.time_wait", description=__doc__.split("\n")[0])
     p.add_argument("--rate", type=float, default=100.0, help="races started per second (default 100)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     p.add_argument("--max-in-flight", type=int, default=200, help="races in flight at most (default 200)")

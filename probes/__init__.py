@@ -7,7 +7,7 @@ rotating HDR histograms, and publishes the result over HTTP
 (``/healthz``, ``/v1/health``, ``/v1/snapshot``, ``/metrics``) and as an atomically written
 snapshot file. Services follow it with ``specexec.HealthFeed``. See ``probes/README.md``.
 
-Run it with ``specexec probe --config probes.toml`` or ``python -m probes --config probes.toml``,
+Run it with ``specexec probe --config probes.toml`` or ``python -m specexec.probes --config probes.toml``,
 or in-process::
 
     async with anyio.create_task_group() as tg:

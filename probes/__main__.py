@@ -1,4 +1,4 @@
-"""``python -m probes --config probes.toml``: run the probe daemon."""
+"""``python -m specexec.probes --config probes.toml``: run the probe daemon."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``specexec probe`` / ``python -m probes``: run the probe daemon from a config file.
+"""``specexec probe`` / ``python -m specexec.probes``: run the probe daemon from a config file.
 
 Exit status: 0 after a clean stop (SIGTERM or SIGINT: probes are cancelled, the final
 snapshot is written), 1 when the daemon cannot run (e.g. the port is taken), 2 for a bad

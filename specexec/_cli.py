@@ -1,8 +1,8 @@
 """The ``specexec`` command: ``demo``, ``bench``, ``eval``, ``fleet``, ``probe``.
 
 Each subcommand lives with its package and is imported only when used, so ``import specexec``
-stays light: ``demo``, ``bench`` and ``eval`` in ``benchmarks``, ``fleet`` in ``benchmarks.fleet``,
-``probe`` in ``probes``.
+stays light: ``demo``, ``bench`` and ``eval`` in ``specexec.bench``, ``fleet`` in
+``specexec.bench.fleet``, ``probe`` in ``specexec.probes``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("benchmarks.demo", "start the loopback fleet and compare policies live (no API keys)"),
-    "bench": ("benchmarks.bench", "compare policies on tail latency, cost and extra load"),
-    "eval": ("benchmarks.eval", "the cheapest model that passes each task class, measured"),
-    "fleet": ("benchmarks.fleet", "run the loopback mock provider fleet"),
-    "probe": ("probes", "run the probe daemon"),
+    "demo": ("specexec.bench.demo", "start the loopback fleet and compare policies live (no API keys)"),
+    "bench": ("specexec.bench.bench", "compare policies on tail latency, cost and extra load"),
+    "eval": ("specexec.bench.eval", "the cheapest model that passes each task class, measured"),
+    "fleet": ("specexec.bench.fleet", "run the loopback mock provider fleet"),
+    "probe": ("specexec.probes", "run the probe daemon"),
 }
 
 USAGE = (

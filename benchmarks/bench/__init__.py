@@ -5,7 +5,7 @@ an open-loop workload and the policies to compare. It runs in virtual time again
 backends (``--sim``: deterministic for a seed), against the loopback mock fleet on the real
 clock (``--live``), or against your own endpoints (``--target``). See ``README.md`` here.
 
->>> from benchmarks.bench import load_scenario, simulate, build_result, render
+>>> from specexec.bench.bench import load_scenario, simulate, build_result, render
 >>> scenario = load_scenario("tail-at-scale").with_options(requests=2000)
 >>> print(render(build_result(scenario, "sim", simulate(scenario), elapsed=1.0)))  # doctest: +SKIP
 """

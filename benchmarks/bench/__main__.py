@@ -1,4 +1,4 @@
-"""``python -m benchmarks.bench`` — the same as ``specexec bench``."""
+"""``python -m specexec.bench.bench`` — the same as ``specexec bench``."""
 
 import sys
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import trio
 
-from benchmarks.fleet import (
+from specexec import Backend, HealthFeedLike, PolicyError, Runtime
+from specexec import Constant as SimConstant
+from specexec import LogNormal as SimLogNormal
+from specexec import Mixture as SimMixture
+from specexec import Scaled as SimScaled
+from specexec import Uniform as SimUniform
+from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible
+from specexec.bench.fleet import (
     Constant,
     Deployment,
     Faults,
@@ -28,13 +35,6 @@ from benchmarks.fleet import (
     Weighted,
     start_fleet_process,
 )
-from specexec import Backend, HealthFeedLike, PolicyError, Runtime
-from specexec import Constant as SimConstant
-from specexec import LogNormal as SimLogNormal
-from specexec import Mixture as SimMixture
-from specexec import Scaled as SimScaled
-from specexec import Uniform as SimUniform
-from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible
 from specexec.config import SimulatedConfig
 
 from ._driver import LastTrace, drive

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import trio
 
 import specexec
-from benchmarks.fleet import Deployment, FleetConfig, LogNormal, start_fleet_process
 from specexec import Backend, Policy, Runtime
 from specexec.backends import HttpConfig, HttpTimeouts, OpenAICompatible
+from specexec.bench.fleet import Deployment, FleetConfig, LogNormal, start_fleet_process
 
 from ._routing import (
     CLASSES,

@@ -70,10 +70,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from benchmarks.fleet import FleetConfig, FleetConfigError
 from specexec import Distribution, HealthConfig, Policy, PolicyError
 from specexec._policy import _PolicyFile, from_file
 from specexec._toml import decode_toml, read_toml_source, validation_error
+from specexec.bench.fleet import FleetConfig, FleetConfigError
 from specexec.config import BackendConfig, SimulatedConfig
 from specexec.verifiers import VerifierSpec
 
@@ -573,9 +573,9 @@ def _rebase(exc: PolicyError, prefix: str, origin: str | None) -> PolicyError:
 
 def _fleet_events(events: Sequence[Event], identities: list[tuple[str, str, str]]) -> tuple[Any, ...]:
     """The scenario's events as fleet events (``benchmarks.fleet``), targeting deployments by name."""
-    from benchmarks.fleet import Brownout as FleetBrownout
-    from benchmarks.fleet import Outage as FleetOutage
-    from benchmarks.fleet import RateLimit as FleetRateLimit
+    from specexec.bench.fleet import Brownout as FleetBrownout
+    from specexec.bench.fleet import Outage as FleetOutage
+    from specexec.bench.fleet import RateLimit as FleetRateLimit
 
     out: list[Any] = []
     for ev in events:

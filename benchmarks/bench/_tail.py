@@ -1,4 +1,4 @@
-"""The tail-at-scale benchmark (``python -m benchmarks.tail_at_scale``): the ``tail-at-scale``
+"""The tail-at-scale benchmark (``python -m specexec.bench.tail_at_scale``): the ``tail-at-scale``
 scenario, a sweep of fixed hedge delays, an analytic cross-check, and a fleet-wide brownout.
 
 1. The scenario's policies (single backend; fixed delay at the true p95; adaptive ``p95`` with
@@ -269,7 +269,7 @@ def _ms(seconds: float | None) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.tail_at_scale",
+        prog="python -m specexec.bench.tail_at_scale",
         description="The tail-at-scale benchmark: adaptive hedging vs single, fixed delays (sweep) and a brownout.",
     )
     p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help=f"per policy (default {DEFAULT_REQUESTS:,})")

@@ -42,7 +42,6 @@ import msgspec
 import trio
 import trio.testing
 
-from benchmarks.fleet import Deployment, FleetConfig, start_fleet_process
 from specexec import (
     Constant,
     HealthConfig,
@@ -55,6 +54,7 @@ from specexec import (
     slow_tail,
 )
 from specexec.backends import HttpConfig, HttpTimeouts, OpenAICompatible
+from specexec.bench.fleet import Deployment, FleetConfig, start_fleet_process
 
 from ._driver import LastTrace, drive
 from ._live import fleet_distribution, run_policy_live
@@ -197,11 +197,16 @@ def live_ttft(sc: Scenario, names: Sequence[str], on_progress: Callable[[int], N
                 sc,
                 name,
                 http,
-                lambda n, base=base: on_progress(base + n),
+                _offset(on_progress, base),
                 at_start=proc.reset,
                 streamed=name in STREAMED,
             )
     return out
+
+
+def _offset(report: Callable[[int], None], base: int) -> Callable[[int], None]:
+    """``report`` shifted by ``base`` (one progress bar over several policies' runs)."""
+    return lambda n: report(base + n)
 
 
 def fixed_delay_limit(extra_load: float, attempts: int = 3) -> dict[str, float]:
@@ -334,7 +339,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         else:
             for i, name in enumerate(names):
                 base = i * args.requests
-                stats = simulate_ttft(sc, name, lambda n, base=base: progress.update(base + n))
+                stats = simulate_ttft(sc, name, _offset(progress.update, base))
                 summaries[name] = stats.total.summary()
     except PolicyError as exc:
         progress.close()

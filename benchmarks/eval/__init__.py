@@ -2,7 +2,7 @@
 written in the eval file, measured through the engine; written into a router, compared with
 the last eval. See ``_file`` for the eval file's shape.
 
->>> from benchmarks.eval import load_eval, main
+>>> from specexec.bench.eval import load_eval, main
 >>> main(["benchmarks/evals/starter.toml", "--sim"])  # doctest: +SKIP
 """
 

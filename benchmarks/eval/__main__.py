@@ -1,4 +1,4 @@
-"""``python -m benchmarks.eval``."""
+"""``python -m specexec.bench.eval``."""
 
 import sys
 

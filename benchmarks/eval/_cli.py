@@ -19,9 +19,9 @@ from typing import TextIO
 import trio
 import trio.testing
 
-from benchmarks.bench import Progress, progress_wanted
-from benchmarks.bench._target import CostLine, confirm
 from specexec import Backend, PolicyError, Router, Runtime
+from specexec.bench.bench import Progress, progress_wanted
+from specexec.bench.bench._target import CostLine, confirm
 from specexec.config import BackendConfig, RuntimeConfig, SimulatedConfig
 
 from ._cache import Cache
@@ -160,7 +160,7 @@ def main(
         return 2
     with contextlib.ExitStack() as stack:
         if fleet_cfg is not None:
-            from benchmarks.fleet import start_fleet_process
+            from specexec.bench.fleet import start_fleet_process
 
             fleet = stack.enter_context(start_fleet_process(fleet_cfg))
             backends = fleet_backends(spec, fleet)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.fleet import Constant, Deployment, FleetConfig, FleetProcess, LogNormal, Uniform
 from specexec import Backend, PolicyError
 from specexec import Constant as SimConstant
 from specexec import LogNormal as SimLogNormal
 from specexec import Uniform as SimUniform
 from specexec.backends import HttpConfig, OpenAICompatible
+from specexec.bench.fleet import Constant, Deployment, FleetConfig, FleetProcess, LogNormal, Uniform
 from specexec.config import SimulatedConfig
 
 from ._file import EvalSpec

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.fleet``: run the loopback mock provider fleet."""
+"""``python -m specexec.bench.fleet``: run the loopback mock provider fleet."""
 
 import sys
 

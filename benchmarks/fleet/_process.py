@@ -142,7 +142,7 @@ def start_fleet_process(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
 ) -> FleetProcess:
-    """Launch ``python -m benchmarks.fleet`` on ``config`` and wait until it listens.
+    """Launch ``python -m specexec.bench.fleet`` on ``config`` and wait until it listens.
 
     ``config`` is a TOML path or a :class:`FleetConfig` (written to a temporary TOML).
     ``env`` adds variables to the child's environment (e.g. the ones ``api_key_env``
@@ -162,7 +162,7 @@ def start_fleet_process(
         argv = [
             sys.executable,
             "-m",
-            "benchmarks.fleet",
+            "specexec.bench.fleet",
             "--config",
             str(config_path),
             "--port",

@@ -107,7 +107,7 @@ async def _serve_with_signals(config: FleetConfig, args: argparse.Namespace, hos
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.fleet",
+        prog="python -m specexec.bench.fleet",
         description="Loopback mock fleet of OpenAI- and Anthropic-compatible LLM deployments.",
     )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="fleet TOML (default: the example fleet)")
@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``python -m benchmarks.fleet`` / ``specexec fleet`` command; returns the exit status."""
+    """The ``python -m specexec.bench.fleet`` / ``specexec fleet`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         config = FleetConfig.load(args.config)

@@ -2,7 +2,7 @@
 
 Use it from any ``conftest.py``::
 
-    from benchmarks.fleet.pytest_fixtures import fleet  # noqa: F401
+    from specexec.bench.fleet.pytest_fixtures import fleet  # noqa: F401
 
 Then a test takes ``fleet`` (a :class:`~benchmarks.fleet.FleetProcess`) and points a
 client at ``fleet.base_url("alpha-us")``. The config is :func:`fleet_test_config`: fast,

@@ -9,7 +9,7 @@ limit, add — so concurrent reservations from any number of processes never ove
 On trio and on asyncio alike: redis-py's asyncio client serves asyncio; it has no trio support,
 so under trio the synchronous client runs in a worker thread (``anyio.to_thread``, one call per
 operation, bounded by a capacity limiter). Measured cost per ``reserve`` + ``settle``:
-``python -m benchmarks.redis_store``.
+``python -m specexec.bench.redis_store``.
 
 Failure never fails a run: when Redis cannot be reached (connection refused, reset, a timeout
 of ``timeout`` seconds) the store falls back to an in-process tally — budgets are then per

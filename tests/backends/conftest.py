@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fleet.pytest_fixtures import fleet as fleet  # the session's shared test fleet
+from specexec.bench.fleet.pytest_fixtures import fleet as fleet  # the session's shared test fleet
 
 FAKE_KEY = "sk-test-SECRETSECRET1234"
 """A recognisable fake API key: it must never show up in an error, repr or log."""

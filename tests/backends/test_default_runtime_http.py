@@ -16,11 +16,11 @@ import trio
 import uvloop
 
 import specexec
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_QUESTION
 from specexec import _default
 from specexec.backends import HttpTimeouts, OpenAICompatible
 from specexec.backends._http import HostClients
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_QUESTION
 
 
 @pytest.fixture(autouse=True)

@@ -18,17 +18,6 @@ import anyio
 import httpx
 import pytest
 
-from benchmarks.fleet import (
-    Constant,
-    Deployment,
-    Faults,
-    FleetConfig,
-    FleetProcess,
-    Outage,
-    RateLimit,
-    start_fleet_process,
-)
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY, TEST_API_KEY_ENV
 from specexec import (
     AuthError,
     BackendError,
@@ -42,6 +31,17 @@ from specexec import (
 from specexec._resources import Resources, _current
 from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible
 from specexec.backends._http import HostClients, HttpBackend
+from specexec.bench.fleet import (
+    Constant,
+    Deployment,
+    Faults,
+    FleetConfig,
+    FleetProcess,
+    Outage,
+    RateLimit,
+    start_fleet_process,
+)
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY, TEST_API_KEY_ENV
 
 from .conftest import FAKE_KEY
 

@@ -16,7 +16,6 @@ import anyio
 import anyio.abc
 import pytest
 
-from benchmarks.fleet import Constant, Deployment, Faults, FleetConfig, FleetProcess, start_fleet_process
 from specexec import (
     AuthError,
     BadResponse,
@@ -28,6 +27,7 @@ from specexec import (
     Unavailable,
 )
 from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible, _http
+from specexec.bench.fleet import Constant, Deployment, Faults, FleetConfig, FleetProcess, start_fleet_process
 
 from .conftest import FAKE_KEY
 from .test_hardening import assert_no_key

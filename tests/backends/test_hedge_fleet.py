@@ -6,10 +6,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 from specexec import Policy, Runtime
 from specexec.backends import OpenAICompatible
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 from tests.backends.test_e2e_fleet import settled_stats
 
 pytestmark = pytest.mark.anyio

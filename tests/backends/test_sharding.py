@@ -8,12 +8,12 @@ import anyio
 import httpx
 import pytest
 
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 from specexec import Policy, PolicyError, Query, Runtime, Unavailable
 from specexec._resources import Resources, _current
 from specexec.backends import DEFAULT_CLIENTS_PER_HOST, DEFAULT_HTTP_CONFIG, HttpConfig, OpenAICompatible
 from specexec.backends._http import MIN_CONNECTIONS_PER_SHARD, HostClients
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 
 TIMEOUT = httpx.Timeout(5.0)
 

@@ -8,10 +8,10 @@ import anyio
 import pytest
 
 import specexec
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 from specexec import Policy, Query, Runtime
 from specexec.backends import Anthropic, OpenAICompatible
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 from tests.backends.test_e2e_fleet import _keys as _keys  # the API key variables
 from tests.backends.test_e2e_fleet import faults_fleet as faults_fleet
 from tests.backends.test_e2e_fleet import make, settled_stats

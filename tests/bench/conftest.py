@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fleet.pytest_fixtures import fleet as fleet  # the session's shared test fleet
+from specexec.bench.fleet.pytest_fixtures import fleet as fleet  # the session's shared test fleet
 
 SMALL = """
 # A small scenario for tests: two simulated backends.

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import main
-from benchmarks.fleet import FleetProcess
 from specexec._cli import main as specexec_main
+from specexec.bench.bench import main
+from specexec.bench.fleet import FleetProcess
 
 from .conftest import SMALL
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import demo
+from specexec.bench import demo
 
 
 def test_demo_runs_end_to_end(

@@ -9,10 +9,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from benchmarks.bench import load_scenario, run_policy_live
-from benchmarks.bench._live import fleet_config
-from benchmarks.fleet import LogNormal, Mixture
 from specexec import CallableBackend, PolicyError, Query
+from specexec.bench.bench import load_scenario, run_policy_live
+from specexec.bench.bench._live import fleet_config
+from specexec.bench.fleet import LogNormal, Mixture
 
 from .conftest import SMALL
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from benchmarks.bench import Progress, progress_wanted
+from specexec.bench.bench import Progress, progress_wanted
 
 
 class _Tty(io.StringIO):

@@ -9,10 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from benchmarks.bench import build_result, load_scenario, render, simulate, to_json, write_outputs
-from benchmarks.bench._report import PLOT_HINT, percentile_curve
-from benchmarks.bench._stats import PolicyStats, Stats, new_histogram
 from specexec import AttemptRecord, Trace
+from specexec.bench.bench import build_result, load_scenario, render, simulate, to_json, write_outputs
+from specexec.bench.bench._report import PLOT_HINT, percentile_curve
+from specexec.bench.bench._stats import PolicyStats, Stats, new_histogram
 
 from .conftest import SMALL
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import builtin_scenarios, load_scenario, resolve_scenario
-from benchmarks.bench._scenario import Brownout, leading_comment
 from specexec import PolicyError
+from specexec.bench.bench import builtin_scenarios, load_scenario, resolve_scenario
+from specexec.bench.bench._scenario import Brownout, leading_comment
 
 from .conftest import SMALL
 

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from benchmarks.bench import build_result, load_scenario, simulate
-from benchmarks.bench._tail import fixed_delay_analysis, sweep_scenario
+from specexec.bench.bench import build_result, load_scenario, simulate
+from specexec.bench.bench._tail import fixed_delay_analysis, sweep_scenario
 
 from .conftest import SMALL
 

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.tail_at_scale``: the exact figures, the target checks, a quick run."""
+"""``python -m specexec.bench.tail_at_scale``: the exact figures, the target checks, a quick run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from benchmarks.bench._scenario import Brownout, load_scenario
-from benchmarks.bench._stats import Summary
-from benchmarks.bench._tail import brownout_scenario, fixed_delay_analysis, main, quantile, targets
+from specexec.bench.bench._scenario import Brownout, load_scenario
+from specexec.bench.bench._stats import Summary
+from specexec.bench.bench._tail import brownout_scenario, fixed_delay_analysis, main, quantile, targets
 
 DIST = load_scenario("tail-at-scale").backends[0].latency  # type: ignore[union-attr]
 

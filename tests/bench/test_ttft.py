@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.bench import main as bench_main
-from benchmarks.bench._stats import Stats
-from benchmarks.bench._tail import fixed_delay_analysis
-from benchmarks.bench._ttft import TTFT, fixed_delay_limit, main, scenario, simulate_ttft
+from specexec.bench.bench import main as bench_main
+from specexec.bench.bench._stats import Stats
+from specexec.bench.bench._tail import fixed_delay_analysis
+from specexec.bench.bench._ttft import TTFT, fixed_delay_limit, main, scenario, simulate_ttft
 
 
 def _draw_ttft(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -104,8 +104,8 @@ def test_cancelled_attempts_are_charged_by_the_tokens_they_received() -> None:
     import trio.testing
 
     import specexec
-    from benchmarks.bench._driver import received_cost
-    from benchmarks.bench._ttft import backends
+    from specexec.bench.bench._driver import received_cost
+    from specexec.bench.bench._ttft import backends
 
     found: dict[str, float] = {}
 

@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
-from benchmarks.bench._scenario import QuerySpec, Workload
-from benchmarks.bench._workload import requests
 from specexec import Uniform
+from specexec.bench.bench._scenario import QuerySpec, Workload
+from specexec.bench.bench._workload import requests
 
 
 def test_count_warmup_and_seed_keys() -> None:

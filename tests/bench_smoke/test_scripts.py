@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import http, overhead
+from specexec.bench import http, overhead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def run_json(module: str, *args: str) -> dict[str, Any]:
 
 
 def test_overhead_json_has_every_scenario_on_both_loops() -> None:
-    doc = run_json("benchmarks.overhead", "--iterations", "40", "--chunk", "10", "--warmup", "5")
+    doc = run_json("specexec.bench.overhead", "--iterations", "40", "--chunk", "10", "--warmup", "5")
     assert doc["benchmark"] == "overhead" and doc["iterations"] == 40
     assert set(doc["loops"]) == {"trio", "asyncio+uvloop"}
     for loop in doc["loops"].values():
@@ -55,7 +55,7 @@ def test_overhead_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_http_json_compares_both_variants_without_errors() -> None:
-    doc = run_json("benchmarks.http", "--requests", "20", "--rounds", "2", "--concurrency", "1,4", "--breakdown")
+    doc = run_json("specexec.bench.http", "--requests", "20", "--rounds", "2", "--concurrency", "1,4", "--breakdown")
     assert doc["benchmark"] == "http"
     assert set(doc["loops"]) == {"trio", "asyncio+uvloop"}
     for rows in doc["loops"].values():

@@ -1,3 +1,3 @@
 """The session's shared loopback fleet for the eval tests."""
 
-from benchmarks.fleet.pytest_fixtures import fleet as fleet
+from specexec.bench.fleet.pytest_fixtures import fleet as fleet

@@ -7,9 +7,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from benchmarks.eval import load_eval
-from benchmarks.eval._continuous import EvalHealth, watch
 from specexec import Query, Runtime, SimulatedBackend
+from specexec.bench.eval import load_eval
+from specexec.bench.eval._continuous import EvalHealth, watch
 
 from .test_eval import write_eval
 

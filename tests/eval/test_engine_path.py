@@ -9,12 +9,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from benchmarks.eval import load_eval, main, routing_quality
-from benchmarks.eval._cache import Cache
-from benchmarks.eval._report import build_report, plot
-from benchmarks.eval._run import fingerprints, plan, run_eval
-from benchmarks.eval._sim import sim_backends
 from specexec import Limits, Query, Router, Runtime, SimulatedBackend
+from specexec.bench.eval import load_eval, main, routing_quality
+from specexec.bench.eval._cache import Cache
+from specexec.bench.eval._report import build_report, plot
+from specexec.bench.eval._run import fingerprints, plan, run_eval
+from specexec.bench.eval._sim import sim_backends
 
 from .test_eval import write_eval
 

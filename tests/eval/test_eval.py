@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.eval import EXIT_REGRESSION, load_eval, main, wilson
-from benchmarks.eval._report import ModelRow, choose
-from benchmarks.eval._stats import at_least, at_most, percentile
 from specexec import PolicyError, Query, Router
+from specexec.bench.eval import EXIT_REGRESSION, load_eval, main, wilson
+from specexec.bench.eval._report import ModelRow, choose
+from specexec.bench.eval._stats import at_least, at_most, percentile
 
 STARTER = Path(__file__).parents[2] / "benchmarks" / "evals" / "starter.toml"
 
@@ -240,7 +240,7 @@ def test_max_cost_stops_sending(tmp_path: Path) -> None:
 def test_cli_registers_eval() -> None:
     from specexec._cli import COMMANDS
 
-    assert COMMANDS["eval"][0] == "benchmarks.eval"
+    assert COMMANDS["eval"][0] == "specexec.bench.eval"
 
 
 def test_written_routes_are_minimal_and_keep_the_base_policies(tmp_path: Path) -> None:
@@ -260,7 +260,7 @@ def test_written_routes_are_minimal_and_keep_the_base_policies(tmp_path: Path) -
 
 
 def test_target_with_yes_sends_over_http(tmp_path: Path, fleet: object) -> None:
-    from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
+    from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
 
     (tmp_path / "cases.jsonl").write_text(
         json.dumps({"prompt": CANARY_QUESTION, "reference": CANARY_ANSWER})

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-if importlib.util.find_spec("benchmarks") is None:  # repo root not on sys.path (no install, no `pythonpath`)
+if importlib.util.find_spec("specexec.bench") is None:  # repo root not on sys.path (no install, no `pythonpath`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.fleet import (
+from specexec.bench.fleet import (
     Brownout,
     Deployment,
     FleetConfig,
@@ -22,7 +22,7 @@ from benchmarks.fleet import (
     RateLimit,
     start_fleet_process,
 )
-from benchmarks.fleet.pytest_fixtures import fleet  # noqa: F401  (the shared session fixture)
+from specexec.bench.fleet.pytest_fixtures import fleet  # noqa: F401  (the shared session fixture)
 
 MODEL = "m-2025-01-01"
 

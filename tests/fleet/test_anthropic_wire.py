@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY
 
 HEADERS = {"x-api-key": "unused", "anthropic-version": "2023-06-01"}
 BODY: dict[str, Any] = {

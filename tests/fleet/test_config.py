@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fleet import (
+from specexec.bench.fleet import (
     Brownout,
     Constant,
     Deployment,

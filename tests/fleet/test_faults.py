@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet._faults import FAILURE_KINDS, MODIFIER_KINDS
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet._faults import FAILURE_KINDS, MODIFIER_KINDS
 
 MODEL = "m-2025-01-01"
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}

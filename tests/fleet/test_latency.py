@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.fleet import Constant, Deployment, FleetProcess, LatencyModel, LogNormal, Mixture, Weighted
-from benchmarks.fleet._config import Uniform
-from benchmarks.fleet._latency import sample
+from specexec.bench.fleet import Constant, Deployment, FleetProcess, LatencyModel, LogNormal, Mixture, Weighted
+from specexec.bench.fleet._config import Uniform
+from specexec.bench.fleet._latency import sample
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

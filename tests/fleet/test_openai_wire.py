@@ -9,8 +9,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from benchmarks.fleet import FleetProcess
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY
+from specexec.bench.fleet import FleetProcess
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION, TEST_API_KEY
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there fleet"}]
 

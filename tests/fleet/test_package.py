@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-import benchmarks.fleet as fleet_pkg
+import specexec.bench.fleet as fleet_pkg
 
 
 def test_exports_are_complete_and_documented() -> None:

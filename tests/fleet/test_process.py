@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.fleet import (
+from specexec.bench.fleet import (
     DEFAULT_CONFIG_PATH,
     Deployment,
     Faults,
@@ -81,7 +81,15 @@ def test_cli_ready_file_and_listening_line(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fleet", "--config", str(DEFAULT_CONFIG_PATH), "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "specexec.bench.fleet",
+            "--config",
+            str(DEFAULT_CONFIG_PATH),
+            "--ready-file",
+            str(ready),
+        ],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -116,7 +124,7 @@ def _gone(pid: int) -> bool:
 def test_fleet_exits_when_its_parent_dies(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
-        "from benchmarks.fleet import Deployment, FleetConfig, start_fleet_process\n"
+        "from specexec.bench.fleet import Deployment, FleetConfig, start_fleet_process\n"
         "cfg = FleetConfig(deployments=(Deployment(name='a', provider='p', region='r', model='m'),))\n"
         "fleet = start_fleet_process(cfg)\n"
         "print(fleet.pid, fleet._workdir, flush=True)\n"

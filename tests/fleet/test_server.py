@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.fleet import Constant, Deployment, Faults, Fleet, FleetConfig, FleetProcess, FleetStartError
-from benchmarks.fleet.pytest_fixtures import TEST_API_KEY
+from specexec.bench.fleet import Constant, Deployment, Faults, Fleet, FleetConfig, FleetProcess, FleetStartError
+from specexec.bench.fleet.pytest_fixtures import TEST_API_KEY
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

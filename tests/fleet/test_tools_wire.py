@@ -10,9 +10,9 @@ import anthropic
 import openai
 import pytest
 
-from benchmarks.fleet import FleetProcess
 from specexec import Query, Tool, ToolCall
 from specexec.backends import Anthropic, OpenAICompatible
+from specexec.bench.fleet import FleetProcess
 
 WEATHER: dict[str, Any] = {
     "type": "object",

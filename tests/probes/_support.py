@@ -10,8 +10,8 @@ import anyio
 import pytest
 import trio.testing
 
-from probes import ProbeConfig, ProbeDaemon
 from specexec import Backend
+from specexec.probes import ProbeConfig, ProbeDaemon
 
 WALL0 = 19_700 * 86_400.0
 """A UTC midnight (2023-12-09): the wall clock of virtual-time tests is ``WALL0 + loop time``."""

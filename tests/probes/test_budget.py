@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from probes import DailyBudget
-from probes._budget import day_label, utc_day
 from specexec import SimulatedBackend
+from specexec.probes import DailyBudget
+from specexec.probes._budget import day_label, utc_day
 
 from ._support import WALL0, running, sim_config, virtual_time_backend
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from probes import Canary, ProbeConfig
-from probes._expect import contains_answer, normalise
 from specexec import PolicyError, Query, Response
+from specexec.probes import Canary, ProbeConfig
+from specexec.probes._expect import contains_answer, normalise
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from probes import Canary, ProbeConfig
-from probes._config import DEFAULT_BIND, DEFAULT_INTERVAL, DEFAULT_QUERY
 from specexec import PolicyError, Query, Runtime, SimulatedBackend
+from specexec.probes import Canary, ProbeConfig
+from specexec.probes._config import DEFAULT_BIND, DEFAULT_INTERVAL, DEFAULT_QUERY
 
 EXAMPLE = """
 [[backends]]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from probes import ProbeConfig, main
 from specexec import PolicyError
+from specexec.probes import ProbeConfig, main
 
 BACKEND = '[[backends]]\nkind = "simulated"\nname = "a"\n\n'
 

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from probes import ProbeConfig, ProbeDaemon
 from specexec import PolicyError
+from specexec.probes import ProbeConfig, ProbeDaemon
 from tests.toml_text import toml_document
 
 TIME_LIMIT = 5.0

@@ -2,7 +2,7 @@
 
 The fleet (``benchmarks.fleet``, asyncio + uvloop, a subprocess) serves OpenAI- and
 Anthropic-style deployments (see ``benchmarks/fleet/pytest_fixtures.py``). The daemon runs
-in-process (on trio and on asyncio + uvloop) or as the ``python -m probes`` command.
+in-process (on trio and on asyncio + uvloop) or as the ``python -m specexec.probes`` command.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import anyio
 import httpx
 import pytest
 
-from benchmarks.fleet import Constant, Deployment, FleetConfig, FleetProcess, start_fleet_process
-from benchmarks.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
-from probes import ProbeConfig, decode_snapshot, read_snapshot_file
 from specexec import HealthFeed, Policy, Query, Runtime
+from specexec.bench.fleet import Constant, Deployment, FleetConfig, FleetProcess, start_fleet_process
+from specexec.bench.fleet.pytest_fixtures import CANARY_ANSWER, CANARY_QUESTION
+from specexec.probes import ProbeConfig, decode_snapshot, read_snapshot_file
 
 from ._support import REAL_BACKENDS, eventually, running
 
@@ -165,13 +165,24 @@ async def test_a_deployment_going_away_and_coming_back_is_followed(
 
 @contextmanager
 def daemon_process(config: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Any]:
-    """``python -m probes`` in a subprocess; yields ``(process, url, stderr path)`` once it listens."""
+    """``python -m specexec.probes`` in a subprocess; yields ``(process, url, stderr path)`` once it listens."""
     ready = tmp_path / "ready.json"
     stderr_path = tmp_path / "daemon.stderr"
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     with open(stderr_path, "wb") as stderr, open(tmp_path / "daemon.stdout", "wb") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "probes", "--config", str(config), "--port", "0", "--ready-file", str(ready), *args],
+            [
+                sys.executable,
+                "-m",
+                "specexec.probes",
+                "--config",
+                str(config),
+                "--port",
+                "0",
+                "--ready-file",
+                str(ready),
+                *args,
+            ],
             cwd=ROOT,
             env=child_env,
             stdout=stdout,
@@ -292,7 +303,7 @@ async def test_killing_the_daemon_leaves_the_service_working_with_health_aging_t
 
 
 def test_a_daemon_that_cannot_bind_exits_with_status_1() -> None:
-    from probes._cli import _os_error
+    from specexec.probes._cli import _os_error
 
     error = OSError(98, "Address already in use")
     assert _os_error(ExceptionGroup("tg", [ExceptionGroup("inner", [error])])) is error

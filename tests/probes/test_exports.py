@@ -6,9 +6,8 @@ import importlib
 import inspect
 import pkgutil
 
-import probes
 import specexec
-from specexec import _feed
+from specexec import _feed, probes
 
 
 def test_all_names_exist_and_are_documented() -> None:

@@ -11,8 +11,8 @@ import anyio.lowlevel
 import pytest
 
 import specexec
-from probes import read_snapshot_file
 from specexec import HealthConfig, HealthFeed, Policy, Query, Runtime, SimulatedBackend
+from specexec.probes import read_snapshot_file
 
 from ._support import WALL0, running, sim_config, virtual_time_backend, wall
 

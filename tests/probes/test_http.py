@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from probes import HealthReport, ProbeConfig, ProbeDaemon, decode_snapshot
 from specexec import HealthConfig, HealthFeed, Runtime, SimulatedBackend
+from specexec.probes import HealthReport, ProbeConfig, ProbeDaemon, decode_snapshot
 
 from ._prometheus import parse
 from ._support import REAL_BACKENDS, eventually, running

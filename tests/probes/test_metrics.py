@@ -11,8 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from probes._metrics import CONTENT_TYPE, MISSING, Buckets, MetricsUnavailable
 from specexec import SimulatedBackend
+from specexec.probes._metrics import CONTENT_TYPE, MISSING, Buckets, MetricsUnavailable
 
 from ._prometheus import parse
 from ._support import REAL_BACKENDS, running, sim_config, virtual_time_backend

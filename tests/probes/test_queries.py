@@ -15,9 +15,9 @@ import anyio
 import msgspec
 import pytest
 
-from probes import SNAPSHOT_VERSION, decode_snapshot, encode_snapshot, read_snapshot_file
 from specexec import HealthConfig, HealthFeed, Query, Response, Runtime, SimulatedBackend
 from specexec._health import LatencyWindow
+from specexec.probes import SNAPSHOT_VERSION, decode_snapshot, encode_snapshot, read_snapshot_file
 
 from ._prometheus import parse
 from ._support import WALL0, running, sim_config, virtual_time_backend, wall

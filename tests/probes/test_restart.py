@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from probes import read_snapshot_file
 from specexec import SimulatedBackend
+from specexec.probes import read_snapshot_file
 
 from ._support import WALL0, running, sim_config, virtual_time_backend
 

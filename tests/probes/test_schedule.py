@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from probes import ProbeDaemon
 from specexec import BackendBase, BadResponse, CallableBackend, Query, Response, SimulatedBackend
+from specexec.probes import ProbeDaemon
 
 from ._support import WALL0, running, sim_config, virtual_time_backend
 

@@ -9,8 +9,8 @@ import anyio
 import msgspec
 import pytest
 
-from probes import encode_snapshot
 from specexec import AuthError, BackendBase, Query, Response
+from specexec.probes import encode_snapshot
 
 from ._support import running, sim_config, virtual_time_backend
 

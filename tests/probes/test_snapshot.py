@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
-from probes import Snapshot, decode_snapshot, encode_snapshot, read_snapshot_file
-from probes._snapshot import write_atomic
 from specexec import LogNormal, SimulatedBackend
 from specexec._health import LatencyWindow
+from specexec.probes import Snapshot, decode_snapshot, encode_snapshot, read_snapshot_file
+from specexec.probes._snapshot import write_atomic
 
 from ._support import WALL0, running, sim_config, virtual_time_backend
 

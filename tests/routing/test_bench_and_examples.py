@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import _cli
-from benchmarks.bench._routing import CONFIGS, render, run_routing
+from specexec.bench.bench import _cli
+from specexec.bench.bench._routing import CONFIGS, render, run_routing
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import _cli, build_result, load_scenario, render, simulate, to_json
-from benchmarks.bench._workload import requests
 from specexec import PolicyError
+from specexec.bench.bench import _cli, build_result, load_scenario, render, simulate, to_json
+from specexec.bench.bench._workload import requests
 
 SCENARIO = """
 seed = 1

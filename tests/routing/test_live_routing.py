@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.bench import _cli
-from benchmarks.bench._routing import CONFIGS
-from benchmarks.bench._routing_live import live_fleet_config, run_routing_live
-from benchmarks.fleet import Deployment, FleetConfig, FleetConfigError, start_fleet_process
-from benchmarks.fleet._quality import FAIL_MARKER, PASS_MARKER, QualityModel, class_of
+from specexec.bench.bench import _cli
+from specexec.bench.bench._routing import CONFIGS
+from specexec.bench.bench._routing_live import live_fleet_config, run_routing_live
+from specexec.bench.fleet import Deployment, FleetConfig, FleetConfigError, start_fleet_process
+from specexec.bench.fleet._quality import FAIL_MARKER, PASS_MARKER, QualityModel, class_of
 
 CLASSES = {"easy": ("hello there",), "code": ("fix my python function",)}
 

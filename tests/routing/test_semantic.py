@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import specexec
-from benchmarks.bench._routing_set import EXEMPLARS, HELD_OUT
 from specexec import Policy, Query, Runtime, routing
+from specexec.bench.bench._routing_set import EXEMPLARS, HELD_OUT
 from tests.conftest import Timing
 from tests.helpers import Scripted
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import specexec
-from benchmarks.bench._routing_set import EXEMPLARS, HELD_OUT
 from specexec import Policy, Runtime, routing
+from specexec.bench.bench._routing_set import EXEMPLARS, HELD_OUT
 from tests.helpers import Scripted
 from tests.routing.test_semantic import needs_weights
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.redis_server import RedisServer
+from specexec.bench.redis_server import RedisServer
 
 
 @pytest.fixture

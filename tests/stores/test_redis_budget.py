@@ -11,7 +11,7 @@ import textwrap
 import anyio
 import pytest
 
-from benchmarks.redis_server import RedisServer
+from specexec.bench.redis_server import RedisServer
 from specexec.stores import RedisBudgetStore
 
 pytestmark = pytest.mark.anyio

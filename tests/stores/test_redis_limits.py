@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import specexec
-from benchmarks.redis_server import RedisServer
+from specexec.bench.redis_server import RedisServer
 from specexec.stores import RedisRateLimits
 
 WORKER = textwrap.dedent(
