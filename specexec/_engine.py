@@ -566,14 +566,16 @@ class _Run:
                     self._charge_received(attempt)
                 else:
                     attempt.state.health.on_no_first_token(now - attempt.started, now)
-            record.reason = self._cancel_reason()
+            record.reason = self._cancel_reason(attempt)
         attempt.state.health.release()
         self.in_flight.remove(attempt)
         if self.wake is not None:
             self.wake.set()
 
-    def _cancel_reason(self) -> str:
-        if self.winner is not None:
+    def _cancel_reason(self, attempt: _Attempt | None = None) -> str:
+        """Why ``attempt`` (or a judge call: ``None``) was cancelled. The committed stream itself
+        is cancelled only by the deadline or the caller, never by its own commit."""
+        if self.winner is not None and self.winner is not attempt:
             verb = "committed" if self.sink is not None else "answered"
             return f"{self.winner.record.backend} {verb} first"
         if self.fatal is not None:

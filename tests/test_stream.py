@@ -170,6 +170,10 @@ async def test_leaving_early_cancels_everything(timing: Timing) -> None:
         assert a.active == 0 and b.active == 0
         assert a.cancelled == 1 and b.cancelled == 1
     assert traces and traces[0].outcome == "cancelled"
+    committed, loser = traces[0].attempts
+    assert (committed.backend, committed.outcome, committed.reason) == ("a", "cancelled", "caller cancelled")
+    assert (loser.backend, loser.outcome, loser.reason) == ("b", "cancelled", "a committed first")
+    assert committed.ended == timing.approx(0.04)  # the caller left on the 4th piece ("3", at 0.04)
 
 
 async def test_cancelled_streams_are_charged_the_tokens_received(timing: Timing) -> None:
