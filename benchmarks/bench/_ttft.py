@@ -16,6 +16,10 @@ apart; 100 requests/s (Poisson, open loop). Four policies over the same seeded d
   are cancelled;
 - ``race``: all three at once through ``stream``.
 
+Each policy runs on a fresh runtime (empty histograms, a fresh hedge budget): ``--warmup N``
+sends N requests first that are not counted (default none in virtual time, ``LIVE_WARMUP`` =
+1,000, 10 s at 100 req/s, with ``--live``), so a short live run measures the steady state.
+
 TTFT is measured from each request's intended send time to the caller's first piece of text
 (streamed) or to the winning attempt's first token (``run``). Cost is shown twice per request:
 what the engine charges (a cancelled stream pays for the text it sent; an attempt cancelled
@@ -64,7 +68,16 @@ from ._sim import _seed_trio_scheduler
 from ._stats import PERCENTILES, PolicyStats, Summary
 from ._tail import fixed_delay_analysis
 
-__all__ = ["DESCRIPTION", "TTFT", "fixed_delay_limit", "main", "policies", "scenario", "simulate_ttft"]
+__all__ = [
+    "DESCRIPTION",
+    "LIVE_WARMUP",
+    "TTFT",
+    "fixed_delay_limit",
+    "main",
+    "policies",
+    "scenario",
+    "simulate_ttft",
+]
 
 DESCRIPTION = (
     "Hedging the first token: three streaming backends, TTFT lognormal(300 ms, σ 0.3) with a 5 % ×8 slow tail, "
@@ -80,6 +93,11 @@ BACKENDS = ("a", "b", "c")
 DEFAULT_REQUESTS = 20_000
 LIVE_REQUESTS = 3_000
 """Requests per policy by default: 200 s of virtual time, or 30 s of real time (``--live``)."""
+LIVE_WARMUP = 1_000
+"""``--live``: requests sent first and not counted, by default (10 s at 100 req/s). Each policy
+starts on a fresh runtime, so its histograms and hedge budget are empty; live runs are short
+(3,000 requests), so without a warm-up the empty-window start would weigh in every percentile.
+Virtual-time runs are long (20,000) and default to none."""
 STREAMED = frozenset({"hedge-ttft", "race"})
 """The policies sent through ``stream`` (the others through ``run``)."""
 TTFT_LOAD_TARGET, TTFT_RATIO_TARGET = 0.06, 1.10
@@ -97,15 +115,16 @@ def policies() -> dict[str, Policy]:
     }
 
 
-def scenario(requests: int = DEFAULT_REQUESTS, seed: int = 1, rate: float = 100.0) -> Scenario:
-    """The scenario's workload and policies (its backends are built by ``backends``)."""
+def scenario(requests: int = DEFAULT_REQUESTS, seed: int = 1, rate: float = 100.0, warmup: int = 0) -> Scenario:
+    """The scenario's workload and policies (its backends are built by ``backends``); the first
+    ``warmup`` requests of each policy are sent but not counted."""
     return Scenario(
         name="ttft",
         description=DESCRIPTION,
         source=None,
         seed=seed,
         baseline="single",
-        workload=Workload(rate=rate, requests=requests),
+        workload=Workload(rate=rate, requests=requests, warmup=warmup),
         backends=(),
         fleet=None,
         prices={},
@@ -192,7 +211,7 @@ def live_ttft(sc: Scenario, names: Sequence[str], on_progress: Callable[[int], N
                 )
                 for d in proc.config.deployments
             ]
-            base = i * sc.workload.expected_requests()
+            base = i * (sc.workload.expected_requests() + sc.workload.warmup)
             out[name] = run_policy_live(
                 sc,
                 name,
@@ -286,6 +305,12 @@ def targets(summaries: dict[str, Summary]) -> list[tuple[str, str, bool]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specexec bench ttft", description=DESCRIPTION)
     p.add_argument("--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live {LIVE_REQUESTS:,})")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        metavar="N",
+        help=f"first N requests of each policy sent but not counted (default 0; --live {LIVE_WARMUP:,})",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     p.add_argument("--policies", metavar="NAME,...", help="run only these (default: all four)")
@@ -313,10 +338,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return int(exc.code or 0)
     if args.requests is None:
         args.requests = LIVE_REQUESTS if args.live else DEFAULT_REQUESTS
-    if args.requests < 1 or not args.rate > 0:
-        err.write("specexec bench ttft: --requests must be >= 1 and --rate > 0\n")
+    if args.warmup is None:
+        args.warmup = LIVE_WARMUP if args.live else 0
+    if args.requests < 1 or not args.rate > 0 or args.warmup < 0:
+        err.write("specexec bench ttft: --requests must be >= 1, --warmup >= 0 and --rate > 0\n")
         return 2
-    sc = scenario(args.requests, args.seed, args.rate)
+    sc = scenario(args.requests, args.seed, args.rate, args.warmup)
     names = list(sc.policies)
     if args.policies:
         names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -327,7 +354,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     mode = "live" if args.live else "sim"
     progress = Progress(
         f"ttft ({mode})",
-        args.requests * len(names),
+        (args.requests + args.warmup) * len(names),
         enabled=progress_wanted(json_mode=args.json, stdout=out),
         stream=err,
     )
@@ -338,7 +365,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             summaries = {n: s.total.summary() for n, s in live_ttft(sc, names, progress.update).items()}
         else:
             for i, name in enumerate(names):
-                base = i * args.requests
+                base = i * (args.requests + args.warmup)
                 stats = simulate_ttft(sc, name, _offset(progress.update, base))
                 summaries[name] = stats.total.summary()
     except PolicyError as exc:
@@ -354,13 +381,17 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         doc = {
             "summaries": msgspec.to_builtins(summaries),
             "limit_at_5_percent": limit5,
+            "requests": args.requests,
+            "warmup": args.warmup,
             "targets": [{"what": w, "value": v, "met": m} for w, v, m in found],
             "elapsed": elapsed,
         }
         out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
-    out.write(f"ttft — {DESCRIPTION}\n{args.requests:,} requests per policy at {args.rate:g}/s, seed {args.seed}, "
-              f"{'virtual time' if mode == 'sim' else 'live, loopback fleet'} ({elapsed:.1f} s wall)\n\n")  # fmt: skip
+    warm = f" (after {args.warmup:,} warm-up requests, not counted)" if args.warmup else ""
+    clock = "virtual time" if mode == "sim" else "live, loopback fleet"
+    out.write(f"ttft — {DESCRIPTION}\n{args.requests:,} requests per policy{warm} at {args.rate:g}/s, "
+              f"seed {args.seed}, {clock} ({elapsed:.1f} s wall)\n\n")  # fmt: skip
     out.write(_table(summaries) + "\n\n")
     out.write(
         f"fixed-delay hedging limit of this TTFT distribution (closed form, 3 independent backends): at 5 % extra "

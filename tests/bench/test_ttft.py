@@ -94,7 +94,7 @@ def test_list_shows_the_ttft_scenario() -> None:
 
 def test_live_runs_every_policy_streamed_over_loopback() -> None:
     out, err = io.StringIO(), io.StringIO()
-    assert main(["--live", "--requests", "10"], stdout=out, stderr=err) == 0, err.getvalue()
+    assert main(["--live", "--requests", "10", "--warmup", "0"], stdout=out, stderr=err) == 0, err.getvalue()
     for name in ("single", "hedge-total", "hedge-ttft", "race"):
         assert name in out.getvalue()
 
@@ -134,3 +134,31 @@ def test_stats_ship_the_received_cost() -> None:
     s.record(1.0, None, None, None, ttft=0.2, received_cost=1.5)
     assert Stats.from_builtins(s.to_builtins()).summary().cost_received_mean == pytest.approx(1.0)
     assert Stats().summary().cost_received_mean is None
+
+
+def test_warmup_requests_are_sent_but_not_counted() -> None:
+    from specexec.bench.bench._ttft import LIVE_WARMUP, _parser
+
+    out = io.StringIO()
+    args = ["--requests", "150", "--warmup", "100", "--policies", "single,hedge-ttft", "--json"]
+    assert main(args, stdout=out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["warmup"] == 100 and doc["requests"] == 150
+    assert all(s["requests"] == 150 for s in doc["summaries"].values())
+    warm = scenario(requests=150, warmup=100)
+    assert warm.workload.warmup == 100 and warm.workload.expected_requests() == 150
+    # the same first 150 measured requests of a cold run are not those of a warm one: the warm
+    # run's hedge delay comes from a histogram that already holds 100 requests
+    cold = simulate_ttft(scenario(requests=150), "hedge-ttft").total.summary()
+    assert simulate_ttft(warm, "hedge-ttft").total.summary().ttft != cold.ttft
+    # live, the default warm-up is LIVE_WARMUP requests; virtual time, none
+    assert _parser().parse_args(["--live"]).warmup is None and LIVE_WARMUP == 1_000
+    err = io.StringIO()
+    assert main(["--warmup", "-1"], stdout=io.StringIO(), stderr=err) == 2
+    assert "--warmup" in err.getvalue()
+
+
+def test_the_text_report_says_how_many_warm_up_requests_were_not_counted() -> None:
+    out = io.StringIO()
+    assert main(["--requests", "100", "--warmup", "50", "--policies", "single"], stdout=out) == 0
+    assert "100 requests per policy (after 50 warm-up requests, not counted)" in out.getvalue()
