@@ -51,7 +51,12 @@ _random = random.Random()  # backoff jitter, weighted and p2c draws (not securit
 class Result(msgspec.Struct):
     """What ``run`` returns: the winning ``response``, its ``backend`` name, the run's ``latency``
     (seconds from start to acceptance), the total ``cost`` of every attempt, and the ``trace``;
-    ``score`` in ``pick``; ``route`` the router's route when a ``Router`` chose the policy."""
+    ``score`` in ``pick``; ``route`` the router's route when a ``Router`` chose the policy.
+
+    ``ttft``: seconds from the start of the run to the first text — for a stream, when the
+    caller got its first piece; for ``run``, when the winning attempt's first token arrived
+    (``None`` if its backend reports none). ``response.ttft`` is the same time counted from the
+    winning attempt's own start."""
 
     response: Response
     backend: str
@@ -60,6 +65,7 @@ class Result(msgspec.Struct):
     trace: Trace
     score: float | None = None
     route: str | None = None
+    ttft: float | None = None
 
 
 class _Attempt:
@@ -91,6 +97,7 @@ class _Run:
         self.rt = runtime
         self.sink = sink  # a stream: the committed attempt's text goes here
         self.stream_error: BackendError | None = None  # the committed stream failed after commit
+        self.first_delta: float | None = None  # a stream: when the caller took its first piece (run time)
         self.query = query
         self.policy = policy
         self.now = loop_clock()
@@ -721,8 +728,7 @@ class _Run:
                 parts.append(chunk.text)
                 size += len(chunk.text)
                 if attempt is self.winner:
-                    assert self.sink is not None
-                    await self.sink.send(chunk.text)
+                    await self._send(chunk.text)
                 elif first_token_commit and size >= policy.prefix_chars:
                     prefix = Response("".join(parts), model=model, ttft=record.ttft)
                     if not await self._stream_verdict(attempt, policy.verify_prefix, prefix):
@@ -800,9 +806,15 @@ class _Run:
 
     async def _forward(self, attempt: _Attempt) -> None:
         """Send what the committed attempt received before its commit."""
-        assert self.sink is not None
         for part in attempt.parts:
-            await self.sink.send(part)
+            await self._send(part)
+
+    async def _send(self, text: str) -> None:
+        """Hand ``text`` to the caller (a zero-buffer stream: this returns when the caller took it)."""
+        assert self.sink is not None
+        await self.sink.send(text)
+        if self.first_delta is None:
+            self.first_delta = self.now() - self.t0
 
     def _stream_failed(self, attempt: _Attempt, exc: Exception) -> None:
         """A stream failed: before commit like any failed attempt; after, the stream ends with it."""
@@ -855,7 +867,14 @@ class _Run:
         assert winner.response is not None
         latency = (winner.record.ended or 0.0) if not self.collect else self.now() - self.t0
         trace.outcome, trace.winner, trace.latency = "ok", winner.record.backend, latency
-        return Result(winner.response, winner.record.backend, latency, self.committed, trace, winner.record.score)
+        if self.sink is not None:
+            ttft = self.first_delta
+        else:
+            record = winner.record
+            ttft = record.started + record.ttft if record.ttft is not None and record.started is not None else None
+        return Result(
+            winner.response, winner.record.backend, latency, self.committed, trace, winner.record.score, ttft=ttft
+        )
 
     async def _best(self) -> _Attempt:
         """``pick``: the best-scored accepted response; ties → lower latency, then lower cost."""

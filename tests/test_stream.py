@@ -261,3 +261,35 @@ async def test_a_streamed_result_keeps_tool_calls_and_the_request_id(timing: Tim
         _, result = await collect(rt, "q", Policy.single("tools"))
     assert result.response.tool_calls == (specexec.ToolCall("c1", "get_weather", {"city": "Oslo"}),)
     assert result.response.request_id == "req-7" and result.response.finish_reason == "tool_calls"
+
+
+async def test_result_ttft_is_when_the_caller_got_the_first_text(timing: Timing) -> None:
+    # the issue's `s.result` lists a ttft: seconds from the start of the run (like `latency`),
+    # not from the committed attempt's own start (that is `response.ttft`)
+    slow = Streamer("slow", 1.0, ["s1", "s2"])
+    fast = Streamer("fast", 0.05, ["f1", "f2", "f3"])
+    hedge = Policy.hedge(["slow", "fast"], delay=0.2, budget=None)
+    async with Runtime([slow, fast]) as rt:
+        _, first_token = await collect(rt, "q", hedge)
+        # a 4-character prefix: the text goes to the caller at the second piece (0.2 + 0.05 + 0.01)
+        _, prefixed = await collect(rt, "q", Policy.hedge(["slow", "fast"], delay=0.2, budget=None, prefix_chars=4))
+    assert first_token.response.ttft == timing.approx(0.05)
+    assert first_token.ttft == timing.approx(0.25)
+    assert prefixed.ttft == timing.approx(0.26)
+
+
+async def test_result_ttft_of_run_is_the_winners_first_token_from_the_start(timing: Timing) -> None:
+    sims = [
+        specexec.SimulatedBackend(name, 1.0, ttft=t, token_time=0.01, output_tokens=3, reply="one two three")
+        for name, t in (("slow", 2.0), ("fast", 0.05))
+    ]
+
+    async def answer(query: Query) -> str:
+        await anyio.sleep(0.1)
+        return "whole"
+
+    async with Runtime([*sims, specexec.CallableBackend("plain", answer)]) as rt:
+        result = await rt.run("q", Policy.hedge(["slow", "fast"], delay=0.2, budget=None))
+        plain = await rt.run("q", Policy.single("plain"))
+    assert result.backend == "fast" and result.ttft == timing.approx(0.25)
+    assert plain.ttft is None  # a backend that reports no first token

@@ -240,6 +240,8 @@ async def test_a_ttft_hedge_fires_and_commits_the_first_to_send_a_token(
     assert primary.ttft is None and hedge.started < 1.0
     assert hedge.ttft is not None and (commit := next(e for e in result.trace.events if e.what == "commit"))
     assert commit.at < 1.0 and commit.detail == f"{ok}: first token"
+    # the caller's time to first text, from the start of the run: after the hedge's first token
+    assert result.ttft is not None and hedge.started + hedge.ttft <= result.ttft <= result.latency
     after = await counters(races_fleet, slow, ok)
     assert delta(before, after, "disconnected") == {slow: 1, ok: 0}
     assert delta(before, after, "tokens_sent") == {slow: 0, ok: 8}
