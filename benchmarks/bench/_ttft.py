@@ -39,7 +39,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 import msgspec
@@ -58,6 +58,7 @@ from specexec import (
     slow_tail,
 )
 from specexec.backends import HttpConfig, HttpTimeouts, OpenAICompatible
+from specexec.backends._http import DEFAULT_MAX_CONNECTIONS
 from specexec.bench.fleet import Deployment, FleetConfig, start_fleet_process
 
 from ._driver import LastTrace, drive
@@ -65,7 +66,7 @@ from ._live import fleet_distribution, run_policy_live
 from ._progress import Progress, progress_wanted
 from ._scenario import Scenario, Workload
 from ._sim import _seed_trio_scheduler
-from ._stats import PERCENTILES, PolicyStats, Summary
+from ._stats import LATE_SEND, PERCENTILES, PolicyStats, Summary
 from ._tail import fixed_delay_analysis
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "LIVE_WARMUP",
     "TTFT",
     "fixed_delay_limit",
+    "lag_warning",
+    "live_backends",
     "main",
     "policies",
     "scenario",
@@ -191,26 +194,39 @@ def fleet(sc: Scenario) -> FleetConfig:
     ).validated(source="<ttft>")
 
 
+def live_backends(config: FleetConfig, urls: Mapping[str, str], timeout: float) -> list[OpenAICompatible]:
+    """Streaming HTTP backends for the fleet's deployments (``urls``: name → base URL).
+
+    The fleet serves every deployment from one ``host:port``, and the backends share one
+    connection pool per host; three providers would each have their own. So the pool gets
+    the default per-host limits once per deployment (100 connections each): otherwise a race
+    of three at 100 req/s (≈ 120 streams open) would wait for connections of one provider's
+    pool and fail on its pool timeout, which no real deployment of these backends would."""
+    per_host = DEFAULT_MAX_CONNECTIONS * len(config.deployments)
+    pool = HttpConfig(trust_env=False, max_connections=per_host, max_keepalive_connections=per_host)
+    return [
+        OpenAICompatible(
+            d.name,
+            base_url=urls[d.name],
+            model=d.model,
+            provider=d.provider,
+            region=d.region,
+            input_price=0.15,
+            output_price=0.60,
+            stream=True,
+            timeout=HttpTimeouts(read=timeout),
+            http=pool,
+        )
+        for d in config.deployments
+    ]
+
+
 def live_ttft(sc: Scenario, names: Sequence[str], on_progress: Callable[[int], None]) -> dict[str, PolicyStats]:
     """Run ``names`` in turn against the loopback fleet (reset before each), streaming backends."""
     out: dict[str, PolicyStats] = {}
     with start_fleet_process(fleet(sc)) as proc:
         for i, name in enumerate(names):
-            http = [
-                OpenAICompatible(
-                    d.name,
-                    base_url=proc.deployments[d.name],
-                    model=d.model,
-                    provider=d.provider,
-                    region=d.region,
-                    input_price=0.15,
-                    output_price=0.60,
-                    stream=True,
-                    timeout=HttpTimeouts(read=sc.workload.timeout),
-                    http=HttpConfig(trust_env=False),
-                )
-                for d in proc.config.deployments
-            ]
+            http = live_backends(proc.config, proc.deployments, sc.workload.timeout)
             base = i * (sc.workload.expected_requests() + sc.workload.warmup)
             out[name] = run_policy_live(
                 sc,
@@ -302,6 +318,30 @@ def targets(summaries: dict[str, Summary]) -> list[tuple[str, str, bool]]:
     return out
 
 
+LATE_SHARE = 0.01
+"""A policy run with more than this share of its requests sent late gets a warning."""
+
+
+def lag_warning(lags: Mapping[str, tuple[int, float, int]]) -> str | None:
+    """A warning naming the policies whose load driver fell behind (``lags``: name →
+    ``(late_sends, max_send_lag, requests)``), or ``None`` when every one kept to schedule."""
+    behind = [
+        f"{name} sent {late:,} of {n:,} ({100 * late / n:.1f} %) more than {1000 * LATE_SEND:g} ms late, "
+        f"up to {lag:.1f} s"
+        for name, (late, lag, n) in lags.items()
+        if n and late > LATE_SHARE * n
+    ]
+    if not behind:
+        return None
+    return (
+        "WARNING: the load driver fell behind its schedule — "
+        + "; ".join(behind)
+        + ". Latencies count from the intended send times, so these figures include the client's own "
+        "queue (its CPU saturated, or max_in_flight reached), not only the policy: run on an idle "
+        "machine or at a lower --rate."
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specexec bench ttft", description=DESCRIPTION)
     p.add_argument("--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live {LIVE_REQUESTS:,})")
@@ -359,15 +399,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         stream=err,
     )
     started = time.perf_counter()
-    summaries: dict[str, Summary] = {}
+    runs: dict[str, PolicyStats] = {}
     try:
         if args.live:
-            summaries = {n: s.total.summary() for n, s in live_ttft(sc, names, progress.update).items()}
+            runs = live_ttft(sc, names, progress.update)
         else:
             for i, name in enumerate(names):
                 base = i * (args.requests + args.warmup)
-                stats = simulate_ttft(sc, name, _offset(progress.update, base))
-                summaries[name] = stats.total.summary()
+                runs[name] = simulate_ttft(sc, name, _offset(progress.update, base))
     except PolicyError as exc:
         progress.close()
         err.write(f"specexec bench ttft: {exc}\n")
@@ -375,6 +414,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
+    summaries: dict[str, Summary] = {n: s.total.summary() for n, s in runs.items()}
+    lags = {n: (s.late_sends, s.max_send_lag, summaries[n].requests) for n, s in runs.items()}
+    warning = lag_warning(lags)
     found = targets(summaries) if {"hedge-ttft", "hedge-total"} <= set(summaries) else []
     limit5 = fixed_delay_limit(0.05)
     if args.json:
@@ -383,6 +425,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             "limit_at_5_percent": limit5,
             "requests": args.requests,
             "warmup": args.warmup,
+            "send_lag": {n: {"late_sends": late, "max_s": lag} for n, (late, lag, _) in lags.items()},
+            "warning": warning,
             "targets": [{"what": w, "value": v, "met": m} for w, v, m in found],
             "elapsed": elapsed,
         }
@@ -393,6 +437,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     out.write(f"ttft — {DESCRIPTION}\n{args.requests:,} requests per policy{warm} at {args.rate:g}/s, "
               f"seed {args.seed}, {clock} ({elapsed:.1f} s wall)\n\n")  # fmt: skip
     out.write(_table(summaries) + "\n\n")
+    if warning is not None:
+        out.write(warning + "\n\n")
     out.write(
         f"fixed-delay hedging limit of this TTFT distribution (closed form, 3 independent backends): at 5 % extra "
         f"load d = {_ms(limit5['delay'])} ms, TTFT p50 {_ms(limit5['p50'])} / p99 {_ms(limit5['p99'])} / p99.9 "

@@ -162,3 +162,42 @@ def test_the_text_report_says_how_many_warm_up_requests_were_not_counted() -> No
     out = io.StringIO()
     assert main(["--requests", "100", "--warmup", "50", "--policies", "single"], stdout=out) == 0
     assert "100 requests per policy (after 50 warm-up requests, not counted)" in out.getvalue()
+
+
+def test_live_backends_get_the_default_pool_per_deployment() -> None:
+    # the fleet serves every deployment from one host:port, where the HTTP backends share one
+    # pool per host: the three "independent providers" must not share one provider's 100 connections
+    from specexec.backends._http import DEFAULT_MAX_CONNECTIONS
+    from specexec.bench.bench._ttft import fleet, live_backends
+
+    sc = scenario(requests=10)
+    config = fleet(sc)
+    urls = {d.name: f"http://127.0.0.1:1/{d.name}/v1" for d in config.deployments}
+    made = live_backends(config, urls, timeout=5.0)
+    assert [b.name for b in made] == ["a", "b", "c"]
+    for b in made:
+        assert b.http.max_connections == DEFAULT_MAX_CONNECTIONS * 3
+        assert b.http.max_keepalive_connections == DEFAULT_MAX_CONNECTIONS * 3
+        assert b.http.trust_env is False and b.streaming
+
+
+def test_the_driver_counts_requests_sent_late() -> None:
+    import msgspec
+
+    on_time = simulate_ttft(scenario(requests=100), "single")
+    assert (on_time.late_sends, on_time.max_send_lag) == (0, 0.0)  # virtual time: never late
+    sc = scenario(requests=100)
+    one_at_a_time = msgspec.structs.replace(sc, workload=msgspec.structs.replace(sc.workload, max_in_flight=1))
+    behind = simulate_ttft(one_at_a_time, "single")  # 100/s, 0.3 s each, one at a time: falls behind
+    assert behind.late_sends > 90 and behind.max_send_lag > 10.0
+    back = type(behind).from_builtins(behind.to_builtins())
+    assert (back.late_sends, back.max_send_lag) == (behind.late_sends, behind.max_send_lag)
+
+
+def test_the_report_warns_when_the_load_generator_fell_behind() -> None:
+    from specexec.bench.bench._ttft import lag_warning
+
+    assert lag_warning({"single": (0, 0.0, 3000)}) is None
+    text = lag_warning({"single": (2, 0.08, 3000), "race": (900, 31.5, 3000)})
+    assert text is not None and "race" in text and "31.5 s" in text and "30.0 %" in text
+    assert "single" not in text  # 2 of 3,000 late is noise
