@@ -25,7 +25,15 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import loop_clock
-from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout, Unavailable
+from ._errors import (
+    BackendError,
+    BudgetExceeded,
+    DeadlineExceeded,
+    NoAcceptableResponse,
+    PolicyError,
+    Timeout,
+    Unavailable,
+)
 from ._query import Query, Response, StreamChunk, ToolCall, Usage, estimate_input_tokens, estimate_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
@@ -1009,5 +1017,20 @@ async def execute(
     sink: MemoryObjectSendStream[str] | None = None,
 ) -> Result:
     """Run ``policy`` for ``query`` over the resolved backend ``states``; with a ``sink``, as a
-    stream whose committed attempt's text is sent there."""
+    stream whose committed attempt's text is sent there (``PolicyError`` for a ``pick`` policy:
+    see ``check_streamable``)."""
+    if sink is not None:
+        check_streamable(policy)
     return await _Run(runtime, query, policy, states, sink).execute()
+
+
+def check_streamable(policy: Policy) -> None:
+    """``PolicyError`` unless ``policy`` can stream: a stream commits to one attempt as it
+    answers, while a scorer (``pick``) compares whole answers, so it would never be asked."""
+    if policy.scorer is not None:
+        raise PolicyError(
+            f"policy {policy.name or '(unnamed)'!r} is mode {policy.mode!r} with a scorer, which compares whole "
+            "answers; a stream commits to the first attempt that answers, so the scorer would be ignored: "
+            "call run() for pick, or stream a hedge/race/failover/cascade policy",
+            path="$.scorer",
+        )

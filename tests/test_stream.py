@@ -293,3 +293,26 @@ async def test_result_ttft_of_run_is_the_winners_first_token_from_the_start(timi
         plain = await rt.run("q", Policy.single("plain"))
     assert result.backend == "fast" and result.ttft == timing.approx(0.25)
     assert plain.ttft is None  # a backend that reports no first token
+
+
+async def test_a_pick_policy_cannot_stream_its_scorer_would_be_ignored(timing: Timing) -> None:
+    # a stream commits to the first attempt that answers; `pick` scores whole answers. Streamed,
+    # the scorer was silently skipped (the first to answer won): a PolicyError now says so
+    a = Streamer("a", 0.1, ["a"])
+    b = Streamer("b", 0.05, ["b"])
+    pick = Policy.pick(["a", "b"], scorer=lambda q, r: 10.0 if r.text == "a" else 0.0)
+    async with Runtime([a, b]) as rt:
+        with pytest.raises(specexec.PolicyError, match="pick") as info:
+            rt.stream("q", pick)
+        assert info.value.path == "$.scorer" and "run()" in str(info.value)
+        assert a.started_at == [] and b.started_at == []  # nothing was launched
+        with pytest.raises(specexec.PolicyError, match="pick"):  # the engine refuses it too (routes)
+            await specexec._engine.execute(rt, Query("q"), pick, rt.resolve(pick), sink=_Sink())
+        assert (await rt.run("q", pick)).backend == "a"  # run() scores both and picks a
+
+
+class _Sink:
+    """A stand-in for the stream's memory channel (the engine refuses before sending anything)."""
+
+    async def send(self, item: str) -> None:
+        raise AssertionError("nothing should be sent")
