@@ -25,7 +25,15 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import loop_clock
-from ._errors import BackendError, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout, Unavailable
+from ._errors import (
+    BackendError,
+    BudgetExceeded,
+    DeadlineExceeded,
+    NoAcceptableResponse,
+    PolicyError,
+    Timeout,
+    Unavailable,
+)
 from ._query import Query, Response, StreamChunk, ToolCall, Usage, estimate_input_tokens, estimate_tokens
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
@@ -51,7 +59,12 @@ _random = random.Random()  # backoff jitter, weighted and p2c draws (not securit
 class Result(msgspec.Struct):
     """What ``run`` returns: the winning ``response``, its ``backend`` name, the run's ``latency``
     (seconds from start to acceptance), the total ``cost`` of every attempt, and the ``trace``;
-    ``score`` in ``pick``; ``route`` the router's route when a ``Router`` chose the policy."""
+    ``score`` in ``pick``; ``route`` the router's route when a ``Router`` chose the policy.
+
+    ``ttft``: seconds from the start of the run to the first text — for a stream, when the
+    caller got its first piece; for ``run``, when the winning attempt's first token arrived
+    (``None`` if its backend reports none). ``response.ttft`` is the same time counted from the
+    winning attempt's own start."""
 
     response: Response
     backend: str
@@ -60,6 +73,7 @@ class Result(msgspec.Struct):
     trace: Trace
     score: float | None = None
     route: str | None = None
+    ttft: float | None = None
 
 
 class _Attempt:
@@ -91,6 +105,7 @@ class _Run:
         self.rt = runtime
         self.sink = sink  # a stream: the committed attempt's text goes here
         self.stream_error: BackendError | None = None  # the committed stream failed after commit
+        self.first_delta: float | None = None  # a stream: when the caller took its first piece (run time)
         self.query = query
         self.policy = policy
         self.now = loop_clock()
@@ -566,14 +581,16 @@ class _Run:
                     self._charge_received(attempt)
                 else:
                     attempt.state.health.on_no_first_token(now - attempt.started, now)
-            record.reason = self._cancel_reason()
+            record.reason = self._cancel_reason(attempt)
         attempt.state.health.release()
         self.in_flight.remove(attempt)
         if self.wake is not None:
             self.wake.set()
 
-    def _cancel_reason(self) -> str:
-        if self.winner is not None:
+    def _cancel_reason(self, attempt: _Attempt | None = None) -> str:
+        """Why ``attempt`` (or a judge call: ``None``) was cancelled. The committed stream itself
+        is cancelled only by the deadline or the caller, never by its own commit."""
+        if self.winner is not None and self.winner is not attempt:
             verb = "committed" if self.sink is not None else "answered"
             return f"{self.winner.record.backend} {verb} first"
         if self.fatal is not None:
@@ -719,8 +736,7 @@ class _Run:
                 parts.append(chunk.text)
                 size += len(chunk.text)
                 if attempt is self.winner:
-                    assert self.sink is not None
-                    await self.sink.send(chunk.text)
+                    await self._send(chunk.text)
                 elif first_token_commit and size >= policy.prefix_chars:
                     prefix = Response("".join(parts), model=model, ttft=record.ttft)
                     if not await self._stream_verdict(attempt, policy.verify_prefix, prefix):
@@ -798,9 +814,15 @@ class _Run:
 
     async def _forward(self, attempt: _Attempt) -> None:
         """Send what the committed attempt received before its commit."""
-        assert self.sink is not None
         for part in attempt.parts:
-            await self.sink.send(part)
+            await self._send(part)
+
+    async def _send(self, text: str) -> None:
+        """Hand ``text`` to the caller (a zero-buffer stream: this returns when the caller took it)."""
+        assert self.sink is not None
+        await self.sink.send(text)
+        if self.first_delta is None:
+            self.first_delta = self.now() - self.t0
 
     def _stream_failed(self, attempt: _Attempt, exc: Exception) -> None:
         """A stream failed: before commit like any failed attempt; after, the stream ends with it."""
@@ -853,7 +875,14 @@ class _Run:
         assert winner.response is not None
         latency = (winner.record.ended or 0.0) if not self.collect else self.now() - self.t0
         trace.outcome, trace.winner, trace.latency = "ok", winner.record.backend, latency
-        return Result(winner.response, winner.record.backend, latency, self.committed, trace, winner.record.score)
+        if self.sink is not None:
+            ttft = self.first_delta
+        else:
+            record = winner.record
+            ttft = record.started + record.ttft if record.ttft is not None and record.started is not None else None
+        return Result(
+            winner.response, winner.record.backend, latency, self.committed, trace, winner.record.score, ttft=ttft
+        )
 
     async def _best(self) -> _Attempt:
         """``pick``: the best-scored accepted response; ties → lower latency, then lower cost."""
@@ -988,5 +1017,20 @@ async def execute(
     sink: MemoryObjectSendStream[str] | None = None,
 ) -> Result:
     """Run ``policy`` for ``query`` over the resolved backend ``states``; with a ``sink``, as a
-    stream whose committed attempt's text is sent there."""
+    stream whose committed attempt's text is sent there (``PolicyError`` for a ``pick`` policy:
+    see ``check_streamable``)."""
+    if sink is not None:
+        check_streamable(policy)
     return await _Run(runtime, query, policy, states, sink).execute()
+
+
+def check_streamable(policy: Policy) -> None:
+    """``PolicyError`` unless ``policy`` can stream: a stream commits to one attempt as it
+    answers, while a scorer (``pick``) compares whole answers, so it would never be asked."""
+    if policy.scorer is not None:
+        raise PolicyError(
+            f"policy {policy.name or '(unnamed)'!r} is mode {policy.mode!r} with a scorer, which compares whole "
+            "answers; a stream commits to the first attempt that answers, so the scorer would be ignored: "
+            "call run() for pick, or stream a hedge/race/failover/cascade policy",
+            path="$.scorer",
+        )

@@ -189,7 +189,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
       ``stall_timeout``: seconds a begun stream may go without new text (before commit: the
       attempt fails and the next launches; after: the stream ends with ``Timeout``). For a
       stream, ``delay`` times the first token (``"p95"`` reads the TTFT histogram) and
-      ``attempt_timeout`` bounds the time to commit.
+      ``attempt_timeout`` bounds the time to the first token (after it, ``stall_timeout``
+      bounds each wait for the next piece; ``deadline`` the whole stream).
     """
 
     candidates: tuple[CandidateRef, ...]

@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._backend import Backend, BackendBase
 from ._default import default_runtime as default_runtime
 from ._default import loop_resources
-from ._engine import Result, execute
+from ._engine import Result, check_streamable, execute
 from ._errors import PolicyError
 from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
 from ._health._budget import HedgeBudgetLike
@@ -306,6 +306,7 @@ class Runtime:
             if isinstance(policy, Router):
                 return policy.stream(query, self)
             raise TypeError(f"policy must be a specexec.Policy or Router, got {type(policy).__name__}")
+        check_streamable(policy)
         q = as_query(query)
         states = self.resolve(policy)
 

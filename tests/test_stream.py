@@ -170,6 +170,10 @@ async def test_leaving_early_cancels_everything(timing: Timing) -> None:
         assert a.active == 0 and b.active == 0
         assert a.cancelled == 1 and b.cancelled == 1
     assert traces and traces[0].outcome == "cancelled"
+    committed, loser = traces[0].attempts
+    assert (committed.backend, committed.outcome, committed.reason) == ("a", "cancelled", "caller cancelled")
+    assert (loser.backend, loser.outcome, loser.reason) == ("b", "cancelled", "a committed first")
+    assert committed.ended == timing.approx(0.04)  # the caller left on the 4th piece ("3", at 0.04)
 
 
 async def test_cancelled_streams_are_charged_the_tokens_received(timing: Timing) -> None:
@@ -257,3 +261,58 @@ async def test_a_streamed_result_keeps_tool_calls_and_the_request_id(timing: Tim
         _, result = await collect(rt, "q", Policy.single("tools"))
     assert result.response.tool_calls == (specexec.ToolCall("c1", "get_weather", {"city": "Oslo"}),)
     assert result.response.request_id == "req-7" and result.response.finish_reason == "tool_calls"
+
+
+async def test_result_ttft_is_when_the_caller_got_the_first_text(timing: Timing) -> None:
+    # the issue's `s.result` lists a ttft: seconds from the start of the run (like `latency`),
+    # not from the committed attempt's own start (that is `response.ttft`)
+    slow = Streamer("slow", 1.0, ["s1", "s2"])
+    fast = Streamer("fast", 0.05, ["f1", "f2", "f3"])
+    hedge = Policy.hedge(["slow", "fast"], delay=0.2, budget=None)
+    async with Runtime([slow, fast]) as rt:
+        _, first_token = await collect(rt, "q", hedge)
+        # a 4-character prefix: the text goes to the caller at the second piece (0.2 + 0.05 + 0.01)
+        _, prefixed = await collect(rt, "q", Policy.hedge(["slow", "fast"], delay=0.2, budget=None, prefix_chars=4))
+    assert first_token.response.ttft == timing.approx(0.05)
+    assert first_token.ttft == timing.approx(0.25)
+    assert prefixed.ttft == timing.approx(0.26)
+
+
+async def test_result_ttft_of_run_is_the_winners_first_token_from_the_start(timing: Timing) -> None:
+    sims = [
+        specexec.SimulatedBackend(name, 1.0, ttft=t, token_time=0.01, output_tokens=3, reply="one two three")
+        for name, t in (("slow", 2.0), ("fast", 0.05))
+    ]
+
+    async def answer(query: Query) -> str:
+        await anyio.sleep(0.1)
+        return "whole"
+
+    async with Runtime([*sims, specexec.CallableBackend("plain", answer)]) as rt:
+        result = await rt.run("q", Policy.hedge(["slow", "fast"], delay=0.2, budget=None))
+        plain = await rt.run("q", Policy.single("plain"))
+    assert result.backend == "fast" and result.ttft == timing.approx(0.25)
+    assert plain.ttft is None  # a backend that reports no first token
+
+
+async def test_a_pick_policy_cannot_stream_its_scorer_would_be_ignored(timing: Timing) -> None:
+    # a stream commits to the first attempt that answers; `pick` scores whole answers. Streamed,
+    # the scorer was silently skipped (the first to answer won): a PolicyError now says so
+    a = Streamer("a", 0.1, ["a"])
+    b = Streamer("b", 0.05, ["b"])
+    pick = Policy.pick(["a", "b"], scorer=lambda q, r: 10.0 if r.text == "a" else 0.0)
+    async with Runtime([a, b]) as rt:
+        with pytest.raises(specexec.PolicyError, match="pick") as info:
+            rt.stream("q", pick)
+        assert info.value.path == "$.scorer" and "run()" in str(info.value)
+        assert a.started_at == [] and b.started_at == []  # nothing was launched
+        with pytest.raises(specexec.PolicyError, match="pick"):  # the engine refuses it too (routes)
+            await specexec._engine.execute(rt, Query("q"), pick, rt.resolve(pick), sink=_Sink())
+        assert (await rt.run("q", pick)).backend == "a"  # run() scores both and picks a
+
+
+class _Sink:
+    """A stand-in for the stream's memory channel (the engine refuses before sending anything)."""
+
+    async def send(self, item: str) -> None:
+        raise AssertionError("nothing should be sent")

@@ -139,6 +139,8 @@ async def drive(
                 if slot_freed is None:
                     slot_freed = trio.Event()
                 await slot_freed.wait()
+            if request.measured:
+                stats.sent(current_time() - at)
             in_flight += 1
             nursery.start_soon(one, request.query, at, request.measured)
     if on_progress is not None:

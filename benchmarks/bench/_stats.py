@@ -18,7 +18,7 @@ from specexec import Trace
 
 from ._scenario import Phase
 
-__all__ = ["PERCENTILES", "PolicyStats", "Stats", "Summary", "new_histogram"]
+__all__ = ["LATE_SEND", "PERCENTILES", "PolicyStats", "Stats", "Summary", "new_histogram"]
 
 LOWEST_MICROS = 1
 HIGHEST_MICROS = 3_600_000_000
@@ -259,17 +259,35 @@ class Stats:
         return s
 
 
+LATE_SEND = 0.05
+"""Seconds after its intended time past which the load driver counts a request as sent late."""
+
+
 class PolicyStats:
     """The stats of one policy run: all measured requests, each scenario phase's share, and each
-    workflow step's (``Query.metadata["step"]``; ``step_stats`` is empty when no query has one)."""
+    workflow step's (``Query.metadata["step"]``; ``step_stats`` is empty when no query has one).
 
-    __slots__ = ("phase_stats", "phases", "step_stats", "total")
+    ``late_sends`` counts the measured requests the load driver sent more than ``LATE_SEND``
+    seconds after their intended time, ``max_send_lag`` the most late one was (seconds): a
+    driver that falls behind (its own CPU saturated, or ``max_in_flight`` reached) measures
+    its queue, not the policy."""
+
+    __slots__ = ("late_sends", "max_send_lag", "phase_stats", "phases", "step_stats", "total")
 
     def __init__(self, phases: Sequence[Phase] = ()) -> None:
         self.total = Stats()
         self.phases = tuple((p.start, p.end) for p in phases)
         self.phase_stats = [Stats() for _ in phases]
         self.step_stats: dict[str, Stats] = {}
+        self.late_sends = 0
+        self.max_send_lag = 0.0
+
+    def sent(self, lag: float) -> None:
+        """A measured request went out ``lag`` seconds after its intended time."""
+        if lag > LATE_SEND:
+            self.late_sends += 1
+        if lag > self.max_send_lag:
+            self.max_send_lag = lag
 
     def record(
         self,
@@ -301,6 +319,8 @@ class PolicyStats:
             "phases": [list(p) for p in self.phases],
             "phase_stats": [s.to_builtins() for s in self.phase_stats],
             "step_stats": {k: s.to_builtins() for k, s in self.step_stats.items()},
+            "late_sends": self.late_sends,
+            "max_send_lag": self.max_send_lag,
         }
 
     @classmethod
@@ -311,4 +331,6 @@ class PolicyStats:
         out.phases = tuple((float(a), float(b)) for a, b in data["phases"])
         out.phase_stats = [Stats.from_builtins(s) for s in data["phase_stats"]]
         out.step_stats = {k: Stats.from_builtins(s) for k, s in data.get("step_stats", {}).items()}
+        out.late_sends = int(data.get("late_sends", 0))
+        out.max_send_lag = float(data.get("max_send_lag", 0.0))
         return out

@@ -16,6 +16,10 @@ apart; 100 requests/s (Poisson, open loop). Four policies over the same seeded d
   are cancelled;
 - ``race``: all three at once through ``stream``.
 
+Each policy runs on a fresh runtime (empty histograms, a fresh hedge budget): ``--warmup N``
+sends N requests first that are not counted (default none in virtual time, ``LIVE_WARMUP`` =
+1,000, 10 s at 100 req/s, with ``--live``), so a short live run measures the steady state.
+
 TTFT is measured from each request's intended send time to the caller's first piece of text
 (streamed) or to the winning attempt's first token (``run``). Cost is shown twice per request:
 what the engine charges (a cancelled stream pays for the text it sent; an attempt cancelled
@@ -35,7 +39,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 import msgspec
@@ -54,6 +58,7 @@ from specexec import (
     slow_tail,
 )
 from specexec.backends import HttpConfig, HttpTimeouts, OpenAICompatible
+from specexec.backends._http import DEFAULT_MAX_CONNECTIONS
 from specexec.bench.fleet import Deployment, FleetConfig, start_fleet_process
 
 from ._driver import LastTrace, drive
@@ -61,10 +66,21 @@ from ._live import fleet_distribution, run_policy_live
 from ._progress import Progress, progress_wanted
 from ._scenario import Scenario, Workload
 from ._sim import _seed_trio_scheduler
-from ._stats import PERCENTILES, PolicyStats, Summary
+from ._stats import LATE_SEND, PERCENTILES, PolicyStats, Summary
 from ._tail import fixed_delay_analysis
 
-__all__ = ["DESCRIPTION", "TTFT", "fixed_delay_limit", "main", "policies", "scenario", "simulate_ttft"]
+__all__ = [
+    "DESCRIPTION",
+    "LIVE_WARMUP",
+    "TTFT",
+    "fixed_delay_limit",
+    "lag_warning",
+    "live_backends",
+    "main",
+    "policies",
+    "scenario",
+    "simulate_ttft",
+]
 
 DESCRIPTION = (
     "Hedging the first token: three streaming backends, TTFT lognormal(300 ms, σ 0.3) with a 5 % ×8 slow tail, "
@@ -80,6 +96,11 @@ BACKENDS = ("a", "b", "c")
 DEFAULT_REQUESTS = 20_000
 LIVE_REQUESTS = 3_000
 """Requests per policy by default: 200 s of virtual time, or 30 s of real time (``--live``)."""
+LIVE_WARMUP = 1_000
+"""``--live``: requests sent first and not counted, by default (10 s at 100 req/s). Each policy
+starts on a fresh runtime, so its histograms and hedge budget are empty; live runs are short
+(3,000 requests), so without a warm-up the empty-window start would weigh in every percentile.
+Virtual-time runs are long (20,000) and default to none."""
 STREAMED = frozenset({"hedge-ttft", "race"})
 """The policies sent through ``stream`` (the others through ``run``)."""
 TTFT_LOAD_TARGET, TTFT_RATIO_TARGET = 0.06, 1.10
@@ -97,15 +118,16 @@ def policies() -> dict[str, Policy]:
     }
 
 
-def scenario(requests: int = DEFAULT_REQUESTS, seed: int = 1, rate: float = 100.0) -> Scenario:
-    """The scenario's workload and policies (its backends are built by ``backends``)."""
+def scenario(requests: int = DEFAULT_REQUESTS, seed: int = 1, rate: float = 100.0, warmup: int = 0) -> Scenario:
+    """The scenario's workload and policies (its backends are built by ``backends``); the first
+    ``warmup`` requests of each policy are sent but not counted."""
     return Scenario(
         name="ttft",
         description=DESCRIPTION,
         source=None,
         seed=seed,
         baseline="single",
-        workload=Workload(rate=rate, requests=requests),
+        workload=Workload(rate=rate, requests=requests, warmup=warmup),
         backends=(),
         fleet=None,
         prices={},
@@ -172,27 +194,40 @@ def fleet(sc: Scenario) -> FleetConfig:
     ).validated(source="<ttft>")
 
 
+def live_backends(config: FleetConfig, urls: Mapping[str, str], timeout: float) -> list[OpenAICompatible]:
+    """Streaming HTTP backends for the fleet's deployments (``urls``: name → base URL).
+
+    The fleet serves every deployment from one ``host:port``, and the backends share one
+    connection pool per host; three providers would each have their own. So the pool gets
+    the default per-host limits once per deployment (100 connections each): otherwise a race
+    of three at 100 req/s (≈ 120 streams open) would wait for connections of one provider's
+    pool and fail on its pool timeout, which no real deployment of these backends would."""
+    per_host = DEFAULT_MAX_CONNECTIONS * len(config.deployments)
+    pool = HttpConfig(trust_env=False, max_connections=per_host, max_keepalive_connections=per_host)
+    return [
+        OpenAICompatible(
+            d.name,
+            base_url=urls[d.name],
+            model=d.model,
+            provider=d.provider,
+            region=d.region,
+            input_price=0.15,
+            output_price=0.60,
+            stream=True,
+            timeout=HttpTimeouts(read=timeout),
+            http=pool,
+        )
+        for d in config.deployments
+    ]
+
+
 def live_ttft(sc: Scenario, names: Sequence[str], on_progress: Callable[[int], None]) -> dict[str, PolicyStats]:
     """Run ``names`` in turn against the loopback fleet (reset before each), streaming backends."""
     out: dict[str, PolicyStats] = {}
     with start_fleet_process(fleet(sc)) as proc:
         for i, name in enumerate(names):
-            http = [
-                OpenAICompatible(
-                    d.name,
-                    base_url=proc.deployments[d.name],
-                    model=d.model,
-                    provider=d.provider,
-                    region=d.region,
-                    input_price=0.15,
-                    output_price=0.60,
-                    stream=True,
-                    timeout=HttpTimeouts(read=sc.workload.timeout),
-                    http=HttpConfig(trust_env=False),
-                )
-                for d in proc.config.deployments
-            ]
-            base = i * sc.workload.expected_requests()
+            http = live_backends(proc.config, proc.deployments, sc.workload.timeout)
+            base = i * (sc.workload.expected_requests() + sc.workload.warmup)
             out[name] = run_policy_live(
                 sc,
                 name,
@@ -283,9 +318,39 @@ def targets(summaries: dict[str, Summary]) -> list[tuple[str, str, bool]]:
     return out
 
 
+LATE_SHARE = 0.01
+"""A policy run with more than this share of its requests sent late gets a warning."""
+
+
+def lag_warning(lags: Mapping[str, tuple[int, float, int]]) -> str | None:
+    """A warning naming the policies whose load driver fell behind (``lags``: name →
+    ``(late_sends, max_send_lag, requests)``), or ``None`` when every one kept to schedule."""
+    behind = [
+        f"{name} sent {late:,} of {n:,} ({100 * late / n:.1f} %) more than {1000 * LATE_SEND:g} ms late, "
+        f"up to {lag:.1f} s"
+        for name, (late, lag, n) in lags.items()
+        if n and late > LATE_SHARE * n
+    ]
+    if not behind:
+        return None
+    return (
+        "WARNING: the load driver fell behind its schedule — "
+        + "; ".join(behind)
+        + ". Latencies count from the intended send times, so these figures include the client's own "
+        "queue (its CPU saturated, or max_in_flight reached), not only the policy: run on an idle "
+        "machine or at a lower --rate."
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specexec bench ttft", description=DESCRIPTION)
     p.add_argument("--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live {LIVE_REQUESTS:,})")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        metavar="N",
+        help=f"first N requests of each policy sent but not counted (default 0; --live {LIVE_WARMUP:,})",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     p.add_argument("--policies", metavar="NAME,...", help="run only these (default: all four)")
@@ -313,10 +378,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return int(exc.code or 0)
     if args.requests is None:
         args.requests = LIVE_REQUESTS if args.live else DEFAULT_REQUESTS
-    if args.requests < 1 or not args.rate > 0:
-        err.write("specexec bench ttft: --requests must be >= 1 and --rate > 0\n")
+    if args.warmup is None:
+        args.warmup = LIVE_WARMUP if args.live else 0
+    if args.requests < 1 or not args.rate > 0 or args.warmup < 0:
+        err.write("specexec bench ttft: --requests must be >= 1, --warmup >= 0 and --rate > 0\n")
         return 2
-    sc = scenario(args.requests, args.seed, args.rate)
+    sc = scenario(args.requests, args.seed, args.rate, args.warmup)
     names = list(sc.policies)
     if args.policies:
         names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -327,20 +394,19 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     mode = "live" if args.live else "sim"
     progress = Progress(
         f"ttft ({mode})",
-        args.requests * len(names),
+        (args.requests + args.warmup) * len(names),
         enabled=progress_wanted(json_mode=args.json, stdout=out),
         stream=err,
     )
     started = time.perf_counter()
-    summaries: dict[str, Summary] = {}
+    runs: dict[str, PolicyStats] = {}
     try:
         if args.live:
-            summaries = {n: s.total.summary() for n, s in live_ttft(sc, names, progress.update).items()}
+            runs = live_ttft(sc, names, progress.update)
         else:
             for i, name in enumerate(names):
-                base = i * args.requests
-                stats = simulate_ttft(sc, name, _offset(progress.update, base))
-                summaries[name] = stats.total.summary()
+                base = i * (args.requests + args.warmup)
+                runs[name] = simulate_ttft(sc, name, _offset(progress.update, base))
     except PolicyError as exc:
         progress.close()
         err.write(f"specexec bench ttft: {exc}\n")
@@ -348,20 +414,31 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
+    summaries: dict[str, Summary] = {n: s.total.summary() for n, s in runs.items()}
+    lags = {n: (s.late_sends, s.max_send_lag, summaries[n].requests) for n, s in runs.items()}
+    warning = lag_warning(lags)
     found = targets(summaries) if {"hedge-ttft", "hedge-total"} <= set(summaries) else []
     limit5 = fixed_delay_limit(0.05)
     if args.json:
         doc = {
             "summaries": msgspec.to_builtins(summaries),
             "limit_at_5_percent": limit5,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "send_lag": {n: {"late_sends": late, "max_s": lag} for n, (late, lag, _) in lags.items()},
+            "warning": warning,
             "targets": [{"what": w, "value": v, "met": m} for w, v, m in found],
             "elapsed": elapsed,
         }
         out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
-    out.write(f"ttft — {DESCRIPTION}\n{args.requests:,} requests per policy at {args.rate:g}/s, seed {args.seed}, "
-              f"{'virtual time' if mode == 'sim' else 'live, loopback fleet'} ({elapsed:.1f} s wall)\n\n")  # fmt: skip
+    warm = f" (after {args.warmup:,} warm-up requests, not counted)" if args.warmup else ""
+    clock = "virtual time" if mode == "sim" else "live, loopback fleet"
+    out.write(f"ttft — {DESCRIPTION}\n{args.requests:,} requests per policy{warm} at {args.rate:g}/s, "
+              f"seed {args.seed}, {clock} ({elapsed:.1f} s wall)\n\n")  # fmt: skip
     out.write(_table(summaries) + "\n\n")
+    if warning is not None:
+        out.write(warning + "\n\n")
     out.write(
         f"fixed-delay hedging limit of this TTFT distribution (closed form, 3 independent backends): at 5 % extra "
         f"load d = {_ms(limit5['delay'])} ms, TTFT p50 {_ms(limit5['p50'])} / p99 {_ms(limit5['p99'])} / p99.9 "

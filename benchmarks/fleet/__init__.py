@@ -19,14 +19,17 @@ In an asyncio program, ``async with Fleet(config) as fleet:`` serves it in-proce
                                   "disconnected": 1, "in_flight": 0,
                                   "by_status": {"200": 7, "503": 1},
                                   "faults": {"error_503": 1, "reset": 1},
-                                  "events": {"brownout": 3}, "quota_limited": 0}},
+                                  "events": {"brownout": 3}, "quota_limited": 0,
+                                  "tokens_sent": 96}},
      "unrouted": {"requests": 1, "by_status": {"404": 1}}}
 
 ``requests`` = ``completed`` + ``disconnected`` + aborted (``reset`` faults and outages in
 reset mode) + ``in_flight``; ``completed`` counts every response sent whole, errors
 included; ``by_status`` counts the status of every response whose head was sent;
 ``disconnected`` counts requests whose client went away (or that shutdown cancelled)
-before the response was whole. ``POST /reset`` zeroes the counters, reseeds every
+before the response was whole; ``tokens_sent`` counts the output tokens handed to the
+transport (a whole body's at once, a stream's one by one, so a client that leaves mid-stream
+stops it: the server stopped generating). ``POST /reset`` zeroes the counters, reseeds every
 deployment's draws (the same seed then gives the same latencies and faults again),
 refills the ``rpm`` quotas and restarts the scheduled-event clock.
 

@@ -25,6 +25,7 @@ import msgspec
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_REFUSAL",
     "Brownout",
     "Constant",
     "Deployment",
@@ -125,6 +126,9 @@ Distribution: TypeAlias = Constant | Uniform | LogNormal | Mixture
 
 # --------------------------------------------------------------------------- faults
 
+#: What a ``refusal`` fault answers unless ``refusal_text`` says otherwise.
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+
 
 class Faults(_Base, frozen=True, kw_only=True):
     """Fault injection: each field is a probability per request, drawn independently (seeded).
@@ -138,10 +142,15 @@ class Faults(_Base, frozen=True, kw_only=True):
     after half its tokens with no finish reason: OpenAI ``data: [DONE]`` without a
     ``finish_reason`` chunk or usage, as llama.cpp's server ends a running stream when
     another request takes its slot; Anthropic a ``message_delta`` whose ``stop_reason`` is
-    null, then ``message_stop``; a non-streamed request is answered whole). Modifiers apply on top of a
+    null, then ``message_stop``; a non-streamed request is answered whole), ``stall_after`` (a
+    stream that sends its first ``stall_after_tokens`` tokens, then nothing — no token, no end —
+    until the client goes away, as a wedged worker or a proxy holding the connection does; a
+    non-streamed request is never answered, like ``stall``). Modifiers apply on top of a
     normal answer: ``slow_drip`` (tokens ``slow_drip_interval`` seconds apart),
     ``wrong_model`` (reports ``drift_model``, default ``model + "-drifted"``), ``no_usage``
-    (omits token usage).
+    (omits token usage), ``refusal`` (the answer is ``refusal_text``, default "I'm sorry, but
+    I can't help with that.", finish reason ``stop``, in place of the text, tool call or JSON
+    the request would have had).
     """
 
     error_500: Probability = 0.0
@@ -150,13 +159,17 @@ class Faults(_Base, frozen=True, kw_only=True):
     reset: Probability = 0.0
     malformed: Probability = 0.0
     cut_short: Probability = 0.0
+    stall_after: Probability = 0.0
     context_window: Probability = 0.0
     stall: Probability = 0.0
     slow_drip: Probability = 0.0
     wrong_model: Probability = 0.0
     no_usage: Probability = 0.0
+    refusal: Probability = 0.0
     slow_drip_interval: Seconds = 1.0
     drift_model: str | None = None
+    stall_after_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1
+    refusal_text: Annotated[str, msgspec.Meta(min_length=1)] = DEFAULT_REFUSAL
 
 
 # --------------------------------------------------------------------------- deployments

@@ -12,7 +12,15 @@ __all__ = ["FAILURE_KINDS", "MODIFIER_KINDS", "FailureKind", "FaultInjector", "F
 
 #: A fault that replaces the normal answer.
 FailureKind: TypeAlias = Literal[
-    "reset", "stall", "context_window", "error_500", "error_503", "overloaded_529", "malformed", "cut_short"
+    "reset",
+    "stall",
+    "context_window",
+    "error_500",
+    "error_503",
+    "overloaded_529",
+    "malformed",
+    "cut_short",
+    "stall_after",
 ]
 
 #: Failing faults, in precedence order: when several fire, the first one happens.
@@ -25,10 +33,11 @@ FAILURE_KINDS: tuple[FailureKind, ...] = (
     "overloaded_529",
     "malformed",
     "cut_short",
+    "stall_after",
 )
 
 #: Faults that change a normal answer; any combination can happen at once.
-MODIFIER_KINDS: tuple[str, ...] = ("slow_drip", "wrong_model", "no_usage")
+MODIFIER_KINDS: tuple[str, ...] = ("slow_drip", "wrong_model", "no_usage", "refusal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,7 @@ class FaultPlan:
     slow_drip: bool = False
     wrong_model: bool = False
     no_usage: bool = False
+    refusal: bool = False
 
     @property
     def kinds(self) -> list[str]:
@@ -78,4 +88,5 @@ class FaultInjector:
             slow_drip=self._fires(f.slow_drip),
             wrong_model=self._fires(f.wrong_model),
             no_usage=self._fires(f.no_usage),
+            refusal=self._fires(f.refusal),
         )

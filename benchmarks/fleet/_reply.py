@@ -36,7 +36,16 @@ from typing import Any, Literal
 
 from ._config import Deployment
 
-__all__ = ["Reply", "ToolPlan", "count_tokens", "instance_of", "lorem", "make_reply", "split_tokens"]
+__all__ = [
+    "Reply",
+    "ToolPlan",
+    "count_tokens",
+    "instance_of",
+    "lorem",
+    "make_reply",
+    "refusal_reply",
+    "split_tokens",
+]
 
 _LOREM_TEXT = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
@@ -147,6 +156,14 @@ def make_reply(
         planned = split_tokens(json.dumps({"answer": lorem(max(1, n - 1))})) if n else []
     else:
         planned = split_tokens(lorem(deployment.output_tokens))
+    if max_tokens is not None and len(planned) > max_tokens:
+        return Reply(tokens=planned[:max_tokens], finish="length")
+    return Reply(tokens=planned, finish="stop")
+
+
+def refusal_reply(text: str, max_tokens: int | None) -> Reply:
+    """A refusal (the ``refusal`` fault): ``text`` in place of any text, tool call or JSON, cut at ``max_tokens``."""
+    planned = split_tokens(text)
     if max_tokens is not None and len(planned) > max_tokens:
         return Reply(tokens=planned[:max_tokens], finish="length")
     return Reply(tokens=planned, finish="stop")

@@ -33,7 +33,7 @@ from ._http import ClientDisconnected, Exchange, HttpProtocol, HttpRequest
 from ._latency import LatencyModel
 from ._openai import OpenAIWire
 from ._quality import QualityModel
-from ._reply import count_tokens, make_reply
+from ._reply import count_tokens, make_reply, refusal_reply
 from ._schedule import Schedule
 from ._wire import ChatRequest, Completion, Wire, WireError
 
@@ -65,6 +65,7 @@ class _Counters:
     faults: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     quota_limited: int = 0
+    tokens_sent: int = 0  # output tokens handed to the transport (a disconnect stops the count)
 
 
 class _DeploymentServer:
@@ -116,6 +117,7 @@ class _DeploymentServer:
             "faults": dict(sorted(c.faults.items())),
             "events": dict(sorted(c.events.items())),
             "quota_limited": c.quota_limited,
+            "tokens_sent": c.tokens_sent,
         }
 
     # -- responses
@@ -259,6 +261,7 @@ class _DeploymentServer:
     ) -> None:
         wire = self.wire
         failure = plan.failure
+        c = self.counters
         if failure == "reset":
             ex.abort()
             return
@@ -287,6 +290,8 @@ class _DeploymentServer:
             json_mode=chat.json_mode,
             marked=self.quality.answer(chat.messages),
         )
+        if plan.refusal:
+            reply = refusal_reply(self.d.faults.refusal_text, chat.max_tokens)
         completion = Completion(
             id=wire.new_id(self.d, self.serial),
             created=int(time.time()),
@@ -316,16 +321,26 @@ class _DeploymentServer:
         cut = chat.stream and failure == "cut_short"
         if cut:
             n = max(1, n // 2) if n else 0
+        stall_after = failure == "stall_after"
         if not chat.stream:
+            if stall_after:
+                await ex.wait_lost()
             await until(ttft + per_token * n)
             await ex.respond(200, self._answer_headers(request_id, _JSON, clock, ttft), wire.body(completion))
+            c.tokens_sent += n
             return
+        if stall_after:
+            n = min(n, self.d.faults.stall_after_tokens)
         await until(ttft)
         headers = [*self._answer_headers(request_id, content_type, clock, ttft), ("cache-control", "no-cache")]
         await ex.start(200, headers, wire.stream_start(completion))
+        c.tokens_sent += min(n, 1)
         for i in range(1, n):
             await until(ttft + per_token * i)
             await ex.send(wire.stream_token(completion, i))
+            c.tokens_sent += 1
+        if stall_after:
+            await ex.wait_lost()  # begun, then silent: no token, no end, until the client leaves
         await until(ttft + per_token * n)
         await ex.send(wire.stream_cut(completion) if cut else wire.stream_end(completion))
         await ex.end()

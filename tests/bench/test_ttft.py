@@ -94,7 +94,7 @@ def test_list_shows_the_ttft_scenario() -> None:
 
 def test_live_runs_every_policy_streamed_over_loopback() -> None:
     out, err = io.StringIO(), io.StringIO()
-    assert main(["--live", "--requests", "10"], stdout=out, stderr=err) == 0, err.getvalue()
+    assert main(["--live", "--requests", "10", "--warmup", "0"], stdout=out, stderr=err) == 0, err.getvalue()
     for name in ("single", "hedge-total", "hedge-ttft", "race"):
         assert name in out.getvalue()
 
@@ -134,3 +134,70 @@ def test_stats_ship_the_received_cost() -> None:
     s.record(1.0, None, None, None, ttft=0.2, received_cost=1.5)
     assert Stats.from_builtins(s.to_builtins()).summary().cost_received_mean == pytest.approx(1.0)
     assert Stats().summary().cost_received_mean is None
+
+
+def test_warmup_requests_are_sent_but_not_counted() -> None:
+    from specexec.bench.bench._ttft import LIVE_WARMUP, _parser
+
+    out = io.StringIO()
+    args = ["--requests", "150", "--warmup", "100", "--policies", "single,hedge-ttft", "--json"]
+    assert main(args, stdout=out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["warmup"] == 100 and doc["requests"] == 150
+    assert all(s["requests"] == 150 for s in doc["summaries"].values())
+    warm = scenario(requests=150, warmup=100)
+    assert warm.workload.warmup == 100 and warm.workload.expected_requests() == 150
+    # the same first 150 measured requests of a cold run are not those of a warm one: the warm
+    # run's hedge delay comes from a histogram that already holds 100 requests
+    cold = simulate_ttft(scenario(requests=150), "hedge-ttft").total.summary()
+    assert simulate_ttft(warm, "hedge-ttft").total.summary().ttft != cold.ttft
+    # live, the default warm-up is LIVE_WARMUP requests; virtual time, none
+    assert _parser().parse_args(["--live"]).warmup is None and LIVE_WARMUP == 1_000
+    err = io.StringIO()
+    assert main(["--warmup", "-1"], stdout=io.StringIO(), stderr=err) == 2
+    assert "--warmup" in err.getvalue()
+
+
+def test_the_text_report_says_how_many_warm_up_requests_were_not_counted() -> None:
+    out = io.StringIO()
+    assert main(["--requests", "100", "--warmup", "50", "--policies", "single"], stdout=out) == 0
+    assert "100 requests per policy (after 50 warm-up requests, not counted)" in out.getvalue()
+
+
+def test_live_backends_get_the_default_pool_per_deployment() -> None:
+    # the fleet serves every deployment from one host:port, where the HTTP backends share one
+    # pool per host: the three "independent providers" must not share one provider's 100 connections
+    from specexec.backends._http import DEFAULT_MAX_CONNECTIONS
+    from specexec.bench.bench._ttft import fleet, live_backends
+
+    sc = scenario(requests=10)
+    config = fleet(sc)
+    urls = {d.name: f"http://127.0.0.1:1/{d.name}/v1" for d in config.deployments}
+    made = live_backends(config, urls, timeout=5.0)
+    assert [b.name for b in made] == ["a", "b", "c"]
+    for b in made:
+        assert b.http.max_connections == DEFAULT_MAX_CONNECTIONS * 3
+        assert b.http.max_keepalive_connections == DEFAULT_MAX_CONNECTIONS * 3
+        assert b.http.trust_env is False and b.streaming
+
+
+def test_the_driver_counts_requests_sent_late() -> None:
+    import msgspec
+
+    on_time = simulate_ttft(scenario(requests=100), "single")
+    assert (on_time.late_sends, on_time.max_send_lag) == (0, 0.0)  # virtual time: never late
+    sc = scenario(requests=100)
+    one_at_a_time = msgspec.structs.replace(sc, workload=msgspec.structs.replace(sc.workload, max_in_flight=1))
+    behind = simulate_ttft(one_at_a_time, "single")  # 100/s, 0.3 s each, one at a time: falls behind
+    assert behind.late_sends > 90 and behind.max_send_lag > 10.0
+    back = type(behind).from_builtins(behind.to_builtins())
+    assert (back.late_sends, back.max_send_lag) == (behind.late_sends, behind.max_send_lag)
+
+
+def test_the_report_warns_when_the_load_generator_fell_behind() -> None:
+    from specexec.bench.bench._ttft import lag_warning
+
+    assert lag_warning({"single": (0, 0.0, 3000)}) is None
+    text = lag_warning({"single": (2, 0.08, 3000), "race": (900, 31.5, 3000)})
+    assert text is not None and "race" in text and "31.5 s" in text and "30.0 %" in text
+    assert "single" not in text  # 2 of 3,000 late is noise

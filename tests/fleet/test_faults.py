@@ -16,6 +16,7 @@ from specexec.bench.fleet._faults import FAILURE_KINDS, MODIFIER_KINDS
 MODEL = "m-2025-01-01"
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES: dict[str, Any] = {**CHAT, "max_tokens": 16}
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 def chat(http: httpx.Client, fleet: FleetProcess, name: str, timeout: float = 5.0, **extra: Any) -> httpx.Response:
@@ -88,6 +89,88 @@ def test_cut_short_ends_the_stream_without_a_finish_reason(fault_fleet: FleetPro
     whole = chat(http, fault_fleet, "f-cut_short").json()  # not streamed: answered whole
     assert whole["choices"][0]["finish_reason"] == "stop"
     assert faults_of(fault_fleet, "f-cut_short") == {"cut_short": 2}
+
+
+def _content_events(lines: list[str], api: str) -> list[str]:
+    """The text pieces of an SSE stream's lines, in order (OpenAI chunks or Anthropic deltas)."""
+    out: list[str] = []
+    for ln in lines:
+        if not ln.startswith("data: {"):
+            continue
+        event = json.loads(ln[6:])
+        if api == "anthropic":
+            if event["type"] == "content_block_delta":
+                out.append(event["delta"]["text"])
+        else:
+            out += [c["delta"]["content"] for c in event["choices"] if c["delta"].get("content")]
+    return out
+
+
+@pytest.mark.parametrize(("name", "api"), [("f-stall_after", "openai"), ("f-stall_after-a", "anthropic")])
+def test_stall_after_sends_n_tokens_then_holds_the_stream_until_the_client_leaves(
+    fault_fleet: FleetProcess, http: httpx.Client, name: str, api: str
+) -> None:
+    # a stream that begins and then goes silent (a wedged GPU worker, a proxy holding the
+    # connection): the first stall_after_tokens tokens, then nothing, never an end
+    fault_fleet.reset()
+    path = "/messages" if api == "anthropic" else "/chat/completions"
+    lines: list[str] = []
+    url = fault_fleet.base_url(name) + path
+    # read until the stall times the client out
+    body = {**MESSAGES, "stream": True}
+    with pytest.raises(httpx.ReadTimeout), http.stream("POST", url, json=body, timeout=0.3) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            lines.append(line)
+    assert len(_content_events(lines, api)) == 2  # stall_after_tokens = 2 of the 6 planned
+    assert not any("[DONE]" in ln or "message_stop" in ln or 'finish_reason":"stop' in ln for ln in lines)
+    st = wait_until_idle(fault_fleet, name)
+    assert st["faults"] == {"stall_after": 1} and st["tokens_sent"] == 2
+    assert (st["requests"], st["completed"], st["disconnected"], st["by_status"]) == (1, 0, 1, {"200": 1})
+
+
+def test_stall_after_never_answers_a_request_not_streamed(fault_fleet: FleetProcess, http: httpx.Client) -> None:
+    fault_fleet.reset()
+    with pytest.raises(httpx.ReadTimeout):
+        chat(http, fault_fleet, "f-stall_after", timeout=0.2)
+    st = wait_until_idle(fault_fleet, "f-stall_after")
+    assert (st["requests"], st["completed"], st["disconnected"], st["tokens_sent"]) == (1, 0, 1, 0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_refusal_answers_start_with_im_sorry(fault_fleet: FleetProcess, http: httpx.Client, stream: bool) -> None:
+    fault_fleet.reset()
+    r = chat(http, fault_fleet, "f-refusal", stream=stream)
+    assert r.status_code == 200
+    if stream:
+        text = "".join(_content_events(r.text.splitlines(), "openai"))
+        assert '"finish_reason":"stop"' in r.text
+    else:
+        doc = r.json()
+        text = doc["choices"][0]["message"]["content"]
+        assert doc["choices"][0]["finish_reason"] == "stop"
+        assert doc["usage"]["completion_tokens"] == len(text.split())
+    assert text == REFUSAL
+    r = messages(http, fault_fleet, "f-refusal-a", stream=stream)
+    text = "".join(_content_events(r.text.splitlines(), "anthropic")) if stream else r.json()["content"][0]["text"]
+    assert text == REFUSAL
+    assert faults_of(fault_fleet, "f-refusal") == {"refusal": 1}
+    assert faults_of(fault_fleet, "f-refusal-a") == {"refusal": 1}
+
+
+def test_refusal_replaces_a_tool_call_too(fault_fleet: FleetProcess, http: httpx.Client) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    doc = chat(http, fault_fleet, "f-refusal", tools=[tool]).json()
+    choice = doc["choices"][0]
+    assert choice["message"]["content"] == REFUSAL and not choice["message"].get("tool_calls")
+    assert choice["finish_reason"] == "stop"
+
+
+def test_tokens_sent_counts_the_tokens_of_every_answer(fault_fleet: FleetProcess, http: httpx.Client) -> None:
+    fault_fleet.reset()
+    chat(http, fault_fleet, "calm")  # 4 tokens, whole
+    chat(http, fault_fleet, "calm", stream=True)  # 4 tokens, streamed
+    assert fault_fleet.deployment_stats("calm")["tokens_sent"] == 8
 
 
 def test_context_window_is_openais_exact_400(fault_fleet: FleetProcess, http: httpx.Client) -> None:
@@ -203,9 +286,11 @@ def test_fault_kinds_are_documented() -> None:
         "reset",
         "malformed",
         "cut_short",
+        "stall_after",
         "context_window",
         "stall",
         "slow_drip",
+        "refusal",
         "wrong_model",
         "no_usage",
     }

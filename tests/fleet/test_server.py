@@ -132,6 +132,7 @@ def test_stats_count_requests_and_reset_zeroes(fault_fleet: FleetProcess, http: 
         "faults": {},
         "events": {},
         "quota_limited": 0,
+        "tokens_sent": 12,
     }
     assert stats["unrouted"] == {"requests": 1, "by_status": {"404": 1}}
     fault_fleet.reset()
