@@ -41,6 +41,10 @@ from ._errors import SpecExecError as SpecExecError
 from ._errors import Timeout as Timeout
 from ._errors import Unavailable as Unavailable
 from ._feed import HealthFeed as HealthFeed
+from ._feed import RemoteBudget as RemoteBudget
+from ._feed import RemoteEval as RemoteEval
+from ._feed import RemoteEvalResult as RemoteEvalResult
+from ._feed import RemoteHealth as RemoteHealth
 from ._health import BreakerConfig as BreakerConfig
 from ._health import HealthConfig as HealthConfig
 from ._policy import HedgeBudgetConfig as HedgeBudgetConfig

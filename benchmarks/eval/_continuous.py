@@ -25,7 +25,7 @@ from specexec import Runtime
 
 from ._cache import Cache
 from ._file import EvalSpec
-from ._run import Ceiling, CaseResult, CostBudget, Job, run_eval
+from ._run import CaseResult, Ceiling, CostBudget, Job, run_eval
 from ._stats import at_least, wilson
 
 __all__ = ["Check", "Drift", "EvalHealth", "PairResult", "run_round", "sample_jobs", "summarise", "watch"]
@@ -185,9 +185,7 @@ async def watch(
         now = anyio.current_time()
         if now - day_start >= DAY:
             day_start, today = now, Ceiling(daily_budget)
-        summary = await run_round(
-            spec, runtime, pairs, round_, sample=sample, concurrency=concurrency, budget=today
-        )
+        summary = await run_round(spec, runtime, pairs, round_, sample=sample, concurrency=concurrency, budget=today)
         rates: dict[str, float] = {}
         models: dict[str, str | None] = {}
         drift: list[Drift] = []

@@ -136,7 +136,6 @@ async def run_eval(
     if max_cost is not None and budget is not None:
         raise ValueError("give max_cost or budget, not both")
     spend: CostBudget | None = Ceiling(max_cost) if max_cost is not None else budget
-    knobs = {"attempt_timeout": timeout} if timeout is not None else {}
     results: list[CaseResult | None] = [None] * len(jobs)
     slots: dict[str, anyio.CapacityLimiter] = {}
     for name, b in runtime.backends.items():  # wait for a max_concurrency slot here (the engine skips)
@@ -166,7 +165,7 @@ async def run_eval(
             try:
                 try:
                     async with slots.get(job.backend) or contextlib.nullcontext():
-                        policy = Policy.single(job.backend, limit_wait=math.inf, **knobs)
+                        policy = Policy.single(job.backend, limit_wait=math.inf, attempt_timeout=timeout)
                         result = await runtime.run(job.case.query, policy)
                     latency = next(
                         (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
