@@ -215,8 +215,9 @@ class EvalView(msgspec.Struct, frozen=True, kw_only=True):
 
     ``runs`` (started since the first start), ``last_run_at`` / ``next_run_at`` (Unix times the
     last run started and the next one is due; ``None``: none yet / running now), ``running``,
-    ``interval`` (seconds), ``sample`` (cases per class per run; ``None``: all), ``skipped`` (calls not sent: budget, since the
-    first start), ``cost`` (USD since the first start), ``round`` (the rotating window's next
+    ``interval`` (seconds), ``sample`` (cases per class per run; ``None``: all), ``skipped``
+    (calls not sent: budget, since the first start), ``cost`` (USD since the first start),
+    ``round`` (the rotating window's next
     position), and ``budget``: the eval's own daily budget.
     """
 
