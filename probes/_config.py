@@ -67,8 +67,7 @@ from typing import Annotated
 import msgspec
 
 from specexec import Backend, PolicyError, Query, Response
-from specexec._toml import decode_toml, read_toml_source, validation_error
-from specexec.config import RuntimeConfig
+from specexec.config import RuntimeConfig, decode_toml, keyed_table_error
 from specexec.verifiers import Verdict, VerifierSpec, check
 
 from ._expect import contains_answer, normalise
@@ -358,25 +357,6 @@ class TargetSettings(msgspec.Struct, frozen=True):
     enabled: bool
 
 
-def _override_error(source: str | Path) -> PolicyError | None:
-    """The error of the first bad ``[probe.backends.NAME]`` table, with NAME in its path.
-
-    (msgspec writes a dict value's path as ``backends[...]``; each table is checked again on
-    its own to say which one it was.)
-    """
-    text, origin = read_toml_source(source)
-    raw = msgspec.toml.decode(text)
-    overrides = raw.get("probe", {}).get("backends", {}) if isinstance(raw, dict) else {}
-    for name, body in overrides.items() if isinstance(overrides, dict) else ():
-        try:
-            msgspec.convert(body, BackendOverride)
-        except msgspec.ValidationError as exc:
-            inner = validation_error(exc, origin)
-            detail = str(inner).removeprefix(f"{origin}: " if origin else "").removesuffix(f" (at {inner.path})")
-            return PolicyError(detail, path=f"$.probe.backends.{name}{inner.path[1:]}", source=origin)
-    return None
-
-
 class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
     """A probe daemon's config file: ``[[backends]]``, ``[health]`` (its ``breaker`` rules the
     probes' circuit state) and ``[probe]``.
@@ -415,7 +395,7 @@ class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
         except PolicyError as exc:
             if not exc.path.startswith("$.probe.backends[...]"):
                 raise
-            raise _override_error(source) or exc from None
+            raise keyed_table_error(source, ("probe", "backends"), BackendOverride) or exc from None
         is_file = isinstance(source, Path) or ("\n" not in source and "=" not in source)  # as read_toml_source
         if config.eval is not None and is_file and not Path(config.eval.file).is_absolute():
             resolved = str(Path(source).parent / config.eval.file)

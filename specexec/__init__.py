@@ -16,6 +16,7 @@ from ._backend import Backend as Backend
 from ._backend import BackendBase as BackendBase
 from ._backend import CallableBackend as CallableBackend
 from ._backend import Limits as Limits
+from ._backend import worst_case_cost as worst_case_cost
 from ._default import aclose as aclose
 from ._default import configure as configure
 from ._distributions import Component as Component

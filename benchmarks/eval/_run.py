@@ -13,15 +13,14 @@ from typing import Protocol
 import anyio
 import msgspec
 
-from specexec import Backend, Policy, Runtime, SpecExecError
-from specexec._query import estimate_input_tokens
+from specexec import Policy, Runtime, SpecExecError, worst_case_cost
 from specexec.config import BackendConfig
 
 from ._cache import Answer, Cache, cache_key
 from ._file import Case, EvalSpec
 from ._score import score
 
-__all__ = ["CaseResult", "Ceiling", "CostBudget", "Job", "fingerprints", "plan", "run_eval", "worst_cost"]
+__all__ = ["CaseResult", "Ceiling", "CostBudget", "Job", "fingerprints", "plan", "run_eval"]
 
 
 class CostBudget(Protocol):
@@ -105,13 +104,6 @@ def plan(spec: EvalSpec, prints: dict[str, str]) -> list[Job]:
     ]
 
 
-def worst_cost(backend: Backend, case: Case) -> float:
-    """The worst case of one call (input tokens + ``max_tokens`` output), USD."""
-    counter = getattr(backend, "count_input_tokens", None)
-    tokens = int(counter(case.query)) if counter is not None else estimate_input_tokens(case.query)
-    return (tokens * backend.input_price + case.query.max_tokens * backend.output_price) / 1e6
-
-
 async def run_eval(
     spec: EvalSpec,
     runtime: Runtime,
@@ -154,7 +146,7 @@ async def run_eval(
         cached = cache.get(job.key)
         answer = cached
         if answer is None:
-            reserve = worst_cost(backends[job.backend], job.case) if spend is not None else 0.0
+            reserve = worst_case_cost(backends[job.backend], job.case.query) if spend is not None else 0.0
             if spend is not None and not spend.try_reserve(reserve):
                 results[i] = CaseResult(
                     job.case.cls, job.case.id, job.backend, False, 0.0, 0.0, spend.refusal, skipped=True
