@@ -330,8 +330,8 @@ class ProbeDaemon:
             except ValueError as exc:
                 _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
         self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
-        if self.eval is not None and snap.eval is not None and snap.eval.file == self.eval.settings.file:
-            self.eval.restore(snap.eval, wall)
+        if self.eval is not None and snap.eval is not None:
+            self.eval.restore(snap.eval, wall, results=snap.eval.file == self.eval.settings.file)
         self._revision_value = max(self._revision_value, snap.revision)
         self._changes_seen = None  # the next revision published is above the file's
         _log.info(

@@ -114,6 +114,17 @@ class EvalRunner:
         self.spec = load_eval(settings.file)
         self.pairs = _pairs(settings, self.spec, [b.name for b in backends])
         used = {b for chosen in self.pairs.values() for b in chosen}
+        probed = {b.name for b in backends}
+        for cls in self.pairs:
+            for judge in sorted(self.spec.judges(cls)):
+                if judge not in probed:
+                    raise PolicyError(
+                        f"the llm_judge of class {cls!r} names backend {judge!r}, which this daemon does not"
+                        f" probe (it has: {', '.join(sorted(probed))}): add it to [[backends]]",
+                        path=f"$.classes.{cls}.scorer.backend",
+                        source=settings.file,
+                    )
+                used.add(judge)
         self.runtime = Runtime([b for b in backends if b.name in used])
         self.pinned = dict(pinned)
         self.states = states
@@ -124,6 +135,8 @@ class EvalRunner:
         self.round = 0
         self.skipped = 0
         self.cost = 0.0
+        self.failed_runs = 0
+        """Runs that raised (logged with their traceback; the schedule goes on)."""
         self.running = False
         self.last_run_at: float | None = None
         self.revision = 0
@@ -174,6 +187,15 @@ class EvalRunner:
                 budget=_Today(self.budget, self.wall_clock),
                 timeout=self.settings.timeout,
             )
+        except Exception:  # a bug (a scorer, a custom backend) must not stop the daemon; cancellation passes
+            self.failed_runs += 1
+            _log.exception(
+                "eval: run %d of %s failed; the next one is due in %g s",
+                self.runs,
+                self.spec.name,
+                self.settings.interval,
+            )
+            return True
         finally:
             self.running = False
         self.round += 1
@@ -276,9 +298,14 @@ class EvalRunner:
             results={cls: dict(per) for cls, per in self.results.items()},
         )
 
-    def restore(self, saved: EvalView, wall: float) -> None:
-        """Resume from a snapshot's ``eval``: results of pairs still evaluated, counters, the
-        rotating window, the schedule and today's spending (a restart does not refill the budget)."""
+    def restore(self, saved: EvalView, wall: float, *, results: bool = True) -> None:
+        """Resume from a snapshot's ``eval``: today's spending (a restart does not refill the budget)
+        and, with ``results`` (the same eval file), the results of pairs still evaluated, the
+        counters, the rotating window and the schedule."""
+        self.budget.restore(saved.budget.day, saved.budget.spent, saved.budget.total, wall)
+        self.revision += 1
+        if not results:
+            return
         self.results = {}
         for cls, per in saved.results.items():
             for backend, r in per.items():
@@ -291,6 +318,4 @@ class EvalRunner:
         self.runs, self.round = saved.runs, saved.round
         self.skipped, self.cost = saved.skipped, saved.cost
         self.last_run_at = saved.last_run_at
-        self.budget.restore(saved.budget.day, saved.budget.spent, saved.budget.total, wall)
-        self.revision += 1
         self.update_drift()

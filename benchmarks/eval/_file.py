@@ -233,6 +233,10 @@ class EvalSpec(msgspec.Struct, frozen=True):
         """The route ``cls`` maps to."""
         return self.file.classes[cls].route or cls
 
+    def judges(self, cls: str) -> set[str]:
+        """The backends whose ``llm_judge`` scores ``cls``'s cases (its scorer's and the cases' own checks)."""
+        return {c.scorer.backend for c in self.cases[cls] if isinstance(c.scorer, Judge)}
+
 
 def _hash(*parts: object) -> str:
     return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:24]

@@ -392,3 +392,78 @@ async def test_a_service_sees_a_drop_below_the_bar_through_the_feed(tmp_path: Pa
         # information only: the service's own view of the backend is untouched
         assert service.health("mini").breaker.state(anyio.current_time()) == "closed"
         assert service.health("mini").last_model is None
+
+
+# -- found while wiring it in ---------------------------------------------------------------------
+
+
+def test_a_judge_backend_the_daemon_does_not_probe_is_a_config_error(tmp_path: Path) -> None:
+    text = (
+        eval_file(tmp_path)
+        .read_text()
+        .replace('scorer = { kind = "numeric" }', 'scorer = { kind = "llm_judge", backend = "judge" }')
+    )
+    path = tmp_path / "watch.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match="'judge'") as info:
+        ProbeDaemon(config(path))
+    assert info.value.source == str(path) and info.value.path == "$.classes.sum.scorer.backend"
+
+
+async def test_a_judge_backend_probed_here_judges_the_answers(tmp_path: Path) -> None:
+    text = (
+        eval_file(tmp_path)
+        .read_text()
+        .replace(
+            'scorer = { kind = "numeric" }', 'scorer = { kind = "llm_judge", backend = "judge" }\ncandidates = ["mini"]'
+        )
+    )
+    path = tmp_path / "watch.toml"
+    path.write_text(text)
+    model = Model()
+    judge = SimulatedBackend("judge", 0.1, reply="9", model="judge-1")
+    async with running(config(path, names=("mini", "judge")), [backend(model), judge]) as daemon:
+        await anyio.sleep(10.0)
+        report = daemon.health_report()
+    assert report.eval is not None and list(report.eval.results["sum"]) == ["mini"]
+    r = report.eval.results["sum"]["mini"]
+    assert (r.passed, r.cases, r.errors) == (10, 10, 0)  # judged 9/10 >= 0.7 each, not "judge failed"
+
+
+async def test_a_run_that_raises_is_logged_and_the_schedule_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import specexec.bench.eval as eval_library
+
+    real = eval_library.run_round
+    calls = {"n": 0}
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in a scorer")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(eval_library, "run_round", flaky)
+    model = Model()
+    async with running(config(eval_file(tmp_path)), [backend(model)]) as daemon:
+        await anyio.sleep(HOUR + 10.0)
+        assert daemon.eval is not None and daemon.eval.runs == 2 and daemon.eval.failed_runs == 1
+        report = daemon.health_report()
+    assert report.eval is not None and report.eval.results["sum"]["mini"].cases == 10
+    assert any("run 1 of watch failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_a_restart_with_another_eval_file_keeps_todays_spending(tmp_path: Path) -> None:
+    snap = tmp_path / "probes.msgpack"
+    first = eval_file(tmp_path)
+    async with running(config(first, daily_budget=0.5), [backend(Model(), price=1000.0)], snapshot=snap):
+        await anyio.sleep(10.0)
+    other = tmp_path / "other"
+    other.mkdir()
+    second = eval_file(other)
+    async with running(config(second, daily_budget=0.5), [backend(Model(), price=1000.0)], snapshot=snap) as d:
+        assert d.eval is not None
+        assert d.eval.budget.spent == pytest.approx(0.1)  # the budget is the daemon's, whatever the file
+        await anyio.sleep(10.0)  # the other file's results are not taken: its first run is at start
+        assert d.eval.runs == 1 and d.eval.budget.spent == pytest.approx(0.2)
