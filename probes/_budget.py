@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from ._snapshot import BudgetView
+
 SECONDS_PER_DAY = 86400
 _EPSILON = 1e-12  # float slack when comparing money with the limit
 
@@ -79,6 +81,21 @@ class DailyBudget:
     def resets_at(self, wall: float) -> float:
         """Unix time of the next UTC midnight after ``wall``."""
         return float((utc_day(wall) + 1) * SECONDS_PER_DAY)
+
+    def view(self, wall: float) -> BudgetView:
+        """What is published about this budget at Unix time ``wall``."""
+        exhausted = self.exhausted(wall)
+        day = self.day if self.day is not None else 0
+        return BudgetView(
+            limit=self.limit,
+            spent=self.spent,
+            reserved=self.reserved,
+            day=day,
+            date=day_label(day),
+            exhausted=exhausted,
+            resets_at=self.resets_at(wall),
+            total=self.total,
+        )
 
     def restore(self, day: int, spent: float, total: float, wall: float) -> None:
         """Resume from a snapshot: today's spending carries over when the snapshot is from today."""

@@ -104,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"specexec probe: {args.config}: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(f"{args.config}: ok ({len(config.backends)} backend(s))")
+        evaluated = ""
+        if daemon.eval is not None:
+            pairs = daemon.eval.pairs
+            backends = sorted({b for chosen in pairs.values() for b in chosen})
+            evaluated = f"; eval {daemon.eval.spec.name!r}: {len(pairs)} class(es) on {', '.join(backends)}"
+        print(f"{args.config}: ok ({len(config.backends)} backend(s){evaluated})")
         return 0
     options = {"use_uvloop": True} if args.loop == "asyncio" and sys.platform != "win32" else {}
     try:

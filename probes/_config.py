@@ -31,6 +31,14 @@ the daemon; a service reading the same file with ``Runtime.from_config`` ignores
     interval = 15.0
     pinned_model = "gpt-4o-mini-2024-07-18"
 
+    [eval]                          # optional: continuous evaluation (see EvalSettings)
+    file = "evals/starter.toml"     # a `specexec eval` file (relative to this config file)
+    interval = 3600.0               # seconds between two runs (60 to 604800); runs never overlap
+    daily_budget = 0.20             # USD per UTC day for eval calls (required); when spent, it stops until midnight
+    jobs = 2                        # calls in flight (1 to 64)
+    sample = 10                     # cases per class per run, a rotating window (default: every case)
+    backends = ["mini-us"]          # which backends to evaluate (default: each class's candidates probed here)
+
 Errors name the file and the key path
 (``PolicyError: probes.toml: Expected `float` >= 1.0 (at $.probe.interval)``).
 
@@ -42,7 +50,10 @@ poll every few seconds, so writing more often buys nothing and a tiny value woul
 daemon a busy loop of disk writes); ``window`` and ``stale_after`` 1 s to 7 days;
 ``slices`` 1 to 60 (memory: each slice holds four HDR histograms, ~0.11 MB, per probe
 query per backend); ``max_concurrent`` 1 to 1024 (each probe in flight holds a connection);
-``daily_budget`` up to 1,000,000 USD (leave it out for no limit).
+``daily_budget`` up to 1,000,000 USD (leave it out for no limit); ``[eval]``: ``interval`` 60 s
+to 7 days (a run is many calls: more often is spend, not information), ``jobs`` 1 to 64,
+``sample`` 1 to 100,000 cases, ``timeout`` as ``[probe] timeout``, ``daily_budget`` required
+(0 to 1,000,000 USD: an eval on a schedule is always cost-bounded).
 """
 
 from __future__ import annotations
@@ -56,14 +67,16 @@ from typing import Annotated
 import msgspec
 
 from specexec import Backend, PolicyError, Query, Response
-from specexec._toml import decode_toml, read_toml_source, validation_error
-from specexec.config import RuntimeConfig
+from specexec.config import RuntimeConfig, decode_toml, keyed_table_error
 from specexec.verifiers import Verdict, VerifierSpec, check
 
 from ._expect import contains_answer, normalise
 
 __all__ = [
     "DEFAULT_BIND",
+    "DEFAULT_EVAL_INTERVAL",
+    "DEFAULT_EVAL_JOBS",
+    "DEFAULT_EVAL_TIMEOUT",
     "DEFAULT_INTERVAL",
     "DEFAULT_JITTER",
     "DEFAULT_MAX_CONCURRENT",
@@ -76,17 +89,22 @@ __all__ = [
     "DEFAULT_WINDOW",
     "MAX_CONCURRENT",
     "MAX_DAILY_BUDGET",
+    "MAX_EVAL_INTERVAL",
+    "MAX_EVAL_JOBS",
+    "MAX_EVAL_SAMPLE",
     "MAX_INTERVAL",
     "MAX_SLICES",
     "MAX_SNAPSHOT_INTERVAL",
     "MAX_TIMEOUT",
     "MAX_WINDOW",
+    "MIN_EVAL_INTERVAL",
     "MIN_INTERVAL",
     "MIN_SNAPSHOT_INTERVAL",
     "MIN_TIMEOUT",
     "MIN_WINDOW",
     "BackendOverride",
     "Canary",
+    "EvalSettings",
     "ProbeConfig",
     "ProbeSettings",
     "TargetSettings",
@@ -137,6 +155,20 @@ DEFAULT_SNAPSHOT_INTERVAL = 10.0
 """Seconds between two snapshot-file writes (one more is written at shutdown)."""
 DEFAULT_QUERY = Query("ping", max_tokens=1)
 """The probe query: one short message, one output token."""
+DEFAULT_EVAL_INTERVAL = 3600.0
+"""Seconds between two continuous-eval runs."""
+MIN_EVAL_INTERVAL = 60.0
+"""The shortest continuous-eval interval (seconds): a run is many calls; more often is spend, not information."""
+MAX_EVAL_INTERVAL = 604_800.0
+"""The longest continuous-eval interval (7 days)."""
+DEFAULT_EVAL_JOBS = 2
+"""Eval calls in flight at once."""
+MAX_EVAL_JOBS = 64
+"""The most eval calls in flight at once."""
+MAX_EVAL_SAMPLE = 100_000
+"""The most cases per class in one eval run."""
+DEFAULT_EVAL_TIMEOUT = 60.0
+"""Seconds one eval call may take before it is cut (an error, not a failed case)."""
 
 
 Interval = Annotated[float, msgspec.Meta(ge=MIN_INTERVAL, le=MAX_INTERVAL)]
@@ -149,6 +181,9 @@ Slices = Annotated[int, msgspec.Meta(ge=1, le=MAX_SLICES)]
 Concurrency = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONCURRENT)]
 USD = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DAILY_BUDGET)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+EvalInterval = Annotated[float, msgspec.Meta(ge=MIN_EVAL_INTERVAL, le=MAX_EVAL_INTERVAL)]
+EvalJobs = Annotated[int, msgspec.Meta(ge=1, le=MAX_EVAL_JOBS)]
+EvalSample = Annotated[int, msgspec.Meta(ge=1, le=MAX_EVAL_SAMPLE)]
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?\Z")
@@ -272,6 +307,41 @@ class ProbeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise PolicyError("the snapshot path contains a NUL character", path="$.snapshot")
 
 
+class EvalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[eval]``: run a ``specexec eval`` file on a schedule, within a daily budget (information only).
+
+    - ``file``: the eval file (its ``[classes.*]``, datasets and bars; its own ``[[backends]]``
+      are not used: the daemon's are). A relative path is relative to the daemon's config file.
+    - ``interval``: seconds from the start of one run to the start of the next; a run that
+      overruns is followed at once by the next (runs never overlap).
+    - ``daily_budget``: USD per UTC day for eval calls, separate from ``[probe] daily_budget``.
+      Each call's worst case is reserved first; a call that does not fit is not sent and the
+      eval stops until the next UTC midnight (logged once).
+    - ``jobs``: calls in flight at once; ``timeout``: seconds per call (a call cut is an error,
+      not a failed case); ``sample``: cases per class per run, a window rotating through the
+      dataset (default: every case).
+    - ``backends``: the daemon's backends to evaluate; each class is run on those of its
+      ``candidates`` (every backend when it names none) that are also probed here (default:
+      every probed backend).
+    """
+
+    file: str
+    daily_budget: USD
+    interval: EvalInterval = DEFAULT_EVAL_INTERVAL
+    jobs: EvalJobs = DEFAULT_EVAL_JOBS
+    timeout: Timeout = DEFAULT_EVAL_TIMEOUT
+    sample: EvalSample | None = None
+    backends: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.file.strip():
+            raise PolicyError("file must name the eval file (a specexec eval TOML)", path="$.file")
+        if "\x00" in self.file:
+            raise PolicyError("the eval file path contains a NUL character", path="$.file")
+        if len(set(self.backends)) != len(self.backends):
+            raise PolicyError(f"backends lists a name twice: {list(self.backends)}", path="$.backends")
+
+
 class TargetSettings(msgspec.Struct, frozen=True):
     """One backend's effective probe settings (``[probe]`` merged with its override)."""
 
@@ -287,25 +357,6 @@ class TargetSettings(msgspec.Struct, frozen=True):
     enabled: bool
 
 
-def _override_error(source: str | Path) -> PolicyError | None:
-    """The error of the first bad ``[probe.backends.NAME]`` table, with NAME in its path.
-
-    (msgspec writes a dict value's path as ``backends[...]``; each table is checked again on
-    its own to say which one it was.)
-    """
-    text, origin = read_toml_source(source)
-    raw = msgspec.toml.decode(text)
-    overrides = raw.get("probe", {}).get("backends", {}) if isinstance(raw, dict) else {}
-    for name, body in overrides.items() if isinstance(overrides, dict) else ():
-        try:
-            msgspec.convert(body, BackendOverride)
-        except msgspec.ValidationError as exc:
-            inner = validation_error(exc, origin)
-            detail = str(inner).removeprefix(f"{origin}: " if origin else "").removesuffix(f" (at {inner.path})")
-            return PolicyError(detail, path=f"$.probe.backends.{name}{inner.path[1:]}", source=origin)
-    return None
-
-
 class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
     """A probe daemon's config file: ``[[backends]]``, ``[health]`` (its ``breaker`` rules the
     probes' circuit state) and ``[probe]``.
@@ -314,6 +365,7 @@ class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
     """
 
     probe: ProbeSettings = ProbeSettings()
+    eval: EvalSettings | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -324,16 +376,31 @@ class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
                     f"no backend named {name!r} in [[backends]] (known: {', '.join(sorted(known)) or 'none'})",
                     path=f"$.probe.backends.{name}",
                 )
+        for i, name in enumerate(self.eval.backends if self.eval is not None else ()):
+            if name not in known:
+                raise PolicyError(
+                    f"no backend named {name!r} in [[backends]] (known: {', '.join(sorted(known)) or 'none'})",
+                    path=f"$.eval.backends[{i}]",
+                )
 
     @classmethod
     def load(cls, source: str | Path, *, extra: Sequence[str] = ()) -> ProbeConfig:
-        """Load from a TOML file path or TOML text; top-level tables named in ``extra`` are ignored."""
+        """Load from a TOML file path or TOML text; top-level tables named in ``extra`` are ignored.
+
+        A relative ``[eval] file`` is made relative to the config file's directory (to the
+        working directory for TOML text).
+        """
         try:
-            return decode_toml(source, cls, ignore=extra)
+            config = decode_toml(source, cls, ignore=extra)
         except PolicyError as exc:
             if not exc.path.startswith("$.probe.backends[...]"):
                 raise
-            raise _override_error(source) or exc from None
+            raise keyed_table_error(source, ("probe", "backends"), BackendOverride) or exc from None
+        is_file = isinstance(source, Path) or ("\n" not in source and "=" not in source)  # as read_toml_source
+        if config.eval is not None and is_file and not Path(config.eval.file).is_absolute():
+            resolved = str(Path(source).parent / config.eval.file)
+            config = msgspec.structs.replace(config, eval=msgspec.structs.replace(config.eval, file=resolved))
+        return config
 
     def target(self, backend: Backend) -> TargetSettings:
         """The effective settings for ``backend`` (overrides by its name, if any)."""

@@ -1,7 +1,8 @@
 """``ProbeDaemon``: probes every backend on its schedule and publishes one view of their health.
 
 It ties the pieces together: the ``Scheduler`` (probe loops), a ``ProbeState`` per backend,
-the ``DailyBudget``, the HTTP endpoints (``_http``) and the snapshot file (``_snapshot``).
+the ``DailyBudget``, the continuous eval (``EvalRunner``, with ``[eval]``), the HTTP endpoints
+(``_http``) and the snapshot file (``_snapshot``).
 Written on anyio: it runs on trio (tests in virtual time) and on asyncio with uvloop (the
 command line's default).
 
@@ -13,8 +14,8 @@ Run it inside a task group::
         ...
         tg.cancel_scope.cancel()        # clean stop: a final snapshot is written
 
-Cancellation: ``run`` returns only by cancellation; by then every probe and connection it
-started has ended, the HTTP clients are closed and (with a snapshot path) the final
+Cancellation: ``run`` returns only by cancellation; by then every probe, eval call and
+connection it started has ended, the HTTP clients are closed and (with a snapshot path) the final
 snapshot is on disk.
 """
 
@@ -37,8 +38,9 @@ from specexec._errors import redact
 from specexec._health import HealthConfig
 from specexec._resources import Resources
 
-from ._budget import DailyBudget, day_label
+from ._budget import DailyBudget
 from ._config import ProbeConfig, valid_host
+from ._eval import EvalRunner
 from ._http import Endpoints, HttpServer
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import render
@@ -91,7 +93,8 @@ class ProbeDaemon:
     - ``bind`` / ``port`` / ``snapshot`` / ``http``: override ``[probe]`` (``snapshot=None``: no file).
 
     The constructor builds everything ``run`` uses — every backend, the health config, each
-    backend's probe state and the schedule — and sends nothing, so constructing one is the
+    backend's probe state, the schedule and, with ``[eval]``, the eval file, its datasets and
+    its class × backend pairs (``eval``) — and sends nothing, so constructing one is the
     complete check of a config (``specexec probe --check`` does exactly that). A value that
     cannot be built raises ``PolicyError`` with its key path (``ValueError`` for a bad
     ``bind``/``port`` argument).
@@ -156,6 +159,17 @@ class ProbeDaemon:
                 region=getattr(backend, "region", ""),
             )
             self.targets[backend.name] = Target(backend, settings, state, seed=p.seed)
+        self.eval: EvalRunner | None = None
+        """The continuous evaluation (``[eval]``), or ``None``."""
+        if config.eval is not None:
+            probed = [b for b in self.backends if self.targets[b.name].settings.enabled]
+            self.eval = EvalRunner(
+                config.eval,
+                probed,
+                pinned={name: t.settings.pinned_model for name, t in self.targets.items()},
+                states=self.states,
+                wall_clock=wall_clock,
+            )
         self._secret_envs = sorted(
             {env for b in self.backends if isinstance(env := getattr(b, "api_key_env", None), str)}
         )
@@ -192,23 +206,12 @@ class ProbeDaemon:
         return redact(text, [*secrets, *self._header_secrets])
 
     def _budget_view(self, wall: float) -> BudgetView:
-        b = self.budget
-        exhausted = b.exhausted(wall)
-        day = b.day if b.day is not None else 0
-        return BudgetView(
-            limit=b.limit,
-            spent=b.spent,
-            reserved=b.reserved,
-            day=day,
-            date=day_label(day),
-            exhausted=exhausted,
-            resets_at=b.resets_at(wall),
-            total=b.total,
-        )
+        return self.budget.view(wall)
 
     def _revision(self) -> int:
         """The published revision: bumped to ``max(previous + 1, Unix µs)`` when the data changed."""
         changes = sum(t.state.revision for t in self.targets.values())
+        changes += self.eval.revision if self.eval is not None else 0
         if changes != self._changes_seen:
             self._changes_seen = changes
             self._revision_value = max(self._revision_value + 1, int(self.wall_clock() * 1e6))
@@ -226,6 +229,7 @@ class ProbeDaemon:
             window=self.health_config.window,
             budget=self._budget_view(wall),
             backends={name: t.state.view(now, wall) for name, t in self.targets.items()},
+            eval=self.eval.view(now, wall) if self.eval is not None else None,
         )
 
     def snapshot(self) -> Snapshot:
@@ -239,6 +243,7 @@ class ProbeDaemon:
             window=self.health_config.window,
             budget=self._budget_view(wall),
             backends={name: t.state.snapshot(now, wall) for name, t in self.targets.items()},
+            eval=self.eval.view(now, wall) if self.eval is not None else None,
         )
 
     def metrics(self) -> str:
@@ -325,6 +330,8 @@ class ProbeDaemon:
             except ValueError as exc:
                 _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
         self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
+        if self.eval is not None and snap.eval is not None:
+            self.eval.restore(snap.eval, wall, results=snap.eval.file == self.eval.settings.file)
         self._revision_value = max(self._revision_value, snap.revision)
         self._changes_seen = None  # the next revision published is above the file's
         _log.info(
@@ -349,7 +356,7 @@ class ProbeDaemon:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[ProbeDaemon] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Resume, listen, probe and write snapshots until cancelled (see the module docs).
+        """Resume, listen, probe, evaluate and write snapshots until cancelled (see the module docs).
 
         Reports itself through ``task_status`` once listening. Raises ``OSError`` if the HTTP
         address cannot be bound.
@@ -369,6 +376,8 @@ class ProbeDaemon:
                     tg.start_soon(self._serve_http, listener, tg)
                     _log.info("probe daemon: serving %s (/healthz, /v1/health, /v1/snapshot, /metrics)", self.url)
                 tg.start_soon(self.scheduler.run)
+                if self.eval is not None:
+                    tg.start_soon(self.eval.run, name="continuous eval")
                 if self.snapshot_path is not None:
                     # Only now: a daemon that could not bind (another instance holds the port)
                     # must not remove that instance's temp files.

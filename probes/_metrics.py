@@ -24,6 +24,14 @@ the process's default registry). Families:
   ``specexec_probe_backend_info{provider,region,model,reported_model}``.
 - ``specexec_probe_cost_usd_total``, ``specexec_probe_budget_usd``,
   ``specexec_probe_budget_spent_usd``, ``specexec_probe_budget_exhausted``, ``specexec_probe_up``.
+- With ``[eval]``, per ``task_class`` and ``backend`` (gauges, from the last run that answered a
+  case): ``specexec_eval_pass_rate``, ``specexec_eval_pass_rate_low`` / ``_high`` (the 95 %
+  Wilson interval), ``specexec_eval_bar``, ``specexec_eval_cases``, ``specexec_eval_below_bar``,
+  ``specexec_eval_model_changed``, ``specexec_eval_last_run_timestamp_seconds``; and
+  ``specexec_eval_runs_total``, ``specexec_eval_skipped_total`` (calls not sent: budget),
+  ``specexec_eval_cost_usd_total``, ``specexec_eval_budget_usd``,
+  ``specexec_eval_budget_spent_usd``, ``specexec_eval_budget_exhausted``.
+  ``specexec_probe_model_drift`` is the backend's drift flag: probes or eval.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from specexec._buckets import LATENCY_BUCKETS, TEXT_CONTENT_TYPE, TTFT_BUCKETS
 
 from ._http import HttpError
-from ._snapshot import HealthReport
+from ._snapshot import EvalView, HealthReport
 
 if TYPE_CHECKING:
     from ._state import ProbeState
@@ -138,7 +146,12 @@ def _families(report: HealthReport, states: Mapping[str, ProbeState]) -> Iterabl
         "1 for the probes' circuit breaker state (closed, open, half_open).",
         (*b_, "state"),
     )
-    drift = gauge("specexec_probe_model_drift", "1 when the reported model id differs from the pinned one.", b_)
+    drift = gauge(
+        "specexec_probe_model_drift",
+        "1 when the drift flag is up: the reported model id differs from the pinned one, or the continuous eval"
+        " found the backend below a bar.",
+        b_,
+    )
     canary = gauge("specexec_probe_canary_failed", "1 when the last canary got a wrong answer.", b_)
     age = gauge("specexec_probe_age_seconds", "Seconds since the last finished probe (NaN: none yet).", b_)
     last = gauge("specexec_probe_last_success_timestamp_seconds", "Unix time of the last successful probe.", b_)
@@ -182,7 +195,59 @@ def _families(report: HealthReport, states: Mapping[str, ProbeState]) -> Iterabl
     exhausted = gauge("specexec_probe_budget_exhausted", "1 while probing is stopped for the day (budget spent).")
     exhausted.add_metric((), 1.0 if budget.exhausted else 0.0)
     families = (up, latency, ttft, window, success, errors, skipped, rate, state, circuit, drift, canary, age, last)
-    return [f for f in (*families, info, cost, limit, spent, exhausted) if f.samples]
+    evals = _eval_families(report.eval) if report.eval is not None else []
+    return [f for f in (*families, info, cost, limit, spent, exhausted, *evals) if f.samples]
+
+
+def _eval_families(view: EvalView) -> list[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    cb = ("task_class", "backend")
+    per_pair = {
+        "pass_rate": GaugeMetricFamily(
+            "specexec_eval_pass_rate", "Share of eval cases passed in the last run (NaN: none answered).", labels=cb
+        ),
+        "low": GaugeMetricFamily("specexec_eval_pass_rate_low", "Lower end of the 95 % Wilson interval.", labels=cb),
+        "high": GaugeMetricFamily("specexec_eval_pass_rate_high", "Upper end of the 95 % Wilson interval.", labels=cb),
+        "bar": GaugeMetricFamily("specexec_eval_bar", "The task class's min_pass_rate.", labels=cb),
+        "cases": GaugeMetricFamily("specexec_eval_cases", "Cases answered in the last run.", labels=cb),
+        "below_bar": GaugeMetricFamily("specexec_eval_below_bar", "1 when the pass rate is below the bar.", labels=cb),
+        "model_changed": GaugeMetricFamily(
+            "specexec_eval_model_changed", "1 when the reported model id differs from the pinned one.", labels=cb
+        ),
+        "last_run_at": GaugeMetricFamily(
+            "specexec_eval_last_run_timestamp_seconds", "Unix time of the last run that answered a case.", labels=cb
+        ),
+    }
+    for cls, per_backend in sorted(view.results.items()):
+        for backend, r in sorted(per_backend.items()):
+            values = {
+                "pass_rate": _nan(r.pass_rate),
+                "low": r.low,
+                "high": r.high,
+                "bar": r.bar,
+                "cases": float(r.cases),
+                "below_bar": 1.0 if r.below_bar else 0.0,
+                "model_changed": 1.0 if r.model_changed else 0.0,
+                "last_run_at": r.last_run_at,
+            }
+            for key, family in per_pair.items():
+                family.add_metric((cls, backend), values[key])
+    runs = CounterMetricFamily("specexec_eval_runs", "Continuous-eval runs started.")
+    runs.add_metric((), view.runs)
+    skipped = CounterMetricFamily("specexec_eval_skipped", "Eval calls not sent because the daily budget was spent.")
+    skipped.add_metric((), view.skipped)
+    cost = CounterMetricFamily("specexec_eval_cost_usd", "USD spent on eval calls.")
+    cost.add_metric((), view.cost)
+    limit = GaugeMetricFamily("specexec_eval_budget_usd", "Daily eval budget in USD.")
+    limit.add_metric((), _nan(view.budget.limit))
+    spent = GaugeMetricFamily("specexec_eval_budget_spent_usd", "USD spent on eval calls this UTC day.")
+    spent.add_metric((), view.budget.spent)
+    exhausted = GaugeMetricFamily(
+        "specexec_eval_budget_exhausted", "1 while the continuous eval is stopped for the day (budget spent)."
+    )
+    exhausted.add_metric((), 1.0 if view.budget.exhausted else 0.0)
+    return [*per_pair.values(), runs, skipped, cost, limit, spent, exhausted]
 
 
 def render(report: HealthReport, states: Mapping[str, ProbeState] | None = None) -> str:

@@ -13,6 +13,11 @@ had one per backend that mixed the ping and the canary. ``decode_snapshot`` read
 version-1 entry becomes a ``ping`` query when it had no canary, else its histograms are
 dropped: they cannot be split).
 
+Continuous evaluation (``[eval]``) adds ``eval`` (``EvalView``: per task class and backend, the
+last run's pass rate, Wilson interval, cases and the bar) and each backend's ``drift_reasons``;
+both have defaults, so a version-2 document without them (an older daemon) reads as before,
+and an older reader ignores them.
+
 Times are Unix seconds (``*_at``) or seconds (``age``: since the last finished probe, at
 ``generated_at``). The snapshot file is written atomically (temp file, fsync, rename), so
 a reader sees the old or the new file, never half of one; the daemon resumes from it on
@@ -41,6 +46,8 @@ __all__ = [
     "BackendView",
     "BudgetView",
     "EncodedHistogram",
+    "EvalResultView",
+    "EvalView",
     "HealthReport",
     "QuerySnapshot",
     "QueryView",
@@ -109,9 +116,10 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     (``ping``, and ``canary`` when the backend has one); ``p50``/``p90``/``p99``/``ttft_p50``,
     ``samples`` and ``latency_*``/``ttft_*`` are the ``ping``'s (the canary is a longer
     question: mixing them would make a fast backend look slow); ``success_rate`` over the window;
-    ``model`` the pinned id, ``reported_model`` the last one the provider reported, ``drift``
-    when they differ. ``successes``, ``failures``, ``errors`` (by kind), ``probes``,
-    ``skipped`` (not sent: budget) and ``cost`` (USD) count since the first start.
+    ``model`` the pinned id, ``reported_model`` the last one the provider reported; ``drift``
+    when they differ, or when a continuous eval found the backend below a class's bar or
+    reporting another model (``drift_reasons`` says which). ``successes``, ``failures``,
+    ``errors`` (by kind), ``probes``, ``skipped`` (not sent: budget) and ``cost`` (USD) count since the first start.
     """
 
     provider: str
@@ -149,6 +157,7 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     ttft_sum: float
     ttft_count: int
     queries: Mapping[str, QueryView] = {}
+    drift_reasons: tuple[str, ...] = ()
 
 
 class BackendSnapshot(BackendView, frozen=True, kw_only=True):
@@ -174,8 +183,61 @@ class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
     total: float
 
 
+class EvalResultView(msgspec.Struct, frozen=True, kw_only=True):
+    """One task class on one backend, from its last eval run that answered a case.
+
+    ``pass_rate`` = ``passed`` / ``cases`` (the cases answered; ``None`` before any), ``low`` /
+    ``high`` its 95 % Wilson interval, ``bar`` the class's ``min_pass_rate`` and ``below_bar``
+    (exact: 8/10 is below 0.9), ``errors`` (failed calls) and ``skipped`` (not sent: budget) of
+    that run apart, ``model`` the id the backend reported, ``pinned_model`` the daemon's pin,
+    ``model_changed`` when they differ, ``last_run_at`` (Unix time the run started) and ``cost``
+    (USD) of that run.
+    """
+
+    passed: int
+    cases: int
+    errors: int
+    skipped: int
+    pass_rate: float | None
+    low: float
+    high: float
+    bar: float
+    below_bar: bool
+    model: str | None
+    pinned_model: str | None
+    model_changed: bool
+    last_run_at: float
+    cost: float
+
+
+class EvalView(msgspec.Struct, frozen=True, kw_only=True):
+    """``[eval]``: the continuous evaluation. ``results`` by task class, then backend.
+
+    ``runs`` (started since the first start), ``last_run_at`` / ``next_run_at`` (Unix times the
+    last run started and the next one is due; ``None``: none yet / running now), ``running``,
+    ``interval`` (seconds), ``sample`` (cases per class per run; ``None``: all), ``skipped``
+    (calls not sent: budget, since the first start), ``cost`` (USD since the first start),
+    ``round`` (the rotating window's next
+    position), and ``budget``: the eval's own daily budget.
+    """
+
+    name: str
+    file: str
+    interval: float
+    sample: int | None
+    runs: int
+    round: int
+    running: bool
+    last_run_at: float | None
+    next_run_at: float | None
+    skipped: int
+    cost: float
+    budget: BudgetView
+    results: dict[str, dict[str, EvalResultView]]
+
+
 class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /v1/health``: the daemon and every backend, as JSON."""
+    """``GET /v1/health``: the daemon and every backend, as JSON (``eval``: with ``[eval]``)."""
 
     version: int
     generated_at: float
@@ -185,6 +247,7 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     window: float
     budget: BudgetView
     backends: dict[str, BackendView]
+    eval: EvalView | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,6 +268,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     window: float
     budget: BudgetView
     backends: dict[str, BackendSnapshot]
+    eval: EvalView | None = None
 
 
 class _BackendSnapshotV1(BackendView, frozen=True, kw_only=True):

@@ -129,6 +129,8 @@ class ProbeState:
         self.skipped = 0
         self.cost = 0.0
         self.revision = 0
+        self.eval_drift: tuple[str, ...] = ()
+        """Why the continuous eval flags this backend (below a bar, another model), set by the daemon."""
         self._cache_key: tuple[object, ...] | None = None
         self._cache: dict[str, _Published] = {}
 
@@ -230,6 +232,19 @@ class ProbeState:
         self.last_error_at = wall
         self._finished(wall, cost)
 
+    def set_eval_drift(self, reasons: tuple[str, ...]) -> bool:
+        """The continuous eval's drift reasons for this backend (``()``: none); ``True`` if they changed."""
+        if reasons == self.eval_drift:
+            return False
+        self.eval_drift = reasons
+        self.revision += 1
+        return True
+
+    def drift_reasons(self) -> tuple[str, ...]:
+        """Why the drift flag is up: the probes' reported model, then the eval's reasons."""
+        probe = (f"probes: reported model {self.reported_model!r}, pinned {self.settings.pinned_model!r}",)
+        return (*(probe if self.drift else ()), *self.eval_drift)
+
     def record_skip(self) -> None:
         """A probe was due but not sent (the daily budget is spent)."""
         self.skipped += 1
@@ -285,7 +300,8 @@ class ProbeState:
             "last_probe_at": self.last_probe_at,
             "age": max(0.0, wall - self.last_probe_at) if self.last_probe_at is not None else None,
             "reported_model": self.reported_model,
-            "drift": self.drift,
+            "drift": self.drift or bool(self.eval_drift),
+            "drift_reasons": self.drift_reasons(),
             "canary": self.canary,
             "canary_reason": self.canary_reason,
             "canary_at": self.canary_at,

@@ -16,6 +16,7 @@ from ._backend import Backend as Backend
 from ._backend import BackendBase as BackendBase
 from ._backend import CallableBackend as CallableBackend
 from ._backend import Limits as Limits
+from ._backend import worst_case_cost as worst_case_cost
 from ._default import aclose as aclose
 from ._default import configure as configure
 from ._distributions import Component as Component
@@ -41,6 +42,10 @@ from ._errors import SpecExecError as SpecExecError
 from ._errors import Timeout as Timeout
 from ._errors import Unavailable as Unavailable
 from ._feed import HealthFeed as HealthFeed
+from ._feed import RemoteBudget as RemoteBudget
+from ._feed import RemoteEval as RemoteEval
+from ._feed import RemoteEvalResult as RemoteEvalResult
+from ._feed import RemoteHealth as RemoteHealth
 from ._health import BreakerConfig as BreakerConfig
 from ._health import HealthConfig as HealthConfig
 from ._policy import HedgeBudgetConfig as HedgeBudgetConfig

@@ -35,6 +35,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
+def worst_case_cost(backend: Backend, query: Query) -> float:
+    """USD ``query`` may cost at ``backend``: its whole input bound (``count_input_tokens``, or the
+    generic estimate) and ``max_tokens`` output at the backend's prices — what a reservation holds
+    before the call is sent."""
+    counter = getattr(backend, "count_input_tokens", None)
+    tokens = int(counter(query)) if counter is not None else estimate_input_tokens(query)
+    return (tokens * backend.input_price + query.max_tokens * backend.output_price) / 1e6
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One model at one provider in one region.

@@ -8,6 +8,12 @@ The wire format is the daemon's snapshot (``probes/_snapshot.py``, msgpack); thi
 reads only the fields it needs, so the daemon may add fields freely (a change of meaning
 bumps the version, which is checked). It reads versions 1 and 2: a service upgraded before
 its daemon keeps working.
+
+A daemon with continuous evaluation (``[eval]``) also publishes per task class and backend pass
+rates: ``HealthFeed.eval()`` / ``eval_result(task_class, backend)`` hand them to the
+application, and a backend below a class's bar has ``RemoteHealth.drift`` set with its
+``drift_reasons``. That is information: routing does not change by itself (a service that
+wants to act on it does so deliberately, e.g. by alerting or by loading other routes).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ __all__ = [
     "READABLE_SNAPSHOT_VERSIONS",
     "SNAPSHOT_VERSION",
     "HealthFeed",
+    "RemoteBudget",
+    "RemoteEval",
+    "RemoteEvalResult",
     "RemoteHealth",
     "RemoteQuery",
 ]
@@ -92,12 +101,62 @@ class RemoteHealth(msgspec.Struct, frozen=True, kw_only=True):
     age: float | None = None
     queries: dict[str, RemoteQuery] = {}
     latency: _Histogram | None = None  # version 1: the backend's one (mixed) window
+    drift_reasons: tuple[str, ...] = ()
+
+
+class RemoteEvalResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One task class on one backend in the daemon's continuous eval, from its last run that
+    answered a case: ``passed`` of ``cases``, ``pass_rate`` with its 95 % Wilson interval
+    ``(low, high)``, the class's ``bar`` (``min_pass_rate``) and ``below_bar``, the ``model``
+    reported and the ``pinned_model`` (``model_changed`` when they differ), ``errors`` (failed
+    calls) and ``skipped`` (not sent: budget) apart, and ``last_run_at`` (Unix time)."""
+
+    passed: int = 0
+    cases: int = 0
+    errors: int = 0
+    skipped: int = 0
+    pass_rate: float | None = None
+    low: float = 0.0
+    high: float = 1.0
+    bar: float = 0.0
+    below_bar: bool = False
+    model: str | None = None
+    pinned_model: str | None = None
+    model_changed: bool = False
+    last_run_at: float | None = None
+
+
+class RemoteBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """The continuous eval's daily budget: ``limit`` and ``spent`` USD today, ``exhausted`` until ``resets_at``."""
+
+    limit: float | None = None
+    spent: float = 0.0
+    exhausted: bool = False
+    resets_at: float | None = None
+
+
+class RemoteEval(msgspec.Struct, frozen=True, kw_only=True):
+    """The daemon's continuous eval: ``results`` by task class, then backend (``RemoteEvalResult``),
+    the eval's ``name``, ``runs`` so far, ``last_run_at`` / ``next_run_at`` (Unix time) and its budget."""
+
+    name: str = ""
+    interval: float = 0.0
+    runs: int = 0
+    last_run_at: float | None = None
+    next_run_at: float | None = None
+    budget: RemoteBudget = RemoteBudget()
+    results: dict[str, dict[str, RemoteEvalResult]] = {}
+
+    def below_bar(self) -> list[tuple[str, str]]:
+        """The ``(task class, backend)`` pairs whose last pass rate is below the class's bar."""
+        return [(cls, b) for cls, per in sorted(self.results.items()) for b, r in sorted(per.items()) if r.below_bar]
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
     version: int
     generated_at: float
     backends: dict[str, RemoteHealth] = {}
+    eval: RemoteEval | None = None
 
 
 _decoder = msgspec.msgpack.Decoder(_Snapshot)
@@ -166,6 +225,12 @@ class HealthFeed:
     a daemon whose budget is spent, a stale file). So data is never frozen "healthy".
     ``max_age`` should exceed the daemon's probe interval.
 
+    **Continuous eval.** ``eval()`` is the daemon's ``[eval]`` results (per task class and
+    backend: pass rate, Wilson interval, cases, the bar), ``eval_result(task_class, backend)``
+    one of them; a backend below a bar also reads ``drift`` in ``remote(name)``. Information
+    only: nothing in the runtime changes by itself. They follow the same staleness rule
+    (``None`` once the snapshot that brought them is ``max_age`` old).
+
     **Failures.** An unreachable daemon (or an unreadable snapshot) is logged once per
     outage on the ``specexec.feed`` logger (and once more when it is back); ``follow`` and
     ``poll_once`` never raise (cancellation passes through), so a runtime's ``run()`` is never
@@ -201,6 +266,7 @@ class HealthFeed:
         self.timeout = float(timeout)
         self.wall_clock = wall_clock
         self._entries: dict[str, _Entry] = {}
+        self._eval: tuple[RemoteEval, float] | None = None  # (the eval, loop time it becomes unknown)
         self._filled: set[str] = set()  # backends whose probe window holds data from this feed
         self._client: httpx.AsyncClient | None = None
         self._outage_since: float | None = None
@@ -228,6 +294,19 @@ class HealthFeed:
             return None
         age = entry.health.age
         return msgspec.structs.replace(entry.health, age=None if age is None else age + (now - entry.observed_at))
+
+    def eval(self) -> RemoteEval | None:
+        """The daemon's continuous-eval results, or ``None`` (no ``[eval]``, nothing polled yet,
+        or the snapshot that brought them is older than ``max_age``)."""
+        if self._eval is None:
+            return None
+        found, fresh_until = self._eval
+        return found if anyio.current_time() < fresh_until else None
+
+    def eval_result(self, task_class: str, backend: str) -> RemoteEvalResult | None:
+        """The last eval result of ``task_class`` on ``backend`` (``None``: none, or no fresh word)."""
+        found = self.eval()
+        return found.results.get(task_class, {}).get(backend) if found is not None else None
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -316,6 +395,7 @@ class HealthFeed:
         now = anyio.current_time()
         self.last_success = now
         snapshot_age = max(0.0, self.wall_clock() - snapshot.generated_at)
+        self._eval = (snapshot.eval, now + self.max_age - snapshot_age) if snapshot.eval is not None else None
         for name in runtime.backends:
             remote = snapshot.backends.get(name)
             if remote is None or remote.age is None:

@@ -70,6 +70,35 @@ def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = (
 _MAX_DEPTH_HINT = "a few hundred"
 
 
+def keyed_table_error(source: str | Path, keys: Sequence[str], type_: type) -> PolicyError | None:
+    """The error of the first table under the TOML key path ``keys`` (a dict of tables, such as
+    ``[probe.backends.NAME]`` for ``("probe", "backends")``) that does not convert to ``type_``,
+    as a ``PolicyError`` whose path names the table's key (``$.probe.backends.NAME.interval``).
+
+    msgspec writes a dict value's path as ``[...]``: checking each table on its own says which
+    one it was. ``None`` when every table converts, or when the text is not TOML or has no such
+    dict (the full decode reports those).
+    """
+    text, origin = read_toml_source(source)
+    try:
+        raw: object = msgspec.toml.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    for key in keys:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    prefix = "$." + ".".join(keys)
+    for name, table in raw.items():
+        try:
+            msgspec.convert(table, type_)
+        except (msgspec.ValidationError, PolicyError) as exc:
+            inner = validation_error(exc, None) if isinstance(exc, msgspec.ValidationError) else exc
+            message = str(inner).removesuffix(f" (at {inner.path})")
+            return PolicyError(message, path=f"{prefix}.{name}{inner.path[1:]}", source=origin)
+    return None
+
+
 def _table_style(t: mi.Type) -> str:
     """How a field of this type is written at the top level of a TOML file: ``[[{}]]``, ``[{}]`` or ``{}``."""
 

@@ -62,7 +62,8 @@ from ._distributions import Distribution
 from ._errors import PolicyError
 from ._health import BreakerConfig, HealthConfig
 from ._simulated import SimulatedBackend
-from ._toml import decode_toml
+from ._toml import decode_toml as decode_toml
+from ._toml import keyed_table_error as keyed_table_error
 from .backends import HttpConfig, HttpTimeouts
 
 __all__ = [
@@ -72,6 +73,8 @@ __all__ = [
     "OpenAIConfig",
     "RuntimeConfig",
     "SimulatedConfig",
+    "decode_toml",
+    "keyed_table_error",
     "load_backends",
 ]
 

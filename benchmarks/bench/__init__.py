@@ -35,10 +35,13 @@ from ._sim import simulate_policy as simulate_policy
 from ._stats import PolicyStats as PolicyStats
 from ._stats import Stats as Stats
 from ._stats import Summary as Summary
+from ._target import CostLine as CostLine
+from ._target import confirm as confirm
 from ._workload import requests as requests
 
 __all__ = [
     "BenchResult",
+    "CostLine",
     "PolicyResult",
     "PolicyStats",
     "Progress",
@@ -48,6 +51,7 @@ __all__ = [
     "build_parser",
     "build_result",
     "builtin_scenarios",
+    "confirm",
     "drive",
     "fleet_backends",
     "fleet_config",

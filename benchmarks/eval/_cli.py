@@ -19,9 +19,8 @@ from typing import TextIO
 import trio
 import trio.testing
 
-from specexec import Backend, PolicyError, Router, Runtime
-from specexec.bench.bench import Progress, progress_wanted
-from specexec.bench.bench._target import CostLine, confirm
+from specexec import Backend, PolicyError, Router, Runtime, worst_case_cost
+from specexec.bench.bench import CostLine, Progress, confirm, progress_wanted
 from specexec.config import BackendConfig, RuntimeConfig, SimulatedConfig
 
 from ._cache import Cache
@@ -29,7 +28,7 @@ from ._file import EvalSpec, load_eval
 from ._live import fleet_backends, fleet_for
 from ._report import EvalReport, build_report, plot, render, to_json
 from ._routes import compare, read_previous, routes_toml, routing_quality
-from ._run import CaseResult, Job, fingerprints, plan, run_eval, worst_cost
+from ._run import CaseResult, Job, fingerprints, plan, run_eval
 from ._sim import sim_backends
 
 __all__ = ["EXIT_REGRESSION", "build_parser", "main"]
@@ -190,7 +189,7 @@ def _evaluate(
         lines = []
         for name in sorted({j.backend for j in to_send}):
             mine = [j for j in to_send if j.backend == name]
-            worst = sum(worst_cost(by_name[name], j.case) for j in mine)
+            worst = sum(worst_case_cost(by_name[name], j.case.query) for j in mine)
             lines.append(CostLine(name, len(mine), worst, worst))
         if args.max_cost is not None:
             err.write(f"--max-cost: at most ${args.max_cost:,.4f} in total will be spent\n")

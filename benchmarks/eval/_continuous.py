@@ -1,16 +1,22 @@
 """Continuous evaluation: re-run a small, cost-bounded sample of the eval on a schedule for the
 models each class is pinned to, and flag drift (information; routing changes stay deliberate).
 
-Providers rotate weights and reprice: a model that passed last month may not today. ``watch``
-measures afresh (no cache) every ``every`` seconds of the loop clock, spending at most
-``daily_budget`` USD per 24 h (each call's worst case reserved first; calls that do not fit are
-skipped until the next day), and flags a pinned model whose pass rate on the sample falls below
-its class's bar, or whose reported model id changes.
+Providers rotate weights and reprice: a model that passed last month may not today. One run
+(``run_round``) sends a rotating window of each class's cases (``sample_jobs``) to the pinned
+backends afresh (no cache) and summarises each class × backend (``PairResult``: pass rate with
+its Wilson interval against the class's bar). ``watch`` repeats that every ``every`` seconds of
+the loop clock within ``daily_budget`` USD per 24 h; the probe daemon runs the same rounds
+under its own schedule and UTC-day budget (``specexec.probes``, ``[eval]``).
+
+A pass rate counts the cases answered: cases not sent (the budget) and calls that failed (an
+outage, a timeout: the probes report those) are counted apart, as ``skipped`` and ``errors``.
+A pinned model drifts when its pass rate falls below its class's bar (exactly: 8/10 is below
+0.9, 9/10 is not) or the model id it reports changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -19,10 +25,10 @@ from specexec import Runtime
 
 from ._cache import Cache
 from ._file import EvalSpec
-from ._run import Job, run_eval
-from ._stats import at_least
+from ._run import CaseResult, Ceiling, CostBudget, Job, run_eval
+from ._stats import at_least, wilson
 
-__all__ = ["Check", "Drift", "EvalHealth", "watch"]
+__all__ = ["Check", "Drift", "EvalHealth", "PairResult", "run_round", "sample_jobs", "summarise", "watch"]
 
 DAY = 86_400.0
 
@@ -34,6 +40,27 @@ class Drift(msgspec.Struct, frozen=True):
     backend: str
     kind: str
     detail: str
+
+
+class PairResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One class × backend in one run: ``passed`` of ``cases`` answered, the 95 % Wilson interval
+    ``(low, high)``, the class's ``bar`` (``min_pass_rate``) and whether the rate is below it, the
+    model id the backend reported, ``errors`` (failed calls) and ``skipped`` (not sent: budget)
+    apart, and what the run's calls cost (USD, judging included)."""
+
+    cls: str
+    backend: str
+    passed: int
+    cases: int
+    errors: int
+    skipped: int
+    bar: float
+    pass_rate: float | None
+    low: float
+    high: float
+    below_bar: bool
+    model: str | None
+    cost: float
 
 
 class Check(msgspec.Struct, frozen=True):
@@ -68,16 +95,69 @@ class EvalHealth:
         return dict(self.last.pass_rates) if self.last else {}
 
 
-def _sample(spec: EvalSpec, pinned: Mapping[str, str], round_: int, size: int | None) -> list[Job]:
+def sample_jobs(spec: EvalSpec, pairs: Mapping[str, Sequence[str]], round_: int, size: int | None) -> list[Job]:
+    """Run ``round_``'s jobs: for each class, a window of ``size`` cases (every case: ``None``)
+    that rotates through the dataset from run to run, on each of the class's backends."""
     jobs = []
-    for cls, backend in pinned.items():
+    for cls, backends in pairs.items():
         cases = spec.cases[cls]
         n = len(cases) if size is None else min(size, len(cases))
         start = (round_ * n) % len(cases)  # a rotating window: every case comes round in turn
-        for i in range(n):
-            case = cases[(start + i) % len(cases)]
-            jobs.append(Job(case, backend, f"watch:{round_}:{cls}:{case.id}:{backend}"))
+        for backend in backends:
+            for i in range(n):
+                case = cases[(start + i) % len(cases)]
+                jobs.append(Job(case, backend, f"watch:{round_}:{cls}:{case.id}:{backend}"))
     return jobs
+
+
+def summarise(spec: EvalSpec, pairs: Mapping[str, Sequence[str]], results: Sequence[CaseResult]) -> list[PairResult]:
+    """Each class × backend of ``pairs`` over ``results`` (see ``PairResult``)."""
+    out = []
+    for cls, backends in pairs.items():
+        bar = spec.file.classes[cls].min_pass_rate
+        for backend in backends:
+            mine = [r for r in results if r.cls == cls and r.backend == backend]
+            scored = [r for r in mine if not r.skipped and not r.error]
+            passed, n = sum(r.passed for r in scored), len(scored)
+            low, high = wilson(passed, n)
+            out.append(
+                PairResult(
+                    cls=cls,
+                    backend=backend,
+                    passed=passed,
+                    cases=n,
+                    errors=sum(r.error for r in mine),
+                    skipped=sum(r.skipped for r in mine),
+                    bar=bar,
+                    pass_rate=passed / n if n else None,
+                    low=low,
+                    high=high,
+                    below_bar=n > 0 and not at_least(passed, n, bar),
+                    model=next((r.model for r in scored if r.model), None),
+                    cost=sum(r.cost for r in mine),
+                )
+            )
+    return out
+
+
+async def run_round(
+    spec: EvalSpec,
+    runtime: Runtime,
+    pairs: Mapping[str, Sequence[str]],
+    round_: int,
+    *,
+    sample: int | None = None,
+    concurrency: int = 4,
+    budget: CostBudget | None = None,
+    timeout: float | None = None,
+) -> list[PairResult]:
+    """One run: ``sample_jobs`` sent afresh through ``runtime`` within ``budget``, summarised.
+
+    Returns when every call it started has finished; cancellation goes through at once.
+    """
+    jobs = sample_jobs(spec, pairs, round_, sample)
+    results = await run_eval(spec, runtime, jobs, Cache(None), concurrency=concurrency, budget=budget, timeout=timeout)
+    return summarise(spec, pairs, results)
 
 
 async def watch(
@@ -93,45 +173,33 @@ async def watch(
     on_check: Callable[[Check], None] | None = None,
 ) -> list[Check]:
     """Check each class's ``pinned`` model every ``every`` seconds (``checks`` times, or until
-    cancelled); returns the checks made. Cancellation goes through at once; nothing outlives
-    the call."""
+    cancelled); returns the checks made. The budget is ``daily_budget`` per 24 h of the loop
+    clock from the first check. Cancellation goes through at once; nothing outlives the call."""
     out: list[Check] = []
+    pairs = {cls: (backend,) for cls, backend in pinned.items()}
     first_model: dict[str, str | None] = {}
     day_start = anyio.current_time()
-    spent_today = 0.0
+    today = Ceiling(daily_budget)
     round_ = 0
     while checks is None or round_ < checks:
         now = anyio.current_time()
         if now - day_start >= DAY:
-            day_start, spent_today = now, 0.0
-        results = await run_eval(
-            spec,
-            runtime,
-            _sample(spec, pinned, round_, sample),
-            Cache(None),
-            concurrency=concurrency,
-            max_cost=max(0.0, daily_budget - spent_today),
-        )
-        cost = sum(r.cost for r in results)
-        spent_today += cost
+            day_start, today = now, Ceiling(daily_budget)
+        summary = await run_round(spec, runtime, pairs, round_, sample=sample, concurrency=concurrency, budget=today)
         rates: dict[str, float] = {}
         models: dict[str, str | None] = {}
         drift: list[Drift] = []
-        for cls, backend in pinned.items():
-            mine = [r for r in results if r.cls == cls and not r.skipped]
-            if not mine:
+        for r in summary:
+            if r.pass_rate is None:
                 continue
-            passed = sum(r.passed for r in mine)
-            rates[cls] = passed / len(mine)
-            bar = spec.file.classes[cls].min_pass_rate
-            if not at_least(passed, len(mine), bar):
-                drift.append(Drift(cls, backend, "below_bar", f"{passed}/{len(mine)} < {bar:g}"))
-            model = next((r.model for r in mine if r.model), None)
-            models[cls] = model
-            before = first_model.setdefault(backend, model)
-            if model is not None and before is not None and model != before:
-                drift.append(Drift(cls, backend, "model_changed", f"{before} -> {model}"))
-        check = Check(now, rates, models, drift, cost, sum(r.skipped for r in results))
+            rates[r.cls] = r.pass_rate
+            if r.below_bar:
+                drift.append(Drift(r.cls, r.backend, "below_bar", f"{r.passed}/{r.cases} < {r.bar:g}"))
+            models[r.cls] = r.model
+            before = first_model.setdefault(r.backend, r.model)
+            if r.model is not None and before is not None and r.model != before:
+                drift.append(Drift(r.cls, r.backend, "model_changed", f"{before} -> {r.model}"))
+        check = Check(now, rates, models, drift, sum(r.cost for r in summary), sum(r.skipped for r in summary))
         out.append(check)
         if on_check is not None:
             on_check(check)

@@ -39,8 +39,7 @@ from typing import Literal
 import msgspec
 
 from specexec import Message, PolicyError, Query
-from specexec._toml import decode_toml, read_toml_source, validation_error
-from specexec.config import BackendConfig
+from specexec.config import BackendConfig, decode_toml, keyed_table_error
 from specexec.verifiers import VerifierSpec
 
 __all__ = [
@@ -55,6 +54,7 @@ __all__ = [
     "ScorerSpec",
     "TaskClass",
     "VerifierScorer",
+    "last_number",
     "load_eval",
 ]
 
@@ -233,6 +233,10 @@ class EvalSpec(msgspec.Struct, frozen=True):
         """The route ``cls`` maps to."""
         return self.file.classes[cls].route or cls
 
+    def judges(self, cls: str) -> set[str]:
+        """The backends whose ``llm_judge`` scores ``cls``'s cases (its scorer's and the cases' own checks)."""
+        return {c.scorer.backend for c in self.cases[cls] if isinstance(c.scorer, Judge)}
+
 
 def _hash(*parts: object) -> str:
     return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:24]
@@ -270,7 +274,7 @@ def _load_cases(name: str, cls: TaskClass, root: Path, source: str) -> tuple[Cas
             raise PolicyError(f'the {scorer.__struct_config__.tag} scorer needs a "reference"', source=origin)
         if isinstance(scorer, RegexMatch) and scorer.pattern is None and raw.reference is None:
             raise PolicyError('the regex scorer needs a "pattern" or a "reference" (the pattern)', source=origin)
-        if isinstance(scorer, Numeric) and raw.reference is not None and _number(raw.reference) is None:
+        if isinstance(scorer, Numeric) and raw.reference is not None and last_number(raw.reference) is None:
             raise PolicyError(f"reference {raw.reference!r} is not a number", path="$.reference", source=origin)
         case_id = raw.id or f"{name}-{number}"
         if case_id in seen:
@@ -295,7 +299,8 @@ def _load_cases(name: str, cls: TaskClass, root: Path, source: str) -> tuple[Cas
     return tuple(out)
 
 
-def _number(text: str) -> float | None:
+def last_number(text: str) -> float | None:
+    """The last number written in ``text`` (thousands separators ignored), or ``None``."""
     import re
 
     found = re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text.replace(",", ""))
@@ -308,7 +313,7 @@ def load_eval(path: str | Path) -> EvalSpec:
     """Load and check an eval file and its datasets (``PolicyError`` with file and key path)."""
     source = Path(path)
     origin = str(source)
-    _check_class_tables(source, origin)
+    _check_class_tables(source)
     file = decode_toml(source, EvalFile, sections=True)
     if not file.classes:
         raise PolicyError("an eval needs at least one [classes.NAME] table", path="$.classes", source=origin)
@@ -347,26 +352,16 @@ def load_eval(path: str | Path) -> EvalSpec:
     return EvalSpec(file, cases, origin, source.parent)
 
 
-def _check_class_tables(source: Path, origin: str) -> None:
+def _check_class_tables(source: Path) -> None:
     """Validate each ``[classes.NAME]`` on its own first: msgspec's paths say ``[...]`` for a
     table key, and the error must name the class."""
-    text, _ = read_toml_source(source)
-    try:
-        raw = msgspec.toml.decode(text)
-    except msgspec.DecodeError:
-        return  # decode_toml reports it
-    classes = raw.get("classes") if isinstance(raw, dict) else None
-    if not isinstance(classes, dict):
+    error = keyed_table_error(source, ("classes",), TaskClass)
+    if error is None:
         return
-    for name, table in classes.items():
-        try:
-            msgspec.convert(table, TaskClass)
-        except (msgspec.ValidationError, PolicyError) as exc:
-            inner = validation_error(exc, None) if isinstance(exc, msgspec.ValidationError) else exc
-            message = str(inner).rsplit(" (at ", 1)[0]
-            if inner.path == "$.scorer.kind":
-                message += f"; scorer kinds: {SCORER_KINDS}"
-            raise PolicyError(message, path=f"$.classes.{name}" + inner.path[1:], source=origin) from None
+    message = str(error).removeprefix(f"{error.source}: ").removesuffix(f" (at {error.path})")
+    if error.path.endswith(".scorer.kind"):
+        message += f"; scorer kinds: {SCORER_KINDS}"
+    raise PolicyError(message, path=error.path, source=error.source)
 
 
 def _fraction_at(p: object, path: str, origin: str) -> None:

@@ -3,9 +3,6 @@ eval (``--compare``), and the routing quality of a router over the eval set."""
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +10,7 @@ from typing import Any
 import msgspec
 
 from specexec import PolicyError, Router, Runtime
-from specexec._policy import _PolicyFile
-from specexec.routing._toml import RouterFile
+from specexec.routing import router_toml
 
 from ._file import EvalSpec
 from ._report import EvalReport
@@ -58,72 +54,9 @@ def routes_toml(spec: EvalSpec, report: EvalReport) -> str:
                 if c.passing
             ],
         }
-    data["routes"] = {k: v if isinstance(v, str) else _minimal(v) for k, v in data["routes"].items()}
-    data["policies"] = {k: _minimal(v) for k, v in data.get("policies", {}).items()}
-    msgspec.convert(data, RouterFile)  # the routing layer's shape, checked before writing
-    text = _dump(data)
+    text = router_toml(data)  # the routing layer's shape and writer (policies without their defaults)
     Router.from_toml(text)  # what is written loads
     return text
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, (int, str)):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
-    raise PolicyError(f"cannot write {value!r} as TOML", path="--write-routes")
-
-
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
-
-
-def _table(header: str, table: dict[str, Any]) -> list[str]:
-    order = ["mode", "candidates", *(k for k in table if k not in ("mode", "candidates"))]
-    return [f"\n{header}", *(f"{_key(k)} = {_value(table[k])}" for k in order if k in table)]
-
-
-def _dump(data: dict[str, Any]) -> str:
-    """The router dict as TOML, in the routing layer's layout (top-level keys, ``[routes]``
-    references, ``[policies.*]``, ``[routes.*]``, ``[[select]]``, ``[budget]``)."""
-    lines = [
-        f"{_key(k)} = {_value(v)}"
-        for k, v in data.items()
-        if k not in ("routes", "policies", "select", "budget") and v is not None
-    ]
-    refs = {k: v for k, v in data.get("routes", {}).items() if isinstance(v, str)}
-    if refs:
-        lines += ["\n[routes]", *(f"{_key(k)} = {_value(v)}" for k, v in refs.items())]
-    for section in ("policies", "routes"):
-        for name, table in data.get(section, {}).items():
-            if not isinstance(table, str):
-                lines += _table(f"[{section}.{_key(name)}]", table)
-    for item in data.get("select", []):
-        lines += ["\n[[select]]", *(f"{_key(k)} = {_value(v)}" for k, v in item.items() if v not in (None, {}, []))]
-    budget = data.get("budget")
-    if budget:
-        budget = dict(budget)
-        downgrades = budget.pop("downgrade", [])
-        lines += ["\n[budget]", *(f"{_key(k)} = {_value(v)}" for k, v in budget.items() if v is not None)]
-        for d in downgrades:
-            lines += ["\n[[budget.downgrade]]", *(f"{_key(k)} = {_value(v)}" for k, v in d.items() if v is not None)]
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _minimal(table: dict[str, Any]) -> dict[str, Any]:
-    """A policy table without the keys that hold their mode's default (the written file stays
-    readable; it loads to the same policy)."""
-    defaults = msgspec.to_builtins(
-        msgspec.convert({"mode": table.get("mode", "hedge"), "candidates": table["candidates"]}, _PolicyFile)
-    )
-    keep = {"mode", "candidates"}
-    return {k: v for k, v in table.items() if k in keep or defaults.get(k, object()) != v}
 
 
 def compare(previous: EvalReport, current: EvalReport) -> tuple[list[str], list[str]]:

@@ -8,19 +8,56 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import anyio
 import msgspec
 
-from specexec import Backend, Policy, Runtime, SpecExecError
-from specexec._query import estimate_input_tokens
+from specexec import Policy, Runtime, SpecExecError, worst_case_cost
 from specexec.config import BackendConfig
 
 from ._cache import Answer, Cache, cache_key
 from ._file import Case, EvalSpec
 from ._score import score
 
-__all__ = ["CaseResult", "Job", "fingerprints", "plan", "run_eval", "worst_cost"]
+__all__ = ["CaseResult", "Ceiling", "CostBudget", "Job", "fingerprints", "plan", "run_eval"]
+
+
+class CostBudget(Protocol):
+    """What ``run_eval`` spends against: reserve a call's worst case first, settle it after.
+
+    ``refusal`` is the reason a case not sent carries."""
+
+    refusal: str
+
+    def try_reserve(self, amount: float) -> bool:
+        """Reserve ``amount`` USD if it fits (``False``: nothing reserved, the call is not sent)."""
+        ...
+
+    def settle(self, reserved: float, cost: float) -> None:
+        """A call that reserved ``reserved`` cost ``cost`` (a judge's cost is settled with nothing reserved)."""
+        ...
+
+
+class Ceiling:
+    """A total cost ceiling (``--max-cost``): a ``CostBudget`` that never refills."""
+
+    refusal = "not sent: --max-cost reached"
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.committed = 0.0  # reserved and spent
+
+    def try_reserve(self, amount: float) -> bool:
+        """Reserve ``amount`` if the total stays within the limit."""
+        if self.committed + amount > self.limit:
+            return False
+        self.committed += amount
+        return True
+
+    def settle(self, reserved: float, cost: float) -> None:
+        """Replace a reservation by what was spent."""
+        self.committed += cost - reserved
 
 
 class CaseResult(msgspec.Struct, frozen=True):
@@ -36,6 +73,8 @@ class CaseResult(msgspec.Struct, frozen=True):
     cached: bool = False
     skipped: bool = False
     model: str | None = None
+    error: bool = False
+    """The call failed (an outage, a timeout): no answer was scored (``passed`` is False)."""
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -65,13 +104,6 @@ def plan(spec: EvalSpec, prints: dict[str, str]) -> list[Job]:
     ]
 
 
-def worst_cost(backend: Backend, case: Case) -> float:
-    """The worst case of one call (input tokens + ``max_tokens`` output), USD."""
-    counter = getattr(backend, "count_input_tokens", None)
-    tokens = int(counter(case.query)) if counter is not None else estimate_input_tokens(case.query)
-    return (tokens * backend.input_price + case.query.max_tokens * backend.output_price) / 1e6
-
-
 async def run_eval(
     spec: EvalSpec,
     runtime: Runtime,
@@ -80,22 +112,28 @@ async def run_eval(
     *,
     concurrency: int,
     max_cost: float | None = None,
+    budget: CostBudget | None = None,
+    timeout: float | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[CaseResult]:
     """Evaluate ``jobs`` (cached answers are rescored, not resent); results in ``jobs`` order.
 
-    At most ``concurrency`` calls are in flight. With ``max_cost``, a call is sent only if its
-    worst case fits what is left of it (reserved first, settled to the real cost after); those
-    that do not fit are ``skipped`` (and count as failures). Returns when every call it started
-    has finished.
+    At most ``concurrency`` calls are in flight. With ``max_cost`` (a total ``Ceiling``) or a
+    ``budget``, a call is sent only if its worst case fits (reserved first, settled to the real
+    cost after; a call cancelled mid-flight stays charged its worst case); those that do not
+    fit are ``skipped`` (and count as failures). A judge's calls are settled when made.
+    ``timeout``: seconds per call (a call cut is an ``error``). Returns when every call it
+    started has finished; cancellation goes through at once.
     """
+    if max_cost is not None and budget is not None:
+        raise ValueError("give max_cost or budget, not both")
+    spend: CostBudget | None = Ceiling(max_cost) if max_cost is not None else budget
     results: list[CaseResult | None] = [None] * len(jobs)
     slots: dict[str, anyio.CapacityLimiter] = {}
     for name, b in runtime.backends.items():  # wait for a max_concurrency slot here (the engine skips)
         limits = getattr(b, "limits", None)
         if limits is not None and limits.max_concurrency is not None:
             slots[name] = anyio.CapacityLimiter(limits.max_concurrency)
-    spent = [0.0]
     done = [0]
     backends = runtime.backends
 
@@ -108,35 +146,33 @@ async def run_eval(
         cached = cache.get(job.key)
         answer = cached
         if answer is None:
-            reserve = worst_cost(backends[job.backend], job.case) if max_cost is not None else 0.0
-            if max_cost is not None and spent[0] + reserve > max_cost:
+            reserve = worst_case_cost(backends[job.backend], job.case.query) if spend is not None else 0.0
+            if spend is not None and not spend.try_reserve(reserve):
                 results[i] = CaseResult(
-                    job.case.cls,
-                    job.case.id,
-                    job.backend,
-                    False,
-                    0.0,
-                    0.0,
-                    "not sent: --max-cost reached",
-                    skipped=True,
+                    job.case.cls, job.case.id, job.backend, False, 0.0, 0.0, spend.refusal, skipped=True
                 )
                 bump()
                 return
-            spent[0] += reserve
+            charged = reserve  # what a call cancelled mid-flight is charged
             try:
-                async with slots.get(job.backend) or contextlib.nullcontext():
-                    result = await runtime.run(job.case.query, Policy.single(job.backend, limit_wait=math.inf))
-                latency = next(
-                    (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
-                    result.latency,
-                )  # the model's own time, not the wait for an rpm slot
-                answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
-            except SpecExecError as exc:
-                trace = getattr(exc, "trace", None)
-                cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
-                latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
-                answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
-            spent[0] += answer.cost - reserve
+                try:
+                    async with slots.get(job.backend) or contextlib.nullcontext():
+                        policy = Policy.single(job.backend, limit_wait=math.inf, attempt_timeout=timeout)
+                        result = await runtime.run(job.case.query, policy)
+                    latency = next(
+                        (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
+                        result.latency,
+                    )  # the model's own time, not the wait for an rpm slot
+                    answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
+                except SpecExecError as exc:
+                    trace = getattr(exc, "trace", None)
+                    cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
+                    latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
+                    answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
+                charged = answer.cost
+            finally:
+                if spend is not None:
+                    spend.settle(reserve, charged)
             if answer.error is None:  # a failed call (503, timeout…) is sent again next run
                 cache.put(answer)
         if answer.error is not None:
@@ -146,6 +182,8 @@ async def run_eval(
 
             s = await score(job.case, Response(answer.text, model=answer.model), runtime)
             verdict_passed, reason, judge_cost = s.passed, s.reason, s.cost
+            if spend is not None and judge_cost:
+                spend.settle(0.0, judge_cost)
         results[i] = CaseResult(
             job.case.cls,
             job.case.id,
@@ -156,6 +194,7 @@ async def run_eval(
             reason,
             cached=cached is not None,
             model=answer.model,
+            error=answer.error is not None,
         )
         bump()
 

@@ -10,7 +10,7 @@ from specexec import Policy, Query, Response, Runtime
 from specexec.scorers import DEFAULT_JUDGE_PROMPT, Candidate, LlmJudge
 from specexec.verifiers import check
 
-from ._file import Case, Exact, Judge, Normalised, Numeric, RegexMatch, VerifierScorer, _number
+from ._file import Case, Exact, Judge, Normalised, Numeric, RegexMatch, VerifierScorer, last_number
 
 __all__ = ["Score", "normalise", "score"]
 
@@ -72,7 +72,7 @@ async def score(case: Case, response: Response, runtime: Runtime) -> Score:
         ok = ref is not None and normalise(text) == normalise(ref)
         return Score(ok, "" if ok else f"expected {ref!r}, got {text[:80]!r}")
     if isinstance(s, Numeric):
-        got, want = _number(text), _number(ref or "")
+        got, want = last_number(text), last_number(ref or "")
         if got is None or want is None:
             return Score(False, f"no number in {text[:80]!r}")
         ok = abs(got - want) <= max(s.tolerance, s.relative * abs(want))

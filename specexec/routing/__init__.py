@@ -14,7 +14,8 @@ Selectors are asked in order and the first confident decision wins: ``rule`` (su
 conditions), ``classifier`` (any callable), ``semantic`` (cosine similarity to exemplars),
 ``trained`` (a logistic regression over embeddings), ``llm`` (a small model asked for a JSON
 route name). ``decide`` returns the decision without running it. ``Budget`` steers routes down
-as spend grows.
+as spend grows. ``Router.from_toml`` / ``to_toml`` read and write routers as TOML;
+``router_toml`` writes one from its shape as plain data (e.g. a router with routes rewritten).
 """
 
 from .._trace import RouteDecision as RouteDecision
@@ -48,6 +49,7 @@ from ._selectors import rule as rule
 from ._semantic import Embedder as Embedder
 from ._semantic import Semantic as Semantic
 from ._semantic import semantic as semantic
+from ._toml import router_toml as router_toml
 from ._trained import TrainedClassifier as TrainedClassifier
 from ._trained import trained as trained
 

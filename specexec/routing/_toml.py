@@ -309,15 +309,42 @@ def _value(value: Any) -> str:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if v is not None and v != [] and v != {}}
+        return {k: _clean(v) for k, v in value.items() if v is not None and v not in ([], (), {})}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
 
 
-def dump_router(spec: RouterFile) -> str:
-    """``spec`` as TOML text that ``load_router`` reads back to the same spec."""
+def _minimal(table: dict[str, Any]) -> dict[str, Any]:
+    """A policy table without the keys that hold their mode's default (it loads to the same policy)."""
+    defaults = _clean(
+        msgspec.to_builtins(
+            msgspec.convert({"mode": table.get("mode", "hedge"), "candidates": table["candidates"]}, _PolicyFile)
+        )
+    )
+    return {k: v for k, v in table.items() if k in ("mode", "candidates") or defaults.get(k, object()) != v}
+
+
+def router_toml(data: Mapping[str, Any]) -> str:
+    """A router's TOML text (what ``Router.from_toml`` loads) from its shape as plain data: the keys
+    of a router file (``default``, ``routes``, ``policies``, ``select``, ``budget``, …; see the
+    module docs), as ``msgspec.to_builtins(router.source)`` gives them. Policy tables are written
+    without the keys that hold their mode's default, ``mode`` and ``candidates`` first. Raises
+    ``PolicyError`` with the key path when ``data`` is not a router's shape."""
+    try:
+        spec = msgspec.convert(dict(data), RouterFile)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc, None) from None
+    return dump_router(spec, minimal=True)
+
+
+def dump_router(spec: RouterFile, *, minimal: bool = False) -> str:
+    """``spec`` as TOML text that ``load_router`` reads back to the same spec (``minimal``: policy
+    tables without the keys at their mode's default, which load to the same policies)."""
     data = _clean(msgspec.to_builtins(spec))
+    if minimal:
+        for section in ("policies", "routes"):
+            data[section] = {k: v if isinstance(v, str) else _minimal(v) for k, v in data.get(section, {}).items()}
     lines: list[str] = []
     top = {k: v for k, v in data.items() if k not in ("routes", "policies", "select", "budget")}
     lines.extend(f"{_key(k)} = {_value(v)}" for k, v in top.items())
@@ -330,7 +357,8 @@ def dump_router(spec: RouterFile) -> str:
             if isinstance(table, str):
                 continue
             lines.append(f"\n[{section}.{_key(name)}]")
-            lines.extend(f"{_key(k)} = {_value(v)}" for k, v in table.items())
+            order = ["mode", "candidates", *(k for k in table if k not in ("mode", "candidates"))]
+            lines.extend(f"{_key(k)} = {_value(table[k])}" for k in order if k in table)
     for item in data.get("select", []):
         lines.append("\n[[select]]")
         lines.extend(f"{_key(k)} = {_value(v)}" for k, v in item.items())

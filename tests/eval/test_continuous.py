@@ -8,8 +8,7 @@ import anyio
 import pytest
 
 from specexec import Query, Runtime, SimulatedBackend
-from specexec.bench.eval import load_eval
-from specexec.bench.eval._continuous import EvalHealth, watch
+from specexec.bench.eval import EvalHealth, load_eval, watch
 
 from .test_eval import write_eval
 

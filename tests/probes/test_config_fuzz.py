@@ -1,7 +1,8 @@
 """Fuzzing the probe config loader and ``--check``: any TOML document loads or raises ``PolicyError``.
 
 Documents are built from the keys a probe config has (``[probe]`` with its canary, query and
-per-backend overrides, ``[health]`` with its breaker, ``[[backends]]`` of every kind) plus
+per-backend overrides, ``[health]`` with its breaker, ``[[backends]]`` of every kind, ``[eval]``
+naming a good eval file, a bad one, a missing one or an odd path) plus
 unknown keys, with plausible values, edge values (``nan``, ``inf``, huge, tiny, negative,
 zero) and values of the wrong type. Each is loaded with ``ProbeConfig.load`` and, when it
 loads, built the way ``specexec probe --check`` and a start build it (``ProbeDaemon``: every
@@ -24,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+import specexec.bench.eval  # noqa: F401  (imported here, not inside the memory-bounded block)
 from specexec import PolicyError
 from specexec.probes import ProbeConfig, ProbeDaemon
 from tests.toml_text import toml_document
@@ -208,10 +210,33 @@ backend = mostly(st.one_of(simulated, simulated, openai, anthropic), anything, s
 backends = st.lists(backend, min_size=1, max_size=3).map(  # names "a", "b", "c" (odd names: the examples below)
     lambda entries: [{**b, "name": "abc"[i]} if isinstance(b, dict) else b for i, b in enumerate(entries)]
 )
+GOOD_EVAL, BAD_EVAL = "@good-eval", "@bad-eval"
+"""Placeholders for the paths of the eval files the ``eval_files`` fixture writes."""
+eval_fields = {
+    "file": st.sampled_from([GOOD_EVAL, GOOD_EVAL, BAD_EVAL, "/nonexistent/eval.toml", "", " ", "a\x00b", "."]),
+    "daily_budget": mostly(st.floats(min_value=0.0, max_value=10.0), seconds),
+    "interval": mostly(st.sampled_from([60, 60.0, 3600.0, 604800.0]), seconds, share=4),
+    "jobs": mostly(st.integers(min_value=1, max_value=64), counts, share=4),
+    "timeout": mostly(st.floats(min_value=0.05, max_value=600.0), seconds, share=4),
+    "sample": counts,
+    "backends": mostly(st.just(["a"]), st.lists(mostly(st.sampled_from(["a", "b", "c"]), names), max_size=3), 2),
+}
+eval_section = mostly(
+    st.fixed_dictionaries(  # mostly a section that can build: its required keys, the others maybe
+        {k: eval_fields[k] for k in ("file", "daily_budget")},
+        optional={k: v for k, v in eval_fields.items() if k not in ("file", "daily_budget")},
+    ),
+    table(eval_fields, unknown=("intervall", "budget")),
+    share=3,
+)
 documents = st.tuples(
     st.fixed_dictionaries(
         {"backends": mostly(backends, anything, share=30)},
-        optional={"probe": mostly(probe, anything, share=30), "health": mostly(health, anything, share=30)},
+        optional={
+            "probe": mostly(probe, anything, share=30),
+            "health": mostly(health, anything, share=30),
+            "eval": mostly(eval_section, anything, share=30),
+        },
     ),
     mostly(st.just({}), st.dictionaries(st.sampled_from(["prob", "extra"]), anything, max_size=1), share=30),
 ).map(lambda parts: {**parts[0], **parts[1]})
@@ -254,8 +279,28 @@ def load_and_check(text: str) -> ProbeDaemon | None:
         assert exc.path.startswith("$"), exc
         event("check: PolicyError")
         return None
-    event(f"built: {len(daemon.backends)} backend(s)")
+    event(f"built: {len(daemon.backends)} backend(s)" + (" with [eval]" if daemon.eval is not None else ""))
     return daemon
+
+
+@pytest.fixture(scope="module")
+def eval_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A good eval file (one class, every backend a candidate) and one with a bad bar, by placeholder."""
+    root = tmp_path_factory.mktemp("evals")
+    (root / "cases.jsonl").write_text('{"prompt": "What is 1 + 1?", "reference": "2"}\n')
+    good, bad = root / "good.toml", root / "bad.toml"
+    cls = '[classes.sum]\ndataset = "cases.jsonl"\nscorer = { kind = "numeric" }\nmin_pass_rate = '
+    good.write_text(cls + "0.9\n")
+    bad.write_text(cls + "1.5\n")
+    return {GOOD_EVAL: str(good), BAD_EVAL: str(bad)}
+
+
+def with_eval_files(document: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """``document`` with an ``[eval] file`` placeholder replaced by the real path."""
+    section = document.get("eval")
+    if isinstance(section, dict) and isinstance(section.get("file"), str) and section["file"] in files:
+        return {**document, "eval": {**section, "file": files[section["file"]]}}
+    return document
 
 
 @settings(
@@ -273,8 +318,43 @@ def load_and_check(text: str) -> ProbeDaemon | None:
 @example({"backends": [{"kind": "simulated", "name": ""}, {"kind": "simulated", "name": "x" * 300}]})
 @example({"backends": [{"kind": "simulated", "name": "a"}, {"kind": "simulated", "name": "a"}]})
 @example({"backends": [{"kind": "simulated", "name": "a b"}], "probe": {"backends": {"a b": {"interval": 1}}}})
-def test_any_document_loads_or_raises_policy_error(document: dict[str, Any]) -> None:
-    text = toml_document(document)
+@example({"backends": [{"kind": "simulated", "name": "a"}], "eval": {"file": GOOD_EVAL, "daily_budget": 0.1}})
+@example({"backends": [{"kind": "simulated", "name": "a"}], "eval": {"file": BAD_EVAL, "daily_budget": 0.1}})
+@example({"backends": [{"kind": "simulated", "name": "a"}], "eval": {"file": GOOD_EVAL}})
+@example(
+    {
+        "backends": [{"kind": "simulated", "name": "a"}],
+        "eval": {"file": GOOD_EVAL, "daily_budget": 0.1, "backends": ["a"], "sample": 10_000_000},
+    }
+)
+@example({"backends": [{"kind": "simulated", "name": "a"}], "eval": {"file": ".", "daily_budget": 0.1}})
+def test_any_document_loads_or_raises_policy_error(eval_files: dict[str, str], document: dict[str, Any]) -> None:
+    text = toml_document(with_eval_files(document, eval_files))
+    with bounded(TIME_LIMIT, MEMORY_LIMIT):
+        load_and_check(text)
+
+
+eval_documents = st.fixed_dictionaries(
+    {
+        "backends": st.sampled_from(
+            [[{"kind": "simulated", "name": "a"}], [{"kind": "simulated", "name": n} for n in "ab"]]
+        ),
+        "eval": mostly(eval_section, anything, share=20),
+    },
+    optional={"probe": mostly(probe, anything, share=30)},
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(eval_documents)
+def test_any_eval_section_loads_or_raises_policy_error(eval_files: dict[str, str], document: dict[str, Any]) -> None:
+    """The ``[eval]`` section on its own, with valid backends around it: it builds or is a ``PolicyError``."""
+    text = toml_document(with_eval_files(document, eval_files))
     with bounded(TIME_LIMIT, MEMORY_LIMIT):
         load_and_check(text)
 
