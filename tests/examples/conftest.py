@@ -1,0 +1,93 @@
+"""Fixtures of the service-example tests: the loopback fleet, a real redis-server and service processes.
+
+Everything is a real process on 127.0.0.1 and is stopped in a ``finally`` (a failing test leaks
+nothing): the fleet (``start_fleet_process``), redis-server (``specexec.bench.redis_server``) and
+the examples themselves (``specexec.bench.services.start_service``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from specexec.bench.fleet import Constant, Deployment, FleetConfig, FleetProcess, start_fleet_process
+from specexec.bench.redis_server import RedisServer
+from specexec.bench.services import Kind, ServiceProcess, start_service, write_configs
+
+MODEL = "alpha-mini-2025-01-15"  # the model backends.toml pins
+CANARY = "What is 2 + 2? Answer with a number only."
+
+
+def example_fleet_config(ttft_us: float, ttft_eu: float) -> FleetConfig:
+    """The two deployments the examples' ``backends.toml`` names, with fixed latencies, no faults."""
+
+    def dep(name: str, region: str, ttft: float) -> Deployment:
+        return Deployment(
+            name=name,
+            provider="alpha",
+            region=region,
+            model=MODEL,
+            latency=Constant(value=ttft),
+            per_token=0.0005,
+            output_tokens=12,
+            answers={CANARY: "4"},
+        )
+
+    return FleetConfig(deployments=(dep("alpha-us", "us-east", ttft_us), dep("alpha-eu", "eu-west", ttft_eu)))
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[FleetProcess]:
+    """A quick fleet: TTFT 5 ms (us) and 10 ms (eu), 12 tokens at 0.5 ms each."""
+    with start_fleet_process(example_fleet_config(0.005, 0.010)) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def stalled_fleet() -> Iterator[FleetProcess]:
+    """A fleet whose first token takes 120 s: a race that only a cancellation ends."""
+    with start_fleet_process(example_fleet_config(120.0, 120.0)) as proc:
+        yield proc
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, killed after the test."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+StartService = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[StartService]:
+    """``services(kind, fleet, **config)`` starts an example process; all are stopped after the test,
+    and each must have exited (no leaked processes)."""
+    started: list[ServiceProcess] = []
+
+    def start(kind: Kind, fleet: FleetProcess, *, redis_url: str | None = None, **config: float) -> ServiceProcess:
+        directory = tmp_path / f"service-{len(started)}"
+        directory.mkdir()
+        env = write_configs(directory, fleet.port, **config)
+        if redis_url is not None:
+            env["SPECEXEC_REDIS_URL"] = redis_url
+        service = start_service(kind, env)
+        started.append(service)
+        return service
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.close()
+        for service in started:
+            assert service.process.poll() is not None, f"{service.kind} service {service.pid} still running"
