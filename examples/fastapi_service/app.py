@@ -23,8 +23,9 @@ Endpoints:
 - ``GET /metrics``: ``specexec.metrics`` (runs, attempts, hedges, latency histograms, cost ...).
 - ``GET /healthz``: 200 once the runtime is open.
 
-Errors map to statuses: ``BudgetExceeded`` 402, ``RateLimited`` 429, ``DeadlineExceeded`` 504,
-``NoAcceptableResponse`` and other backend errors 502; the body is ``{"error": kind, "detail":
+Errors map to statuses: ``BudgetExceeded`` 402, ``RateLimited`` 429, ``DeadlineExceeded`` 504; a run
+that sent nothing because every backend was at its rate or concurrency limit 429 (behind open
+breakers 503); ``NoAcceptableResponse`` and other backend errors 502; the body is ``{"error": kind, "detail":
 message}`` (specexec's messages never hold keys or query text).
 
 The runtime is opened in the app's lifespan and closed at shutdown (``settings.open_service``:
@@ -91,6 +92,10 @@ def error_status(exc: specexec.SpecExecError) -> tuple[int, dict[str, str]]:
         return 504, {}
     if isinstance(exc, specexec.PolicyError):
         return 500, {}  # a configuration error: nothing the client can fix
+    if isinstance(exc, specexec.NoAcceptableResponse) and all(a.outcome == "skipped" for a in exc.attempts):
+        # nothing was sent: every backend was at its limit (429) or behind an open breaker (503)
+        limited = any("limit" in a.reason for a in exc.attempts)
+        return (429, {"retry-after": "1"}) if limited else (503, {"retry-after": "1"})
     return 502, {}
 
 
