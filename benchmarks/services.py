@@ -26,11 +26,15 @@ from typing import Literal
 
 import httpx
 
+from .fleet import Constant, Deployment, FleetConfig
+
 __all__ = [
+    "CANARY",
     "EXAMPLES",
     "KINDS",
     "ServiceProcess",
     "ServiceStartError",
+    "example_fleet_config",
     "free_port",
     "service_argv",
     "start_service",
@@ -46,6 +50,30 @@ KINDS: tuple[Kind, ...] = ("fastapi", "trio")
 START_TIMEOUT = 30.0
 """Seconds a service may take to answer ``/healthz``."""
 _EXAMPLE_FLEET = "127.0.0.1:8100"  # where the shipped backends.toml points
+
+
+CANARY = "What is 2 + 2? Answer with a number only."
+"""A question the example fleet's deployments answer with exactly ``"4"``."""
+_MODEL = "alpha-mini-2025-01-15"  # the model backends.toml pins
+
+
+def example_fleet_config(ttft_us: float = 0.005, ttft_eu: float = 0.010) -> FleetConfig:
+    """A fleet with the two deployments the example's ``backends.toml`` names (``alpha-us``,
+    ``alpha-eu``): constant time to first token (seconds), then 12 tokens at 0.5 ms, no faults."""
+
+    def dep(name: str, region: str, ttft: float) -> Deployment:
+        return Deployment(
+            name=name,
+            provider="alpha",
+            region=region,
+            model=_MODEL,
+            latency=Constant(value=ttft),
+            per_token=0.0005,
+            output_tokens=12,
+            answers={CANARY: "4"},
+        )
+
+    return FleetConfig(deployments=(dep("alpha-us", "us-east", ttft_us), dep("alpha-eu", "eu-west", ttft_eu)))
 
 
 class ServiceStartError(RuntimeError):

@@ -13,30 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from specexec.bench.fleet import Constant, Deployment, FleetConfig, FleetProcess, start_fleet_process
+from specexec.bench.fleet import FleetProcess, start_fleet_process
 from specexec.bench.redis_server import RedisServer
-from specexec.bench.services import Kind, ServiceProcess, start_service, write_configs
-
-MODEL = "alpha-mini-2025-01-15"  # the model backends.toml pins
-CANARY = "What is 2 + 2? Answer with a number only."
-
-
-def example_fleet_config(ttft_us: float, ttft_eu: float) -> FleetConfig:
-    """The two deployments the examples' ``backends.toml`` names, with fixed latencies, no faults."""
-
-    def dep(name: str, region: str, ttft: float) -> Deployment:
-        return Deployment(
-            name=name,
-            provider="alpha",
-            region=region,
-            model=MODEL,
-            latency=Constant(value=ttft),
-            per_token=0.0005,
-            output_tokens=12,
-            answers={CANARY: "4"},
-        )
-
-    return FleetConfig(deployments=(dep("alpha-us", "us-east", ttft_us), dep("alpha-eu", "eu-west", ttft_eu)))
+from specexec.bench.services import CANARY as CANARY
+from specexec.bench.services import Kind, ServiceProcess, example_fleet_config, start_service, write_configs
 
 
 @pytest.fixture(scope="module")
