@@ -137,6 +137,7 @@ class ServiceProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._workdir = workdir
+        self.output = ""  # everything it wrote, once closed
 
     @property
     def pid(self) -> int:
@@ -144,12 +145,13 @@ class ServiceProcess:
         return self.process.pid
 
     def stderr_text(self) -> str:
-        """What the service wrote to stderr so far."""
+        """What the service wrote (stdout and stderr) so far; after ``close``, all of it."""
         path = self._workdir / "stderr.log"
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else self.output
 
     def close(self, timeout: float = 10.0) -> int:
-        """Stop the service (SIGTERM: a graceful shutdown; SIGKILL after ``timeout`` s); its exit status."""
+        """Stop the service (SIGTERM: a graceful shutdown; SIGKILL after ``timeout`` s); its exit status
+        (0 after a graceful shutdown)."""
         proc = self.process
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -158,7 +160,9 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._workdir.exists():
+            self.output = self.stderr_text()
+            shutil.rmtree(self._workdir, ignore_errors=True)
         return proc.returncode
 
     def __enter__(self) -> ServiceProcess:

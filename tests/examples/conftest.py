@@ -8,6 +8,7 @@ the examples themselves (``specexec.bench.services.start_service``).
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,8 +51,9 @@ StartService = Callable[..., ServiceProcess]
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[StartService]:
-    """``services(kind, fleet, **config)`` starts an example process; all are stopped after the test,
-    and each must have exited (no leaked processes)."""
+    """``services(kind, fleet, **config)`` starts an example process; all are stopped (SIGTERM) after
+    the test, and each must have shut down gracefully — its runtime closed, exit status 0 — or been
+    killed (no leaked processes either way)."""
     started: list[ServiceProcess] = []
 
     def start(kind: Kind, fleet: FleetProcess, *, redis_url: str | None = None, **config: float) -> ServiceProcess:
@@ -64,10 +66,15 @@ def services(tmp_path: Path) -> Iterator[StartService]:
         started.append(service)
         return service
 
+    statuses = []
     try:
         yield start
     finally:
         for service in started:
-            service.close()
-        for service in started:
-            assert service.process.poll() is not None, f"{service.kind} service {service.pid} still running"
+            statuses.append(service.close())
+    for service, status in zip(started, statuses, strict=True):
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: -15 is its clean exit
+        clean = (0, -signal.SIGTERM) if service.kind == "fastapi" else (0,)
+        assert status in clean, f"the {service.kind} service did not shut down cleanly ({status}):\n{service.output}"
+        if service.kind == "fastapi":
+            assert "Application shutdown complete" in service.output  # the lifespan closed the runtime

@@ -18,6 +18,7 @@ from specexec.bench.services import KINDS, Kind
 from .conftest import CANARY, StartService
 
 pytestmark = pytest.mark.slow
+BACKENDS = {"alpha-us", "alpha-eu"}  # the primary, or its hedge where the primary was slow (a loaded machine)
 
 
 def post(service_url: str, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -69,7 +70,7 @@ def test_answers_streams_and_counts_runs_in_metrics(kind: Kind, fleet: FleetProc
     assert answer.status_code == 200, answer.text
     doc = answer.json()
     assert doc["text"] == "4"
-    assert doc["backend"] == "alpha-us" and doc["route"] == "chat" and doc["cost"] > 0
+    assert doc["backend"] in BACKENDS and doc["route"] == "chat" and doc["cost"] > 0
 
     lorem = post(service.url, "/v1/chat", {"message": "tell me a story", "max_tokens": 12}).json()["text"]
     streamed = post(service.url, "/v1/chat/stream", {"message": "tell me a story", "max_tokens": 12})
@@ -80,14 +81,14 @@ def test_answers_streams_and_counts_runs_in_metrics(kind: Kind, fleet: FleetProc
     assert [name for name, _ in events][-1] == "done"
     done = events[-1][1]
     assert "".join(deltas) == done["text"] == lorem
-    assert done["backend"] == "alpha-us" and done["worker"] == doc["worker"] == str(service.pid)
+    assert done["backend"] in BACKENDS and done["worker"] == doc["worker"] == str(service.pid)
 
     metrics = httpx.get(f"{service.url}/metrics", trust_env=False)
     assert metrics.status_code == 200
     runs = samples(metrics.text, "specexec_runs_total")
     assert runs == {frozenset({("mode", "hedge"), ("policy", ""), ("route", "chat"), ("outcome", "ok")}): 3.0}
     ttft = samples(metrics.text, "specexec_attempt_ttft_seconds_count")
-    assert ttft[frozenset({("backend", "alpha-us")})] >= 1.0
+    assert sum(ttft.values()) >= 1.0  # the streamed run's first token, on whichever backend committed
 
 
 @pytest.mark.parametrize("kind", KINDS)
