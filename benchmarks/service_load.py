@@ -86,12 +86,12 @@ class Row:
 
 async def load(
     url: str, body: dict[str, Any], *, requests: int, concurrency: int, stream: bool, timeout: float
-) -> tuple[list[float], Counter[int], float]:
+) -> tuple[list[float], Counter[str], float]:
     """Send ``requests`` POSTs of ``body`` to ``url``, ``concurrency`` at a time; the latencies (s) of
-    the answered ones, the count of every status and the wall time. Raises ``TimeoutError`` after
-    ``timeout`` seconds."""
+    the answered ones, the count of every status (or transport error, e.g. ``ReadError``) and the
+    wall time. Raises ``TimeoutError`` after ``timeout`` seconds."""
     latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    statuses: Counter[str] = Counter()
     left = requests
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60.0, trust_env=False) as client:
@@ -101,14 +101,18 @@ async def load(
             while left > 0:
                 left -= 1
                 began = time.perf_counter()
-                if stream:
-                    async with client.stream("POST", url, json=body) as r:
-                        async for _ in r.aiter_bytes():
-                            pass
-                else:
-                    r = await client.post(url, json=body)
+                try:
+                    if stream:
+                        async with client.stream("POST", url, json=body) as r:
+                            async for _ in r.aiter_bytes():
+                                pass
+                    else:
+                        r = await client.post(url, json=body)
+                except httpx.TransportError as exc:  # counted (by kind) and reported, not fatal
+                    statuses[type(exc).__name__] += 1
+                    continue
                 elapsed = time.perf_counter() - began
-                statuses[r.status_code] += 1
+                statuses[str(r.status_code)] += 1
                 if r.status_code == 200:
                     latencies.append(elapsed)
 
@@ -140,7 +144,7 @@ def measure(
     fleet.reset()
     before = (cpu_seconds(service_pid) if service_pid else 0.0, cpu_seconds(fleet.pid), time.process_time())
 
-    async def main() -> tuple[list[float], Counter[int], float]:
+    async def main() -> tuple[list[float], Counter[str], float]:
         return await load(
             url, body, requests=args.requests, concurrency=args.concurrency, stream=stream, timeout=args.timeout
         )
@@ -157,7 +161,7 @@ def measure(
         endpoint=endpoint,
         sent=n,
         answered=answered,
-        statuses={str(k): v for k, v in sorted(statuses.items())},
+        statuses=dict(sorted(statuses.items())),
         seconds=round(seconds, 3),
         requests_per_s=round(answered / seconds, 1) if seconds > 0 else 0.0,
         p50_ms=round(percentile(values, 0.5) * 1e3, 2),
@@ -182,7 +186,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with start_service(kind, env) as service:
                 endpoints = ["/v1/chat", "/v1/chat/stream"] if args.stream else ["/v1/chat"]
                 for path in endpoints:
-                    rows.append(measure(kind, path, service.url + path, chat, fleet, service.pid, args))
+                    row = measure(kind, path, service.url + path, chat, fleet, service.pid, args)
+                    if row.answered < row.sent:  # say why, from the service's own log
+                        row.extra["service_log_tail"] = service.stderr_text()[-2000:]
+                    rows.append(row)
     return {
         "benchmark": "service_load",
         "requests": args.requests,
