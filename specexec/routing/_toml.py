@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from .._errors import PolicyError
-from .._policy import Policy, _PolicyFile
+from .._policy import _UNSET_BUDGET, Policy, _PolicyFile, from_file
 from .._toml import read_toml_source, validation_error
 from ._budget import Budget, Downgrade
 from ._selectors import Selector, classifier, rule
@@ -171,7 +171,8 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
     except msgspec.ValidationError as exc:
         raise validation_error(exc, origin) from None
     routes: dict[str, Policy] = {}
-    policies = {name: Policy(**msgspec.structs.asdict(p)) for name, p in spec.policies.items()}
+    # from_file, as Policy.from_toml: a table without `budget` gets the mode's default budget
+    policies = {name: from_file(p) for name, p in spec.policies.items()}
     for name, entry in spec.routes.items():
         if isinstance(entry, str):
             if entry not in policies:
@@ -183,7 +184,7 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
                 )
             routes[name] = policies[entry]
         else:
-            routes[name] = Policy(**msgspec.structs.asdict(entry))
+            routes[name] = from_file(entry)
     selectors: list[Selector] = []
     for i, sel in enumerate(spec.select):
         try:
@@ -357,8 +358,10 @@ def dump_router(spec: RouterFile, *, minimal: bool = False) -> str:
             if isinstance(table, str):
                 continue
             lines.append(f"\n[{section}.{_key(name)}]")
-            order = ["mode", "candidates", *(k for k in table if k not in ("mode", "candidates"))]
-            lines.extend(f"{_key(k)} = {_value(table[k])}" for k in order if k in table)
+            unset = msgspec.to_builtins(_UNSET_BUDGET)  # no `budget` key in the file: write none
+            kept = {k: v for k, v in table.items() if not (k == "budget" and v == unset)}
+            order = ["mode", "candidates", *(k for k in kept if k not in ("mode", "candidates"))]
+            lines.extend(f"{_key(k)} = {_value(kept[k])}" for k in order if k in kept)
     for item in data.get("select", []):
         lines.append("\n[[select]]")
         lines.extend(f"{_key(k)} = {_value(v)}" for k, v in item.items())

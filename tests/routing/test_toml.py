@@ -225,3 +225,30 @@ def test_similar_traffic_keys_from_toml(tmp_path: Path) -> None:
     assert routing.similar_by(["tenant", "step"])(a) == ("t1", "one")
     with pytest.raises(specexec.PolicyError, match=r"\$\.similar"):
         specexec.Router.from_toml(text.replace('["feature", "priority"]', "[]"), classifiers={"lengthy": _lengthy})
+
+
+def test_a_hedge_route_from_toml_gets_the_hedge_presets_budget() -> None:
+    """A route (or [policies] table) without a ``budget`` key has the mode's default budget, as
+    ``Policy.from_toml`` gives it: the file's "unset" sentinel (a budget that allows no hedge at
+    all) must never reach the policy, and ``budget = "none"`` means unrationed."""
+    router = specexec.Router.from_toml(
+        """
+        default = "chat"
+        [routes.chat]
+        mode = "hedge"
+        candidates = ["a", "b"]
+        [routes.free]
+        mode = "hedge"
+        candidates = ["a", "b"]
+        budget = "none"
+        [routes]
+        named = "shared"
+        [policies.shared]
+        mode = "hedge"
+        candidates = ["a", "b"]
+        """
+    )
+    alone = specexec.Policy.from_toml('mode = "hedge"\ncandidates = ["a", "b"]')
+    assert router.routes["chat"].budget == alone.budget == specexec.HedgeBudgetConfig()
+    assert router.routes["named"].budget == specexec.HedgeBudgetConfig()
+    assert router.routes["free"].budget is None

@@ -1,0 +1,1 @@
+"""The FastAPI service example (see ``app.py``); ``settings.py`` builds the runtime from the environment."""
