@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 import msgspec
 
 from ._health import LatencyWindow
+from ._httpx import httpx
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

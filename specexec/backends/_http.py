@@ -58,8 +58,6 @@ from datetime import UTC
 from typing import ClassVar, Protocol, cast
 
 import anyio
-import httpcore
-import httpx
 import msgspec
 
 from .._backend import BackendBase, Limits
@@ -76,6 +74,7 @@ from .._errors import (
     redact,
 )
 from .._health import BreakerConfig
+from .._httpx import httpcore, httpx
 from .._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
 from .._resources import current_resources
 from ._body import ACCEPT_ENCODING, BodyTooLarge, iter_body
