@@ -608,6 +608,11 @@ class HostClients:
         """The exchange on ``shard`` is over."""
         self._free[shard] += 1
 
+    def warm_up(self) -> None:
+        """Create shard 0, the one a first request uses, if it is not there yet (no connection is opened)."""
+        if self._clients[0] is None:
+            self._clients[0] = self._new_client(0)
+
     def _new_client(self, shard: int) -> httpx.AsyncClient:
         if self._closed:
             raise RuntimeError("this Runtime is closed: its HTTP clients cannot be used any more")
@@ -833,6 +838,19 @@ class HttpBackend(BackendBase):
         if resources is None:
             return None
         return cast(HostClients, resources.get_or_create(self._client_key, self._new_host_clients))
+
+    async def warm_up(self) -> None:
+        """Prepare for the first call without contacting the provider (``Runtime.warm_up`` calls it).
+
+        Makes one exchange with a listener of its own on 127.0.0.1 (the imports a first request
+        does) and, in a running runtime, creates this host's shared client (its SSL context).
+        """
+        from ._warm_up import exercise_http_path
+
+        await exercise_http_path()
+        shared = self._shared_clients() if self._client is None else None
+        if shared is not None:
+            shared.warm_up()
 
     async def complete(self, query: Query) -> Response:
         """POST ``query`` to the provider and return its ``Response``, or raise a ``BackendError``.
