@@ -13,6 +13,7 @@ it calls ok does not fail at start for a config reason (a taken port still can).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -111,9 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             evaluated = f"; eval {daemon.eval.spec.name!r}: {len(pairs)} class(es) on {', '.join(backends)}"
         print(f"{args.config}: ok ({len(config.backends)} backend(s){evaluated})")
         return 0
-    options = {"use_uvloop": True} if args.loop == "asyncio" and sys.platform != "win32" else {}
+    if args.loop == "trio" and importlib.util.find_spec("trio") is None:
+        print(
+            "specexec probe: --loop trio needs trio, which is not installed: pip install 'specexec[trio]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        anyio.run(_serve, daemon, args.ready_file, backend=args.loop, backend_options=options)
+        anyio.run(_serve, daemon, args.ready_file, backend=args.loop, backend_options=loop_options(args.loop))
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was installed
         return 130
     except BaseException as exc:
@@ -123,6 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"specexec probe: cannot run: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def loop_options(loop: str) -> dict[str, bool]:
+    """anyio's backend options for ``loop``: uvloop on asyncio where it is installed (``specexec[uvloop]``)."""
+    if loop == "asyncio" and sys.platform != "win32" and importlib.util.find_spec("uvloop") is not None:
+        return {"use_uvloop": True}
+    return {}
 
 
 def _located(exc: PolicyError, source: str) -> PolicyError:

@@ -66,6 +66,7 @@ from ._runtime import Runtime as Runtime
 from ._runtime import default_runtime as default_runtime
 from ._runtime import run as run
 from ._runtime import stream as stream
+from ._runtime import warm_up as warm_up
 from ._simulated import SimulatedBackend as SimulatedBackend
 from ._simulated import Slowdown as Slowdown
 from ._stream import Stream as Stream

@@ -19,6 +19,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("specexec.probes", "run the probe daemon"),
 }
 
+EXTRAS: dict[str, tuple[str, str]] = {
+    "aiolimiter": ("fleet", "the mock fleet's provider quotas"),
+    "uvloop": ("fleet", "the mock fleet's event loop"),
+    "trio": ("fleet", "the benchmarks' virtual time"),
+    "matplotlib": ("plot", "the percentile plot"),
+}
+"""Modules of an extra a subcommand may need: module → (extra, what for)."""
+
 USAGE = (
     "usage: specexec {"
     + ",".join(COMMANDS)
@@ -42,7 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if entry is None:
         print(f"specexec: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(entry[0])
+    try:
+        module = importlib.import_module(entry[0])
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in EXTRAS:
+            raise
+        extra, why = EXTRAS[missing]
+        print(
+            f"specexec {args[0]}: needs {missing} ({why}), which is not installed: pip install 'specexec[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     command: Callable[[list[str]], int] = module.main
     return command(args[1:])
 

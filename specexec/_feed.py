@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 import msgspec
 
 from ._health import LatencyWindow
 
 if TYPE_CHECKING:
+    from ._httpx import httpx
     from ._runtime import Runtime
 
 __all__ = [
@@ -315,11 +315,7 @@ class HealthFeed:
 
         Never raises (except cancellation); the HTTP client it opens is closed when it ends.
         """
-        client = (
-            httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
-            if self.url is not None
-            else None
-        )
+        client = self._new_client() if self.url is not None else None
         self._client = client
         try:
             next_poll = anyio.current_time()
@@ -379,8 +375,13 @@ class HealthFeed:
         client = self._client
         if client is not None:
             return await self._get(client)
-        async with httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False) as one_shot:
+        async with self._new_client() as one_shot:
             return await self._get(one_shot)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        from ._httpx import httpx  # only a feed from a URL needs it, so ``import specexec`` does not
+
+        return httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
 
     async def _get(self, client: httpx.AsyncClient) -> bytes:
         assert self.url is not None

@@ -33,6 +33,7 @@ from ._query import Query, as_query, estimate_input_tokens
 from ._resources import Resources, _current
 from ._stream import Stream
 from ._trace import Trace, TraceSink
+from ._warm_up import WarmUp, exercise_engine
 
 if TYPE_CHECKING:
     from .routing import Router
@@ -319,6 +320,27 @@ class Runtime:
 
         return Stream(start)
 
+    async def warm_up(self, *, open_clients: bool = True) -> None:
+        """Do now, on the running loop, what the first run would do on the request path.
+
+        Imports what runs need on this event loop (a throwaway single, race, hedge and stream
+        over local callables: none of this runtime's backends is called, no trace reaches its
+        sinks), then lets each backend with an ``async def warm_up()`` prepare itself: the HTTP
+        backends exercise their HTTP path once against a listener of their own on 127.0.0.1
+        and, with ``open_clients`` (the default) in an entered runtime or the process default,
+        create their host's shared client (its SSL context; no connection to the provider is
+        opened and nothing is sent to it). Call it at start-up, on the loop that will serve;
+        it may be called again (it then does little).
+        """
+        await exercise_engine()
+        token = _current.set(self._run_resources() if open_clients else None)
+        try:
+            for state in list(self._states.values()):
+                if isinstance(state.backend, WarmUp):
+                    await state.backend.warm_up()
+        finally:
+            _current.reset(token)
+
     def _run_resources(self) -> Resources | None:
         """The resources a run uses: this runtime's own while entered; for the process
         default not entered, the running event loop's pool; otherwise none (one-shot clients)."""
@@ -364,6 +386,14 @@ async def run(query: str | Query, policy: Policy | Router, *, runtime: Runtime |
     started has finished or been cancelled; the caller's cancellation propagates.
     """
     return await (runtime if runtime is not None else default_runtime()).run(query, policy)
+
+
+async def warm_up(*, runtime: Runtime | None = None, open_clients: bool = True) -> None:
+    """Warm up ``runtime`` (the process default without it) on the running loop: see ``Runtime.warm_up``.
+
+    After it, the first run in the process imports nothing and finds its HTTP clients made.
+    """
+    await (runtime if runtime is not None else default_runtime()).warm_up(open_clients=open_clients)
 
 
 def stream(query: str | Query, policy: Policy | Router, *, runtime: Runtime | None = None) -> Stream:

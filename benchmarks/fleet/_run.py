@@ -81,7 +81,7 @@ def run_on_uvloop(coro: Coroutine[Any, Any, None]) -> None:
     """Run ``coro`` on uvloop, or on plain asyncio where uvloop is not installed."""
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+    except ImportError:  # uvloop is in the fleet extra, and not on Windows
         asyncio.run(coro)
         return
     uvloop.run(coro)

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiolimiter import AsyncLimiter
+
+try:
+    from aiolimiter import AsyncLimiter
+except ModuleNotFoundError as exc:  # an extra, not a dependency of the library
+    raise ModuleNotFoundError(
+        f"the mock fleet needs aiolimiter, which is not installed: pip install 'specexec[fleet]' ({exc})",
+        name=exc.name,
+    ) from None
 
 from ._anthropic import AnthropicWire
 from ._config import Deployment, FleetConfig

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import anyio
-import httpx
 import msgspec
 
 from .._backend import Limits
 from .._health import BreakerConfig
+from .._httpx import httpx
 from .._query import Query, Response, ToolCall, Usage
 from ._http import (
     DEFAULT_HTTP_CONFIG,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncGenerator
 
-import httpx
+from .._httpx import httpx
 
 ACCEPT_ENCODING = "gzip, deflate"
 """The ``accept-encoding`` the backends' own clients send: the encodings ``iter_body`` bounds itself."""

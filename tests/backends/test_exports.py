@@ -8,7 +8,7 @@ import specexec.backends as backends
 
 
 def test_all_is_complete_and_importable() -> None:
-    public = {name for name in vars(backends) if not name.startswith("_")}
+    public = {name for name in dir(backends) if not name.startswith("_")}  # dir: the lazily loaded ones too
     assert set(backends.__all__) == public
     for name in backends.__all__:
         assert getattr(backends, name) is not None

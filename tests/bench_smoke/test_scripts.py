@@ -77,3 +77,26 @@ def test_http_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "## asyncio+uvloop" in out and "## trio" not in out
     rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| 2 ")]
     assert [variant.strip() for _, variant in rows] == ["raw", "specexec"]
+
+
+@pytest.mark.slow
+def test_import_time_compares_a_baseline_tree_with_this_one() -> None:
+    doc = run_json("specexec.bench.import_time", "--runs", "1", "--baseline", str(ROOT))
+    assert doc["benchmark"] == "import_time" and doc["runs"] == 1
+    assert len(doc["results"]) == 2  # the baseline (here the same tree) and this tree
+    for result in doc["results"]:
+        assert result["import_ms"] > 0 and result["trio_imported"] is False
+        assert result["packages_ms"]["specexec"] > 0
+        assert set(result["first_run"]) == {"trio", "trio warm-up", "asyncio", "asyncio warm-up"}
+        warm = result["first_run"]["asyncio warm-up"]
+        assert warm["warm_up_ms"] > 0 and warm["first_imports"] == 0
+
+
+def test_import_time_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    from specexec.bench import import_time
+
+    assert import_time.main(["--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| import specexec (ms, -X importtime) |" in out and "| trio imported" in out
+    assert "asyncio warm-up: modules the first run imported" in out
+    assert import_time.main(["--runs", "0"]) == 2
