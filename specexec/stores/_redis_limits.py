@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._health import ConcurrencyLimit, HedgeBudget, RateLimiter
+from .._health import BreakerConfig, ConcurrencyLimit, HedgeBudget, RateLimiter
 from .._policy import HedgeBudgetConfig
+from ._redis_breakers import KEEP_MS, SYNC_BREAKERS, SharedBreaker
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -237,6 +238,9 @@ class RedisRateLimits:
 
     ``Runtime(backends, shared_limits=RedisRateLimits(url))``: every backend's rpm/tpm limit is
     then one limit for all processes using the same Redis and ``prefix`` (keyed by backend name).
+    ``breakers=True`` shares the circuit breakers too (``SharedBreaker``: one process's open
+    breaker is seen by all within ``2 × interval``, one half-open trial for the fleet); by default
+    each process keeps its own.
     """
 
     def __init__(
@@ -246,6 +250,7 @@ class RedisRateLimits:
         prefix: str = "specexec:limit:",
         interval: float = DEFAULT_INTERVAL,
         timeout: float = 0.25,
+        breakers: bool = False,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -257,6 +262,8 @@ class RedisRateLimits:
         self.limiters: list[LeasedRateLimiter] = []
         self.budgets: dict[HedgeBudgetConfig, LeasedHedgeBudget] = {}
         self.slots: list[LeasedConcurrency] = []
+        self.share_breakers = breakers
+        self.breakers: list[SharedBreaker] = []
         self.process = uuid.uuid4().hex  # names this process's slot leases
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
@@ -271,6 +278,15 @@ class RedisRateLimits:
         self.slots.append(made)
         return made
 
+    def breaker(self, backend: str, config: BreakerConfig) -> SharedBreaker | None:
+        """The fleet-wide circuit breaker of ``backend`` with ``config``; ``None`` (the in-process one)
+        unless this store was made with ``breakers=True``."""
+        if not self.share_breakers:
+            return None
+        made = SharedBreaker(f"{self.prefix}{backend}:breaker", config)
+        self.breakers.append(made)
+        return made
+
     def hedge_budget(self, config: HedgeBudgetConfig) -> LeasedHedgeBudget:
         """The fleet-wide hedge budget of ``config`` (one per distinct config)."""
         budget = self.budgets.get(config)
@@ -280,7 +296,9 @@ class RedisRateLimits:
         return budget
 
     async def sync(self) -> None:
-        """Give back unused permits and lease new ones, for every limit and budget; never raises."""
+        """Give back unused permits and lease new ones, for every limit and budget, and share the
+        breakers' changes; never raises."""
+        await self._sync_breakers()
         await self._sync_limiters()
         await self._sync_slots()
         for budget in list(self.budgets.values()):
@@ -301,6 +319,32 @@ class RedisRateLimits:
             self._redis._recovered()
             budget.tokens += float(granted)
             budget.leased = True
+
+    async def _sync_breakers(self) -> None:
+        """One script for every breaker: publish local opens, closes and trial wishes; read the fleet's."""
+        breakers = list(self.breakers)
+        if not breakers:
+            return
+        now = anyio.current_time()
+        args: list[object] = []
+        marks = []
+        for breaker in breakers:
+            out, mark = breaker.outgoing(now)
+            args += out
+            marks.append(mark)
+        keys = [b.key for b in breakers]
+        lease_ms = math.ceil(3000 * self.interval)
+        try:
+            reply = await self._redis._call("eval", SYNC_BREAKERS, len(keys), *keys, lease_ms, KEEP_MS, *args)
+        except Exception as exc:  # any failure of Redis: run alone (cancellation is not an Exception)
+            self._redis._outage(exc)
+            for breaker, mark in zip(breakers, marks, strict=True):
+                breaker.unshared(mark)
+            return
+        self._redis._recovered()
+        now = anyio.current_time()
+        for i, (breaker, mark) in enumerate(zip(breakers, marks, strict=True)):
+            breaker.merge(now, mark, list(reply[5 * i : 5 * i + 5]))
 
     async def _sync_slots(self) -> None:
         lease_ms = math.ceil(3000 * self.interval)
