@@ -12,14 +12,17 @@ episode** of the backend, kept in one Redis hash per backend, ``{prefix}{backend
 
 At every sync (``RedisRateLimits.sync``, every ``interval`` s, one Lua script for all the
 breakers of a process) a process publishes what changed locally since the last one and reads
-the episode back:
+the episode back; a local open or close also wakes the sync task at once (breakers only, at
+most once per interval), so news leaves the process without waiting for the interval:
 
 - **An open** (a local trip: failures, a 429's Retry-After, refused credentials, or any
   ``trip`` — a probe, a feed, an operator) is merged by *the longest open wins*: it starts a new
   episode when the fleet's breaker is closed or half-open, and extends an open one when it ends
   later. Durations travel as "ms from now" and are placed on Redis's clock, so processes'
-  clocks never need to agree. Every process sees a trip within ``2 × interval`` (the tripping
-  process's next sync, then the reader's), plus two Redis round trips.
+  clocks never need to agree. Every process sees a trip within one ``interval`` plus the
+  duration of a sync (the reader's next one) and a Redis round trip (the tripper's wake-up).
+  Without the wake-up (a runtime not entered, a trip right after an early sync) it is
+  ``2 × interval`` plus two syncs.
 - **Half-open: one trial for the fleet.** A process whose half-open breaker is asked for an
   attempt refuses it and asks for the trial lease at its next sync; one process gets it (for
   ``3 × interval``, renewed at each sync while it is wanted or its trial is in flight) and its
@@ -43,6 +46,7 @@ open breakers back from the processes that mirror them.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from .._health import BreakerConfig, CircuitBreaker
 
@@ -134,6 +138,8 @@ class SharedBreaker(CircuitBreaker):
         self._closed_gen = -1  # an episode a local trial closed, not published yet
         self._wanted = False  # asked for an attempt while half-open since the last sync
         self._changes = 0  # local transitions (a sync does not overwrite one made while it ran)
+        self.notify: Callable[[], None] | None = None
+        """Called on a local open or close (news to publish): ``RedisRateLimits`` syncs its breakers at once."""
 
     # -- the hot path: local memory only --------------------------------------------------------
 
@@ -173,12 +179,16 @@ class SharedBreaker(CircuitBreaker):
         if self._open and (before is None or self._open_until > before):
             self._fresh = True
             self._changes += 1
+            if self.notify is not None:
+                self.notify()
 
     def _close(self) -> None:
         super()._close()
         self._closed_gen = self.gen
         self._fresh = False
         self._changes += 1
+        if self.notify is not None:
+            self.notify()
 
     # -- the sync (called by RedisRateLimits) ---------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -264,6 +265,8 @@ class RedisRateLimits:
         self.slots: list[LeasedConcurrency] = []
         self.share_breakers = breakers
         self.breakers: list[SharedBreaker] = []
+        self._wake: anyio.Event | None = None  # set by a breaker's news while `follow` waits
+        self._wake_thread = 0  # the thread `follow` runs on (an Event is set only from its own loop)
         self.process = uuid.uuid4().hex  # names this process's slot leases
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
@@ -284,8 +287,15 @@ class RedisRateLimits:
         if not self.share_breakers:
             return None
         made = SharedBreaker(f"{self.prefix}{backend}:breaker", config)
+        made.notify = self._news
         self.breakers.append(made)
         return made
+
+    def _news(self) -> None:
+        """A breaker opened or closed here: wake ``follow`` to publish it now (on its own thread only)."""
+        wake = self._wake
+        if wake is not None and threading.get_ident() == self._wake_thread:
+            wake.set()
 
     def hedge_budget(self, config: HedgeBudgetConfig) -> LeasedHedgeBudget:
         """The fleet-wide hedge budget of ``config`` (one per distinct config)."""
@@ -385,9 +395,19 @@ class RedisRateLimits:
             lim.leased = True
 
     async def follow(self, runtime: Runtime) -> None:
-        """Sync every ``interval`` seconds until cancelled (a runtime feed; the runtime synced on entry)."""
+        """Sync every ``interval`` seconds until cancelled (a runtime feed; the runtime synced on entry).
+
+        A breaker's news (a local open or close) syncs the breakers at once, at most once per interval."""
         while True:
-            await anyio.sleep(self.interval)
+            deadline = anyio.current_time() + self.interval
+            wake = self._wake = anyio.Event()
+            self._wake_thread = threading.get_ident()
+            with anyio.move_on_at(deadline):
+                await wake.wait()
+            self._wake = None
+            if wake.is_set():  # news: publish the breakers now, the rest at the deadline
+                await self._sync_breakers()
+                await anyio.sleep_until(deadline)
             await self.sync()
 
     async def aclose(self) -> None:

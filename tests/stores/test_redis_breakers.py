@@ -321,3 +321,22 @@ async def test_a_restarted_redis_gets_the_open_breakers_back(redis_server: Redis
             await sync(c)
             assert c.state() == "open"
             assert await c.run() == "failed" and c.provider.calls == 0
+
+
+async def test_a_local_open_or_close_is_published_at_once(redis_server: RedisServer, anyio_backend: str) -> None:
+    """The tripping process does not wait for its next interval (3600 s here): its sync task publishes at
+    once, so the fleet's staleness is one interval (the readers'), not two."""
+    async with process(redis_server, cooldown=0.0) as a, process(redis_server, cooldown=0.0) as b:
+        await trip(a)  # no explicit sync of a from here on: only its own follow task
+        with anyio.fail_after(5):  # bounded polling
+            while b.state() == "closed":
+                await sync(b)
+                await anyio.sleep(0.005)
+        assert b.state() == "half_open"
+        assert await b.run() == "failed"
+        await sync(b)  # b holds the trial
+        assert await b.run() == "ok"
+        with anyio.fail_after(5):
+            while a.state() != "closed":
+                await sync(a)
+                await anyio.sleep(0.005)

@@ -21,7 +21,7 @@ import pytest
 
 from specexec.bench.redis_server import RedisServer
 
-INTERVAL = 0.05  # the workers' sync interval: the staleness bound is 2 × INTERVAL plus round trips
+INTERVAL = 0.05  # the workers' sync interval: seen within one (the reader's next sync), at worst two
 
 WORKER = textwrap.dedent(
     """
@@ -180,8 +180,8 @@ def test_one_process_trips_the_other_sees_it_open_then_the_fleet_sends_one_trial
     seen = other.answer()
     assert (seen["state"], seen["reason"]) == ("open", "failures")
     staleness = seen["at"] - tripped["at"]
-    print(f"seen open {staleness * 1000:.0f} ms after the trip (bound: 2 × {INTERVAL * 1000:.0f} ms + round trips)")
-    assert staleness < 2 * INTERVAL + 0.25  # the bound, plus scheduling slack on a loaded machine
+    print(f"seen open {staleness * 1000:.0f} ms after the trip (interval {INTERVAL * 1000:.0f} ms)")
+    assert staleness < 2 * INTERVAL + 0.25  # the worst-case bound, plus scheduling slack on a loaded machine
     refused = other.ask("runs 5")
     assert refused == {"outcomes": ["failed"] * 5, "calls": 0}  # it never called the open backend
 
