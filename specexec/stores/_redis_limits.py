@@ -1,5 +1,9 @@
 """``RedisRateLimits``: rate limits and hedge budgets shared by every process, by leases.
 
+(Circuit breakers, with ``RedisRateLimits(url, breakers=True)``, are mirrored rather than leased:
+one process's open breaker is seen by all within one ``interval``, with one half-open trial for
+the fleet — see ``_redis_breakers``.)
+
 (Hedge budgets work the same way: deposits are reported at each sync, and a hedge spends a
 token leased from the fleet-wide Finagle budget — reserve + ``max_extra_load`` × deposits −
 withdrawals over ``ttl``, kept in one-second buckets on Redis — so the reserve counts once for
