@@ -25,12 +25,12 @@ most once per interval), so news leaves the process without waiting for the inte
   ``2 × interval`` plus two syncs.
 - **Half-open: one trial for the fleet.** A process whose half-open breaker is asked for an
   attempt refuses it and asks for the trial lease at its next sync; one process gets it (for
-  ``3 × interval``, renewed at each sync while it is wanted or its trial is in flight) and its
-  next attempt is the trial. One trial, not one per process: ten workers each sending a trial
-  would be ten requests at a backend that was just failing, and a 429'd quota would be hit ten
-  times again. The cost: the trial starts up to one ``interval`` later than a local breaker's.
-  A lease not used by the next sync is given back; the lease of a process that died ends by
-  itself within ``3 × interval``.
+  ``max(3 × interval, 1 s)``, renewed at each sync while it is wanted or its trial is in
+  flight; see ``MIN_TRIAL_LEASE``) and its next attempt is the trial. One trial, not one per
+  process: ten workers each sending a trial would be ten requests at a backend that was just
+  failing, and a 429'd quota would be hit ten times again. The cost: the trial starts up to
+  one ``interval`` later than a local breaker's. A lease not used by the next sync is given
+  back; the lease of a process that died ends by itself within ``max(3 × interval, 1 s)``.
 - **A close** (the trial succeeded) closes the episode it was the trial of — never a newer one
   (a close arriving after another process reopened is ignored) — and every process closes at
   its next sync. A failed trial reopens: a new episode, seen by all like any open.
@@ -49,6 +49,10 @@ import uuid
 from collections.abc import Callable
 
 from .._health import BreakerConfig, CircuitBreaker
+
+MIN_TRIAL_LEASE = 1.0
+"""The shortest half-open trial lease (s): a live holder late to renew (a loaded machine) keeps its
+trial, rather than a second process starting another; a dead holder delays the fleet's trial this long."""
 
 KEEP_MS = 3_600_000
 """How long a breaker record outlives its open period in Redis (ms)."""

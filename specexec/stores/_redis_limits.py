@@ -40,7 +40,7 @@ import anyio
 
 from .._health import BreakerConfig, ConcurrencyLimit, HedgeBudget, RateLimiter
 from .._policy import HedgeBudgetConfig
-from ._redis_breakers import KEEP_MS, SYNC_BREAKERS, SharedBreaker
+from ._redis_breakers import KEEP_MS, MIN_TRIAL_LEASE, SYNC_BREAKERS, SharedBreaker
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -271,6 +271,7 @@ class RedisRateLimits:
         self.breakers: list[SharedBreaker] = []
         self._wake: anyio.Event | None = None  # set by a breaker's news while `follow` waits
         self._wake_thread = 0  # the thread `follow` runs on (an Event is set only from its own loop)
+        self._breakers_busy: anyio.Event | None = None  # set when the breaker sync under way ends
         self.process = uuid.uuid4().hex  # names this process's slot leases
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
@@ -335,7 +336,20 @@ class RedisRateLimits:
             budget.leased = True
 
     async def _sync_breakers(self) -> None:
-        """One script for every breaker: publish local opens, closes and trial wishes; read the fleet's."""
+        """One script for every breaker: publish local opens, closes and trial wishes; read the fleet's.
+
+        One at a time (the wake-up of ``follow`` and an explicit ``sync`` may meet): a sync whose
+        arguments were taken before another's reply would undo it (give back a lease just renewed)."""
+        while self._breakers_busy is not None:
+            await self._breakers_busy.wait()
+        busy = self._breakers_busy = anyio.Event()
+        try:
+            await self._sync_breakers_once()
+        finally:
+            self._breakers_busy = None
+            busy.set()
+
+    async def _sync_breakers_once(self) -> None:
         breakers = list(self.breakers)
         if not breakers:
             return
@@ -347,7 +361,7 @@ class RedisRateLimits:
             args += out
             marks.append(mark)
         keys = [b.key for b in breakers]
-        lease_ms = math.ceil(3000 * self.interval)
+        lease_ms = math.ceil(1000 * max(3 * self.interval, MIN_TRIAL_LEASE))
         try:
             reply = await self._redis._call("eval", SYNC_BREAKERS, len(keys), *keys, lease_ms, KEEP_MS, *args)
         except Exception as exc:  # any failure of Redis: run alone (cancellation is not an Exception)

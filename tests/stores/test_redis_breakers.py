@@ -73,7 +73,8 @@ class Process:
 async def process(
     server: RedisServer, *, cooldown: float = 60.0, threshold: int = 2, breakers: bool = True
 ) -> AsyncIterator[Process]:
-    shared = RedisRateLimits(server.url, breakers=breakers, interval=3600.0)  # syncs only when the test says
+    # syncs only when the test says; a timeout long enough that a loaded machine is not an outage
+    shared = RedisRateLimits(server.url, breakers=breakers, interval=3600.0, timeout=5.0)
     provider = Provider()
     config = specexec.BreakerConfig(failure_threshold=threshold, cooldown=cooldown)
     backend = specexec.CallableBackend("b", provider, breaker=config)
@@ -247,7 +248,7 @@ async def test_a_trial_in_flight_keeps_its_lease(redis_server: RedisServer, anyi
 
 async def test_a_dead_holders_trial_lease_expires(redis_server: RedisServer, anyio_backend: str) -> None:
     async with process(redis_server, cooldown=0.0) as b:
-        a_shared = RedisRateLimits(redis_server.url, breakers=True, interval=0.05)  # leases of 150 ms
+        a_shared = RedisRateLimits(redis_server.url, breakers=True, interval=0.05, timeout=5.0)  # 1 s leases
         provider = Provider(error=specexec.Unavailable("down"))
         backend = specexec.CallableBackend(
             "b", provider, breaker=specexec.BreakerConfig(failure_threshold=2, cooldown=0.0)
@@ -261,7 +262,7 @@ async def test_a_dead_holders_trial_lease_expires(redis_server: RedisServer, any
             assert isinstance(a.breaker, SharedBreaker) and a.breaker.holds_trial
         await a_shared.aclose()  # a "dies" holding the lease: nobody renews it
         assert await b.run() == "failed"
-        with anyio.fail_after(5):  # bounded polling: the lease ends 150 ms after its last renewal
+        with anyio.fail_after(5):  # bounded polling: the lease ends 1 s after its last renewal
             while True:
                 await sync(b)
                 assert isinstance(b.breaker, SharedBreaker)
@@ -340,3 +341,35 @@ async def test_a_local_open_or_close_is_published_at_once(redis_server: RedisSer
             while a.state() != "closed":
                 await sync(a)
                 await anyio.sleep(0.005)
+
+
+async def test_a_holder_late_to_renew_keeps_its_lease_for_a_second(
+    redis_server: RedisServer, anyio_backend: str
+) -> None:
+    """A lease is ``max(3 × interval, 1 s)``: a live holder whose syncs are late (a loaded machine) does
+    not lose its trial to another process after 150 ms, which would make two trials at once."""
+    import time
+
+    a = RedisRateLimits(redis_server.url, breakers=True, interval=0.05, timeout=5.0)
+    config = specexec.BreakerConfig(cooldown=0.0)
+    mine = a.breaker("b", config)
+    assert mine is not None
+    async with process(redis_server, cooldown=0.0) as b:
+        try:
+            now = anyio.current_time()
+            mine.trip(now, 0.0, "failures")
+            await a.sync()
+            assert not mine.allow(anyio.current_time())  # wants the trial
+            await a.sync()
+            renewed = time.monotonic()
+            assert mine.holds_trial and mine.allow(anyio.current_time())  # the trial is out; a stalls now
+            with anyio.fail_after(5):
+                while time.monotonic() - renewed < 0.5:
+                    await sync(b)
+                    assert await b.run() == "failed"  # b wants the trial
+                    await sync(b)
+                    assert isinstance(b.breaker, SharedBreaker)
+                    assert not b.breaker.holds_trial or time.monotonic() - renewed >= 0.9
+                    await anyio.sleep(0.02)
+        finally:
+            await a.aclose()
