@@ -244,8 +244,8 @@ class RedisRateLimits:
     ``Runtime(backends, shared_limits=RedisRateLimits(url))``: every backend's rpm/tpm limit is
     then one limit for all processes using the same Redis and ``prefix`` (keyed by backend name).
     ``breakers=True`` shares the circuit breakers too (``SharedBreaker``: one process's open
-    breaker is seen by all within ``2 × interval``, one half-open trial for the fleet); by default
-    each process keeps its own.
+    breaker is seen by all within one ``interval``, at worst two; one half-open trial for the
+    fleet); by default each process keeps its own.
     """
 
     def __init__(
