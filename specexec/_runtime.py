@@ -25,7 +25,7 @@ from ._default import default_runtime as default_runtime
 from ._default import loop_resources
 from ._engine import Result, check_streamable, execute
 from ._errors import PolicyError
-from ._health import BackendHealth, FailoverThrottle, HealthConfig, HedgeBudget
+from ._health import BackendHealth, BreakerConfig, CircuitBreaker, FailoverThrottle, HealthConfig, HedgeBudget
 from ._health._budget import HedgeBudgetLike
 from ._health._limits import Concurrency, RateLimit
 from ._policy import HedgeBudgetConfig, Policy
@@ -64,6 +64,10 @@ class SharedLimits(Protocol):
         """The fleet-wide ``max_concurrency`` of ``backend``."""
         ...
 
+    def breaker(self, backend: str, config: BreakerConfig) -> CircuitBreaker | None:
+        """The fleet-wide circuit breaker of ``backend``, or ``None`` to keep the in-process one."""
+        ...
+
     async def sync(self) -> None:
         """Sync once now (the runtime does it on entry, before any run); must never raise."""
         ...
@@ -99,13 +103,19 @@ class BackendState:
         generic = getattr(counter, "__func__", None) is BackendBase.count_input_tokens
         self._counter: Callable[[Query], int] | None = None if counter is None or generic else counter
         limits = getattr(backend, "limits", None)
+        breaker: BreakerConfig | None = getattr(backend, "breaker", None)
+        circuit = (
+            shared_limits.breaker(backend.name, breaker if breaker is not None else config.breaker)
+            if shared_limits is not None
+            else None
+        )
         self.health = BackendHealth(
             backend.name,
             config,
             rpm=getattr(limits, "rpm", None),
             tpm=getattr(limits, "tpm", None),
             max_concurrency=getattr(limits, "max_concurrency", None),
-            breaker=getattr(backend, "breaker", None),
+            breaker=breaker,
             rate_limiter=(
                 (lambda kind, rate: shared_limits.limiter(backend.name, kind, rate))
                 if shared_limits is not None
@@ -116,6 +126,7 @@ class BackendState:
                 if shared_limits is not None and (limit := getattr(limits, "max_concurrency", None)) is not None
                 else None
             ),
+            circuit=circuit,
         )
         self.context_window: int | None = getattr(backend, "context_window", None)
 
@@ -139,8 +150,9 @@ class Runtime:
     - ``sinks``: callables that receive each finished ``Trace`` (e.g. ``JsonLinesSink``).
     - ``feeds``: health feeds (e.g. ``HealthFeed`` following a probe daemon) that run in the
       background while the runtime is entered, and stop when it exits.
-    - ``shared_limits``: rate limits shared by every process (``specexec.stores.RedisRateLimits``);
-      synced in the background while the runtime is entered.
+    - ``shared_limits``: rate limits shared by every process (``specexec.stores.RedisRateLimits``;
+      with ``breakers=True`` the circuit breakers too); synced in the background while the
+      runtime is entered.
 
     ``await rt.run(query, policy)`` runs one query; when it returns or raises, every attempt
     it started has finished or been cancelled.

@@ -84,13 +84,17 @@ class BackendHealth:
         breaker: BreakerConfig | None = None,
         rate_limiter: Callable[[str, float], RateLimit] | None = None,
         concurrency: Concurrency | None = None,
+        circuit: CircuitBreaker | None = None,
     ) -> None:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
         self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
         self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
         self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
-        self.breaker = CircuitBreaker(breaker if breaker is not None else config.breaker)
+        # `circuit`: a breaker made elsewhere (e.g. shared by many processes); else this backend's own
+        self.breaker = (
+            circuit if circuit is not None else CircuitBreaker(breaker if breaker is not None else config.breaker)
+        )
         make: Callable[[str, float], RateLimit] = rate_limiter or (lambda kind, rate: RateLimiter(rate))
         self.requests = make("rpm", rpm) if rpm is not None else None
         self.tokens = make("tpm", tpm) if tpm is not None else None

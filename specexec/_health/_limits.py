@@ -67,7 +67,10 @@ class RateLimiter:
 class Concurrency(Protocol):
     """What admission needs of a concurrency limit (``ConcurrencyLimit``, or a shared one)."""
 
-    limit: int | None
+    @property
+    def limit(self) -> int | None:
+        """The most slots, or ``None`` when unlimited (read-only here, so a shared limit's ``int`` fits)."""
+        ...
 
     @property
     def in_use(self) -> int:

@@ -1,5 +1,9 @@
 """``RedisRateLimits``: rate limits and hedge budgets shared by every process, by leases.
 
+(Circuit breakers, with ``RedisRateLimits(url, breakers=True)``, are mirrored rather than leased:
+one process's open breaker is seen by all within one ``interval``, with one half-open trial for
+the fleet — see ``_redis_breakers``.)
+
 (Hedge budgets work the same way: deposits are reported at each sync, and a hedge spends a
 token leased from the fleet-wide Finagle budget — reserve + ``max_extra_load`` × deposits −
 withdrawals over ``ttl``, kept in one-second buckets on Redis — so the reserve counts once for
@@ -28,13 +32,15 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .._health import ConcurrencyLimit, HedgeBudget, RateLimiter
+from .._health import BreakerConfig, ConcurrencyLimit, HedgeBudget, RateLimiter
 from .._policy import HedgeBudgetConfig
+from ._redis_breakers import KEEP_MS, MIN_TRIAL_LEASE, SYNC_BREAKERS, SharedBreaker
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -237,6 +243,9 @@ class RedisRateLimits:
 
     ``Runtime(backends, shared_limits=RedisRateLimits(url))``: every backend's rpm/tpm limit is
     then one limit for all processes using the same Redis and ``prefix`` (keyed by backend name).
+    ``breakers=True`` shares the circuit breakers too (``SharedBreaker``: one process's open
+    breaker is seen by all within one ``interval``, at worst two; one half-open trial for the
+    fleet); by default each process keeps its own.
     """
 
     def __init__(
@@ -246,6 +255,7 @@ class RedisRateLimits:
         prefix: str = "specexec:limit:",
         interval: float = DEFAULT_INTERVAL,
         timeout: float = 0.25,
+        breakers: bool = False,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -257,6 +267,11 @@ class RedisRateLimits:
         self.limiters: list[LeasedRateLimiter] = []
         self.budgets: dict[HedgeBudgetConfig, LeasedHedgeBudget] = {}
         self.slots: list[LeasedConcurrency] = []
+        self.share_breakers = breakers
+        self.breakers: list[SharedBreaker] = []
+        self._wake: anyio.Event | None = None  # set by a breaker's news while `follow` waits
+        self._wake_thread = 0  # the thread `follow` runs on (an Event is set only from its own loop)
+        self._breakers_busy: anyio.Event | None = None  # set when the breaker sync under way ends
         self.process = uuid.uuid4().hex  # names this process's slot leases
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
@@ -271,6 +286,22 @@ class RedisRateLimits:
         self.slots.append(made)
         return made
 
+    def breaker(self, backend: str, config: BreakerConfig) -> SharedBreaker | None:
+        """The fleet-wide circuit breaker of ``backend`` with ``config``; ``None`` (the in-process one)
+        unless this store was made with ``breakers=True``."""
+        if not self.share_breakers:
+            return None
+        made = SharedBreaker(f"{self.prefix}{backend}:breaker", config)
+        made.notify = self._news
+        self.breakers.append(made)
+        return made
+
+    def _news(self) -> None:
+        """A breaker opened or closed here: wake ``follow`` to publish it now (on its own thread only)."""
+        wake = self._wake
+        if wake is not None and threading.get_ident() == self._wake_thread:
+            wake.set()
+
     def hedge_budget(self, config: HedgeBudgetConfig) -> LeasedHedgeBudget:
         """The fleet-wide hedge budget of ``config`` (one per distinct config)."""
         budget = self.budgets.get(config)
@@ -280,7 +311,9 @@ class RedisRateLimits:
         return budget
 
     async def sync(self) -> None:
-        """Give back unused permits and lease new ones, for every limit and budget; never raises."""
+        """Give back unused permits and lease new ones, for every limit and budget, and share the
+        breakers' changes; never raises."""
+        await self._sync_breakers()
         await self._sync_limiters()
         await self._sync_slots()
         for budget in list(self.budgets.values()):
@@ -301,6 +334,45 @@ class RedisRateLimits:
             self._redis._recovered()
             budget.tokens += float(granted)
             budget.leased = True
+
+    async def _sync_breakers(self) -> None:
+        """One script for every breaker: publish local opens, closes and trial wishes; read the fleet's.
+
+        One at a time (the wake-up of ``follow`` and an explicit ``sync`` may meet): a sync whose
+        arguments were taken before another's reply would undo it (give back a lease just renewed)."""
+        while self._breakers_busy is not None:
+            await self._breakers_busy.wait()
+        busy = self._breakers_busy = anyio.Event()
+        try:
+            await self._sync_breakers_once()
+        finally:
+            self._breakers_busy = None
+            busy.set()
+
+    async def _sync_breakers_once(self) -> None:
+        breakers = list(self.breakers)
+        if not breakers:
+            return
+        now = anyio.current_time()
+        args: list[object] = []
+        marks = []
+        for breaker in breakers:
+            out, mark = breaker.outgoing(now)
+            args += out
+            marks.append(mark)
+        keys = [b.key for b in breakers]
+        lease_ms = math.ceil(1000 * max(3 * self.interval, MIN_TRIAL_LEASE))
+        try:
+            reply = await self._redis._call("eval", SYNC_BREAKERS, len(keys), *keys, lease_ms, KEEP_MS, *args)
+        except Exception as exc:  # any failure of Redis: run alone (cancellation is not an Exception)
+            self._redis._outage(exc)
+            for breaker, mark in zip(breakers, marks, strict=True):
+                breaker.unshared(mark)
+            return
+        self._redis._recovered()
+        now = anyio.current_time()
+        for i, (breaker, mark) in enumerate(zip(breakers, marks, strict=True)):
+            breaker.merge(now, mark, list(reply[5 * i : 5 * i + 5]))
 
     async def _sync_slots(self) -> None:
         lease_ms = math.ceil(3000 * self.interval)
@@ -341,9 +413,19 @@ class RedisRateLimits:
             lim.leased = True
 
     async def follow(self, runtime: Runtime) -> None:
-        """Sync every ``interval`` seconds until cancelled (a runtime feed; the runtime synced on entry)."""
+        """Sync every ``interval`` seconds until cancelled (a runtime feed; the runtime synced on entry).
+
+        A breaker's news (a local open or close) syncs the breakers at once, at most once per interval."""
         while True:
-            await anyio.sleep(self.interval)
+            deadline = anyio.current_time() + self.interval
+            wake = self._wake = anyio.Event()
+            self._wake_thread = threading.get_ident()
+            with anyio.move_on_at(deadline):
+                await wake.wait()
+            self._wake = None
+            if wake.is_set():  # news: publish the breakers now, the rest at the deadline
+                await self._sync_breakers()
+                await anyio.sleep_until(deadline)
             await self.sync()
 
     async def aclose(self) -> None:
