@@ -252,18 +252,51 @@ class SimulatedBackend(BackendBase):
         usage = Usage(input_tokens=estimate_input_tokens(query), output_tokens=n)
         yield StreamChunk(usage=usage, model=self.reported_model or self.model, finish_reason="stop")
 
-    async def _fault_or_wait(self, rng: Rng, latency: float) -> None:
-        """Stall, or fail with a drawn fault after ``error_latency`` × ``latency``, or sleep ``latency``."""
+    def _fault(self, rng: Rng) -> str | None:
+        """The drawn fate of one call: ``"stall"``, a fault kind, or ``None`` (it answers)."""
         roll = rng.random()
         if roll < self.stall:
-            await anyio.sleep_forever()
+            return "stall"
         roll -= self.stall
         for kind, rate in self.errors.items():
             if roll < rate:
-                await anyio.sleep(latency * self.error_latency)
-                raise self._error(kind)
+                return kind
             roll -= rate
+        return None
+
+    async def _fault_or_wait(self, rng: Rng, latency: float) -> None:
+        """Stall, or fail with a drawn fault after ``error_latency`` × ``latency``, or sleep ``latency``."""
+        fault = self._fault(rng)
+        if fault == "stall":
+            await anyio.sleep_forever()
+        if fault is not None:
+            await anyio.sleep(latency * self.error_latency)
+            raise self._error(fault)
         await anyio.sleep(latency)
+
+    def draw(self, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
+        """A call of ``complete(query)`` started at ``now`` as one event, for discrete-event drivers:
+        after how many seconds it ends and with what — the response, the drawn fault, or ``None``
+        (it stalls until cancelled, after ``inf`` seconds). The same draws as ``complete``; not for
+        streaming simulations (with ``ttft``), whose pieces are separate events."""
+        if self.ttft is not None:
+            raise TypeError(f"backend {self.name!r} streams (ttft is set): draw() covers whole answers only")
+        self.calls += 1
+        rng = self._rng_for(query)
+        latency = self.latency.sample(rng) * self._factor(now)
+        fault = self._fault(rng)
+        if fault == "stall":
+            return math.inf, None
+        if fault is not None:
+            return latency * self.error_latency, self._error(fault)
+        return latency, self._answer(query)
+
+    def _answer(self, query: Query) -> Response:
+        text = self.reply(query) if callable(self.reply) else self.reply
+        usage = Usage(
+            input_tokens=estimate_input_tokens(query), output_tokens=min(self.output_tokens, query.max_tokens)
+        )
+        return Response(text=text, usage=usage, model=self.reported_model or self.model)
 
     async def complete(self, query: Query) -> Response:
         """Sleep the drawn latency (on the loop clock), then answer or raise the drawn fault.
@@ -291,11 +324,7 @@ class SimulatedBackend(BackendBase):
             self.cancelled += 1
             raise
         self.completed += 1
-        text = self.reply(query) if callable(self.reply) else self.reply
-        usage = Usage(
-            input_tokens=estimate_input_tokens(query), output_tokens=min(self.output_tokens, query.max_tokens)
-        )
-        return Response(text=text, usage=usage, model=self.reported_model or self.model)
+        return self._answer(query)
 
     def _error(self, kind: str) -> BackendError:
         message = f"simulated {kind}"

@@ -21,7 +21,7 @@ from ._live import live_notes, run_live
 from ._progress import Progress, progress_wanted
 from ._report import build_result, render, to_json, write_outputs
 from ._scenario import builtin_scenarios, load_scenario
-from ._sim import default_jobs, simulate
+from ._sim import ENGINES, default_jobs, simulate
 from ._stats import PolicyStats
 from ._target import DEFAULT_RATE, DEFAULT_REQUESTS, check_bounds, confirm, estimate_cost, load_target, run_target
 
@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write results.json, one .hgrm per policy and latency.png here")
     p.add_argument("--json", action="store_true", help="print the results as JSON (no table, no progress)")
     p.add_argument("--jobs", type=int, metavar="N", help="--sim: worker processes (default: one per CPU for big runs)")
+    p.add_argument(
+        "--sim-engine",
+        choices=ENGINES,
+        default="des",
+        help="--sim: the discrete-event driver (default; no event loop) or trio virtual time (the cross-check)",
+    )
     p.add_argument("--yes", action="store_true", help="--target: send without asking")
     return p
 
@@ -167,7 +173,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     try:
         if mode == "sim":
             jobs = args.jobs if args.jobs is not None else default_jobs(scenario)
-            stats = simulate(scenario, jobs=jobs, on_progress=progress.update)
+            stats = simulate(scenario, jobs=jobs, on_progress=progress.update, engine=args.sim_engine)
         elif mode == "live":
             stats = run_live(scenario, on_progress=progress.update)
         else:

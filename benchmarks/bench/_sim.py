@@ -1,4 +1,10 @@
-"""``--sim``: each policy against ``SimulatedBackend``s in virtual time (trio's ``MockClock``).
+"""``--sim``: each policy against ``SimulatedBackend``s in virtual time.
+
+Two drivers of the same engine core: the discrete-event one (``_des``: a heap of timed events,
+no event loop; the default, several times faster) and this module's trio virtual-time one,
+kept as the cross-check (``engine="trio"``) and for what the discrete-event driver cannot
+draw as events (LLM-judge scorers: ``des_refusal``). Both give identical figures for a seed.
+The trio driver:
 
 One ``trio.run(..., clock=MockClock(autojump_threshold=0))`` per policy: a fresh ``Runtime``
 (its own health and hedge budget) and fresh backends seeded from the scenario, one nursery
@@ -45,7 +51,18 @@ from ._driver import LastTrace, drive
 from ._scenario import Brownout, Outage, Scenario
 from ._stats import PolicyStats
 
-__all__ = ["REFUSAL_LATENCY", "SimBackend", "build_sim_backends", "simulate", "simulate_policy"]
+__all__ = [
+    "ENGINES",
+    "REFUSAL_LATENCY",
+    "SimBackend",
+    "build_sim_backends",
+    "des_refusal",
+    "simulate",
+    "simulate_policy",
+]
+
+ENGINES = ("des", "trio")
+"""``simulate``'s drivers: the discrete-event one (default) and trio virtual time (the cross-check)."""
 
 REFUSAL_LATENCY = 0.005
 """Seconds a simulated outage or rate-limited answer takes (a refused request is quick)."""
@@ -109,6 +126,15 @@ class SimBackend(SimulatedBackend):
                     await anyio.sleep(REFUSAL_LATENCY)
                     raise error()
         return await super().complete(query)
+
+    def draw(self, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
+        """``complete`` as one event (see ``SimulatedBackend.draw``): a refusal while an outage or
+        storm is active, otherwise the simulated answer."""
+        for start, end, error in self.refusals:
+            if start <= now < end:
+                self.calls += 1
+                return REFUSAL_LATENCY, error()
+        return super().draw(query, now)
 
 
 def build_sim_backends(scenario: Scenario, t0: float = 0.0) -> list[SimBackend]:
@@ -200,7 +226,26 @@ def _init_worker(counter: Any) -> None:
     _shared_counter = counter
 
 
-def _worker(scenario: Scenario, name: str) -> dict[str, Any]:
+def des_refusal(scenario: Scenario) -> str | None:
+    """Why the discrete-event driver cannot run ``scenario`` (``None``: it can): a scorer that
+    calls a backend (an LLM judge) needs a real await."""
+    for name, policy in scenario.policies.items():
+        if isinstance(getattr(policy.scorer, "backend", None), str):
+            return f"policy {name!r} scores with an LLM judge (a backend call inside the scorer)"
+    return None
+
+
+def _policy_runner(scenario: Scenario, engine: str) -> Callable[[Scenario, str, ProgressFn | None], PolicyStats]:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown simulation engine {engine!r}; known: {', '.join(ENGINES)}")
+    if engine == "des" and des_refusal(scenario) is None:
+        from ._des import des_simulate_policy
+
+        return des_simulate_policy
+    return simulate_policy
+
+
+def _worker(scenario: Scenario, name: str, engine: str = "des") -> dict[str, Any]:
     last = 0
 
     def bump(done: int) -> None:
@@ -209,7 +254,8 @@ def _worker(scenario: Scenario, name: str) -> dict[str, Any]:
             _shared_counter.value += done - last
         last = done
 
-    return simulate_policy(scenario, name, bump if _shared_counter is not None else None).to_builtins()
+    runner = _policy_runner(scenario, engine)
+    return runner(scenario, name, bump if _shared_counter is not None else None).to_builtins()
 
 
 def default_jobs(scenario: Scenario) -> int:
@@ -222,14 +268,16 @@ def default_jobs(scenario: Scenario) -> int:
 
 
 def simulate(
-    scenario: Scenario, *, jobs: int | None = None, on_progress: ProgressFn | None = None
+    scenario: Scenario, *, jobs: int | None = None, on_progress: ProgressFn | None = None, engine: str = "des"
 ) -> dict[str, PolicyStats]:
     """Run every policy of ``scenario`` in virtual time; stats by policy name, in order.
 
     ``jobs`` worker processes (default ``default_jobs``); ``on_progress(n)`` gets the number of
-    requests finished over all policies.
+    requests finished over all policies; ``engine`` the driver (``ENGINES``; ``"des"`` falls
+    back to ``"trio"`` for what it cannot run, see ``des_refusal``).
     """
     jobs = default_jobs(scenario) if jobs is None else max(1, jobs)
+    runner = _policy_runner(scenario, engine)
     names = list(scenario.policies)
     if jobs == 1 or len(names) == 1:
         out: dict[str, PolicyStats] = {}
@@ -241,7 +289,7 @@ def simulate(
                 if on_progress is not None:
                     on_progress(base + done)
 
-            out[name] = simulate_policy(scenario, name, bump)
+            out[name] = runner(scenario, name, bump)
             finished += out[name].total.requests + scenario.workload.warmup
         return out
     context = multiprocessing.get_context("spawn")
@@ -249,7 +297,7 @@ def simulate(
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=min(jobs, len(names)), mp_context=context, initializer=_init_worker, initargs=(counter,)
     ) as pool:
-        futures = {pool.submit(_worker, scenario, name): name for name in names}
+        futures = {pool.submit(_worker, scenario, name, engine): name for name in names}
         pending = set(futures)
         while pending:
             _, pending = concurrent.futures.wait(pending, timeout=0.2)

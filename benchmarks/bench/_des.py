@@ -1,0 +1,378 @@
+"""``--sim`` as a discrete-event simulation: the engine's core (``specexec._core``) driven by a
+heap of timed events, with no event loop at all.
+
+The decisions are the library's own — the same ``Core`` the anyio driver runs, with the
+runtime's health windows, breakers, limits and hedge budget, and ``SimulatedBackend.draw``
+(the same seeded draws as ``complete``): only the I/O is replaced. A backend call is one event
+at its drawn end; a hedge or retry timer is an event; cancelling an attempt forgets its
+event. Events at the same instant run in the order they were scheduled, so a run and its
+figures are a function of the seed.
+
+What it cannot drive (it says so, ``TypeError``): streaming simulations (backends with
+``ttft``), verifiers and scorers that really suspend (an async verifier that awaits I/O), and
+scorers that call a backend (LLM judges). The trio virtual-time simulator (``_sim``) runs those
+and stays as the cross-check (``tests/bench/test_des.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from specexec import Policy, Query, Result, Runtime, Timeout
+from specexec._core import CANCEL_ALL, DONE, SCORE, Attempt, Core, Launch, Poll, Wait
+from specexec._query import Response
+from specexec.verifiers import check
+
+from ._driver import PROGRESS_EVERY, _winner_ttft, received_cost
+from ._scenario import Scenario
+from ._sim import SimBackend, build_sim_backends
+from ._stats import PolicyStats
+from ._workload import Request, requests
+
+if TYPE_CHECKING:
+    from specexec._runtime import BackendState
+
+__all__ = ["EventLoop", "des_simulate", "des_simulate_policy"]
+
+ProgressFn = Callable[[int], None]
+
+
+def run_now(coro: Coroutine[Any, Any, Any], what: str) -> Any:
+    """Run a coroutine that never suspends (a sync verifier behind ``check``) to its value."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise TypeError(f"{what} suspended: the discrete-event simulator runs only verifiers and scorers that do not await")
+
+
+class EventLoop:
+    """A heap of ``(time, seq, callback, arg)``: ``run`` pops them in time order (ties: first
+    scheduled first) and calls ``callback(arg)`` with ``now`` set to the event's time."""
+
+    __slots__ = ("_heap", "_seq", "now")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
+        self._seq = itertools.count()
+        self.now = 0.0
+
+    def at(self, when: float, callback: Callable[[Any], None], arg: Any = None) -> None:
+        """Call ``callback(arg)`` at ``when`` (never before now)."""
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), callback, arg))
+
+    def soon(self, callback: Callable[[Any], None], arg: Any = None) -> None:
+        """Call ``callback(arg)`` at now, after what is already due now (at once when nothing is)."""
+        heap = self._heap
+        if heap and heap[0][0] <= self.now:
+            heapq.heappush(heap, (self.now, next(self._seq), callback, arg))
+        else:
+            callback(arg)
+
+    def run(self) -> None:
+        """Run every event (the caller bounds the work: every request ends by its timeout)."""
+        heap, pop = self._heap, heapq.heappop
+        while heap:
+            when, _, callback, arg = pop(heap)
+            self.now = when
+            callback(arg)
+
+
+_RUNNING, _WAITING, _POLLING, _DONE = range(4)
+
+
+class _NoJudge:
+    """The scorer context of a discrete-event run: no backend calls (LLM judges need ``_sim``)."""
+
+    async def complete(self, backend: Any, query: Query) -> Response:
+        """Refuse: a judge call cannot be drawn as an event here."""
+        raise TypeError("a scorer called a backend: the discrete-event simulator cannot run LLM judges")
+
+
+_NO_JUDGE = _NoJudge()
+
+
+class _SimRun:
+    """One request: the core's decisions carried out on the event loop (``_engine._Run``'s twin)."""
+
+    __slots__ = ("core", "done", "loop", "on_done", "policy", "query", "result", "sched", "sched_token", "stopping")
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        rt: Runtime,
+        query: Query,
+        policy: Policy,
+        states: Sequence[BackendState],
+        on_done: Callable[[_SimRun], None],
+    ) -> None:
+        self.loop = loop
+        self.query = query
+        self.policy = policy
+        self.on_done = on_done
+        self.core = Core(rt, query, policy, states, loop.now, 0.0)
+        self.done = False  # finished: stale events of this run are ignored
+        self.stopping = False  # every attempt is being cancelled (a winner, a fatal error)
+        self.sched = _RUNNING  # the scheduler's state (an attempt ending wakes it only while it waits)
+        self.result: Result | Exception | None = None
+        self.sched_token = 0  # invalidates a pending hedge/retry timer when the scheduler wakes otherwise
+        if policy.deadline is not None:
+            loop.at(self.core.t0 + policy.deadline, self._deadline)
+
+    def start(self) -> None:
+        """Begin the run at the loop's now."""
+        if self.core.single:
+            self._single(None)
+        else:
+            self._step(None)
+
+    # -- the schedule ------------------------------------------------------------------------
+
+    def _single(self, _: object) -> None:
+        if self.done:
+            return
+        launched = self.core.launch_single(self.loop.now)
+        if isinstance(launched, Poll):
+            self.loop.at(launched.until, self._single)
+        elif launched is None:
+            self._finish()
+        else:
+            self.sched = _DONE
+            self._start(launched)
+
+    def _step(self, _: object) -> None:
+        if self.done:
+            return
+        self.sched = _RUNNING
+        self.sched_token += 1
+        core, loop = self.core, self.loop
+        while True:
+            action = core.next_action(loop.now)
+            if isinstance(action, Launch):
+                self._start(action.attempt)
+                continue
+            if isinstance(action, Wait):
+                self.sched = _WAITING
+                if action.until != math.inf:
+                    loop.at(action.until, self._timer, self.sched_token)
+                return
+            if isinstance(action, Poll):
+                self.sched = _POLLING
+                loop.at(action.until, self._step)
+                return
+            assert action is DONE
+            self.sched = _DONE
+            if not core.in_flight:
+                self._finish()
+            return
+
+    def _timer(self, token: int) -> None:
+        if not self.done and self.sched == _WAITING and token == self.sched_token:
+            self._step(None)
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    def _start(self, attempt: Attempt) -> None:
+        backend = attempt.state.backend
+        if not isinstance(backend, SimBackend):
+            raise TypeError(f"backend {attempt.state.name!r} is not simulated: the discrete-event driver draws calls")
+        now = self.loop.now
+        delay, outcome = backend.draw(self.query, now)
+        timeout = self.policy.attempt_timeout
+        if timeout is not None and delay >= timeout:
+            delay, outcome = timeout, Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name)
+        attempt.handle = outcome  # a cancelled attempt's handle is cleared: its event is then stale
+        if delay != math.inf:
+            self.loop.at(now + delay, self._attempt_ends, attempt)
+
+    def _attempt_ends(self, attempt: Attempt) -> None:
+        if self.done or attempt.handle is None:
+            return
+        core, now, outcome = self.core, self.loop.now, attempt.handle
+        attempt.handle = None
+        if isinstance(outcome, Response):
+            core.answered(attempt, outcome, now)
+            verdict = (
+                run_now(check(self.policy.verify, self.query, outcome), "a verifier") if self.policy.verify else None
+            )
+            action = core.verdict(attempt, verdict, now)
+            if action is SCORE:
+                assert core.scorer is not None
+                try:
+                    score = run_now(core.scorer.score_one(self.query, core.candidate(attempt), _NO_JUDGE), "the scorer")
+                except TypeError:
+                    raise
+                except Exception as exc:
+                    score = exc
+                action = core.scored(attempt, score)
+        else:
+            action = core.failed(attempt, outcome, now)
+        if action is CANCEL_ALL:
+            self.stopping = True
+        self._ended(attempt)
+
+    def _ended(self, attempt: Attempt) -> None:
+        core, now = self.core, self.loop.now
+        core.ended(attempt, now)
+        if self.stopping:
+            self._cancel_all()
+            self._finish()
+        elif self.sched == _WAITING:
+            self.sched = _RUNNING
+            self.loop.soon(self._step)  # the scheduler's turn comes after what is due now
+        elif self.sched == _DONE and not core.in_flight:
+            self._finish()
+
+    def _cancel_all(self) -> None:
+        now = self.loop.now
+        for attempt in list(self.core.in_flight):
+            attempt.handle = None
+            self.core.ended(attempt, now)
+
+    def _deadline(self, _: object) -> None:
+        if self.done:
+            return
+        self.core.deadline_passed = True
+        self._cancel_all()
+        self._finish()
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        core = self.core
+        result: Result | Exception
+        try:
+            if core.needs_scores:
+                assert core.scorer is not None
+                try:
+                    scores = run_now(core.scorer.score_all(self.query, core.candidates(), _NO_JUDGE), "the scorer")
+                except TypeError:
+                    raise
+                except Exception as exc:
+                    scores = exc
+                core.set_scores(scores, self.loop.now)
+            result = core.result(self.loop.now)
+        except Exception as exc:
+            result = exc
+        finally:
+            core.trace.cost = core.committed
+        self.result = result
+        self.on_done(self)
+
+    def cancel(self) -> None:
+        """The caller's timeout: cancel every attempt; the trace says ``cancelled``."""
+        if self.done:
+            return
+        self._cancel_all()
+        self.done = True
+        trace = self.core.trace
+        trace.outcome = "cancelled" if trace.outcome == "running" else trace.outcome
+        trace.cost = self.core.committed
+
+
+def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn | None = None) -> PolicyStats:
+    """Run policy ``name`` of ``scenario`` as a discrete-event simulation; its stats (the same
+    figures as ``simulate_policy``'s trio virtual-time run, see the module docstring)."""
+    stats = PolicyStats(scenario.phases)
+    policy = scenario.policies[name]
+    loop = EventLoop()
+    runtime = Runtime(build_sim_backends(scenario, 0.0), health=scenario.health)
+    states = runtime.resolve(policy)
+    workload = scenario.workload
+    quality = scenario.quality
+    verify = quality.verify if quality is not None and quality.verify else None
+    timeout, max_in_flight = workload.timeout, workload.max_in_flight
+    record = stats.record
+    in_flight = 0
+    done = 0
+    waiting: deque[Request] = deque()
+    pending = iter(requests(workload, scenario.seed))
+
+    def finished(run: _SimRun, request: Request, error: str | None) -> None:
+        nonlocal in_flight, done
+        now = loop.now
+        trace = run.core.trace
+        good: bool | None = None
+        ttft: float | None = None
+        result = run.result if error is None else None
+        if isinstance(result, Exception):
+            error, result = type(result).__name__, None
+        if result is not None:
+            ttft = _winner_ttft(result, run.core.t0 - request.at)
+            if verify is not None:
+                good = run_now(check(verify, request.query, result.response), "the quality check").accept
+        if request.measured:
+            received = received_cost(trace, runtime, request.query) if ttft is not None else None
+            record(
+                request.at,
+                now - request.at,
+                trace,
+                error,
+                good,
+                request.query.metadata.get("step"),
+                ttft if error is None else None,
+                received,
+            )
+        in_flight -= 1
+        done += 1
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            on_progress(done)
+        if waiting:  # the freed slot goes to the oldest waiting request at once (FIFO, never over the bound)
+            launch(waiting.popleft())
+
+    def launch(request: Request) -> None:
+        nonlocal in_flight
+        if request.measured:
+            stats.sent(loop.now - request.at)  # late when it waited for a max_in_flight slot
+        in_flight += 1
+        run = _SimRun(loop, runtime, request.query, policy, states, lambda r: finished(r, request, None))
+        loop.at(request.at + timeout, timed_out, (run, request))
+        run.start()
+
+    def timed_out(pair: tuple[_SimRun, Request]) -> None:
+        run, request = pair
+        if not run.done:
+            run.cancel()
+            finished(run, request, "timeout")
+
+    def arrive(request: Request) -> None:
+        following = next(pending, None)
+        if following is not None:
+            loop.at(following.at, arrive, following)
+        if in_flight >= max_in_flight or waiting:
+            waiting.append(request)
+        else:
+            launch(request)
+
+    first = next(pending, None)
+    if first is not None:
+        loop.at(first.at, arrive, first)
+    loop.run()
+    if on_progress is not None:
+        on_progress(done)
+    return stats
+
+
+def des_simulate(scenario: Scenario, *, on_progress: ProgressFn | None = None) -> dict[str, PolicyStats]:
+    """Every policy of ``scenario`` as a discrete-event simulation, one after the other."""
+    out: dict[str, PolicyStats] = {}
+    finished = 0
+    for name in scenario.policies:
+        base = finished
+
+        def bump(n: int, base: int = base) -> None:
+            if on_progress is not None:
+                on_progress(base + n)
+
+        out[name] = des_simulate_policy(scenario, name, bump)
+        finished += out[name].total.requests + scenario.workload.warmup
+    return out
