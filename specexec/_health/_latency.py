@@ -5,6 +5,12 @@ its latency is known) and *censored* (the attempt was cancelled after ``t`` seco
 latency is only known to be ``>= t``: the loser of a race). Quantiles come from the
 Kaplan-Meier product-limit estimate over the window, so cancelling the slow attempts does
 not drag the estimate down; they are computed at refresh time and cached, never on lookup.
+
+Memory: a histogram (≈ 27 KB at 1 µs–1 h, 2 significant figures) exists only for a slice
+that was recorded into, and is released when its slice leaves the window; a window that
+was never recorded into holds none. Every window of one resolution shares one empty
+histogram (``_layout``) for translating counts-array indices to values, so quantiles are
+computed from the very same counts, bucket for bucket, as with histograms allocated up front.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
+from functools import cache
 from itertools import compress
 from operator import or_
 
@@ -46,6 +53,19 @@ def _record_fast(histogram: HdrHistogram, micros: int) -> None:
         h.min_value = micros
     if micros > h.max_value:
         h.max_value = micros
+
+
+@cache
+def _layout(significant_figures: int) -> HdrHistogram:
+    """The one empty histogram of this resolution that every window shares: it translates
+    counts-array indices to values and stands for an empty slice. Never recorded into."""
+    return HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, significant_figures)
+
+
+@cache
+def _encoded_empty(significant_figures: int) -> str:
+    """An empty histogram of this resolution in HdrHistogram's compressed base64 form."""
+    return str(HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, significant_figures).encode().decode("ascii"))
 
 
 def _check_quantile(q: float) -> None:
@@ -98,7 +118,17 @@ class LatencyWindow:
     slice's data ages out ``window`` seconds after the slice began; after a whole idle
     window the histograms are empty. Quantiles are ``None`` while fewer than
     ``min_samples`` samples (observed + censored) are in the window.
+
+    A slice's observed and censored histograms are allocated when it is first recorded
+    into and released when it leaves the window (``held_histograms`` counts them).
     """
+
+    __slots__ = (
+        "_cache", "_cdf", "_censored", "_censored_merged", "_current_censored", "_current_observed", "_epoch",
+        "_epochs", "_errors", "_indices", "_largest", "_layout", "_observed", "_quantiles", "_refresh_due",
+        "_slice_end", "_slice_length", "_slot", "_total", "_warm", "max_refresh_interval", "min_samples",
+        "significant_figures", "slices", "window",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -121,13 +151,16 @@ class LatencyWindow:
         self.significant_figures = significant_figures
         self.max_refresh_interval = max_refresh_interval
         self._slice_length = window / slices
+        self._layout = _layout(significant_figures)
         self._epochs = [_NEVER] * slices
-        self._observed = [self._new_histogram() for _ in range(slices)]
-        self._censored = [self._new_histogram() for _ in range(slices)]
+        # None: nothing recorded into that slot's slice (no histogram held).
+        self._observed: list[HdrHistogram | None] = [None] * slices
+        self._censored: list[HdrHistogram | None] = [None] * slices
         self._epoch = _NEVER
         self._slice_end = -math.inf  # the first record rotates into a slice
-        self._current_observed = self._observed[0]
-        self._current_censored = self._censored[0]
+        self._slot = 0
+        self._current_observed: HdrHistogram | None = None
+        self._current_censored: HdrHistogram | None = None
         self._total = 0
         # The cache, rebuilt by refresh().
         self._quantiles = set(quantiles)
@@ -143,20 +176,39 @@ class LatencyWindow:
     def _new_histogram(self) -> HdrHistogram:
         return HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, self.significant_figures)
 
+    @property
+    def held_histograms(self) -> int:
+        """How many HDR histograms this window holds now (two at most per slice recorded into)."""
+        return sum(h is not None for h in self._observed) + sum(h is not None for h in self._censored)
+
+    def _observed_slice(self) -> HdrHistogram:
+        """The current slice's observed histogram, allocated on first use."""
+        histogram = self._current_observed
+        if histogram is None:
+            histogram = self._current_observed = self._observed[self._slot] = self._new_histogram()
+        return histogram
+
+    def _censored_slice(self) -> HdrHistogram:
+        """The current slice's censored histogram, allocated on first use."""
+        histogram = self._current_censored
+        if histogram is None:
+            histogram = self._current_censored = self._censored[self._slot] = self._new_histogram()
+        return histogram
+
     # -- recording -------------------------------------------------------------------------
 
     def record(self, value: float, now: float) -> None:
         """Record an observed latency of ``value`` seconds."""
         if now >= self._slice_end:
             self._rotate(now)
-        _record_fast(self._current_observed, _micros(value))
+        _record_fast(self._current_observed or self._observed_slice(), _micros(value))
         self._total += 1
 
     def record_censored(self, lower_bound: float, now: float) -> None:
         """Record an attempt cancelled after ``lower_bound`` seconds: its latency is at least that."""
         if now >= self._slice_end:
             self._rotate(now)
-        _record_fast(self._current_censored, _micros(lower_bound))
+        _record_fast(self._current_censored or self._censored_slice(), _micros(lower_bound))
         self._total += 1
 
     def count(self, now: float) -> int:
@@ -166,20 +218,32 @@ class LatencyWindow:
         return self._total
 
     def _rotate(self, now: float) -> None:
-        """Move to the slice holding ``now``, clearing it if it held an older period."""
+        """Move to the slice holding ``now``; release the histograms of every slice that left the window.
+
+        The slice moved into starts empty (no histogram until something is recorded), as do
+        slots whose data is older than ``window``: their histograms are dropped, not kept
+        zeroed (a fresh one costs ≈ 30 µs, once per slice at most, and an idle window then
+        holds nothing).
+        """
         # max(): never stay in the same slice because of float rounding at its end.
         epoch = max(math.floor(now / self._slice_length), self._epoch + 1)
         slot = epoch % self.slices
-        if self._observed[slot].total_count:
-            self._observed[slot] = self._new_histogram()  # reset() is a Python loop, 10x slower
-        if self._censored[slot].total_count:
-            self._censored[slot] = self._new_histogram()
-        self._epochs[slot] = epoch
+        oldest = epoch - self.slices + 1
+        epochs, observed, censored = self._epochs, self._observed, self._censored
+        total = 0
+        for s in range(self.slices):
+            if s == slot or epochs[s] < oldest:
+                epochs[s] = _NEVER
+                observed[s] = censored[s] = None
+            else:
+                o, c = observed[s], censored[s]
+                total += (o.total_count if o is not None else 0) + (c.total_count if c is not None else 0)
+        epochs[slot] = epoch
         self._epoch = epoch
+        self._slot = slot
         self._slice_end = (epoch + 1) * self._slice_length
-        self._current_observed = self._observed[slot]
-        self._current_censored = self._censored[slot]
-        self._total = sum(self._observed[s].total_count + self._censored[s].total_count for s in self._live_slots())
+        self._current_observed = self._current_censored = None
+        self._total = total
         self._refresh_due = -math.inf
 
     def _live_slots(self) -> list[int]:
@@ -187,14 +251,21 @@ class LatencyWindow:
         return [slot for slot, epoch in enumerate(self._epochs) if epoch >= oldest]
 
     def _merged(self) -> tuple[HdrHistogram, HdrHistogram]:
-        """The live slices merged into fresh observed and censored histograms."""
-        observed, censored = self._new_histogram(), self._new_histogram()
-        for slot in self._live_slots():
-            if self._observed[slot].total_count:
-                observed.add(self._observed[slot])
-            if self._censored[slot].total_count:
-                censored.add(self._censored[slot])
-        return observed, censored
+        """The live slices merged: observed and censored histograms, to be read, never recorded into.
+
+        Each is a fresh histogram holding the sum, or the shared empty ``_layout`` when no live
+        slice holds samples of that kind (nothing is allocated for an empty window).
+        """
+        return self._sum(self._observed), self._sum(self._censored)
+
+    def _sum(self, histograms: list[HdrHistogram | None]) -> HdrHistogram:
+        held = [h for slot in self._live_slots() if (h := histograms[slot]) is not None and h.total_count]
+        if not held:
+            return self._layout
+        merged = self._new_histogram()
+        for histogram in held:
+            merged.add(histogram)
+        return merged
 
     # -- quantiles -------------------------------------------------------------------------
 
@@ -229,7 +300,7 @@ class LatencyWindow:
             return
         observed, censored = self._merged()
         self._indices, self._cdf, self._errors = kaplan_meier(observed, censored)
-        self._censored_merged = censored
+        self._censored_merged = censored if censored.total_count else None  # keep no empty histogram
         self._largest = max(observed.get_max_value(), censored.get_max_value()) / MICROS_PER_SECOND
         self._cache = {q: self._lookup(q) for q in self._quantiles}
 
@@ -262,8 +333,8 @@ class LatencyWindow:
         if position == len(cdf):
             return self._censored_bound(q)
         # The bucket's highest equivalent value, like get_value_at_percentile (every histogram
-        # of this window has the same layout, so any of them translates the index).
-        histogram = self._current_observed
+        # of this window has the same layout, so the shared one translates the index).
+        histogram = self._layout
         value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(self._indices[position]))
         return float(value) / MICROS_PER_SECOND
 
@@ -304,7 +375,13 @@ class LatencyWindow:
         if now >= self._slice_end:
             self._rotate(now)
         observed, censored = self._merged()
-        return observed.encode().decode("ascii"), censored.encode().decode("ascii")
+        return self._encoded(observed), self._encoded(censored)
+
+    def _encoded(self, histogram: HdrHistogram) -> str:
+        # The shared empty histogram is never encoded in place (encode() writes into its header).
+        if histogram is self._layout:
+            return _encoded_empty(self.significant_figures)
+        return str(histogram.encode().decode("ascii"))
 
     def merge_encoded(self, observed: str, censored: str, now: float) -> None:
         """Add encoded histograms (as from ``encode``) to the current slice; they age out like new samples.
@@ -317,10 +394,11 @@ class LatencyWindow:
             decoded = [HdrHistogram.decode(encoded) for encoded in (observed, censored)]
         except Exception as exc:
             raise ValueError(f"not an encoded latency histogram: {exc!r}") from exc
-        limit = self._current_observed.get_highest_equivalent_value(HIGHEST_MICROS)
+        limit = self._layout.get_highest_equivalent_value(HIGHEST_MICROS)
         if any(histogram.get_max_value() > limit for histogram in decoded):
             raise ValueError("an encoded latency histogram holds values beyond 1 hour")
-        for histogram, target in zip(decoded, (self._current_observed, self._current_censored), strict=True):
-            target.add(histogram)
-            self._total += histogram.total_count
+        for histogram, target in zip(decoded, (self._observed_slice, self._censored_slice), strict=True):
+            if histogram.total_count:  # an empty one allocates nothing
+                target().add(histogram)
+                self._total += histogram.total_count
         self._refresh_due = -math.inf
