@@ -20,10 +20,12 @@ _NEUTRAL_KINDS = frozenset({"context_window"})
 
 _MAX_SAMPLES = 10**9  # a warm-up gate no window can ever reach is a typo, not a setting
 MAX_SLICES = 60
-"""The most rotating slices a latency window may have. Each slice holds an observed and a
-censored HDR histogram (≈ 27 KB each at 1 µs–1 h, 2 significant figures) in each of a
-backend's three windows (latency, probe latency, TTFT): ≈ 165 KB per slice per backend,
-so 60 slices take ≈ 10 MB per backend and ``slices = 1000000`` would take 165 GB."""
+"""The most rotating slices a latency window may have. A slice that was recorded into holds
+an observed and a censored HDR histogram (≈ 14 KB each at 1 µs–1 h, 2 significant figures,
+4-byte counts) in each of a backend's three windows (latency, probe latency, TTFT): up to
+≈ 85 KB per slice per busy backend, so 60 busy slices take ≈ 5 MB per backend and
+``slices = 1000000`` could take 85 GB. Histograms are allocated only for slices recorded
+into (an idle backend holds none), but a busy, streaming, probed backend fills every slice."""
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,8 +54,8 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         check_int(self.slices, "$.slices", ge=1)
         if self.slices > MAX_SLICES:
             raise PolicyError(
-                f"slices must be at most {MAX_SLICES}, got {self.slices}: each slice keeps six HDR latency "
-                f"histograms per backend (≈ 165 KB), so {MAX_SLICES} already take ≈ 10 MB per backend; "
+                f"slices must be at most {MAX_SLICES}, got {self.slices}: each slice of a busy backend keeps up to "
+                f"six HDR latency histograms (≈ 85 KB), so {MAX_SLICES} already take ≈ 5 MB per backend; "
                 "fewer, longer slices age data out just as well",
                 path="$.slices",
             )

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -248,3 +249,41 @@ def test_rotation_forgets_old_data_exactly_at_the_window_edges() -> None:
         (69.999, 1, 1, slow),
         (70.0, 0, 0, None),  # and at 70 s the slice [10, 20): nothing is held
     ]
+
+
+# -- 4-byte counts ------------------------------------------------------------------------------
+
+
+def test_slices_count_in_four_bytes_and_ship_in_the_usual_encoding() -> None:
+    window = LatencyWindow(min_samples=1)
+    window.record(0.05, 0.0)
+    window.record_censored(0.2, 0.0)
+    assert {h.word_size for h in window._observed + window._censored if h is not None} == {4}
+    assert bytes_per(lambda: LatencyWindow(min_samples=1)._observed_slice(), 20) < 15 * 1024  # 8-byte: 27 KiB
+    plain = HdrHistogram(1, 3_600_000_000, 2)  # what a daemon of before ships
+    plain.record_value(50_000)
+    assert window.encode(0.0)[0] == plain.encode().decode("ascii")
+
+
+def test_a_histogram_that_could_overflow_a_slice_is_refused_whole() -> None:
+    window = LatencyWindow(min_samples=1)
+    window.record(0.05, 0.0)
+    huge = HdrHistogram(1, 3_600_000_000, 2)
+    huge.record_value(80_000, 2**32 - 1)  # one more than the slice can still take
+    empty = LatencyWindow().encode(0.0)[1]
+    with pytest.raises(ValueError, match="too many samples"):
+        window.merge_encoded(huge.encode().decode("ascii"), empty, now=0.0)
+    assert window.count(0.0) == 1 and window.quantile(1.0, 0.0) == pytest.approx(0.05, rel=0.01)
+
+
+def test_a_window_past_four_byte_counts_merges_into_eight_byte_ones() -> None:
+    window = LatencyWindow(window=60.0, slices=2, min_samples=1)
+    big = HdrHistogram(1, 3_600_000_000, 2)
+    big.record_value(80_000, 2**32 - 2)
+    empty = LatencyWindow().encode(0.0)[1]
+    window.merge_encoded(big.encode().decode("ascii"), empty, now=0.0)  # slice [0, 30)
+    window.merge_encoded(big.encode().decode("ascii"), empty, now=30.0)  # slice [30, 60)
+    window.record(0.01, 30.0)
+    assert window.count(30.0) == 2 * (2**32 - 2) + 1
+    assert window.quantile(0.5, 30.0) == pytest.approx(0.08, rel=0.01)  # no bucket wrapped round
+    assert window.quantile(0.0, 30.0) == pytest.approx(0.01, rel=0.01)
