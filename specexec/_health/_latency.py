@@ -24,13 +24,17 @@ hdrh's default 8): a bucket of one slice would need 2³² samples to overflow, a
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from ctypes import addressof
 from functools import cache
 from itertools import compress
 from operator import or_
+from typing import Literal
 
 from hdrh.histogram import HdrHistogram
+from pyhdrh import add_array  # hdrh's C helper, as hdrh.codec imports it
 
 MICROS_PER_SECOND = 1_000_000
 LOWEST_MICROS = 1
@@ -39,6 +43,8 @@ DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 WORD_SIZE = 4
 """Bytes per count in a window's histograms (hdrh's default is 8)."""
 _MAX_COUNT = 2**32 - 1  # the largest count a 4-byte counter holds
+_TYPECODES: dict[int, Literal["H", "I", "Q"]] = {2: "H", 4: "I", 8: "Q"}  # typecodes of hdrh's count widths
+assert all(array(code).itemsize == size for size, code in _TYPECODES.items())
 
 _NEVER = -(2**62)  # the epoch of a slice that was never used
 _Z = 1.645  # one-sided 95 % lower confidence bound of a quantile (see _lookup)
@@ -84,10 +90,12 @@ def _add(target: HdrHistogram, source: HdrHistogram) -> None:
     if target.word_size == source.word_size or not same_layout or not source.total_count:
         target.add(source)
         return
+    # Narrow the counts in C (array() refuses, OverflowError, a count too wide), then hdrh's own
+    # C array add: a Python loop over the indices costs ≈ 0.6 ms a histogram here, this ≈ 0.05.
     end = source.get_counts_array_index(source.max_value) + 1
-    counts, into = source.counts[:end], target.counts
-    for index in compress(range(end), counts):
-        into[index] += counts[index]
+    wide = memoryview(source.counts).cast("B").cast(_TYPECODES[source.word_size])[:end].tolist()
+    narrow = array(_TYPECODES[target.word_size], wide)
+    add_array(addressof(target.counts), narrow.buffer_info()[0], end, target.word_size)
     target.total_count += source.total_count
     target.max_value = max(target.max_value, source.max_value)
     target.min_value = min(target.min_value, source.min_value)
