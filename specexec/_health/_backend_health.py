@@ -90,8 +90,9 @@ class BackendHealth:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
         self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
-        self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
-        self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
+        # Made on first use (most backends never stream, many have no probe feed): see the properties.
+        self._probe_latency: LatencyWindow | None = None
+        self._ttft: LatencyWindow | None = None
         self.breaker = CircuitBreaker(breaker if breaker is not None else config.breaker)
         make: Callable[[str, float], RateLimit] = rate_limiter or (lambda kind, rate: RateLimiter(rate))
         self.requests = make("rpm", rpm) if rpm is not None else None
@@ -104,6 +105,32 @@ class BackendHealth:
         self.failures = 0
         self.rejections = 0
         self.cancellations = 0
+
+    @property
+    def probe_latency(self) -> LatencyWindow:
+        """The probe daemon's latency measurements (a feed replaces the window; made on first use)."""
+        window = self._probe_latency
+        if window is None:
+            config = self.config
+            window = self._probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
+        return window
+
+    @probe_latency.setter
+    def probe_latency(self, window: LatencyWindow) -> None:
+        self._probe_latency = window
+
+    @property
+    def ttft(self) -> LatencyWindow:
+        """Time to first token of live streams (made on first use: a backend that never streams has none)."""
+        window = self._ttft
+        if window is None:
+            config = self.config
+            window = self._ttft = LatencyWindow(config.window, config.slices, config.min_samples)
+        return window
+
+    @ttft.setter
+    def ttft(self, window: LatencyWindow) -> None:
+        self._ttft = window
 
     # -- admission -------------------------------------------------------------------------
 
@@ -249,11 +276,15 @@ class BackendHealth:
         fixed request, live traffic the real ones.
         """
         live = self.latency.quantile(q, now)
-        return live if live is not None else self.probe_latency.quantile(q, now)
+        if live is not None:
+            return live
+        probes = self._probe_latency  # none made yet: nothing known (and nothing allocated to say so)
+        return probes.quantile(q, now) if probes is not None else None
 
     def ttft_quantile(self, q: float, now: float) -> float | None:
         """The ``q``-quantile of the time to first token (live streams), or ``None`` when unknown."""
-        return self.ttft.quantile(q, now)
+        ttft = self._ttft
+        return ttft.quantile(q, now) if ttft is not None else None
 
     def predicted_latency(self, now: float) -> float | None:
         """The median latency (``quantile(0.5, now)``), or ``None`` when nothing is known."""

@@ -61,6 +61,15 @@ def test_an_idle_backend_holds_no_histograms() -> None:
     assert bytes_per(lambda: BackendHealth("a"), 50) <= IDLE_BUDGET
 
 
+def test_lookups_on_an_idle_backend_make_no_ttft_or_probe_window() -> None:
+    health = BackendHealth("a")
+    assert health.quantile(0.95, 0.0) is None and health.ttft_quantile(0.95, 0.0) is None
+    assert health.predicted_latency(0.0) is None
+    assert (health._ttft, health._probe_latency) == (None, None)  # made only when recorded into or set
+    health.on_first_token(0.02, 0.0)
+    assert health._ttft is not None and health._probe_latency is None
+
+
 def test_a_runtime_of_many_idle_backends_stays_within_the_budget() -> None:
     backends = [SimulatedBackend(f"b{i}", latency=0.1) for i in range(200)]
     runtime = bytes_per(lambda: Runtime(backends), 1)
