@@ -20,10 +20,12 @@ _NEUTRAL_KINDS = frozenset({"context_window"})
 
 _MAX_SAMPLES = 10**9  # a warm-up gate no window can ever reach is a typo, not a setting
 MAX_SLICES = 60
-"""The most rotating slices a latency window may have. Each slice holds an observed and a
-censored HDR histogram (≈ 27 KB each at 1 µs–1 h, 2 significant figures) in each of a
-backend's three windows (latency, probe latency, TTFT): ≈ 165 KB per slice per backend,
-so 60 slices take ≈ 10 MB per backend and ``slices = 1000000`` would take 165 GB."""
+"""The most rotating slices a latency window may have. A slice that was recorded into holds
+an observed and a censored HDR histogram (≈ 14 KB each at 1 µs–1 h, 2 significant figures,
+4-byte counts) in each of a backend's three windows (latency, probe latency, TTFT): up to
+≈ 85 KB per slice per busy backend, so 60 busy slices take ≈ 5 MB per backend and
+``slices = 1000000`` could take 85 GB. Histograms are allocated only for slices recorded
+into (an idle backend holds none), but a busy, streaming, probed backend fills every slice."""
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,8 +54,8 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         check_int(self.slices, "$.slices", ge=1)
         if self.slices > MAX_SLICES:
             raise PolicyError(
-                f"slices must be at most {MAX_SLICES}, got {self.slices}: each slice keeps six HDR latency "
-                f"histograms per backend (≈ 165 KB), so {MAX_SLICES} already take ≈ 10 MB per backend; "
+                f"slices must be at most {MAX_SLICES}, got {self.slices}: each slice of a busy backend keeps up to "
+                f"six HDR latency histograms (≈ 85 KB), so {MAX_SLICES} already take ≈ 5 MB per backend; "
                 "fewer, longer slices age data out just as well",
                 path="$.slices",
             )
@@ -89,8 +91,9 @@ class BackendHealth:
         self.name = name
         self.config = config = config if config is not None else HealthConfig()
         self.latency = LatencyWindow(config.window, config.slices, config.min_samples)
-        self.probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
-        self.ttft = LatencyWindow(config.window, config.slices, config.min_samples)
+        # Made on first use (most backends never stream, many have no probe feed): see the properties.
+        self._probe_latency: LatencyWindow | None = None
+        self._ttft: LatencyWindow | None = None
         # `circuit`: a breaker made elsewhere (e.g. shared by many processes); else this backend's own
         self.breaker = (
             circuit if circuit is not None else CircuitBreaker(breaker if breaker is not None else config.breaker)
@@ -106,6 +109,32 @@ class BackendHealth:
         self.failures = 0
         self.rejections = 0
         self.cancellations = 0
+
+    @property
+    def probe_latency(self) -> LatencyWindow:
+        """The probe daemon's latency measurements (a feed replaces the window; made on first use)."""
+        window = self._probe_latency
+        if window is None:
+            config = self.config
+            window = self._probe_latency = LatencyWindow(config.probe_max_age, config.slices, config.probe_min_samples)
+        return window
+
+    @probe_latency.setter
+    def probe_latency(self, window: LatencyWindow) -> None:
+        self._probe_latency = window
+
+    @property
+    def ttft(self) -> LatencyWindow:
+        """Time to first token of live streams (made on first use: a backend that never streams has none)."""
+        window = self._ttft
+        if window is None:
+            config = self.config
+            window = self._ttft = LatencyWindow(config.window, config.slices, config.min_samples)
+        return window
+
+    @ttft.setter
+    def ttft(self, window: LatencyWindow) -> None:
+        self._ttft = window
 
     # -- admission -------------------------------------------------------------------------
 
@@ -251,11 +280,15 @@ class BackendHealth:
         fixed request, live traffic the real ones.
         """
         live = self.latency.quantile(q, now)
-        return live if live is not None else self.probe_latency.quantile(q, now)
+        if live is not None:
+            return live
+        probes = self._probe_latency  # none made yet: nothing known (and nothing allocated to say so)
+        return probes.quantile(q, now) if probes is not None else None
 
     def ttft_quantile(self, q: float, now: float) -> float | None:
         """The ``q``-quantile of the time to first token (live streams), or ``None`` when unknown."""
-        return self.ttft.quantile(q, now)
+        ttft = self._ttft
+        return ttft.quantile(q, now) if ttft is not None else None
 
     def predicted_latency(self, now: float) -> float | None:
         """The median latency (``quantile(0.5, now)``), or ``None`` when nothing is known."""

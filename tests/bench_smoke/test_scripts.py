@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from specexec.bench import http, overhead
+from specexec.bench import http, memory, overhead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +100,26 @@ def test_import_time_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert "| import specexec (ms, -X importtime) |" in out and "| trio imported" in out
     assert "asyncio warm-up: modules the first run imported" in out
     assert import_time.main(["--runs", "0"]) == 2
+
+
+def test_memory_json_has_every_state_and_both_targets() -> None:
+    doc = run_json("specexec.bench.memory", "--backends", "20", "--runs", "50", "--builds", "2")
+    assert doc["benchmark"] == "memory" and doc["backends"] == 20 and doc["runs"] == 50
+    states = {s["state"]: s for s in doc["states"]}
+    assert list(states) == ["idle", "after 1 run", "after streaming", "after 50 runs"]
+    assert states["idle"]["histograms_per_backend"] == 0
+    assert states["after 1 run"]["histograms_per_backend"] == 1  # one observed latency histogram
+    assert states["after streaming"]["histograms_per_backend"] == 2  # and one TTFT histogram
+    for s in states.values():
+        assert 0 < s["bytes_per_backend"] < s["eager_bytes_per_backend"]
+    assert len(doc["build"]["builds_s"]) == 2 and doc["build"]["median_s"] > 0
+    assert set(doc["targets"]) == {"idle_kib", "build_s"}
+    assert all(isinstance(t["met"], bool) for t in doc["targets"].values())
+
+
+def test_memory_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert memory.main(["--backends", "5", "--runs", "10", "--builds", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| idle", "| after 1 run", "| after streaming", "| after 10 runs"):
+        assert row in out
+    assert "build Runtime of 5 backends" in out and "targets:" in out
