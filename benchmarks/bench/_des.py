@@ -37,7 +37,7 @@ from ._workload import Request, requests
 if TYPE_CHECKING:
     from specexec._runtime import BackendState
 
-__all__ = ["EventLoop", "des_simulate", "des_simulate_policy"]
+__all__ = ["EventLoop", "des_simulate_policy"]
 
 ProgressFn = Callable[[int], None]
 
@@ -360,19 +360,3 @@ def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn |
     if on_progress is not None:
         on_progress(done)
     return stats
-
-
-def des_simulate(scenario: Scenario, *, on_progress: ProgressFn | None = None) -> dict[str, PolicyStats]:
-    """Every policy of ``scenario`` as a discrete-event simulation, one after the other."""
-    out: dict[str, PolicyStats] = {}
-    finished = 0
-    for name in scenario.policies:
-        base = finished
-
-        def bump(n: int, base: int = base) -> None:
-            if on_progress is not None:
-                on_progress(base + n)
-
-        out[name] = des_simulate_policy(scenario, name, bump)
-        finished += out[name].total.requests + scenario.workload.warmup
-    return out

@@ -29,6 +29,18 @@ DEFAULT_START_TIMEOUT = 20.0
 _ROOT = Path(__file__).resolve().parents[2]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Stop ``proc`` gracefully (SIGTERM), SIGKILL after ``timeout`` seconds; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class FleetProcess:
     """A running fleet subprocess (see :func:`start_fleet_process`); a context manager that stops it.
 
@@ -109,18 +121,11 @@ class FleetProcess:
         if self._client is not None:
             self._client.close()
             self._client = None
-        proc = self.process
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(self.process, timeout)
         if self._workdir.exists():
             self._stderr = self.stderr_text()
             shutil.rmtree(self._workdir, ignore_errors=True)
-        return proc.returncode
+        return self.process.returncode
 
     def __enter__(self) -> FleetProcess:
         return self

@@ -7,7 +7,6 @@ the examples themselves (``specexec.bench.services.start_service``).
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from specexec.bench.fleet import FleetProcess, start_fleet_process
-from specexec.bench.redis_server import RedisServer
 from specexec.bench.services import CANARY as CANARY
 from specexec.bench.services import Kind, ServiceProcess, example_fleet_config, start_service, write_configs
 
@@ -32,18 +30,6 @@ def stalled_fleet() -> Iterator[FleetProcess]:
     """A fleet whose first token takes 120 s: a race that only a cancellation ends."""
     with start_fleet_process(example_fleet_config(120.0, 120.0)) as proc:
         yield proc
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server on a free port, killed after the test."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 StartService = Callable[..., ServiceProcess]
