@@ -40,7 +40,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from specexec import Backend, BackendBase, Policy, Query, Response, Runtime, Usage
+from specexec import Backend, BackendBase, Policy, Query, Response, Runtime, Usage, _engine
 
 from ._timing import (
     LOOP_LABELS,
@@ -65,7 +65,9 @@ DEFAULT_WARMUP = 1_000
 SINGLE_TARGET_US = 30.0
 """Issue 2: ``Policy.single`` adds at most this over the bare call (median, µs)."""
 FLOOR_RATIO_TARGET = 1.5
-"""Issue 2: hedge-not-fired and race-of-3 cost at most this times their floor (median)."""
+"""Issue 14: hedge-not-fired and race-of-3 cost at most this times their native floor (median)."""
+INCREMENT_RATIO_TARGET = 1.2
+"""Issue 14: each extra race candidate costs at most this times the native floor's increment."""
 
 HEDGE_DELAY = 1.0
 """Seconds: far beyond the instant answer, so the hedge never fires."""
@@ -97,14 +99,30 @@ class Forever(BackendBase):
 
 # --------------------------------------------------------------------------- the variants
 
+RACE_SIZES = (2, 3, 4)
+"""Race widths timed for the per-candidate increment (race-of-4 − race-of-2, halved)."""
+
+
+def _on_anyio_driver(call: Call) -> Call:
+    """``call`` with the engine forced onto its anyio driver (the reference)."""
+
+    async def anyio_driver() -> object:
+        _engine.DRIVER = "anyio"
+        try:
+            return await call()
+        finally:
+            _engine.DRIVER = "native"
+
+    return anyio_driver
+
 
 def _variants(loop: str, rt: Runtime, q: Query) -> dict[str, Call]:
-    """The calls to time, by name. ``rt`` holds backends ``a``, ``b`` (instant), ``s1``, ``s2`` (forever)."""
+    """The calls to time, by name. ``rt`` holds backends ``a``, ``b`` (instant), ``s1``…``s3`` (forever)."""
     a = rt.backends["a"]
-    s1, s2 = rt.backends["s1"], rt.backends["s2"]
+    losers = [rt.backends[f"s{i}"] for i in (1, 2, 3)]
     single = Policy.single("a")
     hedge = Policy.hedge(["a", "b"], delay=HEDGE_DELAY)
-    race = Policy.race(["a", "s1", "s2"])
+    races = {n: Policy.race(["a", *(f"s{i}" for i in range(1, n))]) for n in RACE_SIZES}
 
     async def bare() -> object:
         return await a.complete(q)
@@ -115,8 +133,27 @@ def _variants(loop: str, rt: Runtime, q: Query) -> dict[str, Call]:
     async def run_hedge() -> object:
         return await rt.run(q, hedge)
 
-    async def run_race() -> object:
-        return await rt.run(q, race)
+    def run_race(n: int) -> Call:
+        policy = races[n]
+
+        async def run_race_n() -> object:
+            return await rt.run(q, policy)
+
+        return run_race_n
+
+    variants: dict[str, Call] = {"bare": bare, "single": run_single, "hedge": run_hedge}
+    variants.update({f"race{n}": run_race(n) for n in RACE_SIZES})
+    variants["hedge_anyio"] = _on_anyio_driver(run_hedge)
+    variants["race3_anyio"] = _on_anyio_driver(variants["race3"])
+    variants.update(_anyio_floors(a, losers[:2], q))
+    variants.update(_native_floors(loop, a, losers, q))
+    if loop != "trio":
+        variants.update(_asyncio_libraries(a, losers[:2], q))
+    return variants
+
+
+def _anyio_floors(a: Any, losers: list[Any], q: Query) -> dict[str, Call]:
+    """The structured-concurrency floors on anyio (the anyio driver's reference)."""
 
     async def floor_hedge() -> object:
         # One child plus the host waiting on the child's event under a (never expiring) timer.
@@ -142,24 +179,16 @@ def _variants(loop: str, rt: Runtime, q: Query) -> dict[str, Call]:
             scope.cancel()
 
         async with anyio.create_task_group() as tg:
-            for backend in (a, s1, s2):
+            for backend in (a, *losers):
                 tg.start_soon(child, backend, tg.cancel_scope)
         return out[0]
 
-    variants: dict[str, Call] = {
-        "bare": bare,
-        "single": run_single,
-        "floor_hedge": floor_hedge,
-        "hedge": run_hedge,
-        "floor_race": floor_race,
-        "race": run_race,
-    }
-    variants.update(_native_floors(loop, a, s1, s2, q))
-    return variants
+    return {"anyio_hedge": floor_hedge, "anyio_race3": floor_race}
 
 
-def _native_floors(loop: str, a: Any, s1: Any, s2: Any, q: Query) -> dict[str, Call]:
-    """The same two floors without anyio (a raw trio nursery / ``asyncio.TaskGroup``): for orientation."""
+def _native_floors(loop: str, a: Any, losers: list[Any], q: Query) -> dict[str, Call]:
+    """The floors the target is measured against: the same hedge and races hand-written on a
+    raw trio nursery / ``asyncio.TaskGroup``, with no engine at all."""
     if loop == "trio":
         import trio
 
@@ -177,57 +206,100 @@ def _native_floors(loop: str, a: Any, s1: Any, s2: Any, q: Query) -> dict[str, C
                     await done.wait()
             return out[0]
 
-        async def native_race() -> object:
+        def native_race(backends: tuple[Any, ...]) -> Call:
+            async def race() -> object:
+                out: list[object] = []
+
+                async def child(backend: Any, scope: trio.CancelScope) -> None:
+                    out.append(await backend.complete(q))
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    for backend in backends:
+                        nursery.start_soon(child, backend, nursery.cancel_scope)
+                return out[0]
+
+            return race
+
+    else:
+
+        async def native_hedge() -> object:
+            done = asyncio.Event()
             out: list[object] = []
 
-            async def child(backend: Any, scope: trio.CancelScope) -> None:
-                out.append(await backend.complete(q))
-                scope.cancel()
+            async def child() -> None:
+                out.append(await a.complete(q))
+                done.set()
 
-            async with trio.open_nursery() as nursery:
-                for backend in (a, s1, s2):
-                    nursery.start_soon(child, backend, nursery.cancel_scope)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(child())
+                try:
+                    async with asyncio.timeout(HEDGE_DELAY):
+                        await done.wait()
+                except TimeoutError:  # pragma: no cover - the child answers at once
+                    pass
             return out[0]
 
-        return {"native_hedge": native_hedge, "native_race": native_race}
-
-    async def asyncio_hedge() -> object:
-        done = asyncio.Event()
-        out: list[object] = []
-
-        async def child() -> None:
-            out.append(await a.complete(q))
-            done.set()
-
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(child())
-            try:
-                async with asyncio.timeout(HEDGE_DELAY):
-                    await done.wait()
-            except TimeoutError:  # pragma: no cover - the child answers at once
-                pass
-        return out[0]
-
-    class _Won(Exception):
-        pass
-
-    async def asyncio_race() -> object:
-        # asyncio.TaskGroup has no cancel(): the usual idiom is raising out of a child.
-        out: list[object] = []
-
-        async def child(backend: Any) -> None:
-            out.append(await backend.complete(q))
-            raise _Won
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for backend in (a, s1, s2):
-                    tg.create_task(child(backend))
-        except* _Won:
+        class _Won(Exception):
             pass
-        return out[0]
 
-    return {"native_hedge": asyncio_hedge, "native_race": asyncio_race}
+        def native_race(backends: tuple[Any, ...]) -> Call:
+            async def race() -> object:
+                # asyncio.TaskGroup has no cancel(): the usual idiom is raising out of a child.
+                out: list[object] = []
+
+                async def child(backend: Any) -> None:
+                    out.append(await backend.complete(q))
+                    raise _Won
+
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        for backend in backends:
+                            tg.create_task(child(backend))
+                except* _Won:
+                    pass
+                return out[0]
+
+            return race
+
+    floors: dict[str, Call] = {"native_hedge": native_hedge}
+    floors.update({f"native_race{n}": native_race((a, *losers[: n - 1])) for n in RACE_SIZES})
+    return floors
+
+
+def _asyncio_libraries(a: Any, losers: list[Any], q: Query) -> dict[str, Call]:
+    """asyncio hedging without structured concurrency: a hand-written ``asyncio.wait`` hedge and
+    race, and asynchedging's ``hedge()`` / ``race()`` when it is installed (``pip install asynchedging``)."""
+
+    async def wait_hedge() -> object:
+        first = asyncio.ensure_future(a.complete(q))
+        done, _ = await asyncio.wait((first,), timeout=HEDGE_DELAY)
+        if done:
+            return first.result()
+        raise AssertionError("unreachable: the instant backend answers at once")  # pragma: no cover
+
+    async def wait_race() -> object:
+        tasks = [asyncio.ensure_future(b.complete(q)) for b in (a, *losers)]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return next(iter(done)).result()
+
+    calls: dict[str, Call] = {"wait_hedge": wait_hedge, "wait_race3": wait_race}
+    try:
+        import asynchedging
+    except ImportError:
+        return calls
+
+    async def lib_hedge() -> object:
+        return (await asynchedging.hedge(lambda: a.complete(q), delays_s=[HEDGE_DELAY]))[0]
+
+    async def lib_race() -> object:
+        return (await asynchedging.race([b.complete(q) for b in (a, *losers)]))[0]
+
+    calls.update({"asynchedging_hedge": lib_hedge, "asynchedging_race3": lib_race})
+    return calls
 
 
 # --------------------------------------------------------------------------- measuring
@@ -237,13 +309,14 @@ async def _check(rt: Runtime, q: Query) -> None:
     """The runs do what their names say (one attempt; hedge not fired; two losers cancelled)."""
     single = await rt.run(q, Policy.single("a"))
     hedge = await rt.run(q, Policy.hedge(["a", "b"], delay=HEDGE_DELAY))
-    race = await rt.run(q, Policy.race(["a", "s1", "s2"]))
     if [x.outcome for x in single.trace.attempts] != ["accepted"]:
         raise AssertionError(f"single: {single.trace.attempts}")
     if [x.outcome for x in hedge.trace.attempts] != ["accepted"]:
         raise AssertionError(f"hedge fired: {hedge.trace.attempts}")
-    if [x.outcome for x in race.trace.attempts] != ["accepted", "cancelled", "cancelled"]:
-        raise AssertionError(f"race: {race.trace.attempts}")
+    for n in RACE_SIZES:
+        race = await rt.run(q, Policy.race(["a", *(f"s{i}" for i in range(1, n))]))
+        if [x.outcome for x in race.trace.attempts] != ["accepted"] + ["cancelled"] * (n - 1):
+            raise AssertionError(f"race of {n}: {race.trace.attempts}")
 
 
 async def _time(variants: dict[str, Call], iterations: int, chunk: int, warmup: int) -> dict[str, list[int]]:
@@ -274,7 +347,8 @@ def measure(loop: str, iterations: int, chunk: int, warmup: int) -> dict[str, Su
     """Time every variant on ``loop``; returns a summary per variant name."""
 
     async def main() -> dict[str, Summary]:
-        backends: list[Backend] = [Instant("a"), Instant("b", provider="p2", region="r2"), Forever("s1"), Forever("s2")]
+        backends: list[Backend] = [Instant("a"), Instant("b", provider="p2", region="r2")]
+        backends += [Forever(f"s{i}") for i in (1, 2, 3)]
         q = Query(prompt="What is 2 + 2? Answer with a number only.", max_tokens=16)
         async with Runtime(backends) as rt:
             await _check(rt, q)
@@ -287,84 +361,104 @@ def measure(loop: str, iterations: int, chunk: int, warmup: int) -> dict[str, Su
 # --------------------------------------------------------------------------- reporting
 
 
+def _row(
+    s: dict[str, Summary], scenario: str, run: str, ref: str, reference: str, target: float | None, below: bool = False
+) -> dict[str, Any]:
+    """One report row: ``run`` against ``ref``; met when run/ref ≤ ``target`` (``below``: run < ref)."""
+    r = ratio(s[run].median_us, s[ref].median_us)
+    met = (r < 1.0) if below else (None if target is None else r <= target)
+    return {
+        "scenario": scenario,
+        "variant": run,
+        "reference": reference,
+        "ref": s[ref].as_dict(),
+        "run": s[run].as_dict(),
+        "ratio_to_ref": round(r, 2),
+        "target": "< 1x (cheaper)" if below else (f"<= {target:g}x" if target is not None else "-"),
+        "met": met,
+    }
+
+
+def increments(s: dict[str, Summary]) -> tuple[float, float]:
+    """µs per extra race candidate, (run(), native floor): (race-of-4 − race-of-2) / 2, medians."""
+    lo, hi = min(RACE_SIZES), max(RACE_SIZES)
+    per = hi - lo
+    run = (s[f"race{hi}"].median_us - s[f"race{lo}"].median_us) / per
+    floor = (s[f"native_race{hi}"].median_us - s[f"native_race{lo}"].median_us) / per
+    return run, floor
+
+
 def scenarios(s: dict[str, Summary]) -> list[dict[str, Any]]:
-    """The three scenarios from the variant summaries: reference, run(), added time, ratio, target."""
+    """The report rows: each run() variant, its reference, the ratio and the target (None: orientation)."""
     bare = s["bare"]
-    out: list[dict[str, Any]] = []
     single_added = s["single"].median_us - bare.median_us
-    out.append(
+    out: list[dict[str, Any]] = [
         {
             "scenario": "single",
+            "variant": "single",
             "reference": "bare await",
-            "ref": s["bare"].as_dict(),
+            "ref": bare.as_dict(),
             "run": s["single"].as_dict(),
             "added_median_us": round(single_added, 2),
-            "added_p99_us": round(s["single"].p99_us - bare.p99_us, 2),
             "ratio_to_ref": round(ratio(s["single"].median_us, bare.median_us), 2),
             "target": f"added <= {SINGLE_TARGET_US:g} us",
             "met": single_added <= SINGLE_TARGET_US,
+        },
+        _row(s, "hedge-not-fired", "hedge", "native_hedge", "native floor", FLOOR_RATIO_TARGET),
+        _row(s, "race-of-3", "race3", "native_race3", "native floor", FLOOR_RATIO_TARGET),
+    ]
+    run_step, floor_step = increments(s)
+    step_ratio = ratio(run_step, floor_step)
+    out.append(
+        {
+            "scenario": "per extra race candidate",
+            "variant": "race4-race2",
+            "reference": "native floor's increment",
+            "ref": {"median_us": round(floor_step, 2)},
+            "run": {"median_us": round(run_step, 2)},
+            "ratio_to_ref": round(step_ratio, 2),
+            "target": f"<= {INCREMENT_RATIO_TARGET:g}x",
+            "met": step_ratio <= INCREMENT_RATIO_TARGET,
         }
     )
-    for name, floor in (("hedge", "floor_hedge"), ("race", "floor_race")):
-        r = ratio(s[name].median_us, s[floor].median_us)
-        out.append(
-            {
-                "scenario": "hedge-not-fired" if name == "hedge" else "race-of-3",
-                "reference": "anyio task group floor",
-                "ref": s[floor].as_dict(),
-                "run": s[name].as_dict(),
-                "added_median_us": round(s[name].median_us - bare.median_us, 2),
-                "added_p99_us": round(s[name].p99_us - bare.p99_us, 2),
-                "over_floor_median_us": round(s[name].median_us - s[floor].median_us, 2),
-                "ratio_to_ref": round(r, 2),
-                "ratio_p99_to_ref": round(ratio(s[name].p99_us, s[floor].p99_us), 2),
-                "native_floor": s["native_" + name].as_dict(),
-                "target": f"<= {FLOOR_RATIO_TARGET:g}x floor",
-                "met": r <= FLOOR_RATIO_TARGET,
-            }
-        )
+    for name, label in (("hedge", "hedge-not-fired"), ("race3", "race-of-3")):
+        if f"asynchedging_{name}" in s:
+            out.append(_row(s, label, name, f"asynchedging_{name}", "asynchedging", None, below=True))
+        if f"wait_{name}" in s:
+            out.append(_row(s, label, name, f"wait_{name}", "asyncio.wait by hand", None, below=True))
+    out.append(
+        _row(s, "hedge-not-fired", "hedge_anyio", "anyio_hedge", "anyio floor (anyio driver)", FLOOR_RATIO_TARGET)
+    )
+    out.append(_row(s, "race-of-3", "race3_anyio", "anyio_race3", "anyio floor (anyio driver)", FLOOR_RATIO_TARGET))
+    out.append(_row(s, "hedge-not-fired", "hedge_anyio", "hedge", "native driver", None))
+    out.append(_row(s, "race-of-3", "race3_anyio", "race3", "native driver", None))
     return out
 
 
 def render(loop: str, rows: list[dict[str, Any]], iterations: int) -> str:
     """One loop's text report: the scenario table."""
-    headers = [
-        "scenario",
-        "reference",
-        "ref med",
-        "ref p99",
-        "run() med",
-        "run() p99",
-        "added med",
-        "added p99",
-        "run/ref",
-        "target",
-        "met",
-    ]
+    headers = ["scenario", "run()", "reference", "ref med", "run() med", "ratio", "target", "met"]
     body = [
         [
             r["scenario"],
+            r["variant"],
             r["reference"],
             fmt(r["ref"]["median_us"]),
-            fmt(r["ref"]["p99_us"]),
             fmt(r["run"]["median_us"]),
-            fmt(r["run"]["p99_us"]),
-            fmt(r["added_median_us"]),
-            fmt(r["added_p99_us"]),
             f"{r['ratio_to_ref']:.2f}x",
             r["target"],
-            "yes" if r["met"] else "NO",
+            "-" if r["met"] is None else ("yes" if r["met"] else "NO"),
         ]
         for r in rows
     ]
-    native = {r["scenario"]: r["native_floor"]["median_us"] for r in rows if "native_floor" in r}
     native_name = "raw trio nursery" if loop == "trio" else "asyncio.TaskGroup"
     notes = (
-        f"added = run() − bare await (µs); run/ref = run() median ÷ reference median. "
-        f"{iterations:,} calls per variant.\n"
-        f"native floors ({native_name}), median µs: " + ", ".join(f"{k} {fmt(v)}" for k, v in native.items())
+        f"median µs per call; ratio = run() median ÷ reference median. {iterations:,} calls per variant.\n"
+        f"run() without a suffix is the native driver ({native_name}; what run() picks on this loop); "
+        "_anyio = the anyio driver (SPECEXEC_DRIVER=anyio). Native floor = the same hedge/race hand-written "
+        f"on {native_name}, no engine."
     )
-    return f"## {LOOP_LABELS[loop]}\n\n{table(headers, body, left=2)}\n\n{notes}\n"
+    return f"## {LOOP_LABELS[loop]}\n\n{table(headers, body, left=3)}\n\n{notes}\n"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

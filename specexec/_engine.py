@@ -1,4 +1,4 @@
-"""The anyio driver of the one engine (``_core``): it does the I/O, the core decides.
+"""The drivers of the one engine (``_core``): they do the I/O, the core decides.
 
 The core says what to launch and when, what a failure, a verdict or a first token triggers,
 what to cancel and what to charge; this driver calls the backends (within ``attempt_timeout``),
@@ -8,17 +8,25 @@ possible attempt takes a path without a task group.
 
 Cancellation: when ``execute`` returns or raises, every attempt it started has finished or
 been cancelled; the caller's cancellation propagates through it unchanged.
+
+``_Run`` here is the anyio driver (any loop; the reference). Its I/O primitives — a task group,
+a wake-up with a timer, a sleep, "cancel all", a per-stream cancel scope, a call within a
+timeout — are a handful of small methods; the native drivers override just those on a raw trio
+nursery (``_engine_trio``) and on ``asyncio.TaskGroup`` (``_engine_asyncio``), which cost less per
+call than anyio's layer. ``execute`` picks by the running loop (``DRIVER``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -50,9 +58,9 @@ class _Run:
         self.sink = sink  # a stream: the committed attempt's text goes here
         self.query = query
         self.policy = policy
-        self.now = loop_clock()
+        self.now = self._clock()
         self.core = Core(runtime, query, policy, states, self.now(), time.time(), streaming=sink is not None)
-        self.wake: anyio.Event | None = None
+        self.wake: Any = None  # what `_wait` waits on (the driver's event)
         self.tg: TaskGroup | None = None
 
     # -- the loop ----------------------------------------------------------------------------
@@ -64,9 +72,7 @@ class _Run:
             if self.policy.deadline is None:  # no scope to enter: ~10-25 µs saved per run
                 await self._run_attempts()
             else:
-                with anyio.CancelScope(deadline=core.t0 + self.policy.deadline) as scope:
-                    await self._run_attempts()
-                core.deadline_passed = scope.cancelled_caught
+                core.deadline_passed = await self._run_within(core.t0 + self.policy.deadline)
             if core.needs_scores:
                 await self._score_all()
             return core.result(self.now())
@@ -78,6 +84,70 @@ class _Run:
             core.trace.cost = core.committed
             core.rt.emit(core.trace)
 
+    # -- the driver's primitives (the native drivers override these) ---------------------------
+
+    def _clock(self) -> Callable[[], float]:
+        """The running loop's clock."""
+        return loop_clock()
+
+    async def _run_within(self, deadline: float) -> bool:
+        """``_run_attempts`` cancelled at ``deadline``; True if the deadline cut it short."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            await self._run_attempts()
+        return scope.cancelled_caught
+
+    async def _group(self) -> None:
+        """``_schedule`` in a task group that the attempts are started in."""
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            await self._schedule()
+
+    def _spawn(self, attempt: Attempt) -> None:
+        """Start ``attempt`` in the group."""
+        assert self.tg is not None
+        self.tg.start_soon(self._attempt, attempt)
+
+    async def _wait(self, until: float) -> None:
+        """Until an attempt ends (``_ended``) or the loop clock reaches ``until`` (``inf``: no timer)."""
+        self.wake = wake = anyio.Event()
+        if until == math.inf:
+            await wake.wait()
+        else:
+            with anyio.CancelScope(deadline=until):
+                await wake.wait()
+
+    async def _sleep_until(self, until: float) -> None:
+        """Sleep until the loop clock reaches ``until``."""
+        await anyio.sleep_until(until)
+
+    def _cancel_all(self) -> None:
+        """Cancel every attempt in flight and stop the schedule (the core has decided)."""
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    def _wake(self) -> None:
+        """Wake ``_wait`` (an attempt ended)."""
+        if self.wake is not None:
+            self.wake.set()
+
+    def _scope(self) -> Any:
+        """A cancel scope for one stream attempt (``attempt.handle``: another's commit cancels it)."""
+        return anyio.CancelScope()
+
+    async def _complete_within(self, state: BackendState, query: Query, timeout: float) -> Response | None:
+        """``state.backend.complete(query)``, or ``None`` when it took longer than ``timeout``."""
+        with anyio.move_on_after(timeout):
+            return await state.backend.complete(query)
+        return None
+
+    async def _next_within(
+        self, chunks: AsyncIterator[StreamChunk], limit: float
+    ) -> StreamChunk | Literal[False] | None:
+        """The next chunk (``None`` at the end), or ``False`` when none came within ``limit`` seconds."""
+        with anyio.move_on_after(limit):
+            return await anext(chunks, None)
+        return False
+
     async def _run_attempts(self) -> None:
         core = self.core
         if core.single:
@@ -85,48 +155,41 @@ class _Run:
                 launched = core.launch_single(self.now())
                 if not isinstance(launched, Poll):
                     break
-                await anyio.sleep_until(launched.until)
+                await self._sleep_until(launched.until)
             if launched is not None:
                 await self._attempt(launched)
             return
         try:
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
-                await self._schedule(tg)
+            await self._group()
         finally:
             # A task cancelled before its first step (asyncio) never runs its own `finally`:
             # give back what its launch took, so no slot outlives the run.
             for attempt in list(core.in_flight):
                 self._ended(attempt)
 
-    async def _schedule(self, tg: TaskGroup) -> None:
+    async def _schedule(self) -> None:
+        """Carry out the core's schedule: launch, wait for an end or a timer, poll, until done."""
         core, now = self.core, self.now
         while True:
             action = core.next_action(now())
             if isinstance(action, Launch):
-                tg.start_soon(self._attempt, action.attempt)
+                self._spawn(action.attempt)
             elif isinstance(action, Wait):
-                self.wake = anyio.Event()
-                if action.until == math.inf:
-                    await self.wake.wait()
-                else:
-                    with anyio.CancelScope(deadline=action.until):
-                        await self.wake.wait()
+                await self._wait(action.until)
             elif isinstance(action, Poll):
-                await anyio.sleep_until(action.until)
+                await self._sleep_until(action.until)
             else:
                 assert action is DONE
                 return
 
     def _act(self, action: object) -> None:
-        if action is CANCEL_ALL and self.tg is not None:
-            self.tg.cancel_scope.cancel()
+        if action is CANCEL_ALL:
+            self._cancel_all()
 
     def _ended(self, attempt: Attempt) -> None:
         """Last words of every attempt (runs during cancellation too: no awaits here)."""
         self.core.ended(attempt, self.now())
-        if self.wake is not None:
-            self.wake.set()
+        self._wake()
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -138,7 +201,10 @@ class _Run:
         core = self.core
         try:
             try:
-                response = await self._call(attempt.state, self.query)
+                if self.policy.attempt_timeout is None:  # a coroutine frame less per attempt
+                    response = await attempt.state.backend.complete(self.query)
+                else:
+                    response = await self._call(attempt.state, self.query)
             except Exception as exc:
                 self._act(core.failed(attempt, exc, self.now()))
                 return
@@ -167,9 +233,10 @@ class _Run:
         timeout = self.policy.attempt_timeout
         if timeout is None:
             return await state.backend.complete(query)
-        with anyio.move_on_after(timeout):
-            return await state.backend.complete(query)
-        raise Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=state.name)
+        response = await self._complete_within(state, query, timeout)
+        if response is None:
+            raise Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=state.name)
+        return response
 
     async def _score_all(self) -> None:
         """``pick`` with a scorer that compares every accepted response."""
@@ -192,7 +259,7 @@ class _Run:
         try:
             if core.winner is not None:  # launched just before another stream committed
                 return
-            with anyio.CancelScope() as attempt.handle:
+            with self._scope() as attempt.handle:
                 try:
                     done = await self._read_stream(attempt)
                 except Exception as exc:
@@ -272,9 +339,10 @@ class _Run:
             limit, what = None, ""
         if limit is None:
             return await anext(chunks, None)
-        with anyio.move_on_after(limit):
-            return await anext(chunks, None)
-        raise Timeout(what, backend=attempt.state.name)
+        chunk = await self._next_within(chunks, limit)
+        if chunk is False:
+            raise Timeout(what, backend=attempt.state.name)
+        return chunk
 
     async def _stream_verdict(self, attempt: Attempt, verifiers: Sequence[Any], response: Response) -> bool:
         """Apply ``verifiers`` to (a prefix of) a streamed answer; a rejection launches the next."""
@@ -377,7 +445,35 @@ async def execute(
     see ``check_streamable``)."""
     if sink is not None:
         check_streamable(policy)
-    return await _Run(runtime, query, policy, states, sink).execute()
+    return await _driver()(runtime, query, policy, states, sink).execute()
+
+
+DRIVER = os.environ.get("SPECEXEC_DRIVER", "native")
+"""``"native"`` (default): a raw trio nursery on trio, ``asyncio.TaskGroup`` on asyncio/uvloop,
+the anyio driver on any other loop; ``"anyio"``: the anyio driver everywhere (the reference)."""
+
+_native: dict[str, type[_Run]] = {}
+
+
+def _driver() -> type[_Run]:
+    """The driver class for the running loop (see ``DRIVER``)."""
+    if DRIVER == "anyio":
+        return _Run
+    library = sniffio.current_async_library()
+    known = _native.get(library)
+    if known is not None:
+        return known
+    driver: type[_Run] = _Run
+    if library == "trio":
+        from ._engine_trio import TrioRun
+
+        driver = TrioRun
+    elif library == "asyncio":
+        from ._engine_asyncio import AsyncioRun
+
+        driver = AsyncioRun
+    _native[library] = driver
+    return driver
 
 
 def check_streamable(policy: Policy) -> None:

@@ -1,4 +1,7 @@
-"""Shared fixtures: every behaviour test runs on trio in virtual time and on asyncio + uvloop.
+"""Shared fixtures: every behaviour test runs on trio in virtual time and on asyncio + uvloop,
+each on the engine's native driver (a raw trio nursery / ``asyncio.TaskGroup``: what ``run``
+picks) and on its anyio driver (the reference): ids ``trio``, ``asyncio+uvloop``,
+``trio+anyio-driver``, ``asyncio+uvloop+anyio-driver``.
 
 On trio the clock is ``MockClock(autojump_threshold=0)``: time only moves when every task
 is waiting, so a hedge due at 200 ms fires at exactly 0.200. On asyncio + uvloop the clock
@@ -14,9 +17,12 @@ from typing import Any
 import pytest
 import trio.testing
 
+import specexec._engine
 from specexec.bench.redis_server import RedisServer
 
 BACKENDS = ["trio", "asyncio+uvloop"]
+DRIVERS = ["native", "anyio"]
+"""``specexec._engine.DRIVER`` values the engine's behaviour tests run on."""
 
 
 class Timing:
@@ -31,9 +37,14 @@ class Timing:
         return pytest.approx(value, abs=self.tolerance)
 
 
-@pytest.fixture(params=BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "trio":
+@pytest.fixture(
+    params=[(b, d) for d in DRIVERS for b in BACKENDS],
+    ids=lambda p: p[0] + ("" if p[1] == "native" else "+anyio-driver"),
+)
+def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    backend, driver = request.param
+    monkeypatch.setattr(specexec._engine, "DRIVER", driver)
+    if backend == "trio":
         return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
     return "asyncio", {"use_uvloop": True}
 

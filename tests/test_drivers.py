@@ -1,0 +1,119 @@
+"""The engine's drivers: which one runs, and what differs between them (asyncio has no cancel
+scopes). Every other behaviour test runs on every driver through the ``anyio_backend`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+import specexec
+import specexec._engine as engine
+from specexec import Policy, Query, Response, Runtime, Timeout
+from tests.conftest import Timing
+from tests.helpers import Scripted
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_running_loop_picks_the_driver(anyio_backend: tuple[str, dict[str, Any]]) -> None:
+    picked = engine._driver()
+    if engine.DRIVER == "anyio":
+        assert picked is engine._Run
+    elif anyio_backend[0] == "trio":
+        from specexec._engine_trio import TrioRun
+
+        assert picked is TrioRun
+    else:
+        from specexec._engine_asyncio import AsyncioRun
+
+        assert picked is AsyncioRun
+
+
+class OwnTimeout(specexec.BackendBase):
+    """Raises the built-in ``TimeoutError`` itself (as some client libraries do)."""
+
+    async def complete(self, query: Query) -> Response:
+        await anyio.sleep(0.1)
+        raise TimeoutError("the client library's own timeout")
+
+
+async def test_a_backends_own_timeout_error_is_a_failure_not_the_attempt_timeout(timing: Timing) -> None:
+    # asyncio.timeout raises TimeoutError too: the asyncio driver must not mistake a backend's for its own
+    async with Runtime([OwnTimeout("own"), Scripted("ok", 0.5)]) as rt:
+        result = await rt.run(Query("q"), Policy.failover(["own", "ok"], attempt_timeout=5.0))
+    first = result.trace.attempts[0]
+    assert first.outcome == "failed"
+    assert "the client library's own timeout" in (first.reason or "")
+    assert result.trace.attempts[1].outcome == "accepted"
+    assert result.latency == timing.approx(0.6)
+
+
+async def test_attempt_timeout_on_every_driver(timing: Timing) -> None:
+    async with Runtime([Scripted("slow", 10.0), Scripted("ok", 0.5)]) as rt:
+        result = await rt.run(Query("q"), Policy.failover(["slow", "ok"], attempt_timeout=1.0))
+    slow = result.trace.attempts[0]
+    assert slow.outcome == "failed"
+    assert isinstance(slow.error, Timeout)
+    assert "attempt_timeout=1s" in str(slow.error)
+    assert result.latency == timing.approx(1.5)
+
+
+async def test_the_deadline_cuts_a_race_on_every_driver(timing: Timing) -> None:
+    slow = [Scripted("a", 10.0), Scripted("b", 10.0, provider="p2")]
+    async with Runtime(slow) as rt:
+        t0 = anyio.current_time()
+        with pytest.raises(specexec.DeadlineExceeded):
+            await rt.run(Query("q"), Policy.race(["a", "b"], deadline=2.0))
+        assert anyio.current_time() - t0 == timing.approx(2.0)
+    assert [s.active for s in slow] == [0, 0]
+    assert [s.cancelled for s in slow] == [1, 1]
+
+
+async def test_the_callers_cancellation_propagates_and_ends_every_attempt(timing: Timing) -> None:
+    slow = [Scripted("a", 10.0), Scripted("b", 10.0, provider="p2"), Scripted("c", 10.0, provider="p3")]
+    async with Runtime(slow) as rt:
+        with anyio.move_on_after(1.0) as scope:
+            await rt.run(Query("q"), Policy.race(["a", "b", "c"]))
+        assert scope.cancelled_caught
+    assert [s.active for s in slow] == [0, 0, 0]
+    assert [s.cancelled for s in slow] == [1, 1, 1]
+
+
+# -- the asyncio driver's cancel scope for one stream attempt ----------------------------------
+
+
+async def _scoped(cancel_inside: bool, cancel_outside: bool) -> str:
+    from specexec._engine_asyncio import _TaskScope
+
+    task = asyncio.current_task()
+    assert task is not None
+    with _TaskScope() as scope:
+        if cancel_inside:
+            scope.cancel()
+        if cancel_outside:
+            task.cancel()
+        await asyncio.sleep(1.0)
+    return "left the scope"
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio+uvloop", "native")], indirect=True, ids=["asyncio+uvloop"])
+async def test_a_task_scope_swallows_its_own_cancellation_only() -> None:
+    assert await asyncio.create_task(_scoped(cancel_inside=True, cancel_outside=False)) == "left the scope"
+    for inside in (False, True):  # someone else's cancellation always propagates, ours or not
+        task = asyncio.create_task(_scoped(cancel_inside=inside, cancel_outside=True))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio+uvloop", "native")], indirect=True, ids=["asyncio+uvloop"])
+async def test_a_task_scope_cancelled_after_it_was_left_does_nothing() -> None:
+    from specexec._engine_asyncio import _TaskScope
+
+    with _TaskScope() as scope:
+        pass
+    scope.cancel()
+    await asyncio.sleep(0)  # not cancelled
