@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import sys
 import time
@@ -287,8 +288,8 @@ def _asyncio_libraries(a: Any, losers: list[Any], q: Query) -> dict[str, Call]:
         return next(iter(done)).result()
 
     calls: dict[str, Call] = {"wait_hedge": wait_hedge, "wait_race3": wait_race}
-    try:
-        import asynchedging
+    try:  # optional and untyped: imported by name
+        asynchedging: Any = importlib.import_module("asynchedging")
     except ImportError:
         return calls
 
