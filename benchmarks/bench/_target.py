@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from specexec import Backend, PolicyError, Query
-from specexec._query import estimate_input_tokens
+from specexec import Backend, PolicyError, worst_case_cost
 from specexec.config import AnthropicConfig, BackendConfig, OpenAIConfig, RuntimeConfig
 
 from ._live import run_policy_live
@@ -95,12 +94,6 @@ class CostLine:
         self.worst = worst
 
 
-def _worst(backend: Backend, query: Query) -> float:
-    counter = getattr(backend, "count_input_tokens", None)
-    tokens = int(counter(query)) if counter is not None else estimate_input_tokens(query)
-    return (tokens * backend.input_price + query.max_tokens * backend.output_price) / 1e6
-
-
 def estimate_cost(scenario: Scenario, backends: Sequence[Backend]) -> list[CostLine]:
     """The cost estimate of every policy over the scenario's (bounded) workload."""
     by_name = {b.name: b for b in backends}
@@ -111,7 +104,7 @@ def estimate_cost(scenario: Scenario, backends: Sequence[Backend]) -> list[CostL
         attempts = names[: policy.effective_max_attempts]
         likely = worst = 0.0
         for q in queries:
-            costs = [_worst(by_name[n], q) for n in attempts]
+            costs = [worst_case_cost(by_name[n], q) for n in attempts]
             likely += costs[0] if costs else 0.0
             per_request = sum(costs)
             if policy.max_cost is not None:
