@@ -110,6 +110,14 @@ def sse(data: dict[str, Any], event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
+async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client leaves (the request body has been read: the next ASGI
+    message is ``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
 class ChatStream(Response):
     """The streamed answer as server-sent events; a client disconnect cancels the race at once.
 
@@ -131,15 +139,9 @@ class ChatStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._cancel_on_disconnect, receive, tg.cancel_scope)
+            tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
             await self._respond(send)
             tg.cancel_scope.cancel()  # answered: stop listening
-
-    @staticmethod
-    async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        scope.cancel()
 
     async def _respond(self, send: Send) -> None:
         started = False
@@ -196,10 +198,17 @@ def create_app(service: Service | None = None) -> FastAPI:
         return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
     @app.post("/v1/chat")
-    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
-        """Answer through the router's hedge policy."""
+    async def chat(body: ChatRequest, request: Request) -> Any:
+        """Answer through the router's hedge policy; a client that leaves cancels the run (ASGI
+        servers do not cancel a handler on disconnect, so it listens for ``http.disconnect``)."""
         svc: Service = request.app.state.service
-        result = await svc.runtime.run(body.query(), svc.router)
+        result: specexec.Result | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_on_disconnect, request.receive, tg.cancel_scope)
+            result = await svc.runtime.run(body.query(), svc.router)
+            tg.cancel_scope.cancel()  # answered: stop listening
+        if result is None:  # the client left: nobody reads this
+            return Response(status_code=499)
         return {"text": result.response.text, **summary(result)}
 
     @app.post("/v1/chat/stream")

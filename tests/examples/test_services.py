@@ -104,12 +104,13 @@ def test_an_error_is_an_http_status_with_the_reason(kind: Kind, fleet: FleetProc
     assert invalid.status_code == 422
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/stream", "/v1/chat"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_client_disconnect_cancels_every_upstream_attempt(
-    kind: Kind, stalled_fleet: FleetProcess, services: StartService
+    kind: Kind, path: str, stalled_fleet: FleetProcess, services: StartService
 ) -> None:
     """The fleet's first token takes 120 s; the client leaves while the primary and its hedge wait:
-    both upstream requests are closed at once (the fleet counts them as disconnected)."""
+    both upstream requests are closed at once (the fleet counts them as disconnected), streamed or not."""
     service = services(kind, stalled_fleet)
     stalled_fleet.reset()
 
@@ -118,7 +119,7 @@ def test_a_client_disconnect_cancels_every_upstream_attempt(
 
     body = json.dumps({"message": "hello", "max_tokens": 8}).encode()
     head = (
-        f"POST /v1/chat/stream HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as client:
