@@ -8,10 +8,15 @@ at its drawn end; a hedge or retry timer is an event; cancelling an attempt forg
 event. Events at the same instant run in the order they were scheduled, so a run and its
 figures are a function of the seed.
 
-What it cannot drive (it says so, ``TypeError``): streaming simulations (backends with
-``ttft``), verifiers and scorers that really suspend (an async verifier that awaits I/O), and
-scorers that call a backend (LLM judges). The trio virtual-time simulator (``_sim``) runs those
-and stays as the cross-check (``tests/bench/test_des.py``).
+Streaming backends (with ``ttft``) are drawn at once (``SimulatedBackend.draw_stream``): through
+``run`` a call is one event at the end of its stream; through ``stream`` (``streamed=True``,
+``_des_stream``) each piece of text is an event, with the engine's first-token and stall
+timeouts, prefix verifiers and commits.
+
+What it cannot drive (it says so, ``TypeError``): verifiers and scorers that really suspend
+(an async verifier that awaits I/O), and scorers that call a backend (LLM judges). The trio
+virtual-time simulator (``_sim``) runs those and stays as the cross-check
+(``tests/bench/test_des.py``, ``tests/bench/test_des_stream.py``).
 """
 
 from __future__ import annotations
@@ -25,21 +30,21 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from specexec import Policy, Query, Result, Runtime, Timeout
+from specexec import BackendError, Policy, Query, Result, Runtime, SimulatedBackend, Timeout
 from specexec._core import CANCEL_ALL, DONE, SCORE, Attempt, Core, Launch, Poll, Wait
 from specexec._query import Response
 from specexec.verifiers import check
 
 from ._driver import PROGRESS_EVERY, _winner_ttft, received_cost
 from ._scenario import Scenario
-from ._sim import SimBackend, build_sim_backends
+from ._sim import REFUSAL_LATENCY, SimBackend, build_sim_backends
 from ._stats import PolicyStats
 from ._workload import Request, requests
 
 if TYPE_CHECKING:
     from specexec._runtime import BackendState
 
-__all__ = ["EventLoop", "des_simulate_policy"]
+__all__ = ["EventLoop", "des_drive", "des_simulate_policy", "whole_stream"]
 
 ProgressFn = Callable[[int], None]
 
@@ -120,10 +125,44 @@ class _NoJudge:
 _NO_JUDGE = _NoJudge()
 
 
+def whole_stream(backend: SimulatedBackend, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
+    """``complete(query)`` of a streaming backend (its stream read whole) started at ``now``: when
+    it ends (absolute, ``inf`` for a stall) and with what. The end is summed piece by piece, as
+    the sleeps of ``stream`` add up on a virtual clock (so the times are the same floats)."""
+    if isinstance(backend, SimBackend) and backend.refusals:
+        refused = backend.refusal(now)
+        if refused is not None:
+            return now + REFUSAL_LATENCY, refused
+    draw = backend.draw_stream(query, now)
+    outcome = draw.outcome
+    if outcome is None:
+        return math.inf, None
+    t = now + draw.ttft
+    if isinstance(outcome, BackendError):
+        return t, outcome
+    first: float | None = None
+    gaps, slowdown = draw.gaps, backend.slowdown
+    for i, piece in enumerate(outcome):
+        if i:
+            t = t + gaps[i - 1] * slowdown(t)
+        if piece and first is None:
+            first = t - now
+    response = Response(
+        "".join(outcome),
+        backend.stream_usage(query),
+        model=backend.reported_model or backend.model,
+        ttft=first,
+        finish_reason="stop",
+    )
+    return t, response
+
+
 class _SimRun:
     """One request: the core's decisions carried out on the event loop (``_engine._Run``'s twin)."""
 
-    __slots__ = ("core", "done", "loop", "on_done", "policy", "query", "result", "sched", "sched_token", "stopping")
+    __slots__ = (
+        "core", "done", "first_at", "loop", "on_done", "policy", "query", "result", "sched", "sched_token", "stopping",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -133,12 +172,15 @@ class _SimRun:
         policy: Policy,
         states: Sequence[BackendState],
         on_done: Callable[[_SimRun], None],
+        *,
+        streaming: bool = False,
     ) -> None:
         self.loop = loop
         self.query = query
         self.policy = policy
         self.on_done = on_done
-        self.core = Core(rt, query, policy, states, loop.now, 0.0)
+        self.core = Core(rt, query, policy, states, loop.now, 0.0, streaming=streaming)
+        self.first_at: float | None = None  # a stream: when the caller got its first piece
         self.done = False  # finished: stale events of this run are ignored
         self.stopping = False  # every attempt is being cancelled (a winner, a fatal error)
         self.sched = _RUNNING  # the scheduler's state (an attempt ending wakes it only while it waits)
@@ -202,16 +244,28 @@ class _SimRun:
 
     def _start(self, attempt: Attempt) -> None:
         backend = attempt.state.backend
-        if not isinstance(backend, SimBackend):
+        if not isinstance(backend, SimulatedBackend):
             raise TypeError(f"backend {attempt.state.name!r} is not simulated: the discrete-event driver draws calls")
         now = self.loop.now
-        delay, outcome = backend.draw(self.query, now)
         timeout = self.policy.attempt_timeout
-        if timeout is not None and delay >= timeout:
-            delay, outcome = timeout, Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name)
+        if backend.ttft is None:
+            delay, outcome = backend.draw(self.query, now)
+            if timeout is not None and delay >= timeout:
+                delay, outcome = (
+                    timeout,
+                    Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name),
+                )
+            end = now + delay
+        else:  # complete() of a streaming backend: its stream read whole
+            end, outcome = whole_stream(backend, self.query, now)
+            if timeout is not None and end >= now + timeout:
+                end, outcome = (
+                    now + timeout,
+                    Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name),
+                )
         attempt.handle = outcome  # a cancelled attempt's handle is cleared: its event is then stale
-        if delay != math.inf:
-            self.loop.at(now + delay, self._attempt_ends, attempt)
+        if end != math.inf:
+            self.loop.at(end, self._attempt_ends, attempt)
 
     def _attempt_ends(self, attempt: Attempt) -> None:
         if self.done or attempt.handle is None:
@@ -305,10 +359,33 @@ def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn |
     """Run policy ``name`` of ``scenario`` as a discrete-event simulation; its stats (the same
     figures as ``simulate_policy``'s trio virtual-time run, see the module docstring)."""
     stats = PolicyStats(scenario.phases)
-    policy = scenario.policies[name]
-    loop = EventLoop()
     runtime = Runtime(build_sim_backends(scenario, 0.0), health=scenario.health)
+    des_drive(scenario, scenario.policies[name], runtime, stats, on_progress)
+    return stats
+
+
+def des_drive(
+    scenario: Scenario,
+    policy: Policy,
+    runtime: Runtime,
+    stats: PolicyStats,
+    on_progress: ProgressFn | None = None,
+    *,
+    streamed: bool = False,
+) -> None:
+    """``_driver.drive`` as a discrete-event simulation: the scenario's workload through
+    ``runtime`` (simulated backends, time zero = the loop's 0) under ``policy``, recorded in
+    ``stats``; ``streamed``: through ``stream`` (TTFT = when the caller got its first piece)."""
+    loop = EventLoop()
     states = runtime.resolve(policy)
+    run_class: type[_SimRun] = _SimRun
+    if streamed:
+        from specexec._engine import check_streamable
+
+        from ._des_stream import StreamRun
+
+        check_streamable(policy)
+        run_class = StreamRun
     workload = scenario.workload
     quality = scenario.quality
     verify = quality.verify if quality is not None and quality.verify else None
@@ -329,11 +406,14 @@ def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn |
         if isinstance(result, Exception):
             error, result = type(result).__name__, None
         if result is not None:
-            ttft = _winner_ttft(result, run.core.t0 - request.at)
+            if streamed:
+                ttft = (run.first_at if run.first_at is not None else now) - request.at
+            else:
+                ttft = _winner_ttft(result, run.core.t0 - request.at)
             if verify is not None:
                 good = run_now(check(verify, request.query, result.response), "the quality check").accept
         if request.measured:
-            received = received_cost(trace, runtime, request.query) if ttft is not None else None
+            received = received_cost(trace, runtime, request.query) if streamed or ttft is not None else None
             record(
                 request.at,
                 now - request.at,
@@ -356,7 +436,9 @@ def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn |
         if request.measured:
             stats.sent(loop.now - request.at)  # late when it waited for a max_in_flight slot
         in_flight += 1
-        run = _SimRun(loop, runtime, request.query, policy, states, lambda r: finished(r, request, None))
+        run = run_class(
+            loop, runtime, request.query, policy, states, lambda r: finished(r, request, None), streaming=streamed
+        )
         loop.at(request.at + timeout, timed_out, (run, request))
         run.start()
 
@@ -382,4 +464,3 @@ def des_simulate_policy(scenario: Scenario, name: str, on_progress: ProgressFn |
         loop.run()
     if on_progress is not None:
         on_progress(done)
-    return stats

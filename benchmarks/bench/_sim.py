@@ -119,21 +119,27 @@ class SimBackend(SimulatedBackend):
     async def complete(self, query: Query) -> Response:
         """Refuse while an outage or storm is active; otherwise the simulated answer."""
         if self.refusals:
-            now = anyio.current_time()
-            for start, end, error in self.refusals:
-                if start <= now < end:
-                    self.calls += 1
-                    await anyio.sleep(REFUSAL_LATENCY)
-                    raise error()
+            refused = self.refusal(anyio.current_time())
+            if refused is not None:
+                await anyio.sleep(REFUSAL_LATENCY)
+                raise refused
         return await super().complete(query)
+
+    def refusal(self, now: float) -> BackendError | None:
+        """The error of a call of ``complete`` at ``now`` while an outage or storm is active
+        (counted as a call), else ``None``."""
+        for start, end, error in self.refusals:
+            if start <= now < end:
+                self.calls += 1
+                return error()
+        return None
 
     def draw(self, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
         """``complete`` as one event (see ``SimulatedBackend.draw``): a refusal while an outage or
         storm is active, otherwise the simulated answer."""
-        for start, end, error in self.refusals:
-            if start <= now < end:
-                self.calls += 1
-                return REFUSAL_LATENCY, error()
+        refused = self.refusal(now) if self.refusals else None
+        if refused is not None:
+            return REFUSAL_LATENCY, refused
         return super().draw(query, now)
 
 
