@@ -11,10 +11,11 @@ figures are a function of the seed.
 Streaming backends (with ``ttft``) are drawn at once (``SimulatedBackend.draw_stream``): through
 ``run`` a call is one event at the end of its stream; through ``stream`` (``streamed=True``,
 ``_des_stream``) each piece of text is an event, with the engine's first-token and stall
-timeouts, prefix verifiers and commits.
+timeouts, prefix verifiers and commits. Scorers run as coroutines stepped by hand, each judge
+call they await (LLM judges) an event (``_des_judge``).
 
-What it cannot drive (it says so, ``TypeError``): verifiers and scorers that really suspend
-(an async verifier that awaits I/O), and scorers that call a backend (LLM judges). The trio
+What it cannot drive (it says so, ``TypeError``): verifiers that really suspend (an async
+verifier that awaits I/O) and scorers that await anything else than a judge call. The trio
 virtual-time simulator (``_sim``) runs those and stays as the cross-check
 (``tests/bench/test_des.py``, ``tests/bench/test_des_stream.py``).
 """
@@ -30,21 +31,23 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from specexec import BackendError, Policy, Query, Result, Runtime, SimulatedBackend, Timeout
+from specexec import Policy, Query, Result, Runtime, SimulatedBackend
 from specexec._core import CANCEL_ALL, DONE, SCORE, Attempt, Core, Launch, Poll, Wait
 from specexec._query import Response
 from specexec.verifiers import check
 
+from ._des_draw import draw_call
+from ._des_judge import DesJudge, Scoring
 from ._driver import PROGRESS_EVERY, _winner_ttft, received_cost
 from ._scenario import Scenario
-from ._sim import REFUSAL_LATENCY, SimBackend, build_sim_backends
+from ._sim import build_sim_backends
 from ._stats import PolicyStats
 from ._workload import Request, requests
 
 if TYPE_CHECKING:
     from specexec._runtime import BackendState
 
-__all__ = ["EventLoop", "des_drive", "des_simulate_policy", "whole_stream"]
+__all__ = ["EventLoop", "des_drive", "des_simulate_policy", "run_now"]
 
 ProgressFn = Callable[[int], None]
 
@@ -114,54 +117,12 @@ class EventLoop:
 _RUNNING, _WAITING, _POLLING, _DONE = range(4)
 
 
-class _NoJudge:
-    """The scorer context of a discrete-event run: no backend calls (LLM judges need ``_sim``)."""
-
-    async def complete(self, backend: Any, query: Query) -> Response:
-        """Refuse: a judge call cannot be drawn as an event here."""
-        raise TypeError("a scorer called a backend: the discrete-event simulator cannot run LLM judges")
-
-
-_NO_JUDGE = _NoJudge()
-
-
-def whole_stream(backend: SimulatedBackend, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
-    """``complete(query)`` of a streaming backend (its stream read whole) started at ``now``: when
-    it ends (absolute, ``inf`` for a stall) and with what. The end is summed piece by piece, as
-    the sleeps of ``stream`` add up on a virtual clock (so the times are the same floats)."""
-    if isinstance(backend, SimBackend) and backend.refusals:
-        refused = backend.refusal(now)
-        if refused is not None:
-            return now + REFUSAL_LATENCY, refused
-    draw = backend.draw_stream(query, now)
-    outcome = draw.outcome
-    if outcome is None:
-        return math.inf, None
-    t = now + draw.ttft
-    if isinstance(outcome, BackendError):
-        return t, outcome
-    first: float | None = None
-    gaps, slowdown = draw.gaps, backend.slowdown
-    for i, piece in enumerate(outcome):
-        if i:
-            t = t + gaps[i - 1] * slowdown(t)
-        if piece and first is None:
-            first = t - now
-    response = Response(
-        "".join(outcome),
-        backend.stream_usage(query),
-        model=backend.reported_model or backend.model,
-        ttft=first,
-        finish_reason="stop",
-    )
-    return t, response
-
-
 class _SimRun:
     """One request: the core's decisions carried out on the event loop (``_engine._Run``'s twin)."""
 
     __slots__ = (
-        "core", "done", "first_at", "loop", "on_done", "policy", "query", "result", "sched", "sched_token", "stopping",
+        "core", "done", "first_at", "judge", "loop", "on_done", "policy", "query", "result", "sched", "sched_token",
+        "scoring", "stopping",
     )  # fmt: skip
 
     def __init__(
@@ -181,6 +142,8 @@ class _SimRun:
         self.on_done = on_done
         self.core = Core(rt, query, policy, states, loop.now, 0.0, streaming=streaming)
         self.first_at: float | None = None  # a stream: when the caller got its first piece
+        self.judge = DesJudge(self)  # the scorers' context: judge calls as events
+        self.scoring: Scoring | None = None  # ``pick``'s score_all, while it waits for judge calls
         self.done = False  # finished: stale events of this run are ignored
         self.stopping = False  # every attempt is being cancelled (a winner, a fatal error)
         self.sched = _RUNNING  # the scheduler's state (an attempt ending wakes it only while it waits)
@@ -246,23 +209,7 @@ class _SimRun:
         backend = attempt.state.backend
         if not isinstance(backend, SimulatedBackend):
             raise TypeError(f"backend {attempt.state.name!r} is not simulated: the discrete-event driver draws calls")
-        now = self.loop.now
-        timeout = self.policy.attempt_timeout
-        if backend.ttft is None:
-            delay, outcome = backend.draw(self.query, now)
-            if timeout is not None and delay >= timeout:
-                delay, outcome = (
-                    timeout,
-                    Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name),
-                )
-            end = now + delay
-        else:  # complete() of a streaming backend: its stream read whole
-            end, outcome = whole_stream(backend, self.query, now)
-            if timeout is not None and end >= now + timeout:
-                end, outcome = (
-                    now + timeout,
-                    Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=backend.name),
-                )
+        end, outcome = draw_call(backend, self.query, self.loop.now, self.policy.attempt_timeout)
         attempt.handle = outcome  # a cancelled attempt's handle is cleared: its event is then stale
         if end != math.inf:
             self.loop.at(end, self._attempt_ends, attempt)
@@ -278,18 +225,25 @@ class _SimRun:
                 run_now(check(self.policy.verify, self.query, outcome), "a verifier") if self.policy.verify else None
             )
             action = core.verdict(attempt, verdict, now)
-            if action is SCORE:
+            if action is SCORE:  # the attempt stays in flight until it is scored (judge calls take time)
                 assert core.scorer is not None
-                try:
-                    score = run_now(core.scorer.score_one(self.query, core.candidate(attempt), _NO_JUDGE), "the scorer")
-                except TypeError:
-                    raise
-                except Exception as exc:
-                    score = exc
-                action = core.scored(attempt, score)
+                scoring = Scoring(
+                    self.loop,
+                    core.scorer.score_one(self.query, core.candidate(attempt), self.judge),
+                    lambda score: self._scored(attempt, score),
+                )
+                attempt.handle = scoring
+                scoring.step()
+                return
         else:
             action = core.failed(attempt, outcome, now)
         if action is CANCEL_ALL:
+            self.stopping = True
+        self._ended(attempt)
+
+    def _scored(self, attempt: Attempt, score: Any) -> None:
+        attempt.handle = None
+        if self.core.scored(attempt, score) is CANCEL_ALL:
             self.stopping = True
         self._ended(attempt)
 
@@ -308,7 +262,9 @@ class _SimRun:
     def _cancel_all(self) -> None:
         now = self.loop.now
         for attempt in list(self.core.in_flight):
-            attempt.handle = None
+            handle, attempt.handle = attempt.handle, None
+            if isinstance(handle, Scoring):  # its judge call is cancelled with it
+                handle.cancel()
             self.core.ended(attempt, now)
 
     def _deadline(self, _: object) -> None:
@@ -323,19 +279,32 @@ class _SimRun:
     def _finish(self) -> None:
         if self.done:
             return
-        self.done = True
+        self.done = True  # every attempt has ended: their stale events are ignored from here
+        core = self.core
+        if core.needs_scores:  # outside the deadline, as in the engine; the caller's timeout still applies
+            assert core.scorer is not None
+            self.scoring = Scoring(
+                self.loop, core.scorer.score_all(self.query, core.candidates(), self.judge), self._scores
+            )
+            self.scoring.step()
+            return
+        self._result()
+
+    def _scores(self, scores: Any) -> None:
+        self.scoring = None
+        try:
+            self.core.set_scores(scores, self.loop.now)
+        except Exception as exc:
+            self._result(exc)
+            return
+        self._result()
+
+    def _result(self, error: Exception | None = None) -> None:
         core = self.core
         result: Result | Exception
         try:
-            if core.needs_scores:
-                assert core.scorer is not None
-                try:
-                    scores = run_now(core.scorer.score_all(self.query, core.candidates(), _NO_JUDGE), "the scorer")
-                except TypeError:
-                    raise
-                except Exception as exc:
-                    scores = exc
-                core.set_scores(scores, self.loop.now)
+            if error is not None:
+                raise error
             result = core.result(self.loop.now)
         except Exception as exc:
             result = exc
@@ -344,10 +313,18 @@ class _SimRun:
         self.result = result
         self.on_done(self)
 
+    @property
+    def over(self) -> bool:
+        """The run has finished (or was cancelled): nothing of it is pending."""
+        return self.done and self.scoring is None
+
     def cancel(self) -> None:
-        """The caller's timeout: cancel every attempt; the trace says ``cancelled``."""
-        if self.done:
+        """The caller's timeout: cancel every attempt (and a pending judge call); the trace says ``cancelled``."""
+        if self.over:
             return
+        if self.scoring is not None:
+            self.scoring.cancel()
+            self.scoring = None
         self._cancel_all()
         self.done = True
         trace = self.core.trace
@@ -444,7 +421,7 @@ def des_drive(
 
     def timed_out(pair: tuple[_SimRun, Request]) -> None:
         run, request = pair
-        if not run.done:
+        if not run.over:
             run.cancel()
             finished(run, request, "timeout")
 
