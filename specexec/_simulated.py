@@ -156,7 +156,10 @@ class SimulatedBackend(BackendBase):
     - ``slowdowns``: scheduled brownouts on the loop clock.
     - Streaming (``stream``): with ``ttft`` (seconds or a distribution) the first of
       ``output_tokens`` pieces of the reply comes after a drawn TTFT and each next one
-      ``token_time`` later (both scaled by slowdowns); faults come before the first token
+      ``token_time`` later (both scaled by slowdowns; ``split_reply``: a reply shorter than
+      ``output_tokens`` characters sends one character a piece, and the token steps left
+      without text send nothing, so the first piece always has text and comes at the TTFT);
+      faults come before the first token
       (after ``error_latency`` × the TTFT). Without ``ttft`` the stream is the whole reply in
       one piece after the drawn latency. With ``ttft``, ``complete`` takes as long as the stream.
 
