@@ -147,7 +147,7 @@ def test_a_verifier_that_suspends_is_refused_with_why() -> None:
         run_now(slow(), "a verifier")
 
 
-def test_a_streaming_simulation_is_refused_with_why() -> None:
+def test_draw_refuses_a_streaming_backend_with_why() -> None:
     backend = SimulatedBackend("s", 0.05, ttft=0.01)
     with pytest.raises(TypeError, match="'s' streams"):
         backend.draw(Query("q"), 0.0)
