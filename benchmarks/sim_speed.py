@@ -60,19 +60,46 @@ def measure(requests: int, jobs: int, engine: str) -> dict[str, Any]:
     }
 
 
+def per_policy(requests: int, engine: str) -> dict[str, float]:
+    """Simulated requests per CPU second of each tail-at-scale policy, ``requests`` each, one
+    after the other in this process (the driver's cost by policy: hedged requests do more)."""
+    from .bench._sim import simulate_policy
+
+    scenario = load_scenario("tail-at-scale").with_options(requests=requests)
+    if engine == "des":
+        from .bench._des import des_simulate_policy as run
+    else:
+        run = simulate_policy
+    out = {}
+    for name in scenario.policies:
+        cpu = time.process_time()
+        run(scenario, name)
+        out[name] = requests / (time.process_time() - cpu)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     p = argparse.ArgumentParser(prog="python -m specexec.bench.sim_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=1_000_000, help="simulated requests in all (default 10⁶)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2: the 2-core machine)")
     p.add_argument("--trio", type=int, default=0, metavar="N", help="also time N requests on the trio driver")
+    p.add_argument(
+        "--per-policy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N requests of each policy alone, in this process (req/CPU-s by policy)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     runs = [measure(args.requests, args.jobs, "des")]
     if args.trio:
         runs.append(measure(args.trio, args.jobs, "trio"))
+    policies = per_policy(args.per_policy, "des") if args.per_policy else {}
     if args.json:
-        print(json.dumps({"machine": machine_line(machine_note()), "runs": runs}, indent=2))
+        doc = {"machine": machine_line(machine_note()), "runs": runs, "per_policy_req_per_cpu_s": policies}
+        print(json.dumps(doc, indent=2))
         return 0
     print(f"tail-at-scale, five policies; {machine_line(machine_note())}")
     for r in runs:
@@ -93,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio = runs[1]
         print(f"  discrete-event vs trio virtual time: {des['req_per_cpu_s'] / trio['req_per_cpu_s']:.1f}x per CPU-s")
     print("  p99 (ms) by policy: " + ", ".join(f"{n} {v:.1f}" for n, v in des["p99_ms"].items() if v is not None))
+    if policies:
+        print(
+            f"  req/CPU-s by policy ({args.per_policy:,} requests each, one process): "
+            + ", ".join(f"{n} {v:,.0f}" for n, v in policies.items())
+        )
     return 0
 
 

@@ -90,6 +90,29 @@ class KeyedRandom:
         return mu + sigma * z
 
 
+def split_reply(text: str, n: int) -> list[str]:
+    """``text`` as the pieces of ``n`` tokens (one piece when ``n`` is 0): as even as can be and
+    the first one never empty. A reply shorter than ``n`` characters gets one character a piece
+    and some empty pieces (token steps that bring no text) between them, never first."""
+    if not n:
+        return [text]
+    size = len(text)
+    if size >= n:
+        return [text[i * size // n : (i + 1) * size // n] for i in range(n)]
+    return [text[-(-i * size // n) : -(-(i + 1) * size // n)] for i in range(n)]  # ceil bounds: text first
+
+
+class StreamDraw:
+    """One call of ``stream(query)`` drawn at once, for discrete-event drivers: the TTFT (scaled
+    at the start), the raw gaps between pieces (``gap * factor(now)`` at each piece), and the
+    outcome — the pieces (``split_reply``), the drawn fault, or ``None`` (it stalls)."""
+
+    __slots__ = ("gaps", "outcome", "ttft")
+
+    def __init__(self, ttft: float, gaps: list[float], outcome: list[str] | BackendError | None) -> None:
+        self.ttft, self.gaps, self.outcome = ttft, gaps, outcome
+
+
 class Slowdown(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Between clock times ``start`` and ``end`` (loop clock seconds) latency is ``factor`` × normal."""
 
@@ -133,7 +156,10 @@ class SimulatedBackend(BackendBase):
     - ``slowdowns``: scheduled brownouts on the loop clock.
     - Streaming (``stream``): with ``ttft`` (seconds or a distribution) the first of
       ``output_tokens`` pieces of the reply comes after a drawn TTFT and each next one
-      ``token_time`` later (both scaled by slowdowns); faults come before the first token
+      ``token_time`` later (both scaled by slowdowns; ``split_reply``: a reply shorter than
+      ``output_tokens`` characters sends one character a piece, and the token steps left
+      without text send nothing, so the first piece always has text and comes at the TTFT);
+      faults come before the first token
       (after ``error_latency`` × the TTFT). Without ``ttft`` the stream is the whole reply in
       one piece after the drawn latency. With ``ttft``, ``complete`` takes as long as the stream.
 
@@ -240,11 +266,11 @@ class SimulatedBackend(BackendBase):
         try:
             await self._fault_or_wait(rng, ttft)
             text = self.reply(query) if callable(self.reply) else self.reply
-            pieces = [text[i * len(text) // n : (i + 1) * len(text) // n] for i in range(n)] if n else [text]
-            for i, piece in enumerate(pieces):
+            for i, piece in enumerate(split_reply(text, n)):
                 if i:
                     await anyio.sleep(gaps[i - 1] * self._factor(anyio.current_time()))
-                yield StreamChunk(piece)
+                if piece:  # a reply shorter than n tokens leaves some steps without text: none is sent
+                    yield StreamChunk(piece)
         except anyio.get_cancelled_exc_class():
             self.cancelled += 1
             raise
@@ -290,6 +316,32 @@ class SimulatedBackend(BackendBase):
         if fault is not None:
             return latency * self.error_latency, self._error(fault)
         return latency, self._answer(query)
+
+    def draw_stream(self, query: Query, now: float) -> StreamDraw:
+        """A call of ``stream(query)`` started at ``now`` as events (see ``StreamDraw``): the same
+        draws, in the same order, as ``stream``. For streaming simulations (with ``ttft``)."""
+        if self.ttft is None:
+            raise TypeError(f"backend {self.name!r} does not stream (no ttft): use draw()")
+        self.calls += 1
+        rng = self._rng_for(query)
+        ttft = self.ttft.sample(rng) * self._factor(now)
+        n = min(self.output_tokens, query.max_tokens)
+        gaps = [self.token_time.sample(rng) for _ in range(max(n - 1, 0))]
+        fault = self._fault(rng)
+        if fault == "stall":
+            return StreamDraw(ttft, gaps, None)
+        if fault is not None:
+            return StreamDraw(ttft * self.error_latency, gaps, self._error(fault))
+        text = self.reply(query) if callable(self.reply) else self.reply
+        return StreamDraw(ttft, gaps, split_reply(text, n))
+
+    def slowdown(self, now: float) -> float:
+        """The latency factor of the slowdowns active at ``now`` (1.0 without any)."""
+        return self._factor(now)
+
+    def stream_usage(self, query: Query) -> Usage:
+        """The usage the last chunk of a completed ``stream(query)`` reports."""
+        return Usage(input_tokens=estimate_input_tokens(query), output_tokens=min(self.output_tokens, query.max_tokens))
 
     def _answer(self, query: Query) -> Response:
         text = self.reply(query) if callable(self.reply) else self.reply

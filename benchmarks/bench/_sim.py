@@ -2,8 +2,9 @@
 
 Two drivers of the same engine core: the discrete-event one (``_des``: a heap of timed events,
 no event loop; the default, several times faster) and this module's trio virtual-time one,
-kept as the cross-check (``engine="trio"``) and for what the discrete-event driver cannot
-draw as events (LLM-judge scorers: ``des_refusal``). Both give identical figures for a seed.
+kept as the cross-check (``engine="trio"``) and for verifiers or scorers that really suspend
+on something else than a judge call (the discrete-event driver refuses those: ``TypeError``).
+Both give identical figures for a seed.
 The trio driver:
 
 One ``trio.run(..., clock=MockClock(autojump_threshold=0))`` per policy: a fresh ``Runtime``
@@ -56,7 +57,6 @@ __all__ = [
     "REFUSAL_LATENCY",
     "SimBackend",
     "build_sim_backends",
-    "des_refusal",
     "simulate",
     "simulate_policy",
 ]
@@ -119,21 +119,27 @@ class SimBackend(SimulatedBackend):
     async def complete(self, query: Query) -> Response:
         """Refuse while an outage or storm is active; otherwise the simulated answer."""
         if self.refusals:
-            now = anyio.current_time()
-            for start, end, error in self.refusals:
-                if start <= now < end:
-                    self.calls += 1
-                    await anyio.sleep(REFUSAL_LATENCY)
-                    raise error()
+            refused = self.refusal(anyio.current_time())
+            if refused is not None:
+                await anyio.sleep(REFUSAL_LATENCY)
+                raise refused
         return await super().complete(query)
+
+    def refusal(self, now: float) -> BackendError | None:
+        """The error of a call of ``complete`` at ``now`` while an outage or storm is active
+        (counted as a call), else ``None``."""
+        for start, end, error in self.refusals:
+            if start <= now < end:
+                self.calls += 1
+                return error()
+        return None
 
     def draw(self, query: Query, now: float) -> tuple[float, Response | BackendError | None]:
         """``complete`` as one event (see ``SimulatedBackend.draw``): a refusal while an outage or
         storm is active, otherwise the simulated answer."""
-        for start, end, error in self.refusals:
-            if start <= now < end:
-                self.calls += 1
-                return REFUSAL_LATENCY, error()
+        refused = self.refusal(now) if self.refusals else None
+        if refused is not None:
+            return REFUSAL_LATENCY, refused
         return super().draw(query, now)
 
 
@@ -226,19 +232,10 @@ def _init_worker(counter: Any) -> None:
     _shared_counter = counter
 
 
-def des_refusal(scenario: Scenario) -> str | None:
-    """Why the discrete-event driver cannot run ``scenario`` (``None``: it can): a scorer that
-    calls a backend (an LLM judge) needs a real await."""
-    for name, policy in scenario.policies.items():
-        if isinstance(getattr(policy.scorer, "backend", None), str):
-            return f"policy {name!r} scores with an LLM judge (a backend call inside the scorer)"
-    return None
-
-
 def _policy_runner(scenario: Scenario, engine: str) -> Callable[[Scenario, str, ProgressFn | None], PolicyStats]:
     if engine not in ENGINES:
         raise ValueError(f"unknown simulation engine {engine!r}; known: {', '.join(ENGINES)}")
-    if engine == "des" and des_refusal(scenario) is None:
+    if engine == "des":
         from ._des import des_simulate_policy
 
         return des_simulate_policy
@@ -273,8 +270,7 @@ def simulate(
     """Run every policy of ``scenario`` in virtual time; stats by policy name, in order.
 
     ``jobs`` worker processes (default ``default_jobs``); ``on_progress(n)`` gets the number of
-    requests finished over all policies; ``engine`` the driver (``ENGINES``; ``"des"`` falls
-    back to ``"trio"`` for what it cannot run, see ``des_refusal``).
+    requests finished over all policies; ``engine`` the driver (``ENGINES``).
     """
     jobs = default_jobs(scenario) if jobs is None else max(1, jobs)
     runner = _policy_runner(scenario, engine)

@@ -15,6 +15,7 @@ import msgspec
 from hdrh.histogram import HdrHistogram
 
 from specexec import Trace
+from specexec._health._latency import _record_fast
 
 from ._scenario import Phase
 
@@ -135,14 +136,14 @@ class Stats:
             self.received_n += 1
         if error is None:
             self.ok += 1
-            self.latency.record_value(_micros(latency))
+            _record_fast(self.latency, _micros(latency))  # hdrh's record_value, 3x faster
             if ttft is not None:
-                self.ttft.record_value(_micros(ttft))
+                _record_fast(self.ttft, _micros(ttft))
             if good is not None:
                 self.checked += 1
                 self.good += good
         else:
-            self.failed_latency.record_value(_micros(latency))
+            _record_fast(self.failed_latency, _micros(latency))
             self.failures[error] = self.failures.get(error, 0) + 1
         if trace is not None:
             launched = hedges = 0

@@ -61,11 +61,12 @@ from specexec.backends import HttpConfig, HttpTimeouts, OpenAICompatible
 from specexec.backends._http import DEFAULT_MAX_CONNECTIONS
 from specexec.bench.fleet import Deployment, FleetConfig, start_fleet_process
 
+from ._des import des_drive
 from ._driver import LastTrace, drive
 from ._live import fleet_distribution, run_policy_live
 from ._progress import Progress, progress_wanted
 from ._scenario import Scenario, Workload
-from ._sim import _seed_trio_scheduler
+from ._sim import ENGINES, _seed_trio_scheduler
 from ._stats import LATE_SEND, PERCENTILES, PolicyStats, Summary
 from ._tail import fixed_delay_analysis
 
@@ -159,9 +160,19 @@ def backends(seed: int) -> list[SimulatedBackend]:
     ]
 
 
-def simulate_ttft(sc: Scenario, name: str, on_progress: Callable[[int], None] | None = None) -> PolicyStats:
-    """Run policy ``name`` in virtual time (streamed when it is in ``STREAMED``)."""
+def simulate_ttft(
+    sc: Scenario, name: str, on_progress: Callable[[int], None] | None = None, *, engine: str = "des"
+) -> PolicyStats:
+    """Run policy ``name`` in virtual time (streamed when it is in ``STREAMED``): on the
+    discrete-event driver (``engine="des"``, the default) or trio's virtual clock (``"trio"``,
+    the cross-check; the same figures)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown simulation engine {engine!r}; known: {', '.join(ENGINES)}")
     stats = PolicyStats()
+    if engine == "des":
+        runtime = Runtime(backends(sc.seed), health=sc.health)
+        des_drive(sc, sc.policies[name], runtime, stats, on_progress, streamed=name in STREAMED)
+        return stats
     _seed_trio_scheduler(sc.seed)
 
     async def go() -> None:
@@ -361,6 +372,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"the loopback mock fleet over HTTP, real clock (default {LIVE_REQUESTS:,} requests per policy)",
     )
+    p.add_argument(
+        "--sim-engine",
+        choices=ENGINES,
+        default="des",
+        help="--sim: the discrete-event driver (default; no event loop) or trio virtual time (the cross-check)",
+    )
     p.add_argument("--json", action="store_true", help="print summaries, limits and targets as JSON")
     return p
 
@@ -406,7 +423,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         else:
             for i, name in enumerate(names):
                 base = i * (args.requests + args.warmup)
-                runs[name] = simulate_ttft(sc, name, _offset(progress.update, base))
+                runs[name] = simulate_ttft(sc, name, _offset(progress.update, base), engine=args.sim_engine)
     except PolicyError as exc:
         progress.close()
         err.write(f"specexec bench ttft: {exc}\n")

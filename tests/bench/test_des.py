@@ -147,7 +147,7 @@ def test_a_verifier_that_suspends_is_refused_with_why() -> None:
         run_now(slow(), "a verifier")
 
 
-def test_a_streaming_simulation_is_refused_with_why() -> None:
+def test_draw_refuses_a_streaming_backend_with_why() -> None:
     backend = SimulatedBackend("s", 0.05, ttft=0.01)
     with pytest.raises(TypeError, match="'s' streams"):
         backend.draw(Query("q"), 0.0)
@@ -159,3 +159,87 @@ def test_a_backlog_behind_max_in_flight_agrees(write_scenario: Write) -> None:
 
     scenario = load_scenario(write_scenario(STALL))
     assert des_simulate_policy(scenario, "single").to_builtins() == simulate_policy(scenario, "single").to_builtins()
+
+
+JUDGED = """
+# pick with an LLM judge: judge calls as events (slow, failing and stalling now and then),
+# reserved against max_cost, cancelled by the deadline and by an accept_score winner.
+seed = 4
+baseline = "judged"
+
+[workload]
+arrivals = "poisson"
+rate = 100.0
+requests = 400
+timeout = 0.5
+
+[[backends]]
+kind = "simulated"
+name = "a"
+provider = "pa"
+latency = { kind = "lognormal", median = 0.03, sigma = 0.5 }
+input_price = 1.0
+output_price = 2.0
+
+[[backends]]
+kind = "simulated"
+name = "b"
+provider = "pb"
+seed = 1
+latency = { kind = "lognormal", median = 0.04, sigma = 0.5 }
+errors = { unavailable = 0.05 }
+
+[[backends]]
+kind = "simulated"
+name = "judge"
+provider = "pj"
+seed = 2
+reply = "7"
+input_price = 1.0
+latency = { kind = "lognormal", median = 0.02, sigma = 0.8 }
+errors = { unavailable = 0.05 }
+stall = 0.02
+
+[policies.judged]
+mode = "pick"
+candidates = ["a", "b"]
+scorer = { kind = "llm_judge", backend = "judge" }
+deadline = 0.15
+attempt_timeout = 0.2
+
+[policies.early]
+mode = "pick"
+candidates = ["a", "b"]
+scorer = { kind = "llm_judge", backend = "judge" }
+accept_score = 0.7
+max_cost = 0.0008
+"""
+
+
+@pytest.mark.parametrize("policy", ["judged", "early"])
+def test_llm_judges_agree(write_scenario: Write, policy: str) -> None:
+    scenario = load_scenario(write_scenario(JUDGED))
+    trio_stats = simulate_policy(scenario, policy)
+    des_stats = des_simulate_policy(scenario, policy)
+    assert des_stats.to_builtins() == trio_stats.to_builtins()
+    assert des_stats.total.summary().ok > 0
+
+
+def test_a_scorer_that_awaits_anything_but_a_judge_call_is_refused_with_why(write_scenario: Write) -> None:
+    from specexec import Policy, Runtime
+    from specexec.bench.bench._des import des_drive
+    from specexec.bench.bench._sim import build_sim_backends
+    from specexec.bench.bench._stats import PolicyStats
+
+    class Suspend:
+        def __await__(self) -> Generator[None, None, None]:
+            yield
+
+    async def score(query: Query, response: object) -> float:
+        await Suspend()
+        return 1.0
+
+    scenario = load_scenario(write_scenario(JUDGED))
+    policy = Policy.pick(["a", "b"], scorer=score)
+    with pytest.raises(TypeError, match="other than a judge call"):
+        des_drive(scenario, policy, Runtime(build_sim_backends(scenario)), PolicyStats())
