@@ -203,10 +203,16 @@ def create_app(service: Service | None = None) -> FastAPI:
         servers do not cancel a handler on disconnect, so it listens for ``http.disconnect``)."""
         svc: Service = request.app.state.service
         result: specexec.Result | None = None
+        refused: specexec.SpecExecError | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(cancel_on_disconnect, request.receive, tg.cancel_scope)
-            result = await svc.runtime.run(body.query(), svc.router)
+            try:
+                result = await svc.runtime.run(body.query(), svc.router)
+            except specexec.SpecExecError as exc:  # raised here, not as a task group's ExceptionGroup
+                refused = exc
             tg.cancel_scope.cancel()  # answered: stop listening
+        if refused is not None:
+            raise refused  # the exception handler makes it a status (402 for the budget ...)
         if result is None:  # the client left: nobody reads this
             return Response(status_code=499)
         return {"text": result.response.text, **summary(result)}
