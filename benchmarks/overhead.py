@@ -320,8 +320,25 @@ async def _check(rt: Runtime, q: Query) -> None:
             raise AssertionError(f"race of {n}: {race.trace.attempts}")
 
 
-async def _time(variants: dict[str, Call], iterations: int, chunk: int, warmup: int) -> dict[str, list[int]]:
-    """Per-call nanoseconds of each variant, interleaved in rounds of ``chunk`` calls."""
+def _evicter(megabytes: int) -> Callable[[], None]:
+    """A function that evicts the CPU caches by copying ``megabytes`` MB (nothing when 0): what a
+    real backend's network round trip does to the engine's code and data between two runs."""
+    if megabytes <= 0:
+        return lambda: None
+    block = bytearray(megabytes * 1_000_000)
+
+    def evict() -> None:
+        bytes(block)
+
+    return evict
+
+
+async def _time(
+    variants: dict[str, Call], iterations: int, chunk: int, warmup: int, evict_mb: int = 0
+) -> dict[str, list[int]]:
+    """Per-call nanoseconds of each variant, interleaved in rounds of ``chunk`` calls; with
+    ``evict_mb``, the caches are evicted before every timed call (outside the timing)."""
+    evict = _evicter(evict_mb)
     for call in variants.values():
         for _ in range(warmup):
             await call()
@@ -336,6 +353,7 @@ async def _time(variants: dict[str, Call], iterations: int, chunk: int, warmup: 
         for name in names if round_no % 2 == 0 else reversed(names):
             call, out = variants[name], samples[name]
             for _ in range(n):
+                evict()
                 t0 = clock()
                 await call()
                 out.append(clock() - t0)
@@ -344,8 +362,9 @@ async def _time(variants: dict[str, Call], iterations: int, chunk: int, warmup: 
     return samples
 
 
-def measure(loop: str, iterations: int, chunk: int, warmup: int) -> dict[str, Summary]:
-    """Time every variant on ``loop``; returns a summary per variant name."""
+def measure(loop: str, iterations: int, chunk: int, warmup: int, evict_mb: int = 0) -> dict[str, Summary]:
+    """Time every variant on ``loop`` (caches evicted before each call with ``evict_mb``); a
+    summary per variant name."""
 
     async def main() -> dict[str, Summary]:
         backends: list[Backend] = [Instant("a"), Instant("b", provider="p2", region="r2")]
@@ -353,7 +372,7 @@ def measure(loop: str, iterations: int, chunk: int, warmup: int) -> dict[str, Su
         q = Query(prompt="What is 2 + 2? Answer with a number only.", max_tokens=16)
         async with Runtime(backends) as rt:
             await _check(rt, q)
-            samples = await _time(_variants(loop, rt, q), iterations, chunk, warmup)
+            samples = await _time(_variants(loop, rt, q), iterations, chunk, warmup, evict_mb)
         return {name: summarize_ns(s) for name, s in samples.items()}
 
     return run_on(loop, main)
@@ -479,10 +498,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"untimed calls per variant first (default: min({DEFAULT_WARMUP}, iterations))",
     )
+    p.add_argument(
+        "--evict-mb",
+        type=int,
+        default=0,
+        help="copy this many MB before every timed call (untimed) to evict the CPU caches, as a network "
+        "round trip does between two real runs (default 0: warm caches, a tight loop)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = p.parse_args(argv)
     if args.iterations < 1 or args.chunk < 1:
         p.error("--iterations and --chunk must be >= 1")
+    if args.evict_mb < 0:
+        p.error(f"--evict-mb must be >= 0, got {args.evict_mb}")
     if args.warmup is None:
         args.warmup = min(DEFAULT_WARMUP, args.iterations)
     return args
@@ -496,14 +524,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "overhead",
         "iterations": args.iterations,
         "chunk": args.chunk,
+        "evict_mb": args.evict_mb,
         "machine": note,
         "loops": {},
     }
     if not args.json:
-        print(f"# run() overhead — {args.iterations:,} calls per variant, rounds of {args.chunk}")
+        cold = f"; caches evicted ({args.evict_mb} MB copied) before every call" if args.evict_mb else ""
+        print(f"# run() overhead — {args.iterations:,} calls per variant, rounds of {args.chunk}{cold}")
         print(f"machine: {machine_line(note)}\n", flush=True)
     for loop in loops_for(args.backend):
-        summaries = measure(loop, args.iterations, args.chunk, args.warmup)
+        summaries = measure(loop, args.iterations, args.chunk, args.warmup, args.evict_mb)
         rows = scenarios(summaries)
         report["loops"][LOOP_LABELS[loop]] = {
             "scenarios": rows,

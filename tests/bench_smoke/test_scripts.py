@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,32 @@ def test_overhead_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "## trio" in out and "## asyncio" not in out
     for row in ("| single", "| hedge-not-fired", "| race-of-3", "| per extra race candidate"):
         assert row in out
+
+
+def test_overhead_evicts_the_caches_before_every_timed_call(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copies: list[int] = []
+    real = overhead._evicter
+
+    def counting(megabytes: int) -> Callable[[], None]:
+        evict = real(megabytes)
+
+        def counted() -> None:
+            copies.append(megabytes)
+            evict()
+
+        return counted
+
+    monkeypatch.setattr(overhead, "_evicter", counting)
+    args = ["--backend", "trio", "--iterations", "6", "--chunk", "3", "--warmup", "1", "--evict-mb", "1", "--json"]
+    assert overhead.main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["evict_mb"] == 1
+    variants = doc["loops"]["trio"]["variants"]
+    assert copies == [1] * (6 * len(variants))  # once before each timed call, never in the warm-up
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--evict-mb", "-1"])
 
 
 def test_http_json_compares_both_variants_without_errors() -> None:
