@@ -21,7 +21,7 @@ WORKER = textwrap.dedent(
     from specexec.stores import RedisRateLimits
 
     async def main():
-        shared = RedisRateLimits(sys.argv[1], interval=0.05)
+        shared = RedisRateLimits(sys.argv[1], interval=0.05, timeout=5.0)
         limiter = shared.limiter("b", "rpm", 120.0)
         granted = 0
         await shared.sync()
@@ -100,7 +100,7 @@ HEDGER = textwrap.dedent(
     from specexec.stores import RedisRateLimits
 
     async def main():
-        shared = RedisRateLimits(sys.argv[1], interval=0.05)
+        shared = RedisRateLimits(sys.argv[1], interval=0.05, timeout=5.0)
         budget = shared.hedge_budget(HedgeBudgetConfig(max_extra_load=0.05, min_per_second=10.0, ttl=10.0))
         fired = 0
         await shared.sync()
@@ -141,7 +141,7 @@ HOLDER = textwrap.dedent(
     from specexec.stores import RedisRateLimits
 
     async def main():
-        shared = RedisRateLimits(sys.argv[1], interval=0.05)
+        shared = RedisRateLimits(sys.argv[1], interval=0.05, timeout=5.0)
         slots = shared.concurrency("b", 4)
         spans = []
         await shared.sync()
@@ -197,7 +197,7 @@ def test_a_dead_processs_slots_come_back(redis_server: RedisServer) -> None:
         from specexec.stores import RedisRateLimits
 
         async def main():
-            shared = RedisRateLimits(sys.argv[1], interval=0.05)
+            shared = RedisRateLimits(sys.argv[1], interval=0.05, timeout=5.0)
             slots = shared.concurrency("b", 2)
             await shared.sync()
             while slots.try_acquire():
@@ -214,7 +214,7 @@ def test_a_dead_processs_slots_come_back(redis_server: RedisServer) -> None:
     assert process.stdout is not None and process.stdout.readline().strip() == "holding"
 
     async def take() -> bool:
-        shared = RedisRateLimits(redis_server.url, interval=0.05)
+        shared = RedisRateLimits(redis_server.url, interval=0.05, timeout=5.0)
         slots = shared.concurrency("b", 2)
         try:
             await shared.sync()
