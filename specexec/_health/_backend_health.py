@@ -109,7 +109,7 @@ class BackendHealth:
         self._ttft: LatencyWindow | None = None
         # Made on the first adaptive hedge delay asked for (see hedge_delay).
         self._recent: LatencyWindow | None = None
-        self._delays: dict[float, tuple[HedgeDelay, list[int]]] = {}
+        self._delays: dict[float, tuple[HedgeDelay, list[float]]] = {}  # q: (estimator, [refreshes seen, warm since])
         # `circuit`: a breaker made elsewhere (e.g. shared by many processes); else this backend's own
         self.breaker = (
             circuit if circuit is not None else CircuitBreaker(breaker if breaker is not None else config.breaker)
@@ -325,16 +325,22 @@ class BackendHealth:
             probes = self._probe_latency
             return probes.quantile(q, now) if probes is not None else None
         if entry is None:
-            entry = self._delays[q] = (HedgeDelay(), [-1])
+            entry = self._delays[q] = (HedgeDelay(), [-1, now])
             if self._recent is None:
                 config = self.config
                 self._recent = LatencyWindow(config.short_window, RECENT_SLICES, config.min_samples)
         estimator, seen = entry
-        if seen[0] == window.refreshes and estimator.value is not None:
+        if estimator.value is None:
+            seen[1] = now  # warm again (or for the first time)
+        elif seen[0] == window.refreshes:
             return estimator.value
         seen[0] = window.refreshes
         recent = self._recent_quantile(q, now)
-        return estimator.update(raw if recent is None else recent, shifted=recent is not None)
+        if recent is not None:
+            return estimator.update(recent, shifted=True)
+        # A window younger than its length trends (its confidence bound tightens as samples
+        # come in): followed like a shift, by the median of the last few estimates.
+        return estimator.update(raw, shifted=now - seen[1] < window.window)
 
     def _recent_quantile(self, q: float, now: float) -> float | None:
         """The recent window's ``q``-quantile if the latency shifted (its share of samples below

@@ -25,10 +25,10 @@ from collections import deque
 
 DEFAULT_HISTORY = 180
 """Raw estimates the steady-state median is over (refreshes: about three minutes at one a second)."""
-DEFAULT_SHIFTED_HISTORY = 5
+DEFAULT_SHIFTED_HISTORY = 3
 """Raw estimates the median is over while a shift is being learnt."""
-DEFAULT_MAX_STEP = 1.5
-"""The most the delay moves in one refresh (a factor): ×5 takes four refreshes."""
+DEFAULT_MAX_STEP = 2.0
+"""The most the delay moves in one refresh (a factor): ×5 takes three refreshes."""
 
 
 class HedgeDelay:
@@ -80,6 +80,7 @@ class HedgeDelay:
         return target
 
     def _median(self, last: int) -> float:
-        """The median of the last ``last`` raw estimates (the lower middle one of an even count)."""
+        """The median of the last ``last`` raw estimates (the upper middle one of an even count: the
+        newer, while a window warms up and its bound rises)."""
         values = self._sorted if last >= len(self._recent) else sorted(list(self._recent)[-last:])
-        return values[(len(values) - 1) // 2]
+        return values[len(values) // 2]
