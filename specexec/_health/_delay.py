@@ -8,10 +8,12 @@ stretches make the p99.9. Each refresh this estimator takes the raw estimate and
 
 - in steady state, the **median of the raw estimates of the last** ``history`` **refreshes**
   (three minutes at one a second): a stretch that lasts under half of that moves it little;
-- after a **shift** (the caller's change detector: the recent window's median disagrees
+- during a **shift** (the caller's change detector: the recent window's median disagrees
   with the long window's by more than noise) the raw estimates are those of the short,
-  recent window, and the history restarts from them: the median of the last
-  ``shifted_history`` only, so a brownout is learnt in seconds, not minutes;
+  recent window, and the delay is the median of the last ``shifted_history`` of them, so a
+  brownout is learnt in seconds, not minutes; when a shift of ``min_shift`` refreshes or
+  more ends, its estimates replace the history (the level moved); a shorter one, a flicker
+  of the detector, only joins it;
 - always within ``max_step`` of the previous value (× or ÷ per refresh): no refresh moves
   the delay by more than that, whatever the estimate does.
 
@@ -27,6 +29,8 @@ DEFAULT_HISTORY = 180
 """Raw estimates the steady-state median is over (refreshes: about three minutes at one a second)."""
 DEFAULT_SHIFTED_HISTORY = 3
 """Raw estimates the median is over while a shift is being learnt."""
+DEFAULT_MIN_SHIFT = 10
+"""Refreshes a shift must last for its estimates to replace the history (fewer: a flicker)."""
 DEFAULT_MAX_STEP = 2.0
 """The most the delay moves in one refresh (a factor): ×5 takes three refreshes."""
 
@@ -34,53 +38,66 @@ DEFAULT_MAX_STEP = 2.0
 class HedgeDelay:
     """A hedge delay smoothed over refreshes: a running median, restarted on a shift, with a bounded step."""
 
-    __slots__ = ("_recent", "_shifted", "_sorted", "history", "max_step", "shifted_history", "value")
+    __slots__ = ("_recent", "_shift", "_sorted", "history", "max_step", "min_shift", "shifted_history", "value")
 
     def __init__(
         self,
         history: int = DEFAULT_HISTORY,
         shifted_history: int = DEFAULT_SHIFTED_HISTORY,
         max_step: float = DEFAULT_MAX_STEP,
+        min_shift: int = DEFAULT_MIN_SHIFT,
     ) -> None:
-        if history < 1 or not 1 <= shifted_history <= history or not max_step > 1.0:
-            raise ValueError("need history >= 1, 1 <= shifted_history <= history and max_step > 1")
+        if history < 1 or not 1 <= shifted_history <= history or not max_step > 1.0 or min_shift < 1:
+            raise ValueError("need history >= 1, 1 <= shifted_history <= history, max_step > 1 and min_shift >= 1")
         self.history = history
         self.shifted_history = shifted_history
         self.max_step = max_step
+        self.min_shift = min_shift
         self.value: float | None = None
         """The delay last returned (``None`` before the first update or after ``reset``)."""
-        self._recent: deque[float] = deque()  # raw estimates, oldest first
+        self._recent: deque[float] = deque()  # steady raw estimates, oldest first
         self._sorted: list[float] = []  # the same, sorted (for the median)
-        self._shifted = False
+        self._shift: list[float] = []  # raw estimates of the shift under way, oldest first
 
     def reset(self) -> None:
         """Forget everything (the window went cold): the next update starts afresh."""
         self.value = None
         self._recent.clear()
         self._sorted.clear()
-        self._shifted = False
+        self._shift.clear()
 
     def update(self, raw: float, shifted: bool = False) -> float:
         """The delay after a refresh whose raw estimate is ``raw`` seconds; ``shifted``: the
         caller's change detector says the latency moved (``raw`` is then the recent window's)."""
-        if shifted and not self._shifted:  # a shift starts: what was learnt before is stale
-            self._recent.clear()
-            self._sorted.clear()
-        self._shifted = shifted
-        self._recent.append(raw)
-        insort(self._sorted, raw)
-        if len(self._recent) > self.history:
-            old = self._recent.popleft()
-            del self._sorted[bisect_left(self._sorted, old)]
-        target = self._median(self.shifted_history if shifted else self.history)
+        if shifted:
+            self._shift.append(raw)
+            if len(self._shift) > self.history:
+                del self._shift[0]
+            target = sorted(self._shift[-self.shifted_history :])[min(len(self._shift), self.shifted_history) // 2]
+        else:
+            if self._shift:
+                self._end_shift()
+            self._add(raw)
+            target = self._sorted[len(self._sorted) // 2]
         previous = self.value
         if previous is not None and previous > 0.0:
             target = min(max(target, previous / self.max_step), previous * self.max_step)
         self.value = target
         return target
 
-    def _median(self, last: int) -> float:
-        """The median of the last ``last`` raw estimates (the upper middle one of an even count: the
-        newer, while a window warms up and its bound rises)."""
-        values = self._sorted if last >= len(self._recent) else sorted(list(self._recent)[-last:])
-        return values[len(values) // 2]
+    def _end_shift(self) -> None:
+        """A shift is over: one of ``min_shift`` refreshes or more was a new level, and its
+        estimates replace what was learnt before; a shorter one was a flicker of the
+        detector, and its estimates join the history like any other."""
+        if len(self._shift) >= self.min_shift:
+            self._recent.clear()
+            self._sorted.clear()
+        for value in self._shift:
+            self._add(value)
+        self._shift.clear()
+
+    def _add(self, raw: float) -> None:
+        self._recent.append(raw)
+        insort(self._sorted, raw)
+        if len(self._recent) > self.history:
+            del self._sorted[bisect_left(self._sorted, self._recent.popleft())]

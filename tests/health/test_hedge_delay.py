@@ -38,16 +38,31 @@ def test_each_refresh_moves_it_by_at_most_max_step() -> None:
 
 
 def test_a_shift_restarts_the_median_from_the_recent_estimates() -> None:
-    delay = HedgeDelay(history=100, shifted_history=3, max_step=1.5)
+    delay = HedgeDelay(history=100, shifted_history=3, max_step=1.5, min_shift=10)
     for _ in range(100):
         delay.update(0.08)
     # Without the shift, 100 old estimates would outvote the new ones for 50 refreshes.
-    assert [round(delay.update(0.4, shifted=True), 6) for _ in range(5)] == [0.12, 0.18, 0.27, 0.4, 0.4]
-    # When the shift is over, the history is the new level's: it stays.
-    assert delay.update(0.4) == 0.4
+    values = [round(delay.update(0.4, shifted=True), 6) for _ in range(10)]
+    assert values == [0.12, 0.18, 0.27, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
+    # The shift lasted 10 refreshes: when it is over, the history is the new level's.
+    assert delay.update(0.08) == 0.4
     # A new shift; an isolated outlier among its last three estimates is outvoted.
     values = [delay.update(v, shifted=True) for v in (0.08, 0.08, 0.9, 0.08)]
     assert values == [0.4 / 1.5, 0.4 / 1.5 / 1.5, 0.4 / 1.5 / 1.5 / 1.5, 0.08]
+
+
+def test_a_flicker_of_the_detector_does_not_restart_the_history() -> None:
+    """After a brownout the long window agrees with the recent one on the median before its
+    tail is clean; a detector that flickers off and on there must not hand the delay to it."""
+    delay = HedgeDelay(history=100, shifted_history=3, min_shift=10)
+    for _ in range(30):
+        delay.update(0.08)
+    for _ in range(3):  # a flicker: 3 refreshes < min_shift
+        delay.update(0.08, shifted=True)
+    assert [delay.update(0.2) for _ in range(16)] == [0.08] * 16  # 16 of 49 estimates say 200 ms
+    for _ in range(12):  # a real shift (12 refreshes) back at the old level
+        delay.update(0.08, shifted=True)
+    assert [delay.update(0.2) for _ in range(6)] == [0.08] * 6  # the history is the shift's 12
 
 
 def test_reset_forgets() -> None:
@@ -71,11 +86,12 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     st.integers(1, 50),
     st.integers(1, 50),
     st.floats(1.01, 10.0),
+    st.integers(1, 20),
 )
 def test_the_delay_never_jumps_more_than_its_bound_nor_leaves_the_estimates_range(
-    steps: list[tuple[float, bool]], history: int, shifted_history: int, max_step: float
+    steps: list[tuple[float, bool]], history: int, shifted_history: int, max_step: float, min_shift: int
 ) -> None:
-    delay = HedgeDelay(history=max(history, shifted_history), shifted_history=shifted_history, max_step=max_step)
+    delay = HedgeDelay(max(history, shifted_history), shifted_history, max_step, min_shift)
     previous = None
     for i, (raw, shifted) in enumerate(steps):
         value = delay.update(raw, shifted)
