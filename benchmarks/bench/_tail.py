@@ -13,6 +13,9 @@ scenario, a sweep of fixed hedge delays, an analytic cross-check, and a fleet-wi
    ``LOAD_TOLERANCE`` above the policy's).
 4. The same policies with every backend browned out ×5 for a minute, reported by phase.
 
+``--seeds N`` runs instead the adaptive policies on N seeds, each against the exact figures of
+the fixed delay of its own extra load, with the brownout's re-learning (``_tail_seeds``).
+
 Nothing here tunes anything: the delays, budgets and windows are the scenario's and the
 library's defaults.
 """

@@ -27,6 +27,7 @@ SHIFT_MIN_EFFECT = 0.1
 SHIFT_MIN_SAMPLES = 50
 """Samples the recent window needs before it can call a shift."""
 RECENT_SLICES = 2
+"""Slices of the recent window (``HealthConfig.short_window``): it holds the last half to whole of it."""
 _MAX_SAMPLES = 10**9  # a warm-up gate no window can ever reach is a typo, not a setting
 MAX_SLICES = 60
 """The most rotating slices a latency window may have. A slice that was recorded into holds

@@ -36,7 +36,8 @@ DEFAULT_MAX_STEP = 2.0
 
 
 class HedgeDelay:
-    """A hedge delay smoothed over refreshes: a running median, restarted on a shift, with a bounded step."""
+    """A hedge delay smoothed over refreshes: a running median, the recent estimates' during a
+    shift (which replace the history if the shift lasted), and a bounded step."""
 
     __slots__ = ("_recent", "_shift", "_sorted", "history", "max_step", "min_shift", "shifted_history", "value")
 
