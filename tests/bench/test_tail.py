@@ -93,3 +93,17 @@ def test_a_x5_brownout_is_relearnt_within_10_s_of_its_start_and_of_its_end() -> 
         assert phase("adaptive-p95", name).latency["p99"] <= 0.35 * phase("single", name).latency["p99"]
     for name in ("steady", "after, 60 s on"):
         assert (phase("adaptive-p95", name).extra_load or 0.0) <= 0.06
+
+
+def test_seeds_mode_prints_each_seed_against_the_limit() -> None:
+    out = io.StringIO()
+    args = ["--seeds", "2", "--requests", "400", "--policies", "adaptive-p95", "--no-brownout", "--jobs", "1"]
+    assert main([*args, "--json"], stdout=out) == 0
+    rows = json.loads(out.getvalue())
+    assert [(r["seed"], r["policy"]) for r in rows] == [(1, "adaptive-p95"), (2, "adaptive-p95")]
+    for r in rows:
+        assert r["p99_ratio"] == pytest.approx(r["p99"] / r["limit"]["p99"])
+        assert r["limit"]["extra_load"] == pytest.approx(r["extra_load"], abs=1e-6)
+    text = io.StringIO()
+    assert main(args, stdout=text) == 0
+    assert "worst of 2 seeds, adaptive-p95" in text.getvalue()
