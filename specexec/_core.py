@@ -368,7 +368,7 @@ class Core:
         elif self.streaming:  # a stream: hedge on the first token
             value = primary.health.ttft_quantile(q, now)
         else:
-            value = primary.health.quantile(q, now)
+            value = primary.health.hedge_delay(q, now)
         if value is None:
             value = self.policy.fallback_delay
         return min(max(value, self.policy.min_delay), self.policy.max_delay)

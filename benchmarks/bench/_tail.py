@@ -13,6 +13,9 @@ scenario, a sweep of fixed hedge delays, an analytic cross-check, and a fleet-wi
    ``LOAD_TOLERANCE`` above the policy's).
 4. The same policies with every backend browned out ×5 for a minute, reported by phase.
 
+``--seeds N`` runs instead the adaptive policies on N seeds, each against the exact figures of
+the fixed delay of its own extra load, with the brownout's re-learning (``_tail_seeds``).
+
 Nothing here tunes anything: the delays, budgets and windows are the scenario's and the
 library's defaults.
 """
@@ -62,6 +65,8 @@ DEFAULT_REQUESTS = 50_000
 BROWNOUT_START, BROWNOUT_LENGTH, BROWNOUT_FACTOR = 120.0, 60.0, 5.0
 """The brownout run: every backend ×5 from 120 s to 180 s of a 300 s run."""
 BROWNOUT_DURATION = 300.0
+RELEARN_WITHIN = 10.0
+"""Seconds an adaptive delay has to re-learn after the brownout starts and after it ends (issue 14 §2)."""
 
 LOAD_TOLERANCE = 0.0025
 """Extra load a fixed delay may exceed an adaptive policy's by and still count as "equal" (0.25 points)."""
@@ -155,12 +160,17 @@ def brownout_scenario(scenario: Scenario) -> Scenario:
     """``scenario`` with every backend ×5 for a minute (120–180 s of a 300 s run), with phases."""
     start, end = BROWNOUT_START, BROWNOUT_START + BROWNOUT_LENGTH
     half = start + BROWNOUT_LENGTH / 2
+    learn = RELEARN_WITHIN
     phases = (
         Phase(name="steady", start=60.0, end=start),
         Phase(name="brownout, first 30 s", start=start, end=half),
         Phase(name="brownout, last 30 s", start=half, end=end),
         Phase(name="after, first 60 s", start=end, end=end + 60.0),
         Phase(name="after, 60 s on", start=end + 60.0),
+        Phase(name=f"brownout, first {learn:g} s", start=start, end=start + learn),
+        Phase(name=f"brownout, {learn:g} s on", start=start + learn, end=end),
+        Phase(name=f"after, first {learn:g} s", start=end, end=end + learn),
+        Phase(name=f"after, {learn:g}–60 s", start=end + learn, end=end + 60.0),
     )
     return msgspec.structs.replace(
         scenario,
@@ -278,6 +288,15 @@ def _parser() -> argparse.ArgumentParser:
         "--sweep", help="fixed delays in ms, comma-separated (default: " + ",".join(map(str, DEFAULT_SWEEP_MS)) + ")"
     )
     p.add_argument("--jobs", type=int, help="worker processes (default: one per CPU)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="instead of the tables: the adaptive policies on seeds 1..N (from --seed) against the fixed-delay limit "
+        "at equal extra load, per seed, with the brownout's re-learning (issue 14 §2)",
+    )
+    p.add_argument(
+        "--policies", help="with --seeds: the policies, comma-separated (default: " + ",".join(ADAPTIVE) + ")"
+    )
     p.add_argument("--no-brownout", action="store_true", help="skip the brownout run")
     p.add_argument("--out", help="write each run's results.json, .hgrm files and plot under this directory")
     p.add_argument("--json", action="store_true", help="print both runs' results and the targets as JSON")
@@ -308,6 +327,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return int(exc.code or 0)
     delays = [float(x) for x in args.sweep.split(",")] if args.sweep else list(DEFAULT_SWEEP_MS)
     base = load_scenario("tail-at-scale").with_options(requests=args.requests, seed=args.seed)
+    if args.seeds is not None:
+        return _seeds_main(base, args, out)
     config = base.backends[0]
     assert isinstance(config, SimulatedConfig)
     dist = config.latency
@@ -371,6 +392,25 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
                 err.write(line + "\n")
     if args.json:
         out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+    return 0
+
+
+def _seeds_main(base: Scenario, args: argparse.Namespace, out: TextIO) -> int:
+    from ._tail_seeds import run_seeds, seeds_text
+
+    first = args.seed if args.seed is not None else 1
+    seeds = list(range(first, first + max(args.seeds, 1)))
+    policies = args.policies.split(",") if args.policies else list(ADAPTIVE)
+    started = time.perf_counter()
+    rows = run_seeds(base, seeds, policies, brownout=not args.no_brownout, jobs=args.jobs)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        doc = [{**r.__dict__, "p99_ratio": r.p99_ratio, "p999_ratio": r.p999_ratio, "met": r.met()} for r in rows]
+        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    out.write(f"tail-at-scale, {base.workload.requests:,} requests per seed and policy, seeds {seeds[0]}–{seeds[-1]}\n")
+    seeds_text(rows, out)
+    out.write(f"({elapsed:.0f} s wall)\n")
     return 0
 
 

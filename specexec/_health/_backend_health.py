@@ -11,6 +11,7 @@ import msgspec
 from .._checks import check_int, check_number
 from .._errors import PolicyError
 from ._breaker import BreakerConfig, CircuitBreaker
+from ._delay import HedgeDelay
 from ._latency import LatencyWindow
 from ._limits import Concurrency, ConcurrencyLimit, RateLimit, RateLimiter
 
@@ -18,6 +19,15 @@ _log = logging.getLogger("specexec")
 _NEUTRAL_KINDS = frozenset({"context_window"})
 """Failures that are about the request, not the backend's health: the breaker does not count them."""
 
+SHIFT_Z = 4.0
+"""Standard errors by which the recent window's share below the long window's median must
+leave one half for a shift (``BackendHealth.hedge_delay``)."""
+SHIFT_MIN_EFFECT = 0.1
+"""…and the least it must leave it by (a drift of a few percent is no brownout)."""
+SHIFT_MIN_SAMPLES = 50
+"""Samples the recent window needs before it can call a shift."""
+RECENT_SLICES = 2
+"""Slices of the recent window (``HealthConfig.short_window``): it holds the last half to whole of it."""
 _MAX_SAMPLES = 10**9  # a warm-up gate no window can ever reach is a typo, not a setting
 MAX_SLICES = 60
 """The most rotating slices a latency window may have. A slice that was recorded into holds
@@ -25,7 +35,8 @@ an observed and a censored HDR histogram (≈ 14 KB each at 1 µs–1 h, 2 signi
 4-byte counts) in each of a backend's three windows (latency, probe latency, TTFT): up to
 ≈ 85 KB per slice per busy backend, so 60 busy slices take ≈ 5 MB per backend and
 ``slices = 1000000`` could take 85 GB. Histograms are allocated only for slices recorded
-into (an idle backend holds none), but a busy, streaming, probed backend fills every slice."""
+into (an idle backend holds none), but a busy, streaming, probed backend fills every slice.
+(A backend hedged on an adaptive delay also keeps a short recent window of two slices.)"""
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,10 +48,12 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     few — one a minute by default — and uncensored, so fewer are trusted); ``breaker`` says
     when the backend is taken out (a backend's own ``breaker`` overrides it). A provider's
     ``Retry-After`` is trusted up to ``max_retry_after`` seconds; refused credentials
-    (``AuthError``) take the backend out for ``auth_cooldown`` seconds.
+    (``AuthError``) take the backend out for ``auth_cooldown`` seconds. An adaptive hedge
+    delay also watches the last ``short_window`` seconds, to notice a shift and re-learn fast.
     """
 
     window: float = 60.0
+    short_window: float = 10.0
     slices: int = 6
     min_samples: int = 20
     breaker: BreakerConfig = BreakerConfig()
@@ -51,6 +64,7 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         check_number(self.window, "$.window", gt=0.0, unit="seconds")
+        check_number(self.short_window, "$.short_window", gt=0.0, unit="seconds")
         check_int(self.slices, "$.slices", ge=1)
         if self.slices > MAX_SLICES:
             raise PolicyError(
@@ -94,6 +108,9 @@ class BackendHealth:
         # Made on first use (most backends never stream, many have no probe feed): see the properties.
         self._probe_latency: LatencyWindow | None = None
         self._ttft: LatencyWindow | None = None
+        # Made on the first adaptive hedge delay asked for (see hedge_delay).
+        self._recent: LatencyWindow | None = None
+        self._delays: dict[float, tuple[HedgeDelay, list[float]]] = {}  # q: (estimator, [refreshes seen, warm since])
         # `circuit`: a breaker made elsewhere (e.g. shared by many processes); else this backend's own
         self.breaker = (
             circuit if circuit is not None else CircuitBreaker(breaker if breaker is not None else config.breaker)
@@ -207,6 +224,8 @@ class BackendHealth:
         """An accepted-or-acceptable response after ``latency`` seconds (``ttft`` when streamed)."""
         self.successes += 1
         self.latency.record(latency, now)
+        if self._recent is not None:
+            self._recent.record(latency, now)
         if ttft is not None:
             self.ttft.record(ttft, now)
         if model is not None:
@@ -222,6 +241,8 @@ class BackendHealth:
         """
         if kind == "timeout" and elapsed is not None:
             self.latency.record_censored(elapsed, now)
+            if self._recent is not None:
+                self._recent.record_censored(elapsed, now)
         self.failures += 1
         self.last_error_kind = kind
         self.last_error_at = now
@@ -267,6 +288,8 @@ class BackendHealth:
         """An attempt cancelled after ``elapsed`` seconds (a race loser): a censored sample, no verdict."""
         self.cancellations += 1
         self.latency.record_censored(elapsed, now)
+        if self._recent is not None:
+            self._recent.record_censored(elapsed, now)
         self.breaker.on_cancel(now)
 
     # -- latency estimates -----------------------------------------------------------------
@@ -284,6 +307,59 @@ class BackendHealth:
             return live
         probes = self._probe_latency  # none made yet: nothing known (and nothing allocated to say so)
         return probes.quantile(q, now) if probes is not None else None
+
+    def hedge_delay(self, q: float, now: float) -> float | None:
+        """The adaptive hedge delay at the ``q``-quantile in seconds, or ``None`` when nothing is known.
+
+        From live traffic: the ``q``-quantile of the latency window smoothed by a
+        ``HedgeDelay`` (a running median over refreshes, a bounded step), and, while the
+        recent ``short_window`` says the latency shifted, the recent window's quantile. O(1)
+        between refreshes of the window. Without enough live samples, the probes' quantile
+        (as ``quantile``).
+        """
+        window = self.latency
+        raw = window.hedge_quantile(q, now)
+        entry = self._delays.get(q)
+        if raw is None:
+            if entry is not None:
+                entry[0].reset()
+            probes = self._probe_latency
+            return probes.quantile(q, now) if probes is not None else None
+        if entry is None:
+            entry = self._delays[q] = (HedgeDelay(), [-1, now])
+            if self._recent is None:
+                config = self.config
+                self._recent = LatencyWindow(config.short_window, RECENT_SLICES, config.min_samples)
+        estimator, seen = entry
+        if estimator.value is None:
+            seen[1] = now  # warm again (or for the first time)
+        elif seen[0] == window.refreshes:
+            return estimator.value
+        seen[0] = window.refreshes
+        recent = self._recent_quantile(q, now)
+        if recent is not None:
+            return estimator.update(recent, shifted=True)
+        # A window younger than its length trends (its confidence bound tightens as samples
+        # come in): followed like a shift, by the median of the last few estimates.
+        return estimator.update(raw, shifted=now - seen[1] < window.window)
+
+    def _recent_quantile(self, q: float, now: float) -> float | None:
+        """The recent window's ``q``-quantile if the latency shifted (its share of samples below
+        the long window's median is off one half by more than noise and ``SHIFT_MIN_EFFECT``), else ``None``."""
+        recent = self._recent
+        if recent is None:
+            return None
+        n = recent.count(now)
+        if n < SHIFT_MIN_SAMPLES:
+            return None
+        median = self.latency.quantile(0.5, now)
+        below = recent.cdf(median, now) if median is not None else None
+        if below is None:
+            return None
+        off = abs(below - 0.5)
+        if off < SHIFT_MIN_EFFECT or off * 2.0 * math.sqrt(n) < SHIFT_Z:
+            return None
+        return recent.hedge_quantile(q, now)
 
     def ttft_quantile(self, q: float, now: float) -> float | None:
         """The ``q``-quantile of the time to first token (live streams), or ``None`` when unknown."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from ctypes import addressof
 from functools import cache
@@ -49,6 +49,8 @@ assert all(array(code).itemsize == size for size, code in _TYPECODES.items())
 _NEVER = -(2**62)  # the epoch of a slice that was never used
 _Z = 1.645  # one-sided 95 % lower confidence bound of a quantile (see _lookup)
 _EPSILON = 1e-9  # float slack when comparing the estimated CDF with a quantile
+MIN_AT_RISK = 10
+"""Samples at risk below which a Kaplan–Meier step past a censored sample is not trusted (``hedge_quantile``)."""
 
 
 def _micros(seconds: float) -> int:
@@ -122,6 +124,13 @@ def _check_quantile(q: float) -> None:
 
 
 def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float]]:
+    """The product-limit estimate of the latency CDF from two histograms of the same layout
+    (``_product_limit`` without its count of trusted points)."""
+    indices, cdf, errors, _ = _product_limit(observed, censored)
+    return indices, cdf, errors
+
+
+def _product_limit(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float], int]:
     """The product-limit estimate of the latency CDF from two histograms of the same layout.
 
     Returns ``(indices, cdf, errors)``: the counts-array indices holding observed values,
@@ -130,6 +139,11 @@ def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[i
     index, the observed count ``d`` is processed before the censored count there:
     ``S *= 1 - d / at_risk``, then both leave the risk set (censored at ``t`` means "still
     running at ``t``"). Without censored samples this is the empirical CDF.
+
+    The fourth value counts the leading points that are *trusted*: a point taken with fewer
+    than ``MIN_AT_RISK`` samples at risk after a censored one is not (nor any after it) —
+    there the curve stands on a few samples that outlived the censored ones, and the last of
+    them takes all the mass left (``hedge_quantile``).
 
     Walks the counts arrays directly, visiting only non-empty indices: the histogram's
     recorded-value iterator costs ~7 ms per histogram here, this ~0.2 ms for both.
@@ -143,9 +157,13 @@ def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[i
     indices: list[int] = []
     cdf: list[float] = []
     errors: list[float] = []
+    trusted = -1  # -1: every point so far is trusted
+    lost = False  # a censored sample has left the risk set
     for index in compress(range(end), map(or_, events, losses)):
         died = events[index]
         if died:
+            if trusted < 0 and lost and at_risk < MIN_AT_RISK:
+                trusted = len(indices)
             survival *= 1.0 - died / at_risk
             if at_risk > died:
                 greenwood += died / (at_risk * (at_risk - died))
@@ -153,7 +171,8 @@ def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[i
             cdf.append(1.0 - survival)
             errors.append(survival * math.sqrt(greenwood))
         at_risk -= died + losses[index]
-    return indices, cdf, errors
+        lost = lost or losses[index] > 0
+    return indices, cdf, errors, trusted if trusted >= 0 else len(indices)
 
 
 class LatencyWindow:
@@ -173,9 +192,9 @@ class LatencyWindow:
 
     __slots__ = (
         "_cache", "_cdf", "_censored", "_censored_merged", "_current_censored", "_current_observed", "_epoch",
-        "_epochs", "_errors", "_indices", "_largest", "_layout", "_observed", "_quantiles", "_refresh_due",
-        "_slice_end", "_slice_length", "_slot", "_total", "_warm", "max_refresh_interval", "min_samples",
-        "significant_figures", "slices", "window",
+        "_epochs", "_errors", "_hedge_cache", "_indices", "_largest", "_layout", "_observed", "_quantiles",
+        "_refresh_due", "_slice_end", "_slice_length", "_slot", "_total", "_trusted", "_warm",
+        "max_refresh_interval", "min_samples", "refreshes", "significant_figures", "slices", "window",
     )  # fmt: skip
 
     def __init__(
@@ -216,10 +235,14 @@ class LatencyWindow:
         self._indices: list[int] = []  # the Kaplan-Meier curve: counts-array indices and CDF
         self._cdf: list[float] = []
         self._errors: list[float] = []  # the CDF's standard errors (Greenwood)
+        self._trusted = 0  # leading points of the curve hedge_quantile trusts
+        self._hedge_cache: dict[float, float] = {}
         self._largest = 0.0
         self._censored_merged: HdrHistogram | None = None
         self._cache: dict[float, float] = {}
         self._refresh_due = -math.inf
+        self.refreshes = 0
+        """How many times the cache was recomputed (``refresh``): a new estimate to act on."""
 
     def _new_histogram(self, word_size: int = WORD_SIZE) -> HdrHistogram:
         return HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, self.significant_figures, word_size=word_size)
@@ -340,24 +363,58 @@ class LatencyWindow:
             value = self._cache[q] = self._lookup(q)
         return value
 
+    def hedge_quantile(self, q: float, now: float) -> float | None:
+        """``quantile`` on the trusted part of the curve only: where censoring has left fewer
+        than ``MIN_AT_RISK`` samples at risk, the lower bound from the censored samples
+        (``_censored_bound``) instead. Under hedging a slow primary is cancelled just past
+        the delay; the one that outlives the rest would otherwise take all their mass and
+        lift the delay to a rare slow sample. Cached per refresh like ``quantile``."""
+        if now >= self._slice_end:
+            self._rotate(now)
+        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
+            self.refresh(now)
+        if not self._warm:
+            return None
+        value = self._hedge_cache.get(q)
+        if value is None:
+            _check_quantile(q)
+            value = self._hedge_cache[q] = self._lookup(q, self._trusted)
+        return value
+
+    def cdf(self, value: float, now: float) -> float | None:
+        """The estimated ``P(latency <= value)`` (Kaplan–Meier, from the cached curve), or
+        ``None`` below ``min_samples``; refreshed like ``quantile``."""
+        if now >= self._slice_end:
+            self._rotate(now)
+        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
+            self.refresh(now)
+        if not self._warm:
+            return None
+        index = self._layout.get_counts_array_index(_micros(value))
+        position = bisect_right(self._indices, index)
+        return self._cdf[position - 1] if position else 0.0
+
     def refresh(self, now: float) -> None:
         """Recompute the cached quantiles from the window at ``now`` (merge + Kaplan-Meier)."""
         if now >= self._slice_end:
             self._rotate(now)
         self._refresh_due = now + self.max_refresh_interval
+        self.refreshes += 1
         self._warm = self._total >= self.min_samples
         if not self._warm:
             self._indices, self._cdf, self._errors, self._largest, self._cache = [], [], [], 0.0, {}
+            self._trusted, self._hedge_cache = 0, {}
             return
         observed, censored = self._merged()
-        self._indices, self._cdf, self._errors = kaplan_meier(observed, censored)
+        self._indices, self._cdf, self._errors, self._trusted = _product_limit(observed, censored)
+        self._hedge_cache = {}
         _free(self._censored_merged, self._layout)
         self._censored_merged = censored if censored.total_count else None  # keep no empty histogram
         self._largest = max(observed.get_max_value(), censored.get_max_value()) / MICROS_PER_SECOND
         _free(observed, self._layout)  # a merged copy (or the shared empty one): done with it
         self._cache = {q: self._lookup(q) for q in self._quantiles}
 
-    def _lookup(self, q: float) -> float:
+    def _lookup(self, q: float, end: int | None = None) -> float:
         """The one-sided 95 % lower confidence bound of the ``q``-quantile: the smallest value
         whose estimated CDF is within ``_Z`` standard errors of ``q``; when the curve stops
         short of that (the tail is censored), the lower bound of ``_censored_bound``.
@@ -379,19 +436,20 @@ class LatencyWindow:
         if q >= 1.0:
             return self._largest
         cdf, errors = self._cdf, self._errors
+        end = len(cdf) if end is None else end
         target = q - _EPSILON
-        position = bisect_left(cdf, target - _Z * max(errors, default=0.0))  # none below can qualify
-        while position < len(cdf) and cdf[position] + _Z * errors[position] < target:
+        position = bisect_left(cdf, target - _Z * max(errors, default=0.0), 0, end)  # none below can qualify
+        while position < end and cdf[position] + _Z * errors[position] < target:
             position += 1
-        if position == len(cdf):
-            return self._censored_bound(q)
+        if position == end:
+            return self._censored_bound(q, end)
         # The bucket's highest equivalent value, like get_value_at_percentile (every histogram
         # of this window has the same layout, so the shared one translates the index).
         histogram = self._layout
         value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(self._indices[position]))
         return float(value) / MICROS_PER_SECOND
 
-    def _censored_bound(self, q: float) -> float:
+    def _censored_bound(self, q: float, end: int) -> float:
         """A lower bound of the ``q``-quantile when the Kaplan–Meier curve ends below ``q``.
 
         Past the last observed value the remaining survival mass ``S`` sits on the censored
@@ -400,13 +458,14 @@ class LatencyWindow:
         value below which that known-slower mass still exceeds ``1 − q``: counting censored
         samples from the top until they carry ``1 − q`` of mass gives it. Under hedging that
         is just past the delay (where the slow primaries were cancelled), not the one rare
-        sample cancelled seconds later — so the delay does not jump.
+        sample cancelled seconds later — so the delay does not jump. ``end``: the points of the
+        curve taken into account (the rest are ignored, as ``hedge_quantile`` does).
         """
         censored = self._censored_merged
         if censored is None:
             return self._largest
-        start = self._indices[-1] + 1 if self._indices else 0
-        survival = 1.0 - self._cdf[-1] if self._cdf else 1.0
+        start = self._indices[end - 1] + 1 if end else 0
+        survival = 1.0 - self._cdf[end - 1] if end else 1.0
         counts = censored.counts
         top = censored.get_counts_array_index(censored.max_value) if censored.total_count else -1
         remaining = sum(counts[start : top + 1]) if top >= start else 0

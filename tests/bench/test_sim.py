@@ -89,12 +89,10 @@ def tail() -> dict[str, Any]:
     strict=True,
     reason=(
         "issue 3/6 target not fully reached on this short run (see README, Performance): on 10,000 requests "
-        "(seed 1) the adaptive p95 cuts p99 by 66 % but p99.9 by 56 % (target 60 %) at 6.05 % extra load "
-        "(target 6 %). The "
-        "mixture's p95 sits on a plateau of the CDF (0.9494 at 90 ms, 0.9515 at 250 ms) and under hedging the "
-        "slow mode is censored just past the delay; the lower-confidence-bound lookup keeps the delay at the "
-        "plateau's low end most of the time, but a window whose estimate falls low still lifts it to a rare "
-        "slow sample for a while, and those stretches make the p99.9."
+        "(seed 1) the adaptive p95 cuts p99 by 71 % and p99.9 by 67 % (targets 65 % / 60 %), but at 6.12 % extra "
+        "load (target 6 %). The excess is the first ~30 s: the window's lower confidence bound over few samples "
+        "sits low (47 ms at 20 samples, 70 ms at 1,000, 76 ms at 6,000), so the first hedges fire early. Over "
+        "200,000 requests the extra load is 5.8-5.9 % on each of 10 seeds (tail_at_scale --seeds 10)."
     ),
 )
 def test_tail_at_scale_adaptive_p95_meets_the_issue_target(tail: dict[str, Any]) -> None:
@@ -105,12 +103,13 @@ def test_tail_at_scale_adaptive_p95_meets_the_issue_target(tail: dict[str, Any])
 
 
 def test_tail_at_scale_adaptive_p95_extra_load_and_some_cut(tail: dict[str, Any]) -> None:
-    """A regression guard, not the target (that is the xfail test above): measured 6.05 %
-    extra load and −66 % p99 on this run; the guard allows a little noise around them."""
+    """A regression guard, not the target (that is the xfail test above): measured 6.12 %
+    extra load, −71 % p99 and −67 % p99.9 on this run; the guard allows a little noise around them."""
     single, adaptive = tail["single"], tail["adaptive-p95"]
     assert adaptive.requests == single.requests == TAIL_REQUESTS and adaptive.success == 1.0
     assert adaptive.extra_load <= 0.065
-    assert adaptive.latency["p99"] <= 0.8 * single.latency["p99"]
+    assert adaptive.latency["p99"] <= 0.32 * single.latency["p99"]
+    assert adaptive.latency["p99.9"] <= 0.40 * single.latency["p99.9"]
     assert adaptive.latency["p50"] == single.latency["p50"]
 
 
