@@ -4,6 +4,7 @@ scopes). Every other behaviour test runs on every driver through the ``anyio_bac
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import anyio
@@ -117,3 +118,52 @@ async def test_a_task_scope_cancelled_after_it_was_left_does_nothing() -> None:
         pass
     scope.cancel()
     await asyncio.sleep(0)  # not cancelled
+
+
+# -- attempts that end inside their own spawn (an eager task factory, Python 3.12+) -------------
+
+
+class AtOnce(specexec.BackendBase):
+    """Answers, or raises ``error``, without ever suspending: under an eager task factory its
+    attempt runs to its end inside the driver's ``create_task``, before the schedule goes on."""
+
+    def __init__(self, name: str, provider: str = "p", error: Exception | None = None) -> None:
+        super().__init__(name, provider=provider)
+        self.error = error
+
+    async def complete(self, query: Query) -> Response:
+        if self.error is not None:
+            raise self.error
+        return Response(self.name, specexec.Usage(1, 1))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is Python 3.12+")
+def test_attempts_that_end_inside_their_spawn_under_an_eager_task_factory() -> None:
+    slow = Scripted("slow", 10.0, provider="p4")
+
+    async def main() -> dict[str, list[tuple[str, str | None]]]:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        down = specexec.Unavailable("down")
+        backends = [AtOnce("a"), AtOnce("b", provider="p2"), AtOnce("f", provider="p3", error=down), slow]
+        seen: dict[str, list[tuple[str, str | None]]] = {}
+        async with Runtime(backends) as rt:
+            for name, policy in {
+                "race": Policy.race(["a", "b"]),
+                "failure first": Policy.race(["f", "slow", "a"]),
+                "hedge": Policy.hedge(["f", "a"], delay=5.0),
+            }.items():
+                result = await asyncio.wait_for(rt.run(Query("q"), policy), 5.0)
+                seen[name] = [(x.backend, x.outcome) for x in result.trace.attempts]
+            with pytest.raises(specexec.NoAcceptableResponse):
+                await asyncio.wait_for(rt.run(Query("q"), Policy.race(["f"])), 5.0)
+        current = asyncio.current_task()
+        assert [t for t in asyncio.all_tasks() if t is not current] == []  # nothing outlives a run
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen == {
+        "race": [("a", "accepted")],  # answered before the second launch: nothing else to start
+        "failure first": [("f", "failed"), ("slow", "cancelled"), ("a", "accepted")],
+        "hedge": [("f", "failed"), ("a", "accepted")],
+    }
+    assert (slow.active, slow.cancelled) == (0, 1)
