@@ -335,7 +335,7 @@ async def test_retry_after_is_capped(timing: Timing) -> None:
         with pytest.raises(specexec.NoAcceptableResponse) as info:
             await rt.run("q", Policy.single("A", panic=False))
         until = rt.health("A").breaker.open_until
-        assert until is not None and until - anyio.current_time() == pytest.approx(300.0, abs=0.02)
+        assert until is not None and until - anyio.current_time() == timing.approx(300.0)
     assert any(e.what == "retry-after capped" for e in info.value.trace.events)
 
 
