@@ -19,7 +19,9 @@ Every variant is timed per call with ``time.perf_counter_ns`` and the variants a
 interleaved in rounds of ``--chunk`` calls (A, B, C, …, then the reverse order), so machine
 noise hits them alike. Reported per loop: median and p99 (µs) of each, the time ``run()``
 adds over the bare call, and the ratio of ``run()`` to its floor. For orientation the native
-floors (a raw ``trio`` nursery; ``asyncio.TaskGroup``) are measured too.
+floors (a raw ``trio`` nursery; ``asyncio.TaskGroup``) are measured too. ``--evict-mb N``
+copies N MB before every timed call (untimed) so every variant runs with cold CPU caches, as
+``run()`` does after a real backend's network round trip.
 
 Targets (issue 2): single adds ≤ 30 µs; hedge-not-fired and race-of-3 each ≤ 1.5× their
 floor. The script reports them as met or not and always exits 0: it measures, it does not
