@@ -343,6 +343,14 @@ class LatencyWindow:
 
     # -- quantiles -------------------------------------------------------------------------
 
+    def _fresh(self, now: float) -> bool:
+        """Rotate to ``now`` and recompute the curve if a refresh is due; whether the window is warm."""
+        if now >= self._slice_end:
+            self._rotate(now)
+        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
+            self.refresh(now)
+        return self._warm
+
     def quantile(self, q: float, now: float) -> float | None:
         """The estimated ``q``-quantile in seconds, or ``None`` below ``min_samples``.
 
@@ -350,11 +358,7 @@ class LatencyWindow:
         reaches ``q``) this is a lower bound from the censored samples (``_censored_bound``).
         A ``q`` not configured is computed from the cached curve and cached from then on.
         """
-        if now >= self._slice_end:
-            self._rotate(now)
-        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
-            self.refresh(now)
-        if not self._warm:
+        if not self._fresh(now):
             return None
         value = self._cache.get(q)
         if value is None:
@@ -369,11 +373,7 @@ class LatencyWindow:
         (``_censored_bound``) instead. Under hedging a slow primary is cancelled just past
         the delay; the one that outlives the rest would otherwise take all their mass and
         lift the delay to a rare slow sample. Cached per refresh like ``quantile``."""
-        if now >= self._slice_end:
-            self._rotate(now)
-        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
-            self.refresh(now)
-        if not self._warm:
+        if not self._fresh(now):
             return None
         value = self._hedge_cache.get(q)
         if value is None:
@@ -384,11 +384,7 @@ class LatencyWindow:
     def cdf(self, value: float, now: float) -> float | None:
         """The estimated ``P(latency <= value)`` (Kaplan–Meier, from the cached curve), or
         ``None`` below ``min_samples``; refreshed like ``quantile``."""
-        if now >= self._slice_end:
-            self._rotate(now)
-        if now >= self._refresh_due or (not self._warm and self._total >= self.min_samples):
-            self.refresh(now)
-        if not self._warm:
+        if not self._fresh(now):
             return None
         index = self._layout.get_counts_array_index(_micros(value))
         position = bisect_right(self._indices, index)
