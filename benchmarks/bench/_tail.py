@@ -15,6 +15,9 @@ scenario, a sweep of fixed hedge delays, an analytic cross-check, and a fleet-wi
 
 ``--seeds N`` runs instead the adaptive policies on N seeds, each against the exact figures of
 the fixed delay of its own extra load, with the brownout's re-learning (``_tail_seeds``).
+``--live`` runs the policies (default single and adaptive p95, 3,000 requests each, after
+``--warmup N``) over loopback HTTP on the mock fleet, each figure next to the same limit
+(``_tail_live``).
 
 Nothing here tunes anything: the delays, budgets and windows are the scenario's and the
 library's defaults.
@@ -34,7 +37,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from specexec import Constant, Distribution, LogNormal, Mixture, Policy, Scaled, Uniform
+from specexec import Constant, Distribution, LogNormal, Mixture, Policy, PolicyError, Scaled, Uniform
 from specexec.config import SimulatedConfig
 
 from ._progress import Progress, progress_wanted
@@ -42,6 +45,7 @@ from ._report import BenchResult, build_result, render, write_outputs
 from ._scenario import Brownout, Phase, Scenario, load_scenario
 from ._sim import default_jobs, simulate
 from ._stats import PolicyStats, Summary
+from ._tail_live import LIVE_POLICIES, LIVE_REQUESTS, run_tail_live
 
 __all__ = [
     "ADAPTIVE",
@@ -282,7 +286,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m specexec.bench.tail_at_scale",
         description="The tail-at-scale benchmark: adaptive hedging vs single, fixed delays (sweep) and a brownout.",
     )
-    p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help=f"per policy (default {DEFAULT_REQUESTS:,})")
+    p.add_argument(
+        "--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live: {LIVE_REQUESTS:,})"
+    )
     p.add_argument("--seed", type=int, help="seed (default: the scenario's)")
     p.add_argument(
         "--sweep", help="fixed delays in ms, comma-separated (default: " + ",".join(map(str, DEFAULT_SWEEP_MS)) + ")"
@@ -295,7 +301,19 @@ def _parser() -> argparse.ArgumentParser:
         "at equal extra load, per seed, with the brownout's re-learning (issue 14 §2)",
     )
     p.add_argument(
-        "--policies", help="with --seeds: the policies, comma-separated (default: " + ",".join(ADAPTIVE) + ")"
+        "--live",
+        action="store_true",
+        help="instead of the tables: the policies over loopback HTTP (the mock fleet, real clock), each figure "
+        "next to the fixed-delay limit at its extra load (issue 14 §2's live targets)",
+    )
+    p.add_argument("--warmup", type=int, default=0, help="--live: requests per policy sent first, not counted (0)")
+    p.add_argument(
+        "--policies",
+        help="with --seeds or --live: the policies, comma-separated (default: --seeds "
+        + ",".join(ADAPTIVE)
+        + "; --live "
+        + ",".join(LIVE_POLICIES)
+        + ")",
     )
     p.add_argument("--no-brownout", action="store_true", help="skip the brownout run")
     p.add_argument("--out", help="write each run's results.json, .hgrm files and plot under this directory")
@@ -326,14 +344,26 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except SystemExit as exc:
         return int(exc.code or 0)
     delays = [float(x) for x in args.sweep.split(",")] if args.sweep else list(DEFAULT_SWEEP_MS)
-    base = load_scenario("tail-at-scale").with_options(requests=args.requests, seed=args.seed)
-    if args.seeds is not None:
-        return _seeds_main(base, args, out)
-    config = base.backends[0]
-    assert isinstance(config, SimulatedConfig)
-    dist = config.latency
-    assert not isinstance(dist, (int, float))
-    show = progress_wanted(json_mode=args.json, stdout=out)
+    if args.live and args.seeds is not None:
+        err.write("python -m specexec.bench.tail_at_scale: --live and --seeds are two different runs: give one\n")
+        return 2
+    requests = args.requests if args.requests is not None else (LIVE_REQUESTS if args.live else DEFAULT_REQUESTS)
+    try:
+        base = load_scenario("tail-at-scale").with_options(requests=requests, seed=args.seed)
+        if args.seeds is not None:
+            return _seeds_main(base, args, out)
+        config = base.backends[0]
+        assert isinstance(config, SimulatedConfig)
+        dist = config.latency
+        assert not isinstance(dist, (int, float))
+        show = progress_wanted(json_mode=args.json, stdout=out)
+        if args.live:
+            policies = args.policies.split(",") if args.policies else list(LIVE_POLICIES)
+            live = base.with_options(warmup=args.warmup, policies=["single", *(p for p in policies if p != "single")])
+            return run_tail_live(live, dist, out=out, err=err, show=show, as_json=args.json)
+    except PolicyError as exc:
+        err.write(f"python -m specexec.bench.tail_at_scale: {exc}\n")
+        return 2
     doc: dict[str, Any] = {}
 
     scenario = sweep_scenario(base, delays)

@@ -107,3 +107,25 @@ def test_seeds_mode_prints_each_seed_against_the_limit() -> None:
     text = io.StringIO()
     assert main(args, stdout=text) == 0
     assert "worst of 2 seeds, adaptive-p95" in text.getvalue()
+
+
+def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load() -> None:
+    """Over loopback HTTP (the mock fleet, real clock; 60 requests a policy): the baseline is
+    left out of the limits, the adaptive policy's limit is the fixed delay of its extra load."""
+    out = io.StringIO()
+    assert main(["--live", "--requests", "60", "--json"], stdout=out, stderr=io.StringIO()) == 0
+    doc = json.loads(out.getvalue())
+    assert [p["name"] for p in doc["result"]["policies"]] == ["single", "adaptive-p95"]
+    (row,) = doc["limits"]
+    assert row["policy"] == "adaptive-p95"
+    assert row["limit"]["extra_load"] == pytest.approx(row["extra_load"], abs=1e-6)
+    assert row["met"] == (row["p99"] <= 0.140 and row["p999"] <= 0.230 and row["extra_load"] <= 0.06)
+    text = io.StringIO()
+    assert main(["--live", "--requests", "30", "--policies", "adaptive-p95"], stdout=text, stderr=io.StringIO()) == 0
+    assert "live figures vs the fixed-delay limit" in text.getvalue() and "adaptive-p95" in text.getvalue()
+
+
+def test_live_and_seeds_together_are_refused_with_why() -> None:
+    err = io.StringIO()
+    assert main(["--live", "--seeds", "2"], stdout=io.StringIO(), stderr=err) == 2
+    assert "--live and --seeds" in err.getvalue()
