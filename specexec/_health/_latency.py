@@ -236,7 +236,7 @@ class LatencyWindow:
         self._cdf: list[float] = []
         self._errors: list[float] = []  # the CDF's standard errors (Greenwood)
         self._trusted = 0  # leading points of the curve hedge_quantile trusts
-        self._hedge_cache: dict[float, float] = {}
+        self._hedge_cache: dict[tuple[float, float], float] = {}  # (q, max_margin) -> value
         self._largest = 0.0
         self._censored_merged: HdrHistogram | None = None
         self._cache: dict[float, float] = {}
@@ -367,18 +367,21 @@ class LatencyWindow:
             value = self._cache[q] = self._lookup(q)
         return value
 
-    def hedge_quantile(self, q: float, now: float) -> float | None:
+    def hedge_quantile(self, q: float, now: float, max_margin: float = math.inf) -> float | None:
         """``quantile`` on the trusted part of the curve only: where censoring has left fewer
         than ``MIN_AT_RISK`` samples at risk, the lower bound from the censored samples
         (``_censored_bound``) instead. Under hedging a slow primary is cancelled just past
         the delay; the one that outlives the rest would otherwise take all their mass and
-        lift the delay to a rare slow sample. Cached per refresh like ``quantile``."""
+        lift the delay to a rare slow sample. ``max_margin`` caps how far (in CDF) the lower
+        confidence bound may sit below ``q``: with few samples Greenwood's bound falls far
+        below (the p87 for a p95 over 20 samples). Cached per refresh like ``quantile``."""
         if not self._fresh(now):
             return None
-        value = self._hedge_cache.get(q)
+        key = (q, max_margin)
+        value = self._hedge_cache.get(key)
         if value is None:
             _check_quantile(q)
-            value = self._hedge_cache[q] = self._lookup(q, self._trusted)
+            value = self._hedge_cache[key] = self._lookup(q, self._trusted, max_margin)
         return value
 
     def cdf(self, value: float, now: float) -> float | None:
@@ -410,10 +413,11 @@ class LatencyWindow:
         _free(observed, self._layout)  # a merged copy (or the shared empty one): done with it
         self._cache = {q: self._lookup(q) for q in self._quantiles}
 
-    def _lookup(self, q: float, end: int | None = None) -> float:
+    def _lookup(self, q: float, end: int | None = None, max_margin: float = math.inf) -> float:
         """The one-sided 95 % lower confidence bound of the ``q``-quantile: the smallest value
-        whose estimated CDF is within ``_Z`` standard errors of ``q``; when the curve stops
-        short of that (the tail is censored), the lower bound of ``_censored_bound``.
+        whose estimated CDF is within ``_Z`` standard errors (and at most ``max_margin``) of
+        ``q``; when the curve stops short of that (the tail is censored), the lower bound of
+        ``_censored_bound``.
 
         Why not the plain "CDF reaches ``q``": where the latency distribution is flat around
         ``q`` (a fast body and a slow mode, 94.9 % by 90 ms and 95.2 % by 250 ms) every value
@@ -434,8 +438,9 @@ class LatencyWindow:
         cdf, errors = self._cdf, self._errors
         end = len(cdf) if end is None else end
         target = q - _EPSILON
-        position = bisect_left(cdf, target - _Z * max(errors, default=0.0), 0, end)  # none below can qualify
-        while position < end and cdf[position] + _Z * errors[position] < target:
+        lowest = target - min(_Z * max(errors, default=0.0), max_margin)
+        position = bisect_left(cdf, lowest, 0, end)  # none below can qualify
+        while position < end and cdf[position] + min(_Z * errors[position], max_margin) < target:
             position += 1
         if position == end:
             return self._censored_bound(q, end)

@@ -131,6 +131,42 @@ def test_without_censoring_hedge_quantile_is_quantile(values: list[float], q: fl
     assert window.hedge_quantile(q, 1.0) == window.quantile(q, 1.0)
 
 
+def _twenty_samples() -> LatencyWindow:
+    window = LatencyWindow()
+    for ms in range(1, 21):  # 1, 2, ..., 20 ms: the empirical CDF steps by 5 %
+        window.record(ms / 1000, 1.0)
+    return window
+
+
+def test_the_margin_cap_keeps_a_young_windows_bound_near_the_quantile() -> None:
+    """20 samples: Greenwood's 95 % lower bound of the p95 is the 17th (CDF 0.85, 1.645 standard
+    errors of 0.08 below); capped at 0.01 it is the first point whose CDF reaches 0.94, the 19th."""
+    window = _twenty_samples()
+    assert window.hedge_quantile(0.95, 1.0) == pytest.approx(0.017, rel=0.01)
+    assert window.hedge_quantile(0.95, 1.0, max_margin=0.01) == pytest.approx(0.019, rel=0.01)
+    assert window.hedge_quantile(0.95, 1.0) == pytest.approx(0.017, rel=0.01)  # cached apart, per margin
+
+
+@given(st.sampled_from([0.9, 0.95, 0.99]), st.integers(0, 2**32 - 1))
+def test_the_margin_cap_does_not_bind_on_a_well_measured_window(q: float, seed: int) -> None:
+    """5,000 samples: at the quantiles hedging uses, 1.645 standard errors (sqrt(q(1-q)/n)) are
+    under 0.01 of CDF, so the cap changes nothing (at the median they would be 0.012: it binds)."""
+    rng = random.Random(seed)
+    window = LatencyWindow()
+    for _ in range(5_000):
+        window.record(rng.lognormvariate(math.log(0.04), 0.25), 1.0)
+    assert window.hedge_quantile(q, 1.0, max_margin=0.01) == window.hedge_quantile(q, 1.0)
+
+
+def test_a_young_windows_hedge_delay_is_not_far_below_its_quantile() -> None:
+    """The adaptive delay reads the long window with the cap (a young window's bound far below
+    the quantile hedged 2-3x the intended share of requests in its first seconds)."""
+    health = BackendHealth(HealthConfig(min_samples=20))
+    for ms in range(1, 21):
+        health.on_success(ms / 1000, 1.0)
+    assert health.hedge_delay(0.95, 1.0) == pytest.approx(0.019, rel=0.01)
+
+
 def test_cdf_is_the_share_at_or_below_a_value() -> None:
     window = LatencyWindow(min_samples=10)
     assert window.cdf(0.05, 0.0) is None  # below min_samples
