@@ -286,9 +286,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m specexec.bench.tail_at_scale",
         description="The tail-at-scale benchmark: adaptive hedging vs single, fixed delays (sweep) and a brownout.",
     )
-    p.add_argument(
-        "--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live: {LIVE_REQUESTS:,})"
-    )
+    p.add_argument("--requests", type=int, help=f"per policy (default {DEFAULT_REQUESTS:,}; --live: {LIVE_REQUESTS:,})")
     p.add_argument("--seed", type=int, help="seed (default: the scenario's)")
     p.add_argument(
         "--sweep", help="fixed delays in ms, comma-separated (default: " + ",".join(map(str, DEFAULT_SWEEP_MS)) + ")"
