@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         if args.live:
             policies = args.policies.split(",") if args.policies else list(LIVE_POLICIES)
             live = base.with_options(warmup=args.warmup, policies=["single", *(p for p in policies if p != "single")])
-            return run_tail_live(live, dist, out=out, err=err, show=show, as_json=args.json)
+            return run_tail_live(live, dist, out=out, err=err, show=show, as_json=args.json, out_dir=args.out)
     except PolicyError as exc:
         err.write(f"python -m specexec.bench.tail_at_scale: {exc}\n")
         return 2

@@ -21,7 +21,7 @@ from specexec import Distribution
 
 from ._live import live_notes, run_live
 from ._progress import Progress
-from ._report import build_result, render
+from ._report import build_result, render, write_outputs
 from ._scenario import Scenario
 from ._stats import PolicyStats
 from ._tail_seeds import MAX_EXTRA, limit_at_load
@@ -81,9 +81,17 @@ def _rows_text(rows: Sequence[LiveRow]) -> str:
 
 
 def run_tail_live(
-    scenario: Scenario, dist: Distribution | float, *, out: TextIO, err: TextIO, show: bool, as_json: bool
+    scenario: Scenario,
+    dist: Distribution | float,
+    *,
+    out: TextIO,
+    err: TextIO,
+    show: bool,
+    as_json: bool,
+    out_dir: str | None = None,
 ) -> int:
-    """Run ``scenario`` live and print the report and the limits (or one JSON document); 0."""
+    """Run ``scenario`` live and print the report and the limits (or one JSON document), and
+    with ``out_dir`` write its ``results.json``, ``.hgrm`` files and plot there; 0."""
     expected = (scenario.workload.expected_requests() + scenario.workload.warmup) * len(scenario.policies)
     progress = Progress("tail-at-scale (live)", expected, enabled=show, stream=err)
     started = time.perf_counter()
@@ -94,6 +102,9 @@ def run_tail_live(
     elapsed = time.perf_counter() - started
     result = build_result(scenario, "live", stats, elapsed=elapsed, jobs=1, notes=live_notes(scenario))
     rows = live_rows(stats, dist, scenario.baseline)
+    if out_dir:
+        for line in write_outputs(result, stats, out_dir):
+            err.write(line + "\n")
     if as_json:
         doc: dict[str, Any] = {
             "result": msgspec.to_builtins(result),

@@ -123,17 +123,10 @@ def _check_quantile(q: float) -> None:
         raise ValueError(f"a quantile is between 0 and 1, got {q!r}")
 
 
-def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float]]:
-    """The product-limit estimate of the latency CDF from two histograms of the same layout
-    (``_product_limit`` without its count of trusted points)."""
-    indices, cdf, errors, _ = _product_limit(observed, censored)
-    return indices, cdf, errors
-
-
-def _product_limit(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float], int]:
+def kaplan_meier(observed: HdrHistogram, censored: HdrHistogram) -> tuple[list[int], list[float], list[float], int]:
     """The product-limit estimate of the latency CDF from two histograms of the same layout.
 
-    Returns ``(indices, cdf, errors)``: the counts-array indices holding observed values,
+    Returns ``(indices, cdf, errors, trusted)``: the counts-array indices holding observed values,
     ascending, the estimated ``P(latency <= value)`` at each, and its standard error
     (Greenwood's formula; without censoring it is the binomial ``sqrt(F(1 − F)/n)``). At an
     index, the observed count ``d`` is processed before the censored count there:
@@ -405,7 +398,7 @@ class LatencyWindow:
             self._trusted, self._hedge_cache = 0, {}
             return
         observed, censored = self._merged()
-        self._indices, self._cdf, self._errors, self._trusted = _product_limit(observed, censored)
+        self._indices, self._cdf, self._errors, self._trusted = kaplan_meier(observed, censored)
         self._hedge_cache = {}
         _free(self._censored_merged, self._layout)
         self._censored_merged = censored if censored.total_count else None  # keep no empty histogram

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_seeds_mode_prints_each_seed_against_the_limit() -> None:
     assert "worst of 2 seeds, adaptive-p95" in text.getvalue()
 
 
-def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load() -> None:
+def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load(tmp_path: Path) -> None:
     """Over loopback HTTP (the mock fleet, real clock; 60 requests a policy): the baseline is
     left out of the limits, the adaptive policy's limit is the fixed delay of its extra load."""
     out = io.StringIO()
@@ -121,8 +122,10 @@ def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load() -> 
     assert row["limit"]["extra_load"] == pytest.approx(row["extra_load"], abs=1e-6)
     assert row["met"] == (row["p99"] <= 0.140 and row["p999"] <= 0.230 and row["extra_load"] <= 0.06)
     text = io.StringIO()
-    assert main(["--live", "--requests", "30", "--policies", "adaptive-p95"], stdout=text, stderr=io.StringIO()) == 0
+    args = ["--live", "--requests", "30", "--policies", "adaptive-p95", "--out", str(tmp_path)]
+    assert main(args, stdout=text, stderr=io.StringIO()) == 0
     assert "live figures vs the fixed-delay limit" in text.getvalue() and "adaptive-p95" in text.getvalue()
+    assert json.loads((tmp_path / "results.json").read_text())["mode"] == "live"  # --out is written, not ignored
 
 
 def test_live_and_seeds_together_are_refused_with_why() -> None:
