@@ -162,11 +162,16 @@ class _SlotWait:
 class _Plan:
     """What a run needs of its policy, derived once per policy (``Policy`` is frozen)."""
 
-    __slots__ = ("collect", "delay", "fatal_kinds", "max_attempts", "max_parallel", "order", "order_label", "single")
+    __slots__ = (
+        "collect", "delay", "fatal_kinds", "first_reason", "max_attempts", "max_parallel", "next_reason", "order",
+        "order_label", "single",
+    )  # fmt: skip
 
     def __init__(self, policy: Policy) -> None:
         self.order = policy.effective_order
         self.order_label = _ORDER_LABELS[self.order]
+        self.first_reason = f"first {self.order_label}"  # an attempt's `why`, formatted once per policy
+        self.next_reason = f"next {self.order_label}"
         self.max_attempts = policy.effective_max_attempts
         self.max_parallel = policy.max_parallel or self.max_attempts
         self.collect = policy.scorer is not None
@@ -350,7 +355,11 @@ class Core:
     def _launched(self, launched: Attempt | Poll, now: float) -> Action:
         if isinstance(launched, Poll):
             return launched
-        self.next_at = now + self.delay(now) if self.timed else math.inf
+        if not self.timed:
+            self.next_at = math.inf
+        else:
+            spec = self.plan.delay  # a fixed delay without a call (launches of a race: every one)
+            self.next_at = now + (spec if not isinstance(spec, tuple) else self.delay(now))
         return Launch(launched)
 
     def delay(self, now: float) -> float:
@@ -532,7 +541,7 @@ class Core:
         """The next candidate's index in the queue, and why: the head of the queue, unless a
         hedge can go to another provider and region than the attempts in flight."""
         if not self.in_flight or len(self.queue) == 1:
-            return 0, f"{'next' if self.launched else 'first'} {self.plan.order_label}"
+            return 0, self.plan.next_reason if self.launched else self.plan.first_reason
         busy_regions = {(a.state.provider, a.state.region) for a in self.in_flight}
         regions = {r for _, r in busy_regions}
         providers = {p for p, _ in busy_regions}
@@ -548,7 +557,7 @@ class Core:
                 if rank == 0:
                     break
         if best == 0:
-            return 0, f"next {self.plan.order_label}"
+            return 0, self.plan.next_reason
         chosen = self.queue[best]
         return best, f"other failure domain than in flight ({chosen.provider}/{chosen.region})"
 

@@ -111,7 +111,7 @@ class CircuitBreaker:
 
     def on_cancel(self, now: float) -> None:
         """An attempt was cancelled without a verdict: gives the half-open trial slot back."""
-        if self.state(now) == "half_open":
+        if self._open and self.state(now) == "half_open":  # closed (the common case): nothing to give back
             self._trial_out = False
 
     def _thresholds_reached(self, now: float) -> bool:
