@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -433,19 +433,23 @@ class _ScoreContext:
         return response
 
 
-async def execute(
+def execute(
     runtime: Runtime,
     query: Query,
     policy: Policy,
     states: Sequence[BackendState],
     sink: MemoryObjectSendStream[str] | None = None,
-) -> Result:
-    """Run ``policy`` for ``query`` over the resolved backend ``states``; with a ``sink``, as a
-    stream whose committed attempt's text is sent there (``PolicyError`` for a ``pick`` policy:
-    see ``check_streamable``)."""
+) -> Coroutine[Any, Any, Result]:
+    """Run ``policy`` for ``query`` over the resolved backend ``states`` (await it); with a
+    ``sink``, as a stream whose committed attempt's text is sent there (``PolicyError`` for a
+    ``pick`` policy: see ``check_streamable``).
+
+    A plain function returning the driver's coroutine, not a coroutine of its own: one frame
+    less on every run's stack, which each resume of the run's task passes through. Call it
+    inside the running loop (the driver is picked by the loop that runs now)."""
     if sink is not None:
         check_streamable(policy)
-    return await _driver()(runtime, query, policy, states, sink).execute()
+    return _driver()(runtime, query, policy, states, sink).execute()
 
 
 DRIVER = os.environ.get("SPECEXEC_DRIVER", "native")
