@@ -26,11 +26,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import sniffio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._clock import loop_clock
+from ._clock import loop_clock, running_library
 from ._core import CANCEL_ALL, DONE, SCORE, Attempt, Core, Launch, Poll, Result, Wait
 from ._core import _random as _random  # re-exported: tests seed the engine's draws here
 from ._errors import PolicyError, Timeout
@@ -463,7 +462,7 @@ def _driver() -> type[_Run]:
     """The driver class for the running loop (see ``DRIVER``)."""
     if DRIVER == "anyio":
         return _Run
-    library = sniffio.current_async_library()
+    library = running_library()
     known = _native.get(library)
     if known is not None:
         return known

@@ -33,6 +33,24 @@ async def test_the_running_loop_picks_the_driver(anyio_backend: tuple[str, dict[
         assert picked is AsyncioRun
 
 
+async def test_the_library_is_sniffios_answer(anyio_backend: tuple[str, dict[str, Any]]) -> None:
+    """``running_library`` (what picks the driver) names the loop sniffio names, in sniffio's
+    order: its thread-local (trio's), then its context variable (which a library running on
+    top of asyncio sets), then asyncio."""
+    import sniffio
+
+    from specexec._clock import running_library
+
+    assert running_library() == sniffio.current_async_library() == anyio_backend[0]
+    token = sniffio.current_async_library_cvar.set("other")
+    try:
+        assert (
+            running_library() == sniffio.current_async_library() == ("trio" if anyio_backend[0] == "trio" else "other")
+        )
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+
+
 class OwnTimeout(specexec.BackendBase):
     """Raises the built-in ``TimeoutError`` itself (as some client libraries do)."""
 
