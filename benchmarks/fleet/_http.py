@@ -91,13 +91,19 @@ class Exchange:
             status_code=status, headers=[*headers, ("server", "specexec-fleet")], reason=_reason(status)
         )
 
-    async def start(self, status: int, headers: Headers, first: bytes = b"") -> None:
+    async def start(self, status: int, headers: Headers, first: bytes = b"", *, last: bool = False) -> None:
         """Send the head of a response whose body follows in :meth:`send` calls (chunked).
 
-        ``first`` is the start of the body, sent in the same write as the head.
+        ``first`` is the start of the body, sent in the same write as the head; ``last``: it is
+        the whole body, and the response ends in that same write (no :meth:`end` to call).
         """
-        self._write(self._head(status, headers), *([h11.Data(data=first)] if first else []))
+        tail = [h11.EndOfMessage()] if last else []
+        self._write(self._head(status, headers), *([h11.Data(data=first)] if first else []), *tail)
         self.status = status
+        if last:
+            self.completed = True
+            self.proto.response_done()
+            return
         await self.proto.drain()
 
     async def send(self, data: bytes) -> None:
@@ -106,9 +112,10 @@ class Exchange:
             self._write(h11.Data(data=data))
             await self.proto.drain()
 
-    async def end(self) -> None:
-        """Finish the response; the connection then serves its next request (or closes)."""
-        self._write(h11.EndOfMessage())
+    async def end(self, last: bytes = b"") -> None:
+        """Finish the response, after ``last`` (the end of the body, in the same write); the
+        connection then serves its next request (or closes)."""
+        self._write(*([h11.Data(data=last)] if last else []), h11.EndOfMessage())
         self.completed = True
         self.proto.response_done()
 

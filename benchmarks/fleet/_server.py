@@ -340,17 +340,41 @@ class _DeploymentServer:
             n = min(n, self.d.faults.stall_after_tokens)
         await until(ttft)
         headers = [*self._answer_headers(request_id, content_type, clock, ttft), ("cache-control", "no-cache")]
-        await ex.start(200, headers, wire.stream_start(completion))
+        # Events that are due together go out in one write, as a server's buffered socket sends
+        # them: with no per-token time the whole stream is one write at its TTFT, not one write
+        # (and one wake-up of the client) per token.
+        pending = [wire.stream_start(completion)]
+        started = False
+
+        async def flush() -> None:
+            nonlocal started
+            data = b"".join(pending)
+            pending.clear()
+            if not started:
+                started = True
+                await ex.start(200, headers, data)
+            else:
+                await ex.send(data)
+
+        async def at(t: float) -> None:  # send what is due before `t`, then wait for it
+            if t0 + t > loop.time():
+                await flush()
+                await until(t)
+
         c.tokens_sent += min(n, 1)
         for i in range(1, n):
-            await until(ttft + per_token * i)
-            await ex.send(wire.stream_token(completion, i))
+            await at(ttft + per_token * i)
+            pending.append(wire.stream_token(completion, i))
             c.tokens_sent += 1
         if stall_after:
+            await flush()
             await ex.wait_lost()  # begun, then silent: no token, no end, until the client leaves
-        await until(ttft + per_token * n)
-        await ex.send(wire.stream_cut(completion) if cut else wire.stream_end(completion))
-        await ex.end()
+        await at(ttft + per_token * n)
+        pending.append(wire.stream_cut(completion) if cut else wire.stream_end(completion))
+        if started:
+            await ex.end(b"".join(pending))
+        else:
+            await ex.start(200, headers, b"".join(pending), last=True)
 
 
 class Fleet:

@@ -222,6 +222,47 @@ def test_in_process_fleet_shutdown_leaves_no_tasks() -> None:
     asyncio.run(main())
 
 
+def test_a_stream_goes_out_in_one_write_per_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stream events due at the same moment share one write (one wake-up of the client): with
+    no per-token time the whole stream is one write at its TTFT; with one, a write per token."""
+    from specexec.bench.fleet._http import Exchange
+
+    writes: list[bytes] = []
+    write = Exchange._write
+
+    def counted(self: Exchange, *events: Any) -> None:
+        writes.append(b"".join(type(e).__name__.encode() + b" " for e in events))
+        write(self, *events)
+
+    monkeypatch.setattr(Exchange, "_write", counted)
+    config = FleetConfig(
+        deployments=(
+            Deployment(name="burst", provider="p", region="r", model="m", output_tokens=4),
+            Deployment(name="paced", provider="p", region="r", model="m", output_tokens=4, per_token=0.01),
+        )
+    )
+
+    async def main() -> dict[str, tuple[int, str]]:
+        fleet = Fleet(config)
+        await fleet.start()
+        out = {}
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+                for name in ("burst", "paced"):
+                    writes.clear()
+                    r = await client.post(fleet.base_url(name) + "/chat/completions", json={**CHAT, "stream": True})
+                    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+                    out[name] = (len(writes), writes[-1].decode())
+        finally:
+            await fleet.aclose()
+        return out
+
+    seen = asyncio.run(main())
+    assert seen["burst"] == (1, "Response Data EndOfMessage ")  # head, every token and the end: one write
+    count, last = seen["paced"]
+    assert count == 5 and last == "Data EndOfMessage "  # head + token 0, tokens 1-3, then the end with its last event
+
+
 def test_in_process_fleet_refuses_non_loopback() -> None:
     async def main() -> None:
         with pytest.raises(FleetStartError, match="non-loopback"):
