@@ -340,9 +340,9 @@ class _DeploymentServer:
             n = min(n, self.d.faults.stall_after_tokens)
         await until(ttft)
         headers = [*self._answer_headers(request_id, content_type, clock, ttft), ("cache-control", "no-cache")]
-        # Events that are due together go out in one write, as a server's buffered socket sends
-        # them: with no per-token time the whole stream is one write at its TTFT, not one write
-        # (and one wake-up of the client) per token.
+        # With no per-token time every event is due at the TTFT: they go out in one write, as a
+        # server's buffered socket sends a burst, not one write (and one wake-up of the client)
+        # per token. Paced tokens keep a write each, also when the loop runs late.
         pending = [wire.stream_start(completion)]
         started = False
 
@@ -356,8 +356,8 @@ class _DeploymentServer:
             else:
                 await ex.send(data)
 
-        async def at(t: float) -> None:  # send what is due before `t`, then wait for it
-            if t0 + t > loop.time():
+        async def at(t: float) -> None:  # send what is pending, then wait until `t`
+            if per_token > 0 or t0 + t > loop.time():
                 await flush()
                 await until(t)
 

@@ -222,9 +222,9 @@ def test_in_process_fleet_shutdown_leaves_no_tasks() -> None:
     asyncio.run(main())
 
 
-def test_a_stream_goes_out_in_one_write_per_moment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stream events due at the same moment share one write (one wake-up of the client): with
-    no per-token time the whole stream is one write at its TTFT; with one, a write per token."""
+def test_a_burst_stream_is_one_write_and_paced_tokens_a_write_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no per-token time a stream is one write at its TTFT (one wake-up of the client, not
+    one per token); paced tokens keep a write each."""
     from specexec.bench.fleet._http import Exchange
 
     writes: list[bytes] = []
