@@ -344,10 +344,11 @@ class _DeploymentServer:
         # server's buffered socket sends a burst, not one write (and one wake-up of the client)
         # per token. Paced tokens keep a write each, also when the loop runs late.
         pending = [wire.stream_start(completion)]
+        queued = min(n, 1)  # tokens in `pending`: counted as sent once their write went out
         started = False
 
         async def flush() -> None:
-            nonlocal started
+            nonlocal started, queued
             data = b"".join(pending)
             pending.clear()
             if not started:
@@ -355,17 +356,18 @@ class _DeploymentServer:
                 await ex.start(200, headers, data)
             else:
                 await ex.send(data)
+            c.tokens_sent += queued
+            queued = 0
 
         async def at(t: float) -> None:  # send what is pending, then wait until `t`
             if per_token > 0 or t0 + t > loop.time():
                 await flush()
                 await until(t)
 
-        c.tokens_sent += min(n, 1)
         for i in range(1, n):
             await at(ttft + per_token * i)
             pending.append(wire.stream_token(completion, i))
-            c.tokens_sent += 1
+            queued += 1
         if stall_after:
             await flush()
             await ex.wait_lost()  # begun, then silent: no token, no end, until the client leaves
@@ -375,6 +377,7 @@ class _DeploymentServer:
             await ex.end(b"".join(pending))
         else:
             await ex.start(200, headers, b"".join(pending), last=True)
+        c.tokens_sent += queued
 
 
 class Fleet:

@@ -253,6 +253,7 @@ def test_a_burst_stream_is_one_write_and_paced_tokens_a_write_each(monkeypatch: 
                     r = await client.post(fleet.base_url(name) + "/chat/completions", json={**CHAT, "stream": True})
                     assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
                     out[name] = (len(writes), writes[-1].decode())
+                    assert fleet.stats()["deployments"][name]["tokens_sent"] == 4  # counted once written
         finally:
             await fleet.aclose()
         return out
