@@ -314,7 +314,9 @@ def _parser() -> argparse.ArgumentParser:
         + ")",
     )
     p.add_argument("--no-brownout", action="store_true", help="skip the brownout run")
-    p.add_argument("--out", help="write each run's results.json, .hgrm files and plot under this directory")
+    p.add_argument(
+        "--out", help="write each run's results.json, .hgrm files and plot under this directory (--seeds: seeds.json)"
+    )
     p.add_argument("--json", action="store_true", help="print both runs' results and the targets as JSON")
     return p
 
@@ -432,13 +434,22 @@ def _seeds_main(base: Scenario, args: argparse.Namespace, out: TextIO) -> int:
     started = time.perf_counter()
     rows = run_seeds(base, seeds, policies, brownout=not args.no_brownout, jobs=args.jobs)
     elapsed = time.perf_counter() - started
+    doc = [{**r.__dict__, "p99_ratio": r.p99_ratio, "p999_ratio": r.p999_ratio, "met": r.met()} for r in rows]
+    text = msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
     if args.json:
-        doc = [{**r.__dict__, "p99_ratio": r.p99_ratio, "p999_ratio": r.p999_ratio, "met": r.met()} for r in rows]
-        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
-        return 0
-    out.write(f"tail-at-scale, {base.workload.requests:,} requests per seed and policy, seeds {seeds[0]}–{seeds[-1]}\n")
-    seeds_text(rows, out)
-    out.write(f"({elapsed:.0f} s wall)\n")
+        out.write(text)
+    else:
+        out.write(
+            f"tail-at-scale, {base.workload.requests:,} requests per seed and policy, seeds {seeds[0]}–{seeds[-1]}\n"
+        )
+        seeds_text(rows, out)
+        out.write(f"({elapsed:.0f} s wall)\n")
+    if args.out:  # the rows as --json prints them (a seeds run has no histograms of its own to write)
+        path = Path(args.out) / "seeds.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if not args.json:
+            out.write(f"wrote {path}\n")
     return 0
 
 

@@ -96,7 +96,7 @@ def test_a_x5_brownout_is_relearnt_within_10_s_of_its_start_and_of_its_end() -> 
         assert (phase("adaptive-p95", name).extra_load or 0.0) <= 0.06
 
 
-def test_seeds_mode_prints_each_seed_against_the_limit() -> None:
+def test_seeds_mode_prints_each_seed_against_the_limit(tmp_path: Path) -> None:
     out = io.StringIO()
     args = ["--seeds", "2", "--requests", "400", "--policies", "adaptive-p95", "--no-brownout", "--jobs", "1"]
     assert main([*args, "--json"], stdout=out) == 0
@@ -106,8 +106,11 @@ def test_seeds_mode_prints_each_seed_against_the_limit() -> None:
         assert r["p99_ratio"] == pytest.approx(r["p99"] / r["limit"]["p99"])
         assert r["limit"]["extra_load"] == pytest.approx(r["extra_load"], abs=1e-6)
     text = io.StringIO()
-    assert main(args, stdout=text) == 0
+    assert main([*args, "--out", str(tmp_path)], stdout=text) == 0
     assert "worst of 2 seeds, adaptive-p95" in text.getvalue()
+    written = json.loads((tmp_path / "seeds.json").read_text())  # --out is written, not ignored
+    assert [(r["seed"], r["p99"]) for r in written] == [(r["seed"], r["p99"]) for r in rows]
+    assert f"wrote {tmp_path / 'seeds.json'}" in text.getvalue()
 
 
 def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load(tmp_path: Path) -> None:
