@@ -92,6 +92,8 @@ return grant
 
 # Concurrency slots: a sorted set of (process, slot) members scored by when their lease ends.
 # KEYS[1]: the set. ARGV: process id, wanted slots, limit, lease (ms), slots busy here.
+# Returns {slots granted, the fair share}: a process holding more than its share (busy slots
+# are never taken back) takes no new slot until it is back within it.
 _SLOT_LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -115,7 +117,7 @@ if grant > fair then grant = math.max(fair, busy) end
 if grant < 0 then grant = 0 end
 for i = 1, grant do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. ':' .. i) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + 1000)
-return grant
+return {grant, fair}
 """
 
 DEFAULT_INTERVAL = 0.1
@@ -162,7 +164,8 @@ class LeasedConcurrency:
     attempts take slots leased from Redis; a lease ends ``3 × interval`` after its last renewal, so a
     process that dies frees its slots within that time. While several processes want slots, each
     is leased at most a fair share (the limit over the processes asking), never fewer than it has
-    busy, so a busy process cannot starve the others for longer than its attempts last."""
+    busy; and past its share it takes no new slot, so a busy process with work always waiting
+    cannot starve the others for longer than its attempts in flight last."""
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
@@ -170,6 +173,7 @@ class LeasedConcurrency:
         self.fallback = ConcurrencyLimit(limit)
         self.leased = False
         self.slots = 0  # slots this process holds
+        self.share = limit  # its fair share at the last sync: no new slot past it
         self._in_use = 0
 
     @property
@@ -182,13 +186,13 @@ class LeasedConcurrency:
         """Slots free to this process now."""
         if not self.leased:
             return self.fallback.available
-        return max(self.slots - self.in_use, 0)
+        return max(min(self.slots, self.share) - self.in_use, 0)
 
     def try_acquire(self) -> bool:
-        """Take a slot if one is free."""
+        """Take a slot if one is free (and this process is within its fair share)."""
         if not self.leased:
             return self.fallback.try_acquire()
-        if self.in_use >= self.slots:
+        if self.in_use >= min(self.slots, self.share):
             return False
         self._in_use += 1
         return True
@@ -380,8 +384,9 @@ class RedisRateLimits:
             busy = conc.in_use
             wanted = min(conc.limit, 2 * busy + 1)
             try:
-                granted = int(
-                    await self._redis._call(
+                granted, share = (
+                    int(x)
+                    for x in await self._redis._call(
                         "eval", _SLOT_LEASE, 1, conc.key, self.process, wanted, conc.limit, lease_ms, busy
                     )
                 )
@@ -392,6 +397,7 @@ class RedisRateLimits:
             self._redis._recovered()
             # Slots in use stay held (a lease never shrinks below them); the rest is what Redis granted.
             conc.slots = max(granted, conc.in_use)
+            conc.share = share
             conc.leased = True
 
     async def _sync_limiters(self) -> None:

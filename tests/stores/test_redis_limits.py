@@ -229,3 +229,37 @@ def test_a_dead_processs_slots_come_back(redis_server: RedisServer) -> None:
     process.wait()
     time.sleep(0.3)  # its leases end 3 × interval = 150 ms after their last renewal
     assert anyio.run(take) is True
+
+
+def test_a_busy_process_drains_to_its_fair_share_when_another_wants_slots(redis_server: RedisServer) -> None:
+    """A process that keeps all four slots busy, with work always waiting, must not keep them
+    once another process asks: past its fair share (4 over 2 processes) it takes no new slot, so
+    as its attempts end the other one gets slots. Syncs are called by hand: no timing involved."""
+
+    async def main() -> None:
+        a = RedisRateLimits(redis_server.url, interval=0.05, timeout=5.0)
+        b = RedisRateLimits(redis_server.url, interval=0.05, timeout=5.0)
+        a_slots, b_slots = a.concurrency("b", 4), b.concurrency("b", 4)
+        try:
+            await a.sync()
+            while a_slots.try_acquire():  # a takes what it is leased, and leases more as it goes
+                await a.sync()
+            assert a_slots.in_use == 4
+            await b.sync()
+            assert not b_slots.try_acquire()  # all four are a's, busy
+            await a.sync()  # a now sees two processes asking: a fair share of 2
+            a_slots.release()
+            assert not a_slots.try_acquire()  # 3 busy > 2: the freed slot is not taken again here
+            a_slots.release()
+            a_slots.release()
+            assert a_slots.try_acquire()  # 1 busy: one more is within its share
+            assert not a_slots.try_acquire()  # 2 busy: its share
+            await a.sync()  # the lease shrinks to its share: two slots go back
+            await b.sync()
+            assert b_slots.try_acquire()  # b gets the slots a gave back
+            assert b_slots.in_use + a_slots.in_use <= 4
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    anyio.run(main)
