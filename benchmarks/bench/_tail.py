@@ -435,7 +435,7 @@ def _seeds_main(base: Scenario, args: argparse.Namespace, out: TextIO) -> int:
     rows = run_seeds(base, seeds, policies, brownout=not args.no_brownout, jobs=args.jobs)
     elapsed = time.perf_counter() - started
     doc = [{**r.__dict__, "p99_ratio": r.p99_ratio, "p999_ratio": r.p999_ratio, "met": r.met()} for r in rows]
-    text = msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
+    text = msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"  # --json and --out's
     if args.json:
         out.write(text)
     else:

@@ -162,3 +162,11 @@ def test_memory_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     for row in ("| idle", "| after 1 run", "| after streaming", "| after 10 runs"):
         assert row in out
     assert "build Runtime of 5 backends" in out and "targets:" in out
+
+
+def test_http_paced_json_has_a_row_per_latency_and_mode() -> None:
+    doc = run_json("specexec.bench.http_paced", "--latency-ms", "0,5", "--requests", "10", "--rate", "200")
+    assert doc["benchmark"] == "http_paced" and doc["requests"] == 10
+    assert [(r["latency_ms"], r["streamed"]) for r in doc["rows"]] == [(0, False), (0, True), (5, False), (5, True)]
+    for r in doc["rows"]:
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] and r["client_cpu_us"] > 0
