@@ -379,9 +379,11 @@ class HealthFeed:
             return await self._get(one_shot)
 
     def _new_client(self) -> httpx.AsyncClient:
-        from ._httpx import httpx  # only a feed from a URL needs it, so ``import specexec`` does not
+        from ._httpx import httpx, ssl_context  # only a feed from a URL needs it, so ``import specexec`` does not
 
-        return httpx.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
+        return httpx.AsyncClient(
+            timeout=self.timeout, trust_env=False, follow_redirects=False, verify=ssl_context(trust_env=False)
+        )
 
     async def _get(self, client: httpx.AsyncClient) -> bytes:
         assert self.url is not None

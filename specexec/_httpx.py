@@ -12,12 +12,18 @@ httpcore was imported before, or trio is not installed.
 Import httpx from here (``from .._httpx import httpx``), never directly, in the library: the
 first import decides. (While httpcore is being imported, another thread's ``import trio``
 would fail; specexec imports httpx the first time an HTTP backend is imported.)
+
+``ssl_context`` is the process's one SSL context per trust setting: building one (loading the
+CA bundle) costs ≈ 40 ms of CPU, which every new client would pay — a backend called outside a
+run opens a client per call.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import ssl
 import sys
 import types
 
@@ -52,3 +58,16 @@ _import_httpcore_without_trio()
 
 import httpcore as httpcore  # noqa: E402
 import httpx as httpx  # noqa: E402
+
+_ssl_contexts: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
+
+
+def ssl_context(trust_env: bool) -> ssl.SSLContext:
+    """The SSL context httpx would build for ``verify=True`` and ``trust_env``, built once per
+    process (with ``trust_env``, once per ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` value) and shared by
+    every client specexec makes: pass it as ``verify=``."""
+    key = (True, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else (False, None, None)
+    context = _ssl_contexts.get(key)
+    if context is None:
+        context = _ssl_contexts[key] = httpx.create_ssl_context(trust_env=trust_env)
+    return context

@@ -51,7 +51,6 @@ import logging
 import math
 import os
 import re
-import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC
@@ -73,7 +72,7 @@ from .._errors import (
     redact,
 )
 from .._health import BreakerConfig
-from .._httpx import httpcore, httpx
+from .._httpx import httpcore, httpx, ssl_context
 from .._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
 from .._resources import current_resources
 from ._body import ACCEPT_ENCODING, BodyTooLarge, iter_body
@@ -465,7 +464,7 @@ class HostClients:
     the client CPU per request from ≈ 2.6–4.2 ms to ≈ 0.8–1 ms (``benchmarks/PERFORMANCE.md``).
     """
 
-    __slots__ = ("_clients", "_closed", "_config", "_free", "_limits", "_ssl", "_timeout")
+    __slots__ = ("_clients", "_closed", "_config", "_free", "_limits", "_timeout")
 
     def __init__(self, config: HttpConfig, timeout: httpx.Timeout) -> None:
         self._config = config
@@ -473,7 +472,6 @@ class HostClients:
         self._limits = config.shard_limits()
         self._free = [limits.max_connections or 0 for limits in self._limits]
         self._clients: list[httpx.AsyncClient | None] = [None] * len(self._limits)
-        self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
     @property
@@ -518,15 +516,13 @@ class HostClients:
     def _new_client(self, shard: int) -> httpx.AsyncClient:
         if self._closed:
             raise RuntimeError("this Runtime is closed: its HTTP clients cannot be used any more")
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context(trust_env=self._config.trust_env)
         return httpx.AsyncClient(
             limits=self._limits[shard],
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=self._config.trust_env,
             headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
-            verify=self._ssl,
+            verify=ssl_context(self._config.trust_env),
         )
 
     async def aclose(self) -> None:
@@ -730,6 +726,7 @@ class HttpBackend(BackendBase):
             follow_redirects=False,
             trust_env=self.http.trust_env,
             headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
+            verify=ssl_context(self.http.trust_env),  # the process's one: not ~40 ms of CPU per call
         )
 
     def _new_host_clients(self) -> HostClients:

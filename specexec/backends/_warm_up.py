@@ -15,7 +15,7 @@ import anyio
 import sniffio
 from anyio.abc import SocketAttribute, SocketStream
 
-from .._httpx import httpx
+from .._httpx import httpx, ssl_context
 
 _log = logging.getLogger("specexec")
 
@@ -49,7 +49,8 @@ async def exercise_http_path() -> None:
 
 
 async def _post(port: int) -> None:
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+    verify = ssl_context(trust_env=False)  # the process's one: built here, the first request need not
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=verify) as client:
         request = client.build_request("POST", f"http://127.0.0.1:{port}/warm-up", content=_BODY)
         response = await client.send(request, stream=True)
         try:

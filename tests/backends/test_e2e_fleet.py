@@ -232,6 +232,25 @@ async def test_one_shot_client_without_a_runtime(faults_fleet: FleetProcess) -> 
     assert response.text
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_one_shot_clients_reuse_one_ssl_context(faults_fleet: FleetProcess, stream: bool) -> None:
+    # Building an SSL context (the CA bundle) is ~40 ms of CPU: a backend called on its own,
+    # outside a run, made one per call. Every one-shot client now shares the process's one.
+    backend = make(faults_fleet, "ok", stream=stream)
+    made: list[httpx.AsyncClient] = []
+    new_client = backend._new_client
+
+    def recording() -> httpx.AsyncClient:
+        made.append(new_client())
+        return made[-1]
+
+    backend._new_client = recording  # type: ignore[method-assign]
+    for _ in range(3):
+        assert (await backend.complete(QUERY)).text
+    contexts = {id(pool_of(client)._ssl_context) for client in made}
+    assert len(made) == 3 and len(contexts) == 1
+
+
 async def test_user_client_is_used_and_left_open(faults_fleet: FleetProcess) -> None:
     async with httpx.AsyncClient(trust_env=False) as client:
         response = await make(faults_fleet, "ok", client=client).complete(QUERY)
