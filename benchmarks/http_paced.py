@@ -4,7 +4,9 @@ One deployment of the mock fleet with a constant latency; ``run(Policy.single(..
 ``OpenAICompatible`` on trio, requests sent open loop at ``--rate`` per second (each in its own
 task, as a service's requests arrive), streamed and not streamed. Reported per latency and mode:
 p50, p90, p99 and max of the request's time minus the deployment's latency (what HTTP, the
-fleet's timers and the client add), and the client's CPU per request.
+fleet's timers and the client add), and the client's CPU per request. Beside it, sent
+alternately at the same rate, the same request (bytes, headers, URL) on a bare
+``httpx.AsyncClient``: what specexec itself adds at a steady rate is the difference.
 
 At a steady rate both processes sleep between requests, so each request pays the wake-ups a
 tight loop (``specexec.bench.http``) does not; this is the overhead the live tail-at-scale
@@ -19,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import trio
 
 from specexec import Policy, Query, Runtime
@@ -35,31 +38,49 @@ async def _measure(base_url: str, latency: float, streamed: bool, requests: int,
         DEPLOYMENT, base_url=base_url, model=MODEL, http=HttpConfig(trust_env=False), stream=None if streamed else False
     )
     query, policy = Query("hello", max_tokens=16), Policy.single(DEPLOYMENT)
-    added: list[float] = []
-    async with Runtime([backend]) as rt:
+    body = backend._encode(query, streamed)  # the bytes, headers and URL the backend sends
+    accept = "text/event-stream" if streamed else "application/json"
+    headers = {**backend._headers(None), "accept": accept}
+    added: dict[str, list[float]] = {"specexec": [], "raw": []}
+    async with Runtime([backend]) as rt, httpx.AsyncClient(trust_env=False) as client:
 
-        async def one() -> None:
-            t0 = trio.current_time()
+        async def via_specexec() -> None:
             await rt.run(query, policy)
-            added.append(trio.current_time() - t0 - latency)
 
-        for _ in range(min(20, requests)):  # open the connection, warm the caches; untimed
-            await one()
-        added.clear()
+        async def raw() -> None:  # bare httpx: the same request, the whole body read, status checked
+            async with client.stream("POST", backend._url, content=body, headers=headers) as response:
+                async for _ in response.aiter_raw():
+                    pass
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}")
+
+        calls = {"specexec": via_specexec, "raw": raw}
+
+        async def one(name: str) -> None:
+            t0 = trio.current_time()
+            await calls[name]()
+            added[name].append(trio.current_time() - t0 - latency)
+
+        for _ in range(min(20, requests)):  # open the connections, warm the caches; untimed
+            await one("specexec")
+            await one("raw")
+        for values in added.values():
+            values.clear()
         cpu = time.process_time()
         async with trio.open_nursery() as nursery:
             start = trio.current_time()
-            for i in range(requests):
+            for i in range(2 * requests):  # alternating, so both see the same machine
                 await trio.sleep_until(start + i / rate)
-                nursery.start_soon(one)
+                nursery.start_soon(one, "specexec" if i % 2 == 0 else "raw")
         cpu = time.process_time() - cpu
-    added.sort()
 
-    def at(q: float) -> float:
-        return added[min(int(q * len(added)), len(added) - 1)] * 1e3
+    def at(values: list[float], q: float) -> float:
+        return values[min(int(q * len(values)), len(values) - 1)] * 1e3
 
-    return {"p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "max_ms": added[-1] * 1e3,
-            "client_cpu_us": cpu / requests * 1e6}  # fmt: skip
+    spx, bare = sorted(added["specexec"]), sorted(added["raw"])
+    return {"p50_ms": at(spx, 0.5), "p90_ms": at(spx, 0.9), "p99_ms": at(spx, 0.99), "max_ms": spx[-1] * 1e3,
+            "raw_p50_ms": at(bare, 0.5), "raw_p90_ms": at(bare, 0.9), "raw_p99_ms": at(bare, 0.99),
+            "client_cpu_us": cpu / (2 * requests) * 1e6}  # fmt: skip
 
 
 def measure(latencies_ms: Sequence[float], requests: int, rate: float) -> list[dict[str, Any]]:
@@ -103,13 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"# what HTTP adds at {args.rate:g} req/s — {args.requests:,} requests per row, trio client")
     print(f"machine: {machine_line(note)}\n")
-    print("| latency ms | streamed | added p50 ms | p90 | p99 | max | client CPU µs/req |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "| latency ms | streamed | added p50 ms | p90 | p99 | max | raw httpx p50 / p90 / p99 "
+        "| specexec − raw p50 / p90 | client CPU µs/req |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['latency_ms']:g} | {'yes' if r['streamed'] else 'no'} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['client_cpu_us']:,.0f} |"
+            f"| {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['raw_p50_ms']:.2f} / {r['raw_p90_ms']:.2f} / "
+            f"{r['raw_p99_ms']:.2f} | {r['p50_ms'] - r['raw_p50_ms']:+.2f} / {r['p90_ms'] - r['raw_p90_ms']:+.2f} "
+            f"| {r['client_cpu_us']:,.0f} |"
         )
+    print(
+        "\nadded = the request's time minus the deployment's latency; raw httpx = the same request (bytes, "
+        "headers, URL) on a bare httpx.AsyncClient, sent alternately with run() at the same rate; "
+        "client CPU = both variants' CPU per request."
+    )
     return 0
 
 

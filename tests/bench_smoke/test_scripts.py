@@ -170,3 +170,4 @@ def test_http_paced_json_has_a_row_per_latency_and_mode() -> None:
     assert [(r["latency_ms"], r["streamed"]) for r in doc["rows"]] == [(0, False), (0, True), (5, False), (5, True)]
     for r in doc["rows"]:
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] and r["client_cpu_us"] > 0
+        assert r["raw_p50_ms"] <= r["raw_p90_ms"] <= r["raw_p99_ms"]
