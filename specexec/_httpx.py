@@ -65,7 +65,8 @@ _ssl_contexts: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
 def ssl_context(trust_env: bool) -> ssl.SSLContext:
     """The SSL context httpx would build for ``verify=True`` and ``trust_env``, built once per
     process (with ``trust_env``, once per ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` value) and shared by
-    every client specexec makes: pass it as ``verify=``."""
+    every client specexec makes: pass it as ``verify=``. (httpcore sets the context's ALPN
+    protocols on each connection from its client's ``http2``; specexec's clients are all HTTP/1.1.)"""
     key = (True, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else (False, None, None)
     context = _ssl_contexts.get(key)
     if context is None:

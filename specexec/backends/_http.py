@@ -454,8 +454,9 @@ class HostClients:
     pool. (When all are full, each shard queues its own waiters: a connection freed on one
     shard serves that shard's queue, not another's, so past ``max_connections`` in flight
     waits are a little less fair than with one pool.) Shards are created on first use, so
-    a host that never has more than one request in flight has one client, and they share
-    one SSL context (loading the CA bundle costs ≈ 25 ms per context). ``aclose`` closes
+    a host that never has more than one request in flight has one client, and every client
+    specexec makes shares the process's one SSL context (``specexec._httpx.ssl_context``:
+    loading the CA bundle costs ≈ 25–45 ms per context). ``aclose`` closes
     them all; the runtime calls it.
 
     Why shard: httpcore's pool does work proportional to the requests and connections it
