@@ -49,7 +49,7 @@ async def exercise_http_path() -> None:
 
 
 async def _post(port: int) -> None:
-    verify = ssl_context(trust_env=False)  # the process's one: built here, the first request need not
+    verify = ssl_context(trust_env=False)  # plain HTTP; the process's shared one, not a new ~40 ms build
     async with httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=verify) as client:
         request = client.build_request("POST", f"http://127.0.0.1:{port}/warm-up", content=_BODY)
         response = await client.send(request, stream=True)
