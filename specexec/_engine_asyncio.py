@@ -1,14 +1,18 @@
-"""The engine's native asyncio driver: the anyio driver's primitives on ``asyncio.TaskGroup``.
+"""The engine's native asyncio driver: the core's decisions carried out on ``asyncio.TaskGroup``.
 
-The core's decisions are the same; what differs is how they are carried out. asyncio has no
-cancel scopes, so:
+The core's decisions are the same; what differs is how they are carried out:
 
-- "cancel every attempt" cancels each attempt's task and wakes the schedule, which the core
-  then ends (it only cancels all once a winner or a fatal error is decided);
-- a stream attempt's own scope (``_TaskScope``) cancels its task once and, on leaving, swallows
-  that one cancellation only (``Task.uncancel``): a caller's cancellation still propagates;
-- timers are ``loop.call_at`` on a future; ``attempt_timeout`` and the deadline are
-  ``asyncio.timeout`` (its ``expired()`` tells its own timeout from a backend's ``TimeoutError``).
+- the schedule runs in callbacks, not in a waiting host task: between two events every action
+  the core can ask for (launch, arm a timer, finish) is synchronous, so the core is asked again
+  where its events happen — an attempt's end (its task's ``finally``) and a ``loop.call_at``
+  timer. The host (the caller's task) makes the first attempt itself; a hedge whose timer never
+  fires costs no task, no future and no wake-up;
+- asyncio has no cancel scopes: "cancel every attempt" cancels each attempt's task and the
+  host's own attempt through a ``_TaskScope``, which cancels its task once and, on leaving,
+  swallows that one cancellation only (``Task.uncancel``): a caller's cancellation still
+  propagates. A stream attempt's own scope is one too;
+- ``attempt_timeout`` and the deadline are ``asyncio.timeout`` (its ``expired()`` tells its
+  own timeout from a backend's ``TimeoutError``).
 
 Picked by ``_engine.execute`` when asyncio (or uvloop) runs.
 """
@@ -21,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._core import DONE, Launch, Poll, Wait
 from ._engine import _Run
 
 if TYPE_CHECKING:
@@ -64,12 +69,21 @@ class _TaskScope:
 
 
 class AsyncioRun(_Run):
-    """``_Run`` on ``asyncio.TaskGroup``, futures and ``asyncio.timeout``."""
+    """``_Run`` on ``asyncio.TaskGroup``, loop timers and ``asyncio.timeout``; the schedule in
+    callbacks and the first attempt in the host task (see the module docstring)."""
 
     group: asyncio.TaskGroup | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.tasks: list[asyncio.Task[None]] = []
+        self.host: asyncio.Task[Any] | None = None
+        self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
+        self.next: asyncio.Handle | None = None  # the schedule's next step: a timer, or its continuation
+        self.advancing = False  # in `_advance` (an end inside it is seen by its loop)
+        self.done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
+        self.live = False  # the schedule runs: an end or a timer may still launch
+        self.ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
+        self.error: Exception | None = None  # what the schedule itself raised (raised by the host)
         super().__init__(*args, **kwargs)
 
     def _clock(self) -> Callable[[], float]:
@@ -87,24 +101,80 @@ class AsyncioRun(_Run):
         return False
 
     async def _group(self) -> None:
+        self.host = asyncio.current_task()
         async with asyncio.TaskGroup() as group:
-            self.group = group
-            await self._schedule()
+            self.group, self.live = group, True
+            try:
+                first = self._advance(host_free=True)
+                if first is not None:
+                    with _TaskScope() as self.inline:
+                        await self._attempt(first)
+                    self.inline = None
+                if self.live:
+                    self.done = done = self.loop.create_future()
+                    await done
+            finally:
+                self.live = False
+                if self.next is not None:
+                    self.next.cancel()
+        if self.error is not None:
+            raise self.error
 
-    def _spawn(self, attempt: Attempt) -> None:
-        assert self.group is not None
-        self.tasks.append(self.group.create_task(self._attempt(attempt)))
-
-    async def _wait(self, until: float) -> None:
-        self.wake = wake = self.loop.create_future()
-        if until == math.inf:
-            await wake
-            return
-        timer = self.loop.call_at(until, _resolve, wake)
+    def _advance(self, host_free: bool = False) -> Attempt | None:
+        """Carry out the core's schedule at the loop's now until it waits (a timer armed) or is
+        done. With ``host_free``, the first launch is returned for the host to run itself, and the
+        rest of the schedule goes on once that attempt has begun (``call_soon``), so it starts
+        before the next launch as a spawned one would. An exception stops the run: it is kept
+        for the host to raise after the group (not wrapped in an exception group)."""
+        core, now = self.core, self.now
+        if self.next is not None:
+            self.next.cancel()
+            self.next = None
+        self.advancing = True  # an attempt that ends inside `create_task` (eager tasks): the loop asks again
         try:
-            await wake
+            while True:
+                action = core.next_action(now())
+                if isinstance(action, Launch):
+                    if host_free:
+                        self.next = self.loop.call_soon(self._resume)
+                        return action.attempt
+                    assert self.group is not None
+                    self.tasks.append(self.group.create_task(self._attempt(action.attempt)))
+                elif isinstance(action, Wait):
+                    self.ends_advance = True
+                    if action.until != math.inf:
+                        self.next = self.loop.call_at(action.until, self._resume)
+                    return None
+                elif isinstance(action, Poll):
+                    self.ends_advance = False
+                    self.next = self.loop.call_at(action.until, self._resume)
+                    return None
+                else:
+                    assert action is DONE
+                    self._finish()
+                    return None
+        except Exception as exc:
+            self.error = exc
+            self._cancel_all()
+            return None
         finally:
-            timer.cancel()
+            self.advancing = False
+
+    def _resume(self) -> None:
+        """The schedule's timer (or its continuation after the host's own launch)."""
+        self.next = None
+        if self.live:
+            self._advance()
+
+    def _finish(self) -> None:
+        """The core is done: no more launches; the host stops waiting (what is in flight ends)."""
+        self.live = False
+        done = self.done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _spawn(self, attempt: Attempt) -> None:  # pragma: no cover - `_advance` spawns
+        raise AssertionError("the asyncio driver spawns in _advance")
 
     async def _sleep_until(self, until: float) -> None:
         await asyncio.sleep(max(until - self.loop.time(), 0.0))
@@ -112,12 +182,19 @@ class AsyncioRun(_Run):
     def _cancel_all(self) -> None:
         for task in self.tasks:
             task.cancel()  # a finished task ignores it
-        self._wake()
+        inline = self.inline
+        if inline is not None and asyncio.current_task() is not self.host:
+            inline.cancel()  # the host's attempt (not when it is the one deciding)
+        if self.next is not None:
+            self.next.cancel()
+            self.next = None
+        self._finish()
 
-    def _wake(self) -> None:
-        wake = self.wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+    def _ended(self, attempt: Attempt) -> None:
+        self.core.ended(attempt, self.now())
+        # A cancelled attempt means the run is over (a winner, a commit, the caller): no launch.
+        if self.live and self.ends_advance and not self.advancing and attempt.record.outcome != "cancelled":
+            self._advance()
 
     def _scope(self) -> Any:
         return _TaskScope()

@@ -101,6 +101,84 @@ async def test_the_callers_cancellation_propagates_and_ends_every_attempt(timing
     assert [s.cancelled for s in slow] == [1, 1, 1]
 
 
+# -- the asyncio driver: the run's own task makes the first attempt ------------------------------
+
+ASYNCIO_NATIVE = pytest.mark.parametrize(
+    "anyio_backend", [("asyncio+uvloop", "native")], indirect=True, ids=["asyncio+uvloop"]
+)
+
+
+class Where(Scripted):
+    """Also records the task each call ran in, and every task alive during it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks: list[tuple[asyncio.Task[Any] | None, int]] = []
+
+    async def complete(self, query: Query) -> Response:
+        self.tasks.append((asyncio.current_task(), len(asyncio.all_tasks())))
+        return await super().complete(query)
+
+
+@ASYNCIO_NATIVE
+async def test_a_hedge_that_never_fires_runs_in_the_callers_own_task() -> None:
+    first = Where("a", 0.05)
+    async with Runtime([first, Scripted("b", 0.05, provider="p2")]) as rt:
+        alive = len(asyncio.all_tasks())
+        result = await rt.run(Query("q"), Policy.hedge(["a", "b"], delay=1.0))
+    assert [x.outcome for x in result.trace.attempts] == ["accepted"]
+    assert first.tasks == [(asyncio.current_task(), alive)]  # no task was made for it
+
+
+async def test_when_the_hedge_wins_the_runs_own_attempt_is_cancelled_and_the_caller_is_not(timing: Timing) -> None:
+    slow, fast = Scripted("slow", 10.0), Scripted("fast", 0.1, provider="p2")
+    async with Runtime([slow, fast]) as rt:
+        result = await rt.run(Query("q"), Policy.hedge(["slow", "fast"], delay=0.5))
+        assert [(x.backend, x.outcome) for x in result.trace.attempts] == [("slow", "cancelled"), ("fast", "accepted")]
+        assert result.latency == timing.approx(0.6)
+        assert (slow.active, slow.cancelled) == (0, 1)
+        if isinstance(task := _current_asyncio_task(), asyncio.Task):
+            assert task.cancelling() == 0  # the run's own cancellation of its attempt did not leak out
+        await anyio.sleep(0.01)  # and the caller is not cancelled afterwards
+        again = await rt.run(Query("q"), Policy.hedge(["fast", "slow"], delay=0.5))
+        assert again.response.text == fast.text
+
+
+def _current_asyncio_task() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # trio
+        return None
+
+
+@ASYNCIO_NATIVE
+async def test_an_error_in_the_schedules_timer_reaches_the_caller_and_ends_every_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from specexec._core import Core, Wait
+
+    calls = 0
+    next_action = Core.next_action
+
+    def failing_at_the_timer(self: Core, now: float) -> object:
+        nonlocal calls
+        calls += 1
+        action = next_action(self, now)
+        if calls > 1 and not isinstance(action, Wait):  # the timer's turn: the hedge is due
+            raise RuntimeError("the core's bug")
+        return action
+
+    monkeypatch.setattr(Core, "next_action", failing_at_the_timer)
+    slow = Scripted("slow", 10.0)
+    async with Runtime([slow, Scripted("b", 10.0, provider="p2")]) as rt:
+        with pytest.raises(RuntimeError, match="the core's bug"):  # itself, not an exception group
+            await asyncio.wait_for(rt.run(Query("q"), Policy.hedge(["slow", "b"], delay=0.2)), 5.0)
+    assert (slow.active, slow.cancelled) == (0, 1)
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    assert [t for t in asyncio.all_tasks() if "_attempt" in getattr(t.get_coro(), "__qualname__", "")] == []
+
+
 # -- the asyncio driver's cancel scope for one stream attempt ----------------------------------
 
 
@@ -118,7 +196,7 @@ async def _scoped(cancel_inside: bool, cancel_outside: bool) -> str:
     return "left the scope"
 
 
-@pytest.mark.parametrize("anyio_backend", [("asyncio+uvloop", "native")], indirect=True, ids=["asyncio+uvloop"])
+@ASYNCIO_NATIVE
 async def test_a_task_scope_swallows_its_own_cancellation_only() -> None:
     assert await asyncio.create_task(_scoped(cancel_inside=True, cancel_outside=False)) == "left the scope"
     for inside in (False, True):  # someone else's cancellation always propagates, ours or not
@@ -128,7 +206,7 @@ async def test_a_task_scope_swallows_its_own_cancellation_only() -> None:
         assert task.cancelled()
 
 
-@pytest.mark.parametrize("anyio_backend", [("asyncio+uvloop", "native")], indirect=True, ids=["asyncio+uvloop"])
+@ASYNCIO_NATIVE
 async def test_a_task_scope_cancelled_after_it_was_left_does_nothing() -> None:
     from specexec._engine_asyncio import _TaskScope
 
