@@ -542,16 +542,18 @@ class Core:
         hedge can go to another provider and region than the attempts in flight."""
         if not self.in_flight or len(self.queue) == 1:
             return 0, self.plan.next_reason if self.launched else self.plan.first_reason
-        busy_regions = {(a.state.provider, a.state.region) for a in self.in_flight}
-        regions = {r for _, r in busy_regions}
-        providers = {p for p, _ in busy_regions}
+        in_flight = self.in_flight  # the failure domains in flight (one, the usual case: no set)
+        busy = (in_flight[0].state.domain,) if len(in_flight) == 1 else {a.state.domain for a in in_flight}
+        regions: set[str] | None = None  # built when a candidate outside every busy domain is ranked
+        providers: set[str] = set()
         best, best_rank = 0, 3
         for i, s in enumerate(self.queue):
-            rank = (
-                (s.region in regions) + (s.provider in providers) * 2
-                if (s.provider, s.region) not in busy_regions
-                else 3
-            )
+            if s.domain in busy:
+                continue  # rank 3: a domain in flight
+            if regions is None:
+                regions = {r for _, r in busy}
+                providers = {p for p, _ in busy}
+            rank = (s.region in regions) + (s.provider in providers) * 2
             if rank < best_rank:
                 best, best_rank = i, rank
                 if rank == 0:

@@ -87,8 +87,8 @@ class BackendState:
     """
 
     __slots__ = (
-        "_counter", "backend", "context_window", "health", "input_price", "name", "output_price", "provider",
-        "region", "throttle",
+        "_counter", "backend", "context_window", "domain", "health", "input_price", "name", "output_price",
+        "provider", "region", "throttle",
     )  # fmt: skip
 
     def __init__(self, backend: Backend, config: HealthConfig, shared_limits: SharedLimits | None = None) -> None:
@@ -96,6 +96,7 @@ class BackendState:
         self.name = backend.name
         self.provider = backend.provider
         self.region = backend.region
+        self.domain = (backend.provider, backend.region)  # its failure domain: hedges prefer another
         self.input_price = backend.input_price
         self.output_price = backend.output_price
         self.throttle = FailoverThrottle()
