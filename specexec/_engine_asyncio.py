@@ -122,40 +122,49 @@ class AsyncioRun(_Run):
 
     def _advance(self, host_free: bool = False) -> Attempt | None:
         """Carry out the core's schedule at the loop's now until it waits (a timer armed) or is
-        done. With ``host_free``, the first launch is returned for the host to run itself, and the
-        rest of the schedule goes on once that attempt has begun (``call_soon``), so it starts
-        before the next launch as a spawned one would. An exception stops the run: it is kept
-        for the host to raise after the group (not wrapped in an exception group)."""
+        done; the first launch is returned for the host to make itself when ``host_free``.
+
+        When launches follow at once (a race: no delay), the rest of the schedule goes on once
+        the host's attempt has begun (``call_soon``), so it starts before the next launch as a
+        spawned one would (an eager task factory runs a task inside ``create_task``). A hedge's
+        next step is a timer: it is armed now. An exception stops the run: it is kept for the
+        host to raise after the group (not wrapped in an exception group)."""
         core, now = self.core, self.now
         if self.next is not None:
             self.next.cancel()
             self.next = None
         self.advancing = True  # an attempt that ends inside `create_task` (eager tasks): the loop asks again
+        own: Attempt | None = None
         try:
             while True:
                 action = core.next_action(now())
                 if isinstance(action, Launch):
-                    if host_free:
-                        self.next = self.loop.call_soon(self._resume)
-                        return action.attempt
+                    if host_free and own is None:
+                        own = action.attempt
+                        if core.plan.delay == 0.0:
+                            self.next = self.loop.call_soon(self._resume)
+                            return own
+                        continue
                     assert self.group is not None
                     self.tasks.append(self.group.create_task(self._attempt(action.attempt)))
                 elif isinstance(action, Wait):
                     self.ends_advance = True
                     if action.until != math.inf:
                         self.next = self.loop.call_at(action.until, self._resume)
-                    return None
+                    return own
                 elif isinstance(action, Poll):
                     self.ends_advance = False
                     self.next = self.loop.call_at(action.until, self._resume)
-                    return None
+                    return own
                 else:
                     assert action is DONE
                     self._finish()
-                    return None
+                    return own
         except Exception as exc:
             self.error = exc
             self._cancel_all()
+            if own is not None:
+                self._ended(own)  # booked for the host, never started: its slot back
             return None
         finally:
             self.advancing = False
