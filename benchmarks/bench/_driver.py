@@ -1,19 +1,22 @@
 """The open-loop load driver shared by ``--sim`` (virtual time) and ``--live``/``--target`` (real time).
 
-One nursery: a launcher sends each request at its *intended* time (sleeping until then) and
-starts a task for it; the task runs the policy, bounded by the workload's ``timeout``, and
-records the latency from the intended time to the end. If the launcher falls behind (the
-client stalls, or ``max_in_flight`` requests are already running), requests go out late
-but their latency still counts from when they should have been sent, so a stall shows in
-the tail instead of being hidden (no coordinated omission). Everything ends inside the
-nursery: bounded by the workload's count or duration plus one ``timeout``.
+One task group (on the loop that runs it: trio or asyncio): a launcher sends each request at
+its *intended* time (sleeping until then) and starts a task for it; the task runs the policy,
+bounded by the workload's ``timeout``, and records the latency from the intended time to the
+end. If the launcher falls behind (the client stalls, or ``max_in_flight`` requests are
+already running), requests go out late but their latency still counts from when they should
+have been sent, so a stall shows in the tail instead of being hidden (no coordinated
+omission). Everything ends inside the group: bounded by the workload's count or duration plus
+one ``timeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
-import trio
+import anyio
+import sniffio
 
 from specexec import Policy, Query, Result, Runtime, Trace
 from specexec.verifiers import check
@@ -72,11 +75,11 @@ async def drive(
     max_in_flight = workload.max_in_flight
     run = runtime.run
     record = stats.record
-    current_time = trio.current_time
+    current_time = _clock()
     t0 = current_time() + start_delay
     in_flight = 0
     done = 0
-    slot_freed: trio.Event | None = None
+    slot_freed: anyio.Event | None = None
 
     async def streamed_run(query: Query) -> tuple[Result, float]:
         first: float | None = None
@@ -92,7 +95,7 @@ async def drive(
         good: bool | None = None
         trace: Trace | None = None
         ttft: float | None = None
-        with trio.CancelScope(deadline=at + timeout):
+        with anyio.CancelScope(deadline=at + timeout):
             try:
                 if streamed:
                     result, first = await streamed_run(query)
@@ -130,21 +133,30 @@ async def drive(
             slot_freed.set()
             slot_freed = None
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as group:
         for request in requests(workload, scenario.seed):
             at = t0 + request.at
             if at > current_time():
-                await trio.sleep_until(at)
+                await anyio.sleep_until(at)
             while in_flight >= max_in_flight:
                 if slot_freed is None:
-                    slot_freed = trio.Event()
+                    slot_freed = anyio.Event()
                 await slot_freed.wait()
             if request.measured:
                 stats.sent(current_time() - at)
             in_flight += 1
-            nursery.start_soon(one, request.query, at, request.measured)
+            group.start_soon(one, request.query, at, request.measured)
     if on_progress is not None:
         on_progress(done)
+
+
+def _clock() -> Callable[[], float]:
+    """The running loop's clock (what ``anyio.current_time`` reads, without its per-call lookup)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.current_time
+    return asyncio.get_running_loop().time
 
 
 def received_cost(trace: Trace | None, runtime: Runtime, query: Query) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import trio
+import anyio
 
 from specexec import Backend, HealthFeedLike, PolicyError, Runtime
 from specexec import Constant as SimConstant
@@ -42,6 +42,7 @@ from ._scenario import Scenario, backend_kind
 from ._stats import PolicyStats
 
 __all__ = [
+    "LOOPS",
     "fleet_backends",
     "fleet_config",
     "fleet_distribution",
@@ -56,6 +57,10 @@ START_DELAY = 0.005
 intended send time."""
 
 ProgressFn = Callable[[int], None]
+
+LOOPS = {"trio": ("trio", {}), "asyncio": ("asyncio", {"use_uvloop": True})}
+"""``--loop`` choices: the event loop the client (runtime and load driver) runs on; ``asyncio``
+is asyncio with uvloop."""
 
 _FAULTS = {"unavailable": "error_503", "bad_response": "malformed"}
 _LOOPBACK = HttpConfig(trust_env=False)  # the fleet is on 127.0.0.1: never through an HTTP(S)_PROXY
@@ -185,15 +190,31 @@ def run_policy_live(
     feeds: FeedsFn | None = None,
     at_start: Callable[[], None] | None = None,
     streamed: bool = False,
+    loop: str = "trio",
 ) -> PolicyStats:
     """Run policy ``name`` on the real clock against ``backends`` (in a fresh, entered Runtime
-    with ``feeds()`` as its health feeds). ``at_start()`` is called once the runtime is entered,
-    just before the workload's time zero (``run_on_fleet`` resets the fleet there, so the
-    fleet's scheduled events line up with the workload's clock within a few milliseconds).
-    ``streamed``: each request goes through ``Runtime.stream`` (see ``drive``)."""
+    with ``feeds()`` as its health feeds) on ``loop`` (a ``LOOPS`` key). ``at_start()`` is called
+    once the runtime is entered, just before the workload's time zero (``run_on_fleet`` resets
+    the fleet there, so the fleet's scheduled events line up with the workload's clock within a
+    few milliseconds). ``streamed``: each request goes through ``Runtime.stream`` (see ``drive``)."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
+    backend, options = LOOPS[loop]
     stats = PolicyStats(scenario.phases)
     feeds_now = list(feeds() if feeds else ())
-    trio.run(_run, scenario, name, list(backends), stats, on_progress, feeds_now, at_start, streamed)
+    anyio.run(
+        _run,
+        scenario,
+        name,
+        list(backends),
+        stats,
+        on_progress,
+        feeds_now,
+        at_start,
+        streamed,
+        backend=backend,
+        backend_options=options,
+    )
     return stats
 
 
@@ -221,10 +242,11 @@ def run_on_fleet(
     *,
     on_progress: ProgressFn | None = None,
     feeds: FeedsFn | None = None,
+    loop: str = "trio",
 ) -> dict[str, PolicyStats]:
     """Run every policy of ``scenario`` in turn against a running fleet (serving
-    ``fleet_config(scenario)``), resetting it before each. ``on_progress(n)`` gets requests
-    finished over all policies."""
+    ``fleet_config(scenario)``), resetting it before each, the client on ``loop``.
+    ``on_progress(n)`` gets requests finished over all policies."""
     out: dict[str, PolicyStats] = {}
     finished = 0
     for name in scenario.policies:
@@ -235,15 +257,18 @@ def run_on_fleet(
                 on_progress(base + done)
 
         backends = fleet_backends(scenario, fleet.config, fleet.deployments)
-        out[name] = run_policy_live(scenario, name, backends, bump, feeds=feeds, at_start=fleet.reset)
+        out[name] = run_policy_live(scenario, name, backends, bump, feeds=feeds, at_start=fleet.reset, loop=loop)
         finished += out[name].total.requests + scenario.workload.warmup
     return out
 
 
-def run_live(scenario: Scenario, *, on_progress: ProgressFn | None = None) -> dict[str, PolicyStats]:
-    """Start the fleet for ``scenario``, run every policy against it in turn, stop the fleet."""
+def run_live(
+    scenario: Scenario, *, on_progress: ProgressFn | None = None, loop: str = "trio"
+) -> dict[str, PolicyStats]:
+    """Start the fleet for ``scenario``, run every policy against it in turn (the client on
+    ``loop``: ``"trio"`` or ``"asyncio"``, with uvloop), stop the fleet."""
     with start_fleet_process(fleet_config(scenario)) as fleet:
-        return run_on_fleet(scenario, fleet, on_progress=on_progress)
+        return run_on_fleet(scenario, fleet, on_progress=on_progress, loop=loop)
 
 
 def live_notes(scenario: Scenario) -> list[str]:

@@ -40,6 +40,7 @@ import msgspec
 from specexec import Constant, Distribution, LogNormal, Mixture, Policy, PolicyError, Scaled, Uniform
 from specexec.config import SimulatedConfig
 
+from ._live import LOOPS
 from ._progress import Progress, progress_wanted
 from ._report import BenchResult, build_result, render, write_outputs
 from ._scenario import Brownout, Phase, Scenario, load_scenario
@@ -306,6 +307,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=0, help="--live: requests per policy sent first, not counted (0)")
     p.add_argument(
+        "--loop",
+        choices=sorted(LOOPS),
+        default="trio",
+        help="--live: the event loop the client runs on (asyncio: with uvloop; default trio)",
+    )
+    p.add_argument(
         "--policies",
         help="with --seeds or --live: the policies, comma-separated (default: --seeds "
         + ",".join(ADAPTIVE)
@@ -344,6 +351,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except SystemExit as exc:
         return int(exc.code or 0)
     delays = [float(x) for x in args.sweep.split(",")] if args.sweep else list(DEFAULT_SWEEP_MS)
+    if args.loop != "trio" and not args.live:
+        err.write("python -m specexec.bench.tail_at_scale: --loop applies to --live only\n")
+        return 2
     if args.live and args.seeds is not None:
         err.write("python -m specexec.bench.tail_at_scale: --live and --seeds are two different runs: give one\n")
         return 2
@@ -360,7 +370,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         if args.live:
             policies = args.policies.split(",") if args.policies else list(LIVE_POLICIES)
             live = base.with_options(warmup=args.warmup, policies=["single", *(p for p in policies if p != "single")])
-            return run_tail_live(live, dist, out=out, err=err, show=show, as_json=args.json, out_dir=args.out)
+            return run_tail_live(
+                live, dist, out=out, err=err, show=show, as_json=args.json, out_dir=args.out, loop=args.loop
+            )
     except PolicyError as exc:
         err.write(f"python -m specexec.bench.tail_at_scale: {exc}\n")
         return 2

@@ -19,6 +19,7 @@ import msgspec
 
 from specexec import Distribution
 
+from .._timing import LOOP_LABELS
 from ._live import live_notes, run_live
 from ._progress import Progress
 from ._report import build_result, render, write_outputs
@@ -89,14 +90,16 @@ def run_tail_live(
     show: bool,
     as_json: bool,
     out_dir: str | None = None,
+    loop: str = "trio",
 ) -> int:
-    """Run ``scenario`` live and print the report and the limits (or one JSON document), and
-    with ``out_dir`` write its ``results.json``, ``.hgrm`` files and plot there; 0."""
+    """Run ``scenario`` live (the client on ``loop``) and print the report and the limits (or
+    one JSON document), and with ``out_dir`` write its ``results.json``, ``.hgrm`` files and
+    plot there; 0."""
     expected = (scenario.workload.expected_requests() + scenario.workload.warmup) * len(scenario.policies)
-    progress = Progress("tail-at-scale (live)", expected, enabled=show, stream=err)
+    progress = Progress(f"tail-at-scale (live, {loop})", expected, enabled=show, stream=err)
     started = time.perf_counter()
     try:
-        stats = run_live(scenario, on_progress=progress.update)
+        stats = run_live(scenario, on_progress=progress.update, loop=loop)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
@@ -107,11 +110,13 @@ def run_tail_live(
             err.write(line + "\n")
     if as_json:
         doc: dict[str, Any] = {
+            "loop": LOOP_LABELS[loop],
             "result": msgspec.to_builtins(result),
             "limits": [{**r.__dict__, "met": r.met()} for r in rows],
         }
         out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
     out.write(render(result))
+    out.write(f"\nclient loop: {LOOP_LABELS[loop]}\n")
     out.write("\n" + _rows_text(rows))
     return 0

@@ -35,9 +35,11 @@ candidates = ["a"]
 """
 
 
-def test_a_stalled_client_shows_in_the_tail(write_scenario: Write) -> None:
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_a_stalled_client_shows_in_the_tail(write_scenario: Write, loop: str) -> None:
     """Request 30 blocks the client's event loop for 0.3 s (a CPU stall, a GC pause): the ~30
-    requests due meanwhile go out late, and their latency counts from their intended time."""
+    requests due meanwhile go out late, and their latency counts from their intended time —
+    on either client loop."""
 
     async def complete(query: Query) -> str:
         if query.metadata["seed_key"] == 30:
@@ -46,13 +48,19 @@ def test_a_stalled_client_shows_in_the_tail(write_scenario: Write) -> None:
         return "ok"
 
     scenario = load_scenario(write_scenario(CONSTANT))
-    stats = run_policy_live(scenario, "single", [CallableBackend("a", complete)]).total
+    stats = run_policy_live(scenario, "single", [CallableBackend("a", complete)], loop=loop).total
     assert stats.requests == 100 and stats.ok == 100
     late = sum(
         it.count_at_value_iterated_to for it in stats.latency.get_recorded_iterator() if it.value_iterated_to >= 100_000
     )
     assert 15 <= late <= 60  # ~30 were due during the stall; a loaded machine may add a few
     assert stats.latency.get_value_at_percentile(50.0) < 100_000
+
+
+def test_an_unknown_loop_is_refused_with_the_choices(write_scenario: Write) -> None:
+    scenario = load_scenario(write_scenario(CONSTANT))
+    with pytest.raises(ValueError, match=r"trio, asyncio.*'curio'"):
+        run_policy_live(scenario, "single", [], loop="curio")
 
 
 def test_fleet_translation(write_scenario: Write) -> None:

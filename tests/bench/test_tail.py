@@ -131,6 +131,22 @@ def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load(tmp_p
     assert json.loads((tmp_path / "results.json").read_text())["mode"] == "live"  # --out is written, not ignored
 
 
+def test_live_mode_runs_the_client_on_asyncio_with_uvloop() -> None:
+    out = io.StringIO()
+    args = ["--live", "--requests", "40", "--policies", "adaptive-p95", "--loop", "asyncio", "--json"]
+    assert main(args, stdout=out, stderr=io.StringIO()) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["loop"] == "asyncio+uvloop"
+    policies = [(p["name"], p["summary"]["requests"], p["summary"]["ok"]) for p in doc["result"]["policies"]]
+    assert policies == [("single", 40, 40), ("adaptive-p95", 40, 40)]
+
+
+def test_loop_without_live_is_refused_with_why() -> None:
+    err = io.StringIO()
+    assert main(["--loop", "asyncio"], stdout=io.StringIO(), stderr=err) == 2
+    assert "--loop applies to --live only" in err.getvalue()
+
+
 def test_live_and_seeds_together_are_refused_with_why() -> None:
     err = io.StringIO()
     assert main(["--live", "--seeds", "2"], stdout=io.StringIO(), stderr=err) == 2
