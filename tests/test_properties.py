@@ -156,3 +156,66 @@ def test_with_delay_zero_the_result_time_is_the_fastest_accepted(specs: list[dic
     else:
         assert isinstance(out["error"], specexec.NoAcceptableResponse)
         assert out["t1"] - out["t0"] == pytest.approx(max(s["latency"] for s in specs), abs=1e-9)
+
+
+# -- the same invariants on asyncio + uvloop: the native asyncio driver (callbacks, the caller's task
+# making the first attempt) on the real clock, every time scaled down 100x ---------------------------
+
+SCALE = 0.01
+"""Seconds on asyncio per virtual second of the scenarios (latencies 0.01-20 ms)."""
+ASYNCIO_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
+    """``run_scenario`` on asyncio + uvloop (the native driver), every duration times ``SCALE``;
+    ``out["left"]``: the tasks other than the caller's alive right after the run."""
+    import asyncio
+
+    import anyio
+
+    specs = [{**s, "latency": s["latency"] * SCALE} for s in specs]
+    knobs = {k: v * SCALE if k in ("deadline", "attempt_timeout", "delay") and isinstance(v, float) else v
+             for k, v in knobs.items()}  # fmt: skip
+    backends = [make_backend(i, s) for i, s in enumerate(specs)]
+    policy = Policy(candidates=tuple(b.name for b in backends), **knobs)
+    traces: list[specexec.Trace] = []
+    out: dict[str, Any] = {"backends": backends, "policy": policy, "knobs": knobs}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with Runtime(backends, sinks=[traces.append]) as rt:
+            out["t0"] = loop.time()
+            try:
+                out["result"] = await rt.run(specexec.Query("q", max_tokens=50), policy)
+            except (specexec.SpecExecError, specexec.BackendError) as exc:
+                out["error"] = exc
+            out["t1"] = loop.time()
+            out["left"] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    out["trace"] = traces[0]
+    return out
+
+
+@ASYNCIO_SETTINGS
+@given(scenarios())
+def test_on_asyncio_the_invariants_hold_and_nothing_outlives_run(
+    scenario: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> None:
+    out = run_scenario_on_asyncio(*scenario)
+    knobs, trace = out["knobs"], out["trace"]
+    assert out["left"] == []  # no attempt's task outlives the run
+    assert all(b.active == 0 for b in out["backends"])
+    assert all(a.outcome is not None for a in trace.attempts)
+    assert trace.cost == pytest.approx(sum(a.cost for a in trace.attempts), abs=1e-12)
+    if knobs["max_cost"] is not None:
+        assert trace.cost <= knobs["max_cost"] + 1e-12
+    launched = [a for a in trace.attempts if a.outcome != "skipped"]
+    assert len(launched) <= knobs["max_attempts"]
+    assert sum(b.calls for b in out["backends"]) == len(launched)
+    result = out.get("result")
+    if result is not None:
+        assert verifiers.json_valid()(specexec.Query("q"), result.response).accept
+        assert result.trace.winner == result.backend
+    if knobs["deadline"] is not None:
+        assert out["t1"] - out["t0"] <= knobs["deadline"] + 0.05  # a real clock: the loop's slack
