@@ -6,6 +6,7 @@ hundreds of runs with latencies up to seconds take milliseconds.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -166,8 +167,10 @@ SCALE = 0.01
 ASYNCIO_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
-    """``run_scenario`` on asyncio + uvloop (the native driver), every duration times ``SCALE``;
+def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any], eager: bool = False) -> dict[str, Any]:
+    """``run_scenario`` on asyncio + uvloop (the native driver), every duration times ``SCALE``
+    (``eager``: under ``asyncio.eager_task_factory``, where a task runs inside ``create_task``, on
+    plain asyncio);
     ``out["left"]``: the tasks other than the caller's alive right after the run."""
     import asyncio
 
@@ -183,6 +186,8 @@ def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any]) 
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        if eager:
+            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         async with Runtime(backends, sinks=[traces.append]) as rt:
             out["t0"] = loop.time()
             try:
@@ -192,17 +197,23 @@ def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any]) 
             out["t1"] = loop.time()
             out["left"] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    # uvloop calls a task factory with arguments asyncio's eager one does not take: plain asyncio then
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": not eager})
     out["trace"] = traces[0]
     return out
 
 
+@pytest.mark.parametrize(
+    "eager",
+    [False, pytest.param(True, marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12+"))],
+    ids=["tasks", "eager-tasks"],
+)
 @ASYNCIO_SETTINGS
-@given(scenarios())
+@given(scenario=scenarios())
 def test_on_asyncio_the_invariants_hold_and_nothing_outlives_run(
-    scenario: tuple[list[dict[str, Any]], dict[str, Any]],
+    eager: bool, scenario: tuple[list[dict[str, Any]], dict[str, Any]]
 ) -> None:
-    out = run_scenario_on_asyncio(*scenario)
+    out = run_scenario_on_asyncio(*scenario, eager=eager)
     knobs, trace = out["knobs"], out["trace"]
     assert out["left"] == []  # no attempt's task outlives the run
     assert all(b.active == 0 for b in out["backends"])
@@ -212,10 +223,13 @@ def test_on_asyncio_the_invariants_hold_and_nothing_outlives_run(
         assert trace.cost <= knobs["max_cost"] + 1e-12
     launched = [a for a in trace.attempts if a.outcome != "skipped"]
     assert len(launched) <= knobs["max_attempts"]
-    assert sum(b.calls for b in out["backends"]) == len(launched)
+    # on a real clock a launch can be cancelled before its task's first step (a sub-ms deadline,
+    # a winner in the same loop turn): never called, and then traced as cancelled
+    never_called = len(launched) - sum(b.calls for b in out["backends"])
+    assert 0 <= never_called <= sum(a.outcome == "cancelled" for a in launched)
     result = out.get("result")
     if result is not None:
         assert verifiers.json_valid()(specexec.Query("q"), result.response).accept
         assert result.trace.winner == result.backend
     if knobs["deadline"] is not None:
-        assert out["t1"] - out["t0"] <= knobs["deadline"] + 0.05  # a real clock: the loop's slack
+        assert out["t1"] - out["t0"] <= knobs["deadline"] + 0.1  # a real clock on a shared machine: slack
