@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncioRun"]
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class _TaskScope:
     """A cancel scope over the current task: ``cancel()`` cancels it once; leaving the scope
     swallows that cancellation and no other."""
