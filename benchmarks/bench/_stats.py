@@ -19,7 +19,7 @@ from specexec._health._latency import _record_fast
 
 from ._scenario import Phase
 
-__all__ = ["LATE_SEND", "PERCENTILES", "PolicyStats", "Stats", "Summary", "new_histogram"]
+__all__ = ["LATE_SEND", "PERCENTILES", "PolicyStats", "Stats", "Summary", "mean_value", "new_histogram"]
 
 LOWEST_MICROS = 1
 HIGHEST_MICROS = 3_600_000_000
@@ -33,6 +33,32 @@ _DEADLINE_KINDS = frozenset({"DeadlineExceeded", "timeout"})
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram (microseconds)."""
     return HdrHistogram(LOWEST_MICROS, HIGHEST_MICROS, SIGNIFICANT_FIGURES)
+
+
+def mean_value(h: HdrHistogram) -> float:
+    """``h.get_mean_value()`` — the same figure, bucket for bucket — from the non-zero buckets
+    only: hdrh's own walks all ~23,000 buckets of a 1 µs–1 h histogram through its Python
+    iterator (≈ 0.4 s a call here, once per policy and phase in every report)."""
+    n = h.get_total_count()
+    if not n:
+        return 0.0
+    total = 0
+    for index, count in enumerate(_counts(h)):
+        if count:
+            value = h.get_highest_equivalent_value(h.get_value_from_index(index))  # what the iterator yields
+            lowest = h.get_lowest_equivalent_value(value)
+            total += count * (lowest + ((h.get_highest_equivalent_value(value) - lowest + 1) >> 1))
+    return float(total) / n
+
+
+def _counts(h: HdrHistogram) -> Sequence[int]:
+    """The bucket counts as a list, read in one go through the buffer protocol (a ctypes array
+    read item by item costs ≈ 1 µs an item)."""
+    code = {2: "H", 4: "I", 8: "Q"}.get(h.word_size)
+    if code is None:  # pragma: no cover - hdrh's word sizes are 2, 4 and 8
+        return list(h.counts)
+    counts: list[int] = memoryview(h.counts).cast("B").cast(code).tolist()
+    return counts
 
 
 def _micros(seconds: float) -> int:
@@ -190,7 +216,7 @@ class Stats:
             values = h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
             latency = {label: values[p] / 1e6 for label, p in PERCENTILES}
             latency["max"] = h.get_max_value() / 1e6
-            latency["mean"] = h.get_mean_value() / 1e6
+            latency["mean"] = mean_value(h) / 1e6
         else:
             latency = dict.fromkeys([*(label for label, _ in PERCENTILES), "max", "mean"])
         ttft: dict[str, float | None] | None = None
@@ -198,7 +224,7 @@ class Stats:
             values = self.ttft.get_percentile_to_value_dict([p for _, p in PERCENTILES])
             ttft = {label: values[p] / 1e6 for label, p in PERCENTILES}
             ttft["max"] = self.ttft.get_max_value() / 1e6
-            ttft["mean"] = self.ttft.get_mean_value() / 1e6
+            ttft["mean"] = mean_value(self.ttft) / 1e6
         misses = sum(v for k, v in self.failures.items() if k in _DEADLINE_KINDS)
         return Summary(
             requests=n,

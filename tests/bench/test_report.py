@@ -8,11 +8,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specexec import AttemptRecord, Trace
 from specexec.bench.bench import build_result, load_scenario, render, simulate, to_json, write_outputs
 from specexec.bench.bench._report import PLOT_HINT, percentile_curve
-from specexec.bench.bench._stats import PolicyStats, Stats, new_histogram
+from specexec.bench.bench._stats import PolicyStats, Stats, mean_value, new_histogram
 
 from .conftest import SMALL
 
@@ -105,3 +107,13 @@ def test_stats_record_counts_attempts_hedges_wins_and_failures() -> None:
     assert summary.latency["max"] == pytest.approx(0.1, rel=1e-3)
     copy = Stats.from_builtins(msgspec.json.decode(msgspec.json.encode(s.to_builtins())))
     assert copy.summary() == summary
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3_600_000_000), st.integers(1, 5)), max_size=300))
+def test_the_mean_is_hdrhs_own_figure_bucket_for_bucket(records: list[tuple[int, int]]) -> None:
+    """``mean_value`` reads only the non-zero buckets; hdrh's ``get_mean_value`` walks them all."""
+    h = new_histogram()
+    for value, count in records:
+        h.record_value(value, count)
+    assert mean_value(h) == h.get_mean_value()
