@@ -44,10 +44,11 @@ from .scorers import Candidate, Scorer, as_scorer
 from .verifiers import Verdict
 
 if TYPE_CHECKING:
+    from ._health._budget import HedgeBudgetLike
     from ._policy import Policy
     from ._runtime import BackendState, Runtime
 
-__all__ = ["CANCEL_ALL", "DONE", "Core", "Launch", "Poll", "Result", "Wait"]
+__all__ = ["CANCEL_ALL", "DONE", "Core", "Launch", "Poll", "Resolved", "Result", "Wait"]
 
 EPSILON: Final = 1e-12  # float slack when comparing money against the ceiling
 LIMIT_POLL: Final = 0.005  # seconds between checks while the primary waits for a rate/concurrency slot
@@ -190,6 +191,26 @@ def _plan(policy: Policy) -> _Plan:
     return plan
 
 
+class Resolved(tuple["BackendState", ...]):
+    """A policy's candidate states in order (what ``Runtime.resolve`` returns and caches per
+    policy), with what every run of the policy needs derived once: the core's plan, the
+    runtime's hedge budget for it, and the candidates' names for the trace. A plain sequence of
+    states works too (the core then derives them per run)."""
+
+    plan: _Plan
+    budget: HedgeBudgetLike | None
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, states: Sequence[BackendState], policy: Policy, runtime: Runtime) -> Resolved:
+        """``states`` with ``policy``'s plan, ``runtime``'s hedge budget for it and the names."""
+        resolved = cls(states)
+        resolved.plan = _plan(policy)
+        resolved.budget = runtime.hedge_budget(policy.budget) if policy.budget is not None else None
+        resolved.names = tuple(s.name for s in states)
+        return resolved
+
+
 class Core:
     """The decisions of one run: a state machine with no I/O (see the module docstring)."""
 
@@ -218,15 +239,20 @@ class Core:
         self.query = query
         self.policy = policy
         self.t0 = now
+        if isinstance(states, Resolved):  # derived once per policy (`Runtime.resolve`)
+            plan, self.budget, names = states.plan, states.budget, states.names
+        else:
+            plan, names = _plan(policy), tuple(s.name for s in states)
+            self.budget = runtime.hedge_budget(policy.budget) if policy.budget is not None else None
+        self.plan = plan
         self.trace = Trace(
             mode=policy.mode,
             policy=policy.name,
             wall_time=wall_time,
-            candidates=[s.name for s in states],
+            candidates=list(names),
             max_cost=policy.max_cost,
             tenant=query.tenant,
         )
-        plan = self.plan = _plan(policy)
         self.input_estimate = estimate_input_tokens(query)  # the generic input-token bound, once per run
         self.tokens = self.input_estimate + query.max_tokens  # what rate limits are charged per attempt
         self.queue = self._ordered(states) if plan.order != "as_listed" else list(states)
@@ -242,7 +268,6 @@ class Core:
         self.winner: Attempt | None = None
         self.accepted: list[Attempt] = []
         self.fatal: BackendError | None = None
-        self.budget = runtime.hedge_budget(policy.budget) if policy.budget is not None else None
         self.deadline_passed = False
         self.cost_skips = 0
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it

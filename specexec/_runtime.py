@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._backend import Backend, BackendBase
+from ._core import Resolved
 from ._default import default_runtime as default_runtime
 from ._default import loop_resources
 from ._engine import Result, check_streamable, execute
@@ -173,7 +174,7 @@ class Runtime:
         self.sinks = list(sinks)
         self._states: dict[str, BackendState] = {}
         self._implicit: set[str] = set()  # names registered from policies' Backend objects
-        self._resolved: weakref.WeakKeyDictionary[Policy, tuple[BackendState, ...]] = weakref.WeakKeyDictionary()
+        self._resolved: weakref.WeakKeyDictionary[Policy, Resolved] = weakref.WeakKeyDictionary()
         self._budgets: dict[HedgeBudgetConfig, HedgeBudgetLike] = {}
         self._resources: Resources | None = None
         self.feeds = list(feeds) + ([shared_limits] if shared_limits is not None else [])
@@ -244,8 +245,9 @@ class Runtime:
             )
         return "give it to Runtime(backends=[...]) or runtime.add_backend(...)"
 
-    def resolve(self, policy: Policy) -> tuple[BackendState, ...]:
-        """The states of ``policy``'s candidates (checked once per policy, then cached)."""
+    def resolve(self, policy: Policy) -> Resolved:
+        """The states of ``policy``'s candidates, a tuple (checked once per policy, then cached
+        with what each run of it needs: its plan, its hedge budget)."""
         states = self._resolved.get(policy)
         if states is None:
             resolved = []
@@ -256,7 +258,7 @@ class Runtime:
                     raise PolicyError(str(exc).rsplit(" (at ", 1)[0], path=f"$.candidates[{i}]") from None
             if policy.scorer is not None and isinstance(getattr(policy.scorer, "backend", None), str):
                 self.state_for(policy.scorer.backend)  # type: ignore[union-attr]
-            states = self._resolved[policy] = tuple(resolved)
+            states = self._resolved[policy] = Resolved.of(resolved, policy, self)
         return states
 
     # -- shared scheduler state ----------------------------------------------------------------

@@ -9,7 +9,7 @@ significant figures) and in seconds everywhere else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from hdrh.histogram import HdrHistogram
@@ -39,7 +39,7 @@ def mean_value(h: HdrHistogram) -> float:
     """``h.get_mean_value()`` — the same figure, bucket for bucket — from the non-zero buckets
     only: hdrh's own walks all ~23,000 buckets of a 1 µs–1 h histogram through its Python
     iterator (≈ 0.4 s a call here, once per policy and phase in every report)."""
-    n = h.get_total_count()
+    n: int = h.get_total_count()
     if not n:
         return 0.0
     total = 0
@@ -54,11 +54,13 @@ def mean_value(h: HdrHistogram) -> float:
 def _counts(h: HdrHistogram) -> Sequence[int]:
     """The bucket counts as a list, read in one go through the buffer protocol (a ctypes array
     read item by item costs ≈ 1 µs an item)."""
-    code = {2: "H", 4: "I", 8: "Q"}.get(h.word_size)
+    code = _WORD_CODES.get(h.word_size)
     if code is None:  # pragma: no cover - hdrh's word sizes are 2, 4 and 8
         return list(h.counts)
-    counts: list[int] = memoryview(h.counts).cast("B").cast(code).tolist()
-    return counts
+    return memoryview(h.counts).cast("B").cast(code).tolist()
+
+
+_WORD_CODES: dict[int, Literal["H", "I", "Q"]] = {2: "H", 4: "I", 8: "Q"}
 
 
 def _micros(seconds: float) -> int:
