@@ -183,3 +183,23 @@ def test_a_stream_commit_names_the_attempts_to_cancel() -> None:
     core.ended(b, 0.1)
     result = core.result(0.1)
     assert (result.response.text, result.trace.attempts[1].ttft) == ("he", 0.05)
+
+
+def test_a_resolved_policy_carries_its_plan_budget_and_names_and_a_plain_tuple_decides_alike() -> None:
+    from specexec._core import Resolved, _plan
+
+    backends = [Scripted("a", 1.0), Scripted("b", 1.0, provider="p2")]
+    rt = Runtime(backends)
+    policy = Policy.hedge(["a", "b"], delay=0.2)
+    resolved = rt.resolve(policy)
+    assert isinstance(resolved, Resolved) and rt.resolve(policy) is resolved  # cached per policy
+    assert resolved.plan is _plan(policy) and resolved.names == ("a", "b")
+    assert policy.budget is not None and resolved.budget is rt.hedge_budget(policy.budget)
+    cores = [Core(rt, Query("q"), policy, states, 0.0, 0.0) for states in (resolved, tuple(resolved))]
+    for core in cores:
+        assert core.plan is resolved.plan and core.budget is resolved.budget
+        assert core.trace.candidates == ["a", "b"]
+        assert _launch(core.next_action(0.0)).state.name == "a"
+        wait = core.next_action(0.0)
+        assert isinstance(wait, Wait) and wait.until == pytest.approx(0.2)
+    assert cores[0].trace.candidates is not cores[1].trace.candidates  # each trace its own list
