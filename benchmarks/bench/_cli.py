@@ -17,7 +17,7 @@ from typing import TextIO
 
 from specexec import PolicyError
 
-from ._live import live_notes, run_live
+from ._live import LOOPS, live_notes, run_live
 from ._progress import Progress, progress_wanted
 from ._report import build_result, render, to_json, write_outputs
 from ._scenario import builtin_scenarios, load_scenario
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="des",
         help="--sim: the discrete-event driver (default; no event loop) or trio virtual time (the cross-check)",
     )
+    p.add_argument(
+        "--loop",
+        choices=sorted(LOOPS),
+        default="trio",
+        help="--live/--target: the event loop the client runs on (asyncio: with uvloop; default trio)",
+    )
     p.add_argument("--yes", action="store_true", help="--target: send without asking")
     return p
 
@@ -125,6 +131,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     try:
         scenario = load_scenario(args.scenario)
         mode = mode or ("sim" if scenario.simulated else "live")
+        if mode == "sim" and args.loop != "trio":
+            raise PolicyError("--loop applies to --live and --target (--sim runs on no event loop)", path="--loop")
         requests, duration, rate = args.requests, args.duration, args.rate
         if mode == "target":
             if requests is None and duration is None:
@@ -175,10 +183,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             jobs = args.jobs if args.jobs is not None else default_jobs(scenario)
             stats = simulate(scenario, jobs=jobs, on_progress=progress.update, engine=args.sim_engine)
         elif mode == "live":
-            stats = run_live(scenario, on_progress=progress.update)
+            stats = run_live(scenario, on_progress=progress.update, loop=args.loop)
         else:
             assert targets is not None
-            stats = run_target(scenario, targets, on_progress=progress.update)
+            stats = run_target(scenario, targets, on_progress=progress.update, loop=args.loop)
     except KeyboardInterrupt:
         progress.close()
         err.write("specexec bench: interrupted\n")

@@ -143,9 +143,14 @@ def confirm(lines: Sequence[CostLine], *, yes: bool, stdin: TextIO | None = None
 
 
 def run_target(
-    scenario: Scenario, configs: Sequence[BackendConfig], *, on_progress: ProgressFn | None = None
+    scenario: Scenario,
+    configs: Sequence[BackendConfig],
+    *,
+    on_progress: ProgressFn | None = None,
+    loop: str = "trio",
 ) -> dict[str, PolicyStats]:
-    """Run every policy in turn against fresh backends built from ``configs`` (real clock)."""
+    """Run every policy in turn against fresh backends built from ``configs`` (real clock; the
+    client on ``loop``)."""
     out: dict[str, PolicyStats] = {}
     finished = 0
     for name in scenario.policies:
@@ -155,7 +160,7 @@ def run_target(
             if on_progress is not None:
                 on_progress(base + done)
 
-        out[name] = run_policy_live(scenario, name, [c.build() for c in configs], bump)
+        out[name] = run_policy_live(scenario, name, [c.build() for c in configs], bump, loop=loop)
         finished += out[name].total.requests + scenario.workload.warmup
     return out
 

@@ -95,9 +95,10 @@ def test_scenario_errors_name_file_and_path(write_scenario: Write) -> None:
     assert code == 2 and str(path) in err and "$.policies.hedge.max_attempts" in err
 
 
-def test_live_end_to_end(write_scenario: Write) -> None:
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_live_end_to_end(write_scenario: Write, loop: str) -> None:
     text = SMALL.replace("requests = 400", "duration = 1.0\nwarmup = 5")
-    code, out, err = _run([str(write_scenario(text)), "--live", "--json", "--rate", "40"])
+    code, out, err = _run([str(write_scenario(text)), "--live", "--json", "--rate", "40", "--loop", loop])
     assert code == 0, err
     doc = json.loads(out)
     assert doc["mode"] == "live"
@@ -105,6 +106,12 @@ def test_live_end_to_end(write_scenario: Write) -> None:
         s = p["summary"]
         assert 25 <= s["requests"] <= 55 and s["success"] == 1.0
         assert s["latency"]["p50"] > 0.015  # the fleet's 20 ms median plus HTTP
+
+
+def test_loop_with_sim_is_refused_with_why(write_scenario: Write) -> None:
+    code, _, err = _run([str(write_scenario(SMALL)), "--sim", "--loop", "asyncio"])
+    assert code == 2
+    assert "--loop applies to --live and --target" in err
 
 
 # --------------------------------------------------------------------------- --target
