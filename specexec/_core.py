@@ -239,17 +239,15 @@ class Core:
         self.query = query
         self.policy = policy
         self.t0 = now
-        if isinstance(states, Resolved):  # derived once per policy (`Runtime.resolve`)
-            plan, self.budget, names = states.plan, states.budget, states.names
-        else:
-            plan, names = _plan(policy), tuple(s.name for s in states)
-            self.budget = runtime.hedge_budget(policy.budget) if policy.budget is not None else None
-        self.plan = plan
+        if not isinstance(states, Resolved):  # `Runtime.resolve` derives these once per policy
+            states = Resolved.of(states, policy, runtime)
+        plan = self.plan = states.plan
+        self.budget = states.budget
         self.trace = Trace(
             mode=policy.mode,
             policy=policy.name,
             wall_time=wall_time,
-            candidates=list(names),
+            candidates=list(states.names),
             max_cost=policy.max_cost,
             tenant=query.tenant,
         )

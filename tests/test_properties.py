@@ -7,6 +7,7 @@ hundreds of runs with latencies up to seconds take milliseconds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -71,24 +72,28 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return specs, knobs
 
 
-def run_scenario(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
+def _setup(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's backends and policy, in the dict a run fills in."""
     backends = [make_backend(i, s) for i, s in enumerate(specs)]
-    knobs = dict(knobs)
     policy = Policy(candidates=tuple(b.name for b in backends), **knobs)
-    traces: list[specexec.Trace] = []
-    out: dict[str, Any] = {"backends": backends, "policy": policy}
+    return {"backends": backends, "policy": policy, "knobs": knobs, "traces": []}
 
-    async def main() -> None:
-        async with Runtime(backends, sinks=[traces.append]) as rt:
-            out["t0"] = trio.current_time()
-            try:
-                out["result"] = await rt.run(specexec.Query("q", max_tokens=50), policy)
-            except (specexec.SpecExecError, specexec.BackendError) as exc:
-                out["error"] = exc
-            out["t1"] = trio.current_time()
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    out["trace"] = traces[0]
+async def _run(out: dict[str, Any], now: Callable[[], float]) -> None:
+    """One run of ``out``'s policy on the running loop: its result or error, and the times (``now``)."""
+    async with Runtime(out["backends"], sinks=[out["traces"].append]) as rt:
+        out["t0"] = now()
+        try:
+            out["result"] = await rt.run(specexec.Query("q", max_tokens=50), out["policy"])
+        except (specexec.SpecExecError, specexec.BackendError) as exc:
+            out["error"] = exc
+        out["t1"] = now()
+    out["trace"] = out["traces"][0]
+
+
+def run_scenario(specs: list[dict[str, Any]], knobs: dict[str, Any]) -> dict[str, Any]:
+    out = _setup(specs, dict(knobs))
+    trio.run(_run, out, trio.current_time, clock=trio.testing.MockClock(autojump_threshold=0))
     return out
 
 
@@ -179,27 +184,17 @@ def run_scenario_on_asyncio(specs: list[dict[str, Any]], knobs: dict[str, Any], 
     specs = [{**s, "latency": s["latency"] * SCALE} for s in specs]
     knobs = {k: v * SCALE if k in ("deadline", "attempt_timeout", "delay") and isinstance(v, float) else v
              for k, v in knobs.items()}  # fmt: skip
-    backends = [make_backend(i, s) for i, s in enumerate(specs)]
-    policy = Policy(candidates=tuple(b.name for b in backends), **knobs)
-    traces: list[specexec.Trace] = []
-    out: dict[str, Any] = {"backends": backends, "policy": policy, "knobs": knobs}
+    out = _setup(specs, knobs)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         if eager:
             loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        async with Runtime(backends, sinks=[traces.append]) as rt:
-            out["t0"] = loop.time()
-            try:
-                out["result"] = await rt.run(specexec.Query("q", max_tokens=50), policy)
-            except (specexec.SpecExecError, specexec.BackendError) as exc:
-                out["error"] = exc
-            out["t1"] = loop.time()
-            out["left"] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await _run(out, loop.time)
+        out["left"] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     # uvloop calls a task factory with arguments asyncio's eager one does not take: plain asyncio then
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": not eager})
-    out["trace"] = traces[0]
     return out
 
 
