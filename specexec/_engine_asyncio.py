@@ -10,7 +10,9 @@ The core's decisions are the same; what differs is how they are carried out:
 - asyncio has no cancel scopes: "cancel every attempt" cancels each attempt's task and the
   host's own attempt through a ``_TaskScope``, which cancels its task once and, on leaving,
   swallows that one cancellation only (``Task.uncancel``): a caller's cancellation still
-  propagates. A stream attempt's own scope is one too;
+  propagates; a cancellation the body swallowed is taken off the task's count all the same.
+  A stream attempt's own scope is one too. Cancellation stays asyncio's: edge-triggered (once),
+  where trio's and anyio's scopes cancel every later wait too;
 - ``attempt_timeout`` and the deadline are ``asyncio.timeout`` (its ``expired()`` tells its
   own timeout from a backend's ``TimeoutError``).
 
@@ -38,7 +40,8 @@ __all__ = ["AsyncioRun"]
 
 class _TaskScope:
     """A cancel scope over the current task: ``cancel()`` cancels it once; leaving the scope
-    swallows that cancellation and no other."""
+    swallows that cancellation and no other, and takes it off the task's count
+    (``Task.cancelling``) also when the body swallowed it."""
 
     __slots__ = ("active", "requested", "task")
 
@@ -58,9 +61,12 @@ class _TaskScope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         self.active = False
-        if self.requested and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            return self.task.uncancel() == 0  # ours alone: swallowed; a caller's too: propagates
-        return False
+        if not self.requested:
+            return False
+        left = self.task.uncancel()  # ours is done with, whatever came of it (as asyncio.timeout does)
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            return left == 0  # ours alone: swallowed; a caller's too: propagates
+        return False  # the body swallowed it (a backend catching CancelledError): only the count goes back
 
 
 class AsyncioRun(_Run):

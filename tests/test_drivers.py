@@ -144,6 +144,67 @@ async def test_when_the_hedge_wins_the_runs_own_attempt_is_cancelled_and_the_cal
         assert again.response.text == fast.text
 
 
+class SwallowsCancellation(specexec.BackendBase):
+    """A badly-behaved client library: when cancelled it catches the cancellation and answers."""
+
+    async def complete(self, query: Query) -> Response:
+        try:
+            await anyio.sleep(10.0)
+        except anyio.get_cancelled_exc_class():
+            self.swallowed = True
+        return Response("late", specexec.Usage(1, 1))
+
+
+async def test_a_backend_that_swallows_the_runs_cancellation_leaves_the_caller_uncancelled(timing: Timing) -> None:
+    # The primary runs in the caller's own task on the asyncio driver: a cancellation of it that
+    # the backend swallows must not stay counted against the caller's task (asyncio.timeout,
+    # TaskGroup and uncancel() read that count).
+    stubborn, fast = SwallowsCancellation("stubborn"), Scripted("fast", 0.1, provider="p2")
+    async with Runtime([stubborn, fast]) as rt:
+        result = await rt.run(Query("q"), Policy.hedge(["stubborn", "fast"], delay=0.5))
+        assert result.response.text == fast.text
+        assert result.latency == timing.approx(0.6)
+        assert stubborn.swallowed
+        if isinstance(task := _current_asyncio_task(), asyncio.Task):
+            assert task.cancelling() == 0
+        await anyio.sleep(0.01)  # the caller is not cancelled afterwards
+        again = await rt.run(Query("q"), Policy.hedge(["fast", "stubborn"], delay=0.5))
+        assert again.response.text == fast.text
+
+
+class KeepsWaitingWhenCancelled(specexec.BackendBase):
+    """Catches the first cancellation and goes on waiting another ``more`` seconds."""
+
+    def __init__(self, name: str, more: float) -> None:
+        super().__init__(name, provider="stubborn")
+        self.more = more
+
+    async def complete(self, query: Query) -> Response:
+        try:
+            await anyio.sleep(10.0)
+        except anyio.get_cancelled_exc_class():
+            pass
+        await anyio.sleep(self.more)
+        return Response("late", specexec.Usage(1, 1))
+
+
+async def test_a_loser_that_ignores_its_cancellation_holds_the_run_only_on_the_native_asyncio_driver(
+    anyio_backend: tuple[str, dict[str, Any]], timing: Timing
+) -> None:
+    """Cancellation is level-triggered on trio and on the anyio driver (a cancelled scope cancels
+    every later wait in it too) and edge-triggered on the native asyncio driver, as in
+    ``asyncio.TaskGroup`` and ``asyncio.timeout``: a loser that swallows its one cancellation and
+    waits on holds the run until it ends. The trace's latency is the winner's on every driver."""
+    async with Runtime([KeepsWaitingWhenCancelled("stubborn", 0.5), Scripted("fast", 0.1, provider="p2")]) as rt:
+        started = anyio.current_time()
+        result = await rt.run(Query("q"), Policy.hedge(["fast", "stubborn"], delay=0.05))
+        took = anyio.current_time() - started
+    assert [(x.backend, x.outcome) for x in result.trace.attempts] == [("fast", "accepted"), ("stubborn", "cancelled")]
+    assert result.latency == timing.approx(0.1)
+    level_triggered = anyio_backend[0] == "trio" or engine.DRIVER == "anyio"
+    assert took == timing.approx(0.1 if level_triggered else 0.6)
+
+
 def _current_asyncio_task() -> object:
     try:
         return asyncio.current_task()
