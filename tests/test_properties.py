@@ -227,4 +227,7 @@ def test_on_asyncio_the_invariants_hold_and_nothing_outlives_run(
         assert verifiers.json_valid()(specexec.Query("q"), result.response).accept
         assert result.trace.winner == result.backend
     if knobs["deadline"] is not None:
-        assert out["t1"] - out["t0"] <= knobs["deadline"] + 0.1  # a real clock on a shared machine: slack
+        # A real clock on a shared VM, whose pauses reach 0.1 s (CI saw a 0.116 s run with a 5 ms
+        # deadline): this bounds the run (no hang); the exact deadline is checked in virtual time
+        # by the trio test above.
+        assert out["t1"] - out["t0"] <= knobs["deadline"] + 1.0
