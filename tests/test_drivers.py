@@ -147,6 +147,8 @@ async def test_when_the_hedge_wins_the_runs_own_attempt_is_cancelled_and_the_cal
 class SwallowsCancellation(specexec.BackendBase):
     """A badly-behaved client library: when cancelled it catches the cancellation and answers."""
 
+    swallowed = False
+
     async def complete(self, query: Query) -> Response:
         try:
             await anyio.sleep(10.0)
