@@ -12,7 +12,7 @@ been cancelled; the caller's cancellation propagates through it unchanged.
 ``_Run`` here is the anyio driver (any loop; the reference). Its I/O primitives — a task group,
 a wake-up with a timer, a sleep, "cancel all", a per-stream cancel scope, a call within a
 timeout — are a handful of small methods; the native drivers override just those on a raw trio
-nursery (``_engine_trio``) and on ``asyncio.TaskGroup`` (``_engine_asyncio``), which cost less per
+nursery (``_engine_trio``) and on asyncio's own tasks and timers (``_engine_asyncio``), which cost less per
 call than anyio's layer. ``execute`` picks by the running loop (``DRIVER``).
 """
 
@@ -452,7 +452,7 @@ def execute(
 
 
 DRIVER = os.environ.get("SPECEXEC_DRIVER", "native")
-"""``"native"`` (default): a raw trio nursery on trio, ``asyncio.TaskGroup`` on asyncio/uvloop,
+"""``"native"`` (default): a raw trio nursery on trio, asyncio's own tasks and timers on asyncio/uvloop,
 the anyio driver on any other loop; ``"anyio"``: the anyio driver everywhere (the reference)."""
 
 _native: dict[str, type[_Run]] = {}

@@ -1,4 +1,4 @@
-"""The engine's native asyncio driver: the core's decisions carried out on ``asyncio.TaskGroup``.
+"""The engine's native asyncio driver: the core's decisions carried out on loop tasks and timers.
 
 The core's decisions are the same; what differs is how they are carried out:
 
@@ -6,7 +6,10 @@ The core's decisions are the same; what differs is how they are carried out:
   the core can ask for (launch, arm a timer, finish) is synchronous, so the core is asked again
   where its events happen — an attempt's end (its task's ``finally``) and a ``loop.call_at``
   timer. The host (the caller's task) makes the first attempt itself; a hedge whose timer never
-  fires costs no task, no future and no wake-up;
+  fires costs no task, no task group, no future and no wake-up;
+- the other attempts are loop tasks spawned from those callbacks, where no ``asyncio.TaskGroup``
+  can be entered: the host supervises them as a task group would (``AsyncioRun._group``) —
+  none outlives the run, whatever ends it;
 - asyncio has no cancel scopes: "cancel every attempt" cancels each attempt's task and the
   host's own attempt through a ``_TaskScope``, which cancels its task once and, on leaving,
   swallows that one cancellation only (``Task.uncancel``): a caller's cancellation still
@@ -45,16 +48,21 @@ class _TaskScope:
 
     __slots__ = ("active", "requested", "task")
 
+    def __init__(self, task: asyncio.Task[Any] | None = None) -> None:
+        self.task = task  # the current task (looked up on entry when not given)
+
     def __enter__(self) -> _TaskScope:
-        task = asyncio.current_task()
-        assert task is not None
-        self.task, self.requested, self.active = task, False, True
+        if self.task is None:
+            self.task = asyncio.current_task()
+            assert self.task is not None
+        self.requested, self.active = False, True
         return self
 
     def cancel(self) -> None:
         """Cancel the task inside the scope (nothing once it has left the scope)."""
         if self.active and not self.requested:
             self.requested = True
+            assert self.task is not None
             self.task.cancel()
 
     def __exit__(
@@ -63,6 +71,7 @@ class _TaskScope:
         self.active = False
         if not self.requested:
             return False
+        assert self.task is not None
         left = self.task.uncancel()  # ours is done with, whatever came of it (as asyncio.timeout does)
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             return left == 0  # ours alone: swallowed; a caller's too: propagates
@@ -70,13 +79,14 @@ class _TaskScope:
 
 
 class AsyncioRun(_Run):
-    """``_Run`` on ``asyncio.TaskGroup``, loop timers and ``asyncio.timeout``; the schedule in
-    callbacks and the first attempt in the host task (see the module docstring)."""
-
-    group: asyncio.TaskGroup | None = None
+    """``_Run`` on loop tasks, loop timers and ``asyncio.timeout``; the schedule in callbacks and
+    the first attempt in the host task (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # the spawned attempts
+        self.running = 0  # spawned attempts not yet done
+        self.joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
+        self.crashes: list[BaseException] = []  # what spawned attempts raised (not a backend failure)
         self.host: asyncio.Task[Any] | None = None
         self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
         self.next: asyncio.Handle | None = None  # the schedule's next step: a timer, or its continuation
@@ -102,24 +112,72 @@ class AsyncioRun(_Run):
         return False
 
     async def _group(self) -> None:
-        self.host = asyncio.current_task()
-        async with asyncio.TaskGroup() as group:
-            self.group, self.live = group, True
-            try:
-                first = self._advance(host_free=True)
-                if first is not None:
-                    with _TaskScope() as self.inline:
-                        await self._attempt(first)
-                    self.inline = None
-                if self.live:
-                    self.done = done = self.loop.create_future()
-                    await done
-            finally:
-                self.live = False
-                if self.next is not None:
-                    self.next.cancel()
+        """The schedule, the host's own attempt, then every spawned attempt's end.
+
+        ``asyncio.TaskGroup``'s contract, by hand: the attempts are spawned from loop callbacks
+        (a timer, another attempt's end), where no group can be entered, and a hedge that never
+        fires then costs no group at all. Whatever ends the host's part — the core done, the
+        caller's cancellation or the deadline, an error — every spawned attempt is cancelled
+        (if still needed: ``_cancel_all``) and waited for before this returns or raises; a
+        cancellation while waiting cancels them again and is raised after. A spawned attempt
+        that raised (a ``BaseException`` from a backend, not a failure the core can report)
+        cancels the rest and is raised here, in an exception group as ``TaskGroup`` does."""
+        self.host = host = asyncio.current_task()
+        assert host is not None
+        self.live = True
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            first = self._advance(host_free=True)
+            if first is not None:
+                with _TaskScope(host) as self.inline:
+                    await self._attempt(first)
+                self.inline = None
+            if self.live:
+                self.done = done = self.loop.create_future()
+                await done
+        except asyncio.CancelledError as exc:  # the caller's or the deadline's: raised once all have ended
+            cancelled = exc
+            self._cancel_all()
+        except BaseException:
+            self._cancel_all()
+            raise
+        finally:
+            self.live = False
+            if self.next is not None:
+                self.next.cancel()
+            while self.running:
+                self.joined = joined = self.loop.create_future()
+                try:
+                    await joined
+                except asyncio.CancelledError as exc:
+                    cancelled = cancelled or exc
+                    self._cancel_all()
+        if cancelled is not None:
+            raise cancelled
+        if self.crashes:
+            crashes, self.crashes = self.crashes, []
+            for crash in crashes:
+                if isinstance(crash, (SystemExit, KeyboardInterrupt)):
+                    raise crash
+            raise BaseExceptionGroup("unhandled errors in a specexec run's attempts", crashes)
         if self.error is not None:
             raise self.error
+
+    def _spawn(self, attempt: Attempt) -> None:
+        task = self.loop.create_task(self._attempt(attempt))
+        self.tasks.append(task)
+        self.running += 1
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        """A spawned attempt is done: a crash cancels the rest; the last one wakes the host."""
+        self.running -= 1
+        if not task.cancelled() and (crash := task.exception()) is not None:
+            self.crashes.append(crash)
+            self._cancel_all()
+        joined = self.joined
+        if not self.running and joined is not None and not joined.done():
+            joined.set_result(None)
 
     def _advance(self, host_free: bool = False) -> Attempt | None:
         """Carry out the core's schedule at the loop's now until it waits (a timer armed) or is
@@ -146,8 +204,7 @@ class AsyncioRun(_Run):
                             self.next = self.loop.call_soon(self._resume)
                             return own
                         continue
-                    assert self.group is not None
-                    self.tasks.append(self.group.create_task(self._attempt(action.attempt)))
+                    self._spawn(action.attempt)
                 elif isinstance(action, Wait):
                     self.ends_advance = True
                     if action.until != math.inf:
@@ -182,9 +239,6 @@ class AsyncioRun(_Run):
         done = self.done
         if done is not None and not done.done():
             done.set_result(None)
-
-    def _spawn(self, attempt: Attempt) -> None:  # pragma: no cover - `_advance` spawns
-        raise AssertionError("the asyncio driver spawns in _advance")
 
     async def _sleep_until(self, until: float) -> None:
         await asyncio.sleep(max(until - self.loop.time(), 0.0))

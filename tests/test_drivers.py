@@ -326,3 +326,79 @@ def test_attempts_that_end_inside_their_spawn_under_an_eager_task_factory() -> N
         "hedge": [("f", "failed"), ("a", "accepted")],
     }
     assert (slow.active, slow.cancelled) == (0, 1)
+
+
+# -- the attempts' supervision: what the asyncio driver does by hand where it spawns lazily --------
+
+
+class Crashes(specexec.BackendBase):
+    """Raises a ``BaseException`` that is not an ``Exception`` after ``latency`` seconds: not a
+    backend failure the engine can report, so it must reach the caller."""
+
+    def __init__(self, name: str, latency: float, provider: str) -> None:
+        super().__init__(name, provider=provider)
+        self.latency = latency
+
+    async def complete(self, query: Query) -> Response:
+        await anyio.sleep(self.latency)
+        raise Crash("the backend crashed")
+
+
+class Crash(BaseException):
+    pass
+
+
+def _contains(error: BaseException, kind: type[BaseException]) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return any(_contains(e, kind) for e in error.exceptions)
+    return isinstance(error, kind)
+
+
+def _attempt_tasks() -> list[object]:
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # trio
+        return []
+    return [t for t in tasks if "_attempt" in getattr(t.get_coro(), "__qualname__", "")]
+
+
+async def test_a_hedge_that_crashes_ends_the_primary_and_reaches_the_caller(timing: Timing) -> None:
+    slow = Scripted("slow", 10.0)
+    async with Runtime([slow, Crashes("crash", 0.5, provider="p2"), Scripted("ok", 0.1, provider="p3")]) as rt:
+        t0 = anyio.current_time()
+        with pytest.raises(BaseException) as caught:
+            await rt.run(Query("q"), Policy.hedge(["slow", "crash"], delay=0.5))
+        assert _contains(caught.value, Crash)
+        assert anyio.current_time() - t0 == timing.approx(1.0)
+        assert (slow.active, slow.cancelled) == (0, 1)
+        assert _attempt_tasks() == []
+        if isinstance(task := _current_asyncio_task(), asyncio.Task):
+            assert task.cancelling() == 0
+        t0 = anyio.current_time()
+        again = await rt.run(Query("q"), Policy.hedge(["ok", "slow"], delay=0.5))  # the caller's task is usable
+        assert [x.outcome for x in again.trace.attempts] == ["accepted"]
+        assert anyio.current_time() - t0 == timing.approx(0.1)
+
+
+async def test_the_callers_cancellation_ends_a_fired_hedge_and_its_primary(timing: Timing) -> None:
+    slow = [Scripted("a", 10.0), Scripted("b", 10.0, provider="p2")]
+    async with Runtime(slow) as rt:
+        with anyio.move_on_after(1.0) as scope:
+            await rt.run(Query("q"), Policy.hedge(["a", "b"], delay=0.5))
+        assert scope.cancelled_caught
+        assert [s.calls for s in slow] == [1, 1]
+        assert [s.active for s in slow] == [0, 0]
+        assert [s.cancelled for s in slow] == [1, 1]
+        assert _attempt_tasks() == []
+
+
+async def test_the_deadline_ends_a_fired_hedge_and_its_primary(timing: Timing) -> None:
+    slow = [Scripted("a", 10.0), Scripted("b", 10.0, provider="p2")]
+    async with Runtime(slow) as rt:
+        t0 = anyio.current_time()
+        with pytest.raises(specexec.DeadlineExceeded):
+            await rt.run(Query("q"), Policy.hedge(["a", "b"], delay=0.5, deadline=1.0))
+        assert anyio.current_time() - t0 == timing.approx(1.0)
+        assert [s.active for s in slow] == [0, 0]
+        assert [s.cancelled for s in slow] == [1, 1]
+        assert _attempt_tasks() == []
