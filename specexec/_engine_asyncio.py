@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._core import DONE, Launch, Poll, Wait
 from ._engine import _Run
+from ._loop_timers import LoopTimer, call_at
 
 if TYPE_CHECKING:
     from ._core import Attempt
@@ -89,7 +90,7 @@ class AsyncioRun(_Run):
         self.crashes: list[BaseException] = []  # what spawned attempts raised (not a backend failure)
         self.host: asyncio.Task[Any] | None = None
         self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
-        self.next: asyncio.Handle | None = None  # the schedule's next step: a timer, or its continuation
+        self.next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
         self.advancing = False  # in `_advance` (an end inside it is seen by its loop)
         self.done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
         self.live = False  # the schedule runs: an end or a timer may still launch
@@ -208,11 +209,11 @@ class AsyncioRun(_Run):
                 elif isinstance(action, Wait):
                     self.ends_advance = True
                     if action.until != math.inf:
-                        self.next = self.loop.call_at(action.until, self._resume)
+                        self.next = call_at(self.loop, action.until, self._resume)
                     return own
                 elif isinstance(action, Poll):
                     self.ends_advance = False
-                    self.next = self.loop.call_at(action.until, self._resume)
+                    self.next = call_at(self.loop, action.until, self._resume)
                     return own
                 else:
                     assert action is DONE
