@@ -200,6 +200,7 @@ class Resolved(tuple["BackendState", ...]):
     plan: _Plan
     budget: HedgeBudgetLike | None
     names: tuple[str, ...]
+    one_domain: bool
 
     @classmethod
     def of(cls, states: Sequence[BackendState], policy: Policy, runtime: Runtime) -> Resolved:
@@ -208,6 +209,7 @@ class Resolved(tuple["BackendState", ...]):
         resolved.plan = _plan(policy)
         resolved.budget = runtime.hedge_budget(policy.budget) if policy.budget is not None else None
         resolved.names = tuple(s.name for s in states)
+        resolved.one_domain = len({s.domain for s in states}) <= 1  # no other failure domain to prefer
         return resolved
 
 
@@ -215,10 +217,11 @@ class Core:
     """The decisions of one run: a state machine with no I/O (see the module docstring)."""
 
     __slots__ = (
-        "accepted", "budget", "collect", "committed", "cost_skips", "deadline_passed", "fatal", "first_delta", "halted",
-        "in_flight", "input_estimate", "launched", "max_attempts", "max_parallel", "next_at", "open_skips", "owed",
-        "panicking", "plan", "policy", "primary", "query", "queue", "retries_used", "retry_due", "retry_seq", "rt",
-        "scorer", "single", "stream_error", "streaming", "t0", "timed", "tokens", "trace", "waiting", "winner",
+        "accepted", "budget", "collect", "committed", "cost_skips", "deadline_passed", "fatal", "first_delta",
+        "halted", "in_flight", "input_estimate", "launched", "max_attempts", "max_parallel", "next_at", "one_domain",
+        "open_skips", "owed", "panicking", "plan", "policy", "primary", "query", "queue", "retries_used", "retry_due",
+        "retry_seq", "rt", "scorer", "single", "stream_error", "streaming", "t0", "timed", "tokens", "trace",
+        "waiting", "winner",
     )  # fmt: skip
 
     def __init__(
@@ -243,6 +246,7 @@ class Core:
             states = Resolved.of(states, policy, runtime)
         plan = self.plan = states.plan
         self.budget = states.budget
+        self.one_domain = states.one_domain
         self.trace = Trace(
             mode=policy.mode,
             policy=policy.name,
@@ -563,7 +567,7 @@ class Core:
     def _choose(self, now: float) -> tuple[int, str]:
         """The next candidate's index in the queue, and why: the head of the queue, unless a
         hedge can go to another provider and region than the attempts in flight."""
-        if not self.in_flight or len(self.queue) == 1:
+        if not self.in_flight or len(self.queue) == 1 or self.one_domain:
             return 0, self.plan.next_reason if self.launched else self.plan.first_reason
         in_flight = self.in_flight  # the failure domains in flight (one, the usual case: no set)
         busy = (in_flight[0].state.domain,) if len(in_flight) == 1 else {a.state.domain for a in in_flight}
@@ -741,7 +745,10 @@ class Core:
         reported; when that crosses ``max_cost``, nothing more is launched in this run."""
         record, state, query = attempt.record, attempt.state, self.query
         input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, usage.estimated
-        if not (_is_count(input_tokens) and _is_count(output_tokens)):
+        if not (
+            (type(input_tokens) is int and type(output_tokens) is int and input_tokens >= 0 and output_tokens >= 0)
+            or (_is_count(input_tokens) and _is_count(output_tokens))  # an int subclass, not a bool
+        ):
             self.event(
                 "usage ignored",
                 f"{state.name} reported input_tokens={input_tokens!r}, output_tokens={output_tokens!r}, "

@@ -46,6 +46,9 @@ __all__ = ["Result", "execute"]
 class _Run:
     """One call of ``run``: the core's decisions carried out on anyio."""
 
+    wake: Any = None  # what `_wait` waits on (the driver's event); set per run
+    tg: TaskGroup | None = None
+
     def __init__(
         self,
         runtime: Runtime,
@@ -59,8 +62,6 @@ class _Run:
         self.policy = policy
         self.now = self._clock()
         self.core = Core(runtime, query, policy, states, self.now(), time.time(), streaming=sink is not None)
-        self.wake: Any = None  # what `_wait` waits on (the driver's event)
-        self.tg: TaskGroup | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 

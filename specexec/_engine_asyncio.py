@@ -83,20 +83,19 @@ class AsyncioRun(_Run):
     """``_Run`` on loop tasks, loop timers and ``asyncio.timeout``; the schedule in callbacks and
     the first attempt in the host task (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.tasks: list[asyncio.Task[None]] = []  # the spawned attempts
-        self.running = 0  # spawned attempts not yet done
-        self.joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
-        self.crashes: list[BaseException] = []  # what spawned attempts raised (not a backend failure)
-        self.host: asyncio.Task[Any] | None = None
-        self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
-        self.next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
-        self.advancing = False  # in `_advance` (an end inside it is seen by its loop)
-        self.done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
-        self.live = False  # the schedule runs: an end or a timer may still launch
-        self.ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
-        self.error: Exception | None = None  # what the schedule itself raised (raised by the host)
-        super().__init__(*args, **kwargs)
+    # Per-run state, its initial values class-wide (a run assigns only what it uses):
+    tasks: list[asyncio.Task[None]] | None = None  # the spawned attempts
+    running = 0  # spawned attempts not yet done
+    joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
+    crashes: list[BaseException] | None = None  # what spawned attempts raised (not a backend failure)
+    host: asyncio.Task[Any] | None = None
+    inline: _TaskScope | None = None  # the host's own attempt, while it runs
+    next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
+    advancing = False  # in `_advance` (an end inside it is seen by its loop)
+    done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
+    live = False  # the schedule runs: an end or a timer may still launch
+    ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
+    error: Exception | None = None  # what the schedule itself raised (raised by the host)
 
     def _clock(self) -> Callable[[], float]:
         self.loop = asyncio.get_running_loop()
@@ -155,8 +154,9 @@ class AsyncioRun(_Run):
                     self._cancel_all()
         if cancelled is not None:
             raise cancelled
-        if self.crashes:
-            crashes, self.crashes = self.crashes, []
+        crashes = self.crashes
+        if crashes:
+            self.crashes = None
             for crash in crashes:
                 if isinstance(crash, (SystemExit, KeyboardInterrupt)):
                     raise crash
@@ -166,6 +166,8 @@ class AsyncioRun(_Run):
 
     def _spawn(self, attempt: Attempt) -> None:
         task = self.loop.create_task(self._attempt(attempt))
+        if self.tasks is None:
+            self.tasks = []
         self.tasks.append(task)
         self.running += 1
         task.add_done_callback(self._spawned_done)
@@ -174,6 +176,8 @@ class AsyncioRun(_Run):
         """A spawned attempt is done: a crash cancels the rest; the last one wakes the host."""
         self.running -= 1
         if not task.cancelled() and (crash := task.exception()) is not None:
+            if self.crashes is None:
+                self.crashes = []
             self.crashes.append(crash)
             self._cancel_all()
         joined = self.joined
@@ -245,7 +249,7 @@ class AsyncioRun(_Run):
         await asyncio.sleep(max(until - self.loop.time(), 0.0))
 
     def _cancel_all(self) -> None:
-        for task in self.tasks:
+        for task in self.tasks or ():
             task.cancel()  # a finished task ignores it
         inline = self.inline
         if inline is not None and asyncio.current_task() is not self.host:

@@ -92,7 +92,9 @@ class FailoverThrottle:
 
     def on_success(self) -> None:
         """A successful attempt: ``token_ratio`` tokens back, capped at ``max_tokens``."""
-        self._tokens = min(self.max_tokens, self._tokens + self.token_ratio)
+        if self._tokens < self.max_tokens:  # full (the usual case): nothing to add
+            tokens = self._tokens + self.token_ratio
+            self._tokens = tokens if tokens < self.max_tokens else self.max_tokens
 
     def on_failure(self) -> None:
         """A failed attempt: one token less, not below zero."""

@@ -55,7 +55,8 @@ MIN_AT_RISK = 10
 
 def _micros(seconds: float) -> int:
     """``seconds`` as whole microseconds, clamped to the histogram's range."""
-    return min(max(int(seconds * MICROS_PER_SECOND), LOWEST_MICROS), HIGHEST_MICROS)
+    micros = int(seconds * MICROS_PER_SECOND)  # branches, not min(max()): a third of the time, per attempt
+    return LOWEST_MICROS if micros < LOWEST_MICROS else HIGHEST_MICROS if micros > HIGHEST_MICROS else micros
 
 
 def _record_fast(histogram: HdrHistogram, micros: int) -> None:
