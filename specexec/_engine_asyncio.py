@@ -96,6 +96,7 @@ class AsyncioRun(_Run):
     live = False  # the schedule runs: an end or a timer may still launch
     ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
     error: Exception | None = None  # what the schedule itself raised (raised by the host)
+    cancelled_all = False  # `_cancel_all` has run: nothing more is launched, everything is cancelled
 
     def _clock(self) -> Callable[[], float]:
         self.loop = asyncio.get_running_loop()
@@ -249,6 +250,12 @@ class AsyncioRun(_Run):
         await asyncio.sleep(max(until - self.loop.time(), 0.0))
 
     def _cancel_all(self) -> None:
+        """Once per run (as ``asyncio.TaskGroup`` aborts once): a caller whose cancellation is
+        level-triggered (anyio's scopes, Starlette's) cancels the host on every loop turn, and
+        cancelling the attempts again would cut their own clean-up short."""
+        if self.cancelled_all:
+            return
+        self.cancelled_all = True
         for task in self.tasks or ():
             task.cancel()  # a finished task ignores it
         inline = self.inline

@@ -15,6 +15,7 @@ time; it then fires, finds nothing to call, and is not re-armed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import math
 import weakref
@@ -26,13 +27,15 @@ _COMPACT_AT = 64  # cancelled entries before the heap is rebuilt without them (i
 
 
 class LoopTimer:
-    """One entry: ``callback`` is called once the loop's clock reaches ``when``, unless cancelled."""
+    """One entry: ``callback`` is called once the loop's clock reaches ``when``, unless cancelled,
+    in the context that armed it (as ``loop.call_at`` calls it: a task spawned there inherits it)."""
 
-    __slots__ = ("callback", "timers", "when")
+    __slots__ = ("callback", "context", "timers", "when")
 
     def __init__(self, when: float, callback: Callable[[], object], timers: _Timers) -> None:
         self.when = when
         self.callback: Callable[[], object] | None = callback
+        self.context = contextvars.copy_context()
         self.timers = timers
 
     def cancel(self) -> None:
@@ -90,7 +93,7 @@ class _Timers:
                     self.cancelled -= 1
                     continue
                 timer.callback = None
-                callback()
+                timer.context.run(callback)
         finally:  # armed for the earliest entry left (a callback may have armed for a later one)
             if heap and heap[0][0] < self.armed_for:
                 if self.handle is not None:

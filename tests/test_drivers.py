@@ -4,6 +4,7 @@ scopes). Every other behaviour test runs on every driver through the ``anyio_bac
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from typing import Any
 
@@ -402,3 +403,69 @@ async def test_the_deadline_ends_a_fired_hedge_and_its_primary(timing: Timing) -
         assert [s.active for s in slow] == [0, 0]
         assert [s.cancelled for s in slow] == [1, 1]
         assert _attempt_tasks() == []
+
+
+class CleansUpWhenCancelled(specexec.BackendBase):
+    """On cancellation, awaits ``cleanup`` seconds (closing a connection, say) before re-raising."""
+
+    def __init__(self, name: str, provider: str, cleanup: float) -> None:
+        super().__init__(name, provider=provider)
+        self.cleanup = cleanup
+        self.cleaned = False
+
+    async def complete(self, query: Query) -> Response:
+        try:
+            await asyncio.sleep(10.0)
+        except asyncio.CancelledError:
+            await asyncio.sleep(self.cleanup)
+            self.cleaned = True
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@ASYNCIO_NATIVE
+async def test_a_level_triggered_callers_cancellation_cancels_each_attempt_once() -> None:
+    # anyio's scopes (Starlette's, on a client disconnect) cancel the caller's task again on every
+    # loop turn until it leaves; the attempts are cancelled once, as asyncio.TaskGroup cancels its
+    # children once, so their own clean-up (closing a connection) runs to its end.
+    primary = CleansUpWhenCancelled("a", "p", cleanup=0.05)
+    hedge = CleansUpWhenCancelled("b", "p2", cleanup=0.05)
+    async with Runtime([primary, hedge]) as rt:
+        with anyio.move_on_after(0.3) as scope:
+            await rt.run(Query("q"), Policy.hedge(["a", "b"], delay=0.1))
+        assert scope.cancelled_caught
+    assert (primary.cleaned, hedge.cleaned) == (False, True)  # the primary runs in the caller's own task
+    assert _attempt_tasks() == []
+
+
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="none")
+
+
+class SeesItsCaller(Scripted):
+    """Records the ``_caller`` context variable each call ran under."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[str] = []
+
+    async def complete(self, query: Query) -> Response:
+        self.seen.append(_caller.get())
+        return await super().complete(query)
+
+
+async def test_a_hedge_runs_in_its_own_callers_context(timing: Timing) -> None:
+    # The asyncio driver launches hedges from timer callbacks; a hedge must see the context of
+    # the run that armed its timer (the caller's context variables), not another run's.
+    primary, hedge = Scripted("a", 2.0), SeesItsCaller("b", 0.1, provider="p2")
+    async with Runtime([primary, hedge]) as rt:
+
+        async def call(name: str, delay: float) -> None:
+            _caller.set(name)
+            await rt.run(Query("q"), Policy.hedge(["a", "b"], delay=delay, budget=None))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "first", 0.5)  # arms the earlier timer
+            tg.start_soon(call, "second", 0.3)
+            tg.start_soon(call, "third", 0.7)
+    assert sorted(hedge.seen) == ["first", "second", "third"]
+    assert hedge.seen == ["second", "first", "third"]  # in the order their timers were due
