@@ -46,8 +46,7 @@ __all__ = ["Result", "execute"]
 class _Run:
     """One call of ``run``: the core's decisions carried out on anyio."""
 
-    wake: Any = None  # what `_wait` waits on (the driver's event); set per run
-    tg: TaskGroup | None = None
+    __slots__ = ("core", "now", "policy", "query", "sink", "tg", "wake")
 
     def __init__(
         self,
@@ -58,6 +57,8 @@ class _Run:
         sink: MemoryObjectSendStream[str] | None = None,
     ) -> None:
         self.sink = sink  # a stream: the committed attempt's text goes here
+        self.wake: Any = None  # what `_wait` waits on (the driver's event)
+        self.tg: TaskGroup | None = None
         self.query = query
         self.policy = policy
         self.now = self._clock()

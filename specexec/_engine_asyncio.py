@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,9 +35,12 @@ from ._engine import _Run
 from ._loop_timers import LoopTimer, call_at
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
     from ._core import Attempt
+    from ._policy import Policy
     from ._query import Query, Response, StreamChunk
-    from ._runtime import BackendState
+    from ._runtime import BackendState, Runtime
 
 __all__ = ["AsyncioRun"]
 
@@ -83,20 +86,33 @@ class AsyncioRun(_Run):
     """``_Run`` on loop tasks, loop timers and ``asyncio.timeout``; the schedule in callbacks and
     the first attempt in the host task (see the module docstring)."""
 
-    # Per-run state, its initial values class-wide (a run assigns only what it uses):
-    tasks: list[asyncio.Task[None]] | None = None  # the spawned attempts
-    running = 0  # spawned attempts not yet done
-    joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
-    crashes: list[BaseException] | None = None  # what spawned attempts raised (not a backend failure)
-    host: asyncio.Task[Any] | None = None
-    inline: _TaskScope | None = None  # the host's own attempt, while it runs
-    next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
-    advancing = False  # in `_advance` (an end inside it is seen by its loop)
-    done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
-    live = False  # the schedule runs: an end or a timer may still launch
-    ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
-    error: Exception | None = None  # what the schedule itself raised (raised by the host)
-    cancelled_all = False  # `_cancel_all` has run: nothing more is launched, everything is cancelled
+    __slots__ = (
+        "advancing", "cancelled_all", "crashes", "done", "ends_advance", "error", "host", "inline", "joined", "live",
+        "loop", "next", "running", "tasks",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        query: Query,
+        policy: Policy,
+        states: Sequence[BackendState],
+        sink: MemoryObjectSendStream[str] | None = None,
+    ) -> None:
+        self.tasks: list[asyncio.Task[None]] | None = None  # the spawned attempts
+        self.running = 0  # spawned attempts not yet done
+        self.joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
+        self.crashes: list[BaseException] | None = None  # what spawned attempts raised (not a backend failure)
+        self.host: asyncio.Task[Any] | None = None
+        self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
+        self.next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
+        self.advancing = False  # in `_advance` (an end inside it is seen by its loop)
+        self.done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
+        self.live = False  # the schedule runs: an end or a timer may still launch
+        self.ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
+        self.error: Exception | None = None  # what the schedule itself raised (raised by the host)
+        self.cancelled_all = False  # `_cancel_all` has run: nothing more is launched, everything is cancelled
+        _Run.__init__(self, runtime, query, policy, states, sink)
 
     def _clock(self) -> Callable[[], float]:
         self.loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ the backend lookup on every ``sleep_until``. Picked by ``_engine.execute`` when 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -16,9 +16,12 @@ import trio
 from ._engine import _Run
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
     from ._core import Attempt
+    from ._policy import Policy
     from ._query import Query, Response, StreamChunk
-    from ._runtime import BackendState
+    from ._runtime import BackendState, Runtime
 
 __all__ = ["TrioRun"]
 
@@ -26,7 +29,18 @@ __all__ = ["TrioRun"]
 class TrioRun(_Run):
     """``_Run`` on trio's own nursery, events and cancel scopes."""
 
-    nursery: trio.Nursery | None = None
+    __slots__ = ("nursery",)
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        query: Query,
+        policy: Policy,
+        states: Sequence[BackendState],
+        sink: MemoryObjectSendStream[str] | None = None,
+    ) -> None:
+        self.nursery: trio.Nursery | None = None
+        _Run.__init__(self, runtime, query, policy, states, sink)
 
     def _clock(self) -> Callable[[], float]:
         return trio.lowlevel.current_clock().current_time  # one frame per read (trio.current_time: three)

@@ -217,6 +217,18 @@ async def test_bad_request_is_still_fatal(timing: Timing) -> None:
     assert other.cancelled == 1
 
 
+async def test_a_fatal_error_of_a_single_attempt_is_raised_as_itself(timing: Timing) -> None:
+    # a run with one possible attempt has no task group: the fatal error's "cancel the rest" is a no-op
+    bad = Scripted("bad", 0.1, error=specexec.BadRequest("malformed"))
+    async with Runtime([bad]) as rt:
+        with pytest.raises(specexec.BadRequest, match="malformed"):
+            await rt.run("q", Policy.single("bad"))
+        t0 = anyio.current_time()
+        with pytest.raises(specexec.BadRequest, match="malformed"):
+            await rt.run("q", Policy.single("bad", deadline=5.0))
+        assert anyio.current_time() - t0 == timing.approx(0.1)
+
+
 # -- 7. context windows ------------------------------------------------------------------------------
 
 
