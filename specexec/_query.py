@@ -213,14 +213,14 @@ def estimate_tokens(text: str) -> int:
     safe (pessimistic, ≈ 4× on English) bound: a ceiling computed from it is never crossed.
     Backends that can count exactly implement ``count_input_tokens``.
     """
-    return len(text.encode("utf-8"))
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # ASCII: one byte a character, no copy
 
 
 def estimate_input_tokens(query: Query) -> int:
     """Upper bound on the prompt tokens of ``query``: its text plus a small per-message framing."""
     prompt = query.prompt
     if prompt is not None and not query.tools:  # one user message: its text + 4 framing + 3
-        return len(prompt.encode("utf-8")) + 7
+        return estimate_tokens(prompt) + 7
     chat = query.chat
     tools = estimate_tokens(msgspec.json.encode(query.tools).decode()) if query.tools else 0
     return sum(_message_tokens(m) + 4 for m in chat) + 3 + tools

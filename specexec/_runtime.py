@@ -175,6 +175,7 @@ class Runtime:
         self._states: dict[str, BackendState] = {}
         self._implicit: set[str] = set()  # names registered from policies' Backend objects
         self._resolved: weakref.WeakKeyDictionary[Policy, Resolved] = weakref.WeakKeyDictionary()
+        self._last_resolved: tuple[Policy, Resolved] | None = None
         self._budgets: dict[HedgeBudgetConfig, HedgeBudgetLike] = {}
         self._resources: Resources | None = None
         self.feeds = list(feeds) + ([shared_limits] if shared_limits is not None else [])
@@ -248,6 +249,9 @@ class Runtime:
     def resolve(self, policy: Policy) -> Resolved:
         """The states of ``policy``'s candidates, a tuple (checked once per policy, then cached
         with what each run of it needs: its plan, its hedge budget)."""
+        last = self._last_resolved  # the policy of the previous run, most often this one's
+        if last is not None and last[0] is policy:
+            return last[1]
         states = self._resolved.get(policy)
         if states is None:
             resolved = []
@@ -259,6 +263,7 @@ class Runtime:
             if policy.scorer is not None and isinstance(getattr(policy.scorer, "backend", None), str):
                 self.state_for(policy.scorer.backend)  # type: ignore[union-attr]
             states = self._resolved[policy] = Resolved.of(resolved, policy, self)
+        self._last_resolved = (policy, states)
         return states
 
     # -- shared scheduler state ----------------------------------------------------------------

@@ -203,3 +203,14 @@ def test_a_resolved_policy_carries_its_plan_budget_and_names_and_a_plain_tuple_d
         wait = core.next_action(0.0)
         assert isinstance(wait, Wait) and wait.until == pytest.approx(0.2)
     assert cores[0].trace.candidates is not cores[1].trace.candidates  # each trace its own list
+
+
+@pytest.mark.parametrize(
+    ("text", "utf8_bytes"), [("", 0), ("plain ascii", 11), ("naïve", 6), ("日本語", 9), ("emoji 🙂", 10)]
+)
+def test_the_input_bound_counts_utf8_bytes_whatever_the_script(text: str, utf8_bytes: int) -> None:
+    from specexec._query import estimate_input_tokens, estimate_tokens
+
+    # byte-pair tokenizers never make more tokens than UTF-8 bytes: the ceiling's bound
+    assert estimate_tokens(text) == utf8_bytes == len(text.encode("utf-8"))
+    assert estimate_input_tokens(Query(text or "x")) == (utf8_bytes or 1) + 7
