@@ -60,12 +60,24 @@ class TrioRun(_Run):
         self.nursery.start_soon(self._attempt, attempt)
 
     async def _wait(self, until: float) -> None:
-        self.wake = wake = trio.Event()
+        # trio's own parking (what trio.Event does inside, without the event and its task set):
+        # `_wake` reschedules the host once; a cancellation (the timer, the caller) unparks it.
+        self.wake = trio.lowlevel.current_task()
         if until == math.inf:
-            await wake.wait()
+            await trio.lowlevel.wait_task_rescheduled(self._unpark)
         else:
             with trio.CancelScope(deadline=until):
-                await wake.wait()
+                await trio.lowlevel.wait_task_rescheduled(self._unpark)
+
+    def _unpark(self, _: object) -> trio.lowlevel.Abort:
+        self.wake = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        task = self.wake
+        if task is not None:
+            self.wake = None
+            trio.lowlevel.reschedule(task)
 
     async def _sleep_until(self, until: float) -> None:
         await trio.sleep_until(until)
