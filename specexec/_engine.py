@@ -57,7 +57,7 @@ class _Run:
         sink: MemoryObjectSendStream[str] | None = None,
     ) -> None:
         self.sink = sink  # a stream: the committed attempt's text goes here
-        self.wake: Any = None  # what `_wait` waits on (the driver's event)
+        self.wake: Any = None  # what `_wait` waits on (the driver's event; on trio the parked host task)
         self.tg: TaskGroup | None = None
         self.query = query
         self.policy = policy

@@ -4,9 +4,10 @@ The core's decisions are the same; what differs is how they are carried out:
 
 - the schedule runs in callbacks, not in a waiting host task: between two events every action
   the core can ask for (launch, arm a timer, finish) is synchronous, so the core is asked again
-  where its events happen — an attempt's end (its task's ``finally``) and a ``loop.call_at``
-  timer. The host (the caller's task) makes the first attempt itself; a hedge whose timer never
-  fires costs no task, no task group, no future and no wake-up;
+  where its events happen — an attempt's end (its task's ``finally``) and a timer (an entry in
+  the loop's timer heap, ``_loop_timers``: one ``loop.call_at`` per loop, not per run). The
+  host (the caller's task) makes the first attempt itself; a hedge whose timer never fires
+  costs no task, no task group, no future and no wake-up;
 - the other attempts are loop tasks spawned from those callbacks, where no ``asyncio.TaskGroup``
   can be entered: the host supervises them as a task group would (``AsyncioRun._group``) —
   none outlives the run, whatever ends it;
@@ -135,8 +136,8 @@ class AsyncioRun(_Run):
         (a timer, another attempt's end), where no group can be entered, and a hedge that never
         fires then costs no group at all. Whatever ends the host's part — the core done, the
         caller's cancellation or the deadline, an error — every spawned attempt is cancelled
-        (if still needed: ``_cancel_all``) and waited for before this returns or raises; a
-        cancellation while waiting cancels them again and is raised after. A spawned attempt
+        (once, if still needed: ``_cancel_all``) and waited for before this returns or raises; a
+        cancellation that comes while waiting is raised after. A spawned attempt
         that raised (a ``BaseException`` from a backend, not a failure the core can report)
         cancels the rest and is raised here, in an exception group as ``TaskGroup`` does."""
         self.host = host = asyncio.current_task()

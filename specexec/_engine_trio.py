@@ -27,7 +27,7 @@ __all__ = ["TrioRun"]
 
 
 class TrioRun(_Run):
-    """``_Run`` on trio's own nursery, events and cancel scopes."""
+    """``_Run`` on trio's own nursery, cancel scopes and task parking (``trio.lowlevel``)."""
 
     __slots__ = ("nursery",)
 
