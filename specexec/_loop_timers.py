@@ -35,13 +35,13 @@ class LoopTimer:
     def __init__(self, when: float, callback: Callable[[], object], timers: _Timers) -> None:
         self.when = when
         self.callback: Callable[[], object] | None = callback
-        self.context = contextvars.copy_context()
+        self.context: contextvars.Context | None = contextvars.copy_context()
         self.timers = timers
 
     def cancel(self) -> None:
         """Do not call back (nothing once it has been called or cancelled)."""
         if self.callback is not None:
-            self.callback = None
+            self.callback = self.context = None  # nothing of the run (nor its context) stays in the heap
             self.timers.cancelled_one()
 
 
@@ -92,8 +92,9 @@ class _Timers:
                 if callback is None:
                     self.cancelled -= 1
                     continue
-                timer.callback = None
-                timer.context.run(callback)
+                context, timer.callback, timer.context = timer.context, None, None
+                assert context is not None
+                context.run(callback)
         finally:  # armed for the earliest entry left (a callback may have armed for a later one)
             if heap and heap[0][0] < self.armed_for:
                 if self.handle is not None:

@@ -6,6 +6,7 @@ once on a real uvloop loop."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import weakref
 from collections.abc import Callable
@@ -93,7 +94,10 @@ def test_a_cancelled_timer_is_not_called_and_keeps_no_reference_to_its_callback(
 
     owner = Owner()
     gone = weakref.ref(owner)
+    request: contextvars.ContextVar[Owner] = contextvars.ContextVar("request")
+    request.set(owner)  # the context that armed the timer holds the owner too
     timer = call_at(loop, 1.0, owner.callback)
+    request.set(Owner())
     timer.cancel()
     timer.cancel()  # twice is harmless
     del owner
