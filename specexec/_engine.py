@@ -61,7 +61,7 @@ class _Run:
         self.tg: TaskGroup | None = None
         self.query = query
         self.policy = policy
-        self.now = self._clock()
+        self.now = self._begin()
         self.core = Core(runtime, query, policy, states, self.now(), time.time(), streaming=sink is not None)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -87,8 +87,8 @@ class _Run:
 
     # -- the driver's primitives (the native drivers override these) ---------------------------
 
-    def _clock(self) -> Callable[[], float]:
-        """The running loop's clock."""
+    def _begin(self) -> Callable[[], float]:
+        """The driver's per-run state set (a native driver's own slots); the running loop's clock."""
         return loop_clock()
 
     async def _run_within(self, deadline: float) -> bool:

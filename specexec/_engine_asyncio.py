@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,12 +36,9 @@ from ._engine import _Run
 from ._loop_timers import LoopTimer, call_at
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectSendStream
-
     from ._core import Attempt
-    from ._policy import Policy
     from ._query import Query, Response, StreamChunk
-    from ._runtime import BackendState, Runtime
+    from ._runtime import BackendState
 
 __all__ = ["AsyncioRun"]
 
@@ -92,14 +89,7 @@ class AsyncioRun(_Run):
         "loop", "next", "running", "tasks",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        query: Query,
-        policy: Policy,
-        states: Sequence[BackendState],
-        sink: MemoryObjectSendStream[str] | None = None,
-    ) -> None:
+    def _begin(self) -> Callable[[], float]:
         self.tasks: list[asyncio.Task[None]] | None = None  # the spawned attempts
         self.running = 0  # spawned attempts not yet done
         self.joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
@@ -113,9 +103,6 @@ class AsyncioRun(_Run):
         self.ends_advance = False  # a `Wait` is armed (a `Poll` is woken by its timer alone)
         self.error: Exception | None = None  # what the schedule itself raised (raised by the host)
         self.cancelled_all = False  # `_cancel_all` has run: nothing more is launched, everything is cancelled
-        _Run.__init__(self, runtime, query, policy, states, sink)
-
-    def _clock(self) -> Callable[[], float]:
         self.loop = asyncio.get_running_loop()
         return self.loop.time
 

@@ -8,7 +8,7 @@ the backend lookup on every ``sleep_until``. Picked by ``_engine.execute`` when 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -16,12 +16,9 @@ import trio
 from ._engine import _Run
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectSendStream
-
     from ._core import Attempt
-    from ._policy import Policy
     from ._query import Query, Response, StreamChunk
-    from ._runtime import BackendState, Runtime
+    from ._runtime import BackendState
 
 __all__ = ["TrioRun"]
 
@@ -31,18 +28,8 @@ class TrioRun(_Run):
 
     __slots__ = ("nursery",)
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        query: Query,
-        policy: Policy,
-        states: Sequence[BackendState],
-        sink: MemoryObjectSendStream[str] | None = None,
-    ) -> None:
-        self.nursery: trio.Nursery | None = None
-        _Run.__init__(self, runtime, query, policy, states, sink)
-
-    def _clock(self) -> Callable[[], float]:
+    def _begin(self) -> Callable[[], float]:
+        self.nursery: trio.Nursery | None = None  # read by `_cancel_all` on the single path too
         return trio.lowlevel.current_clock().current_time  # one frame per read (trio.current_time: three)
 
     async def _run_within(self, deadline: float) -> bool:
