@@ -74,6 +74,9 @@ CONFIG = FleetConfig(
         dep("a-malformed", api="anthropic", faults=Faults(malformed=1.0)),
         dep("stall", faults=Faults(stall=1.0)),
         dep("a-stall", api="anthropic", faults=Faults(stall=1.0)),
+        # two tokens, then held open until the client leaves: a disconnect whatever the timing
+        dep("held", faults=Faults(stall_after=1.0, stall_after_tokens=2)),
+        dep("a-held", api="anthropic", faults=Faults(stall_after=1.0, stall_after_tokens=2)),
         dep("drip", faults=Faults(slow_drip=1.0, slow_drip_interval=0.01)),
         dep("wrong", faults=Faults(wrong_model=1.0)),
         dep("nousage", faults=Faults(no_usage=1.0)),
