@@ -473,12 +473,13 @@ def render(loop: str, rows: list[dict[str, Any]], iterations: int) -> str:
         ]
         for r in rows
     ]
-    native_name = "raw trio nursery" if loop == "trio" else "asyncio.TaskGroup"
+    driver = "a raw trio nursery" if loop == "trio" else "loop tasks and timers, supervised by hand"
+    floor = "a raw trio nursery" if loop == "trio" else "asyncio.TaskGroup"
     notes = (
         f"median µs per call; ratio = run() median ÷ reference median. {iterations:,} calls per variant.\n"
-        f"run() without a suffix is the native driver ({native_name}; what run() picks on this loop); "
+        f"run() without a suffix is the native driver ({driver}; what run() picks on this loop); "
         "_anyio = the anyio driver (SPECEXEC_DRIVER=anyio). Native floor = the same hedge/race hand-written "
-        f"on {native_name}, no engine."
+        f"on {floor}, no engine."
     )
     return f"## {LOOP_LABELS[loop]}\n\n{table(headers, body, left=3)}\n\n{notes}\n"
 

@@ -1,5 +1,5 @@
 """Shared fixtures: every behaviour test runs on trio in virtual time and on asyncio + uvloop,
-each on the engine's native driver (a raw trio nursery / ``asyncio.TaskGroup``: what ``run``
+each on the engine's native driver (a raw trio nursery / loop tasks and timers: what ``run``
 picks) and on its anyio driver (the reference): ids ``trio``, ``asyncio+uvloop``,
 ``trio+anyio-driver``, ``asyncio+uvloop+anyio-driver``.
 

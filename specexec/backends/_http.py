@@ -59,6 +59,8 @@ from typing import ClassVar, Protocol, cast
 import anyio
 
 from .._backend import BackendBase, Limits
+from .._clock import loop_clock
+from .._deadline import DeadlineScope, deadline_scope
 from .._errors import (
     AuthError,
     BackendError,
@@ -970,8 +972,8 @@ class HttpBackend(BackendBase):
         self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders, attempt: _Attempt
     ) -> AsyncGenerator[StreamChunk | Response, None]:
         clock = _IdleClock(self.timeout.idle)
-        start = anyio.current_time()
-        with anyio.CancelScope(deadline=clock.deadline) as scope:
+        start = clock.now()
+        with clock.scope() as scope:
             response = await self._open(client, content, keyed.sse_headers, self._httpx_timeout, attempt, keyed.secrets)
         if scope.cancelled_caught:
             raise _IdleExpired
@@ -979,7 +981,7 @@ class HttpBackend(BackendBase):
             call = attempt.call()
             if _is_json(response):  # a server that ignores ``stream: true`` answers in one JSON body
                 try:
-                    with anyio.CancelScope(deadline=clock.deadline) as scope:  # every byte is content
+                    with clock.scope() as scope:  # every byte is content
                         body = await _read_body(response, self.http.max_response_bytes)
                     if scope.cancelled_caught:
                         raise _IdleExpired
@@ -1034,18 +1036,26 @@ class _IdleExpired(Exception):
 
 class _IdleClock:
     """The deadline of ``HttpTimeouts.idle`` for a stream (``inf`` without one): it moves on
-    with each piece of content, and when the reader asks for more after a piece."""
+    with each piece of content, and when the reader asks for more after a piece. ``now`` and
+    ``scope_at`` are the running loop's clock and cheapest deadline scope, looked up once per
+    stream (a paced stream waits for the server once per token)."""
 
-    __slots__ = ("deadline", "idle")
+    __slots__ = ("deadline", "idle", "now", "scope_at")
 
     def __init__(self, idle: float | None) -> None:
+        self.now = loop_clock()
+        self.scope_at = deadline_scope()
         self.idle = idle
-        self.deadline = math.inf if idle is None else anyio.current_time() + idle
+        self.deadline = math.inf if idle is None else self.now() + idle
+
+    def scope(self) -> DeadlineScope:
+        """A scope cancelling its block at the deadline: around one wait for the server."""
+        return self.scope_at(self.deadline)
 
     def progress(self) -> None:
         """Content arrived (or the reader is back for more): ``idle`` seconds more from now."""
         if self.idle is not None and self.deadline != math.inf:
-            self.deadline = anyio.current_time() + self.idle
+            self.deadline = self.now() + self.idle
 
     def finished(self) -> None:
         """The answer is complete: nothing after it (draining to EOF) can be idle."""
@@ -1155,7 +1165,7 @@ async def _stream_items(
     seen = sent = 0
     async with contextlib.aclosing(iter_body(response, limit)) as chunks:
         while not state.done:
-            with anyio.CancelScope(deadline=clock.deadline) as scope:
+            with clock.scope() as scope:
                 chunk = await anext(chunks, None)
             if scope.cancelled_caught:
                 raise _IdleExpired
@@ -1175,7 +1185,7 @@ async def _stream_items(
         if state.done:
             clock.finished()
             # read the (normally already sent) end of the body so the connection can be reused
-            with anyio.move_on_after(DRAIN_TIMEOUT):
+            with clock.scope_at(clock.now() + DRAIN_TIMEOUT):
                 try:
                     async for _ in chunks:
                         pass
