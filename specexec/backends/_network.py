@@ -1,0 +1,194 @@
+"""httpcore's network streams with cheaper reads and writes.
+
+httpcore wraps every socket read and write in two context managers built from generators —
+``map_exceptions`` and ``anyio.fail_after`` (``trio.fail_after`` on trio) — which on uvloop cost
+≈ 10 µs per read or write: a streamed answer is read once per token. The streams here keep
+httpcore's own classes for connecting, TLS, closing and ``get_extra_info`` and replace only
+``read`` and ``write``: the same exceptions (``httpcore.ReadTimeout``, ``ReadError``,
+``WriteTimeout``, ``WriteError``, each chained from its cause as httpcore chains them), with the
+timeout as the running loop's cheapest deadline (``specexec._deadline``) and the mapping done by
+``except`` clauses.
+
+``use_fast_streams(client)`` installs the backend on a client the HTTP backends create; an
+httpx or httpcore whose layout differs (or a client given its own network backend) keeps
+httpcore's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+
+from .._clock import running_library
+from .._deadline import _TaskDeadline
+from .._httpx import httpcore, httpx
+
+if TYPE_CHECKING:
+    from httpcore._backends.base import SOCKET_OPTION
+
+from httpcore._backends.anyio import AnyIOBackend, AnyIOStream
+from httpcore._backends.auto import AutoBackend
+
+__all__ = ["FastNetworkBackend", "use_fast_streams"]
+
+_READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+class _AnyIOStream(AnyIOStream):
+    """httpcore's anyio stream (asyncio) with ``read``/``write`` timed by a heap-timer deadline."""
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes`` (``b""`` at EOF); ``httpcore.ReadTimeout`` after ``timeout`` seconds."""
+        try:
+            if timeout is None:
+                return await self._stream.receive(max_bytes=max_bytes)
+            with _TaskDeadline(asyncio.get_running_loop().time() + timeout) as scope:
+                return await self._stream.receive(max_bytes=max_bytes)
+        except anyio.EndOfStream:
+            return b""
+        except _READ_ERRORS as exc:
+            raise httpcore.ReadError(exc) from exc
+        assert scope.cancelled_caught  # the block returns unless the deadline cancelled it
+        cause = TimeoutError()
+        raise httpcore.ReadTimeout(cause) from cause
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Send ``buffer`` whole; ``httpcore.WriteTimeout`` after ``timeout`` seconds."""
+        if not buffer:
+            return
+        try:
+            if timeout is None:
+                await self._stream.send(item=buffer)
+                return
+            with _TaskDeadline(asyncio.get_running_loop().time() + timeout) as scope:
+                await self._stream.send(item=buffer)
+        except _READ_ERRORS as exc:
+            raise httpcore.WriteError(exc) from exc
+        if scope.cancelled_caught:
+            cause = TimeoutError()
+            raise httpcore.WriteTimeout(cause) from cause
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        """httpcore's TLS handshake; the TLS stream reads and writes as this one does."""
+        stream = await super().start_tls(ssl_context, server_hostname, timeout)
+        assert isinstance(stream, AnyIOStream)
+        return _AnyIOStream(stream._stream)
+
+
+def _trio_stream(stream: Any) -> httpcore.AsyncNetworkStream:
+    """httpcore's trio stream ``stream`` as a ``_TrioStream``."""
+    stream_class: Any = _trio_stream_class()
+    wrapped: httpcore.AsyncNetworkStream = stream_class(stream._stream)
+    return wrapped
+
+
+@cache
+def _trio_stream_class() -> type[httpcore.AsyncNetworkStream]:
+    """``_TrioStream``, defined on first use: importing httpcore's trio backend imports trio,
+    which an asyncio service never needs."""
+    import trio
+    from httpcore._backends.trio import TrioStream
+
+    class _TrioStream(TrioStream):
+        """httpcore's trio stream with ``read``/``write`` under one plain ``trio.CancelScope``."""
+
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            try:
+                if timeout is None:
+                    return cast(bytes, await self._stream.receive_some(max_bytes=max_bytes))  # as httpcore's
+                with trio.CancelScope(deadline=trio.current_time() + timeout):
+                    return cast(bytes, await self._stream.receive_some(max_bytes=max_bytes))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise httpcore.ReadError(exc) from exc
+            cause = trio.TooSlowError()  # the scope's deadline cancelled the read
+            raise httpcore.ReadTimeout(cause) from cause
+
+        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            if not buffer:
+                return
+            try:
+                if timeout is None:
+                    await self._stream.send_all(data=buffer)
+                    return
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                    await self._stream.send_all(data=buffer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise httpcore.WriteError(exc) from exc
+            if scope.cancelled_caught:
+                cause = trio.TooSlowError()
+                raise httpcore.WriteTimeout(cause) from cause
+
+        async def start_tls(
+            self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+        ) -> httpcore.AsyncNetworkStream:
+            stream = await super().start_tls(ssl_context, server_hostname, timeout)
+            return _TrioStream(stream._stream)  # type: ignore[attr-defined]
+
+    return _TrioStream
+
+
+class FastNetworkBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's own backends for the running loop (anyio's on asyncio, trio's on trio) whose
+    streams read and write as described in the module docstring."""
+
+    def __init__(self) -> None:
+        self._anyio = AnyIOBackend()
+        self._trio: httpcore.AsyncNetworkBackend | None = None
+
+    def _trio_backend(self) -> httpcore.AsyncNetworkBackend:
+        if self._trio is None:
+            from httpcore._backends.trio import TrioBackend
+
+            self._trio = TrioBackend()
+        return self._trio
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """A TCP connection to ``host:port`` (httpcore's connect, its errors and timeout)."""
+        if running_library() == "trio":
+            stream = await self._trio_backend().connect_tcp(host, port, timeout, local_address, socket_options)
+            return _trio_stream(stream)
+        plain = await self._anyio.connect_tcp(host, port, timeout, local_address, socket_options)
+        assert isinstance(plain, AnyIOStream)
+        return _AnyIOStream(plain._stream)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[SOCKET_OPTION] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        """A Unix-socket connection to ``path`` (httpcore's connect, its errors and timeout)."""
+        if running_library() == "trio":
+            stream = await self._trio_backend().connect_unix_socket(path, timeout, socket_options)
+            return _trio_stream(stream)
+        plain = await self._anyio.connect_unix_socket(path, timeout, socket_options)
+        assert isinstance(plain, AnyIOStream)
+        return _AnyIOStream(plain._stream)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the running loop."""
+        await anyio.sleep(seconds)
+
+
+_BACKEND = FastNetworkBackend()
+
+
+def use_fast_streams(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Give ``client``'s connection pool the fast streams (when it has httpcore's default backend); ``client``."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if isinstance(pool, httpcore.AsyncConnectionPool) and isinstance(
+        getattr(pool, "_network_backend", None), AutoBackend
+    ):
+        pool._network_backend = _BACKEND
+    return client
