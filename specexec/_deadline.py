@@ -8,11 +8,11 @@ paced stream: once per token), and anyio's scope costs ≈ 10 µs per use on uvl
 trio, a tenth of the client's CPU for a streamed answer. So:
 
 - trio: ``trio.CancelScope`` itself (what anyio's scope wraps there);
-- asyncio (uvloop too): an entry in the loop's timer heap (``_loop_timers``) that cancels the
-  task once; leaving the block takes that cancellation back (``Task.uncancel``) and swallows it
-  if it is the only one, as ``asyncio.timeout`` does — a caller's cancellation still propagates.
-  asyncio's cancellation is edge-triggered: a body that swallows ``CancelledError`` runs on
-  (the reads here are httpx's, which do not);
+- asyncio (uvloop too): the driver's ``TaskScope`` with a deadline, an entry in the loop's
+  timer heap that cancels the task once; leaving the block takes that cancellation back and
+  swallows it if it is the only one, as ``asyncio.timeout`` does — a caller's cancellation
+  still propagates. asyncio's cancellation is edge-triggered: a body that swallows
+  ``CancelledError`` runs on (the reads here are httpx's, which do not);
 - any other loop: ``anyio.CancelScope``.
 
 A deadline of ``inf`` arms nothing.
@@ -20,8 +20,6 @@ A deadline of ``inf`` arms nothing.
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -29,7 +27,7 @@ from typing import Protocol, Self
 import anyio
 
 from ._clock import running_library
-from ._loop_timers import LoopTimer, call_at
+from ._task_scope import TaskScope
 
 __all__ = ["DeadlineScope", "deadline_scope"]
 
@@ -55,7 +53,7 @@ def deadline_scope() -> Callable[[float], DeadlineScope]:
     if library == "trio":
         return _trio_scope
     if library == "asyncio":
-        return _TaskDeadline
+        return TaskScope
     return _anyio_scope
 
 
@@ -67,45 +65,3 @@ def _trio_scope(when: float) -> DeadlineScope:
 
 def _anyio_scope(when: float) -> DeadlineScope:
     return anyio.CancelScope(deadline=when)
-
-
-class _TaskDeadline:
-    """``when`` over the current asyncio task: one cancellation from a heap timer, taken back on exit."""
-
-    __slots__ = ("_cancelling", "_fired", "_task", "_timer", "_when", "cancelled_caught")
-
-    def __init__(self, when: float) -> None:
-        self._when = when
-        self._timer: LoopTimer | None = None
-        self._fired = False
-        self.cancelled_caught = False
-
-    def __enter__(self) -> _TaskDeadline:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a specexec deadline needs a running asyncio task")
-        self._task = task
-        self._cancelling = task.cancelling()  # cancellations already pending are not ours to take back
-        if self._when != math.inf:
-            self._timer = call_at(task.get_loop(), self._when, self._expire)
-        return self
-
-    def _expire(self) -> None:
-        self._timer = None
-        self._fired = True
-        self._task.cancel()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            timer.cancel()
-        if not self._fired:
-            return False
-        left = self._task.uncancel()  # ours is done with, whatever came of it
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and left <= self._cancelling:
-            self.cancelled_caught = True
-            return True  # ours alone: swallowed
-        return False  # a caller's cancellation too (it propagates), or the body swallowed ours

@@ -12,11 +12,12 @@ The core's decisions are the same; what differs is how they are carried out:
   can be entered: the host supervises them as a task group would (``AsyncioRun._group``) —
   none outlives the run, whatever ends it;
 - asyncio has no cancel scopes: "cancel every attempt" cancels each attempt's task and the
-  host's own attempt through a ``_TaskScope``, which cancels its task once and, on leaving,
-  swallows that one cancellation only (``Task.uncancel``): a caller's cancellation still
-  propagates; a cancellation the body swallowed is taken off the task's count all the same.
-  A stream attempt's own scope is one too. Cancellation stays asyncio's: edge-triggered (once),
-  where trio's and anyio's scopes cancel every later wait too;
+  host's own attempt through a ``TaskScope`` (``_task_scope``), which cancels its task once and,
+  on leaving, swallows that one cancellation only (``Task.uncancel``, counted as
+  ``asyncio.timeout`` counts): a caller's cancellation still propagates; a cancellation the body
+  swallowed is taken off the task's count all the same. A stream attempt's own scope is one
+  too. Cancellation stays asyncio's: edge-triggered (once), where trio's and anyio's scopes
+  cancel every later wait too;
 - ``attempt_timeout`` and the deadline are ``asyncio.timeout`` (its ``expired()`` tells its
   own timeout from a backend's ``TimeoutError``).
 
@@ -28,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._core import DONE, Launch, Poll, Wait
 from ._engine import _Run
 from ._loop_timers import LoopTimer, call_at
+from ._task_scope import TaskScope
 
 if TYPE_CHECKING:
     from ._core import Attempt
@@ -41,43 +42,6 @@ if TYPE_CHECKING:
     from ._runtime import BackendState
 
 __all__ = ["AsyncioRun"]
-
-
-class _TaskScope:
-    """A cancel scope over the current task: ``cancel()`` cancels it once; leaving the scope
-    swallows that cancellation and no other, and takes it off the task's count
-    (``Task.cancelling``) also when the body swallowed it."""
-
-    __slots__ = ("active", "requested", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None = None) -> None:
-        self.task = task  # the current task (looked up on entry when not given)
-
-    def __enter__(self) -> _TaskScope:
-        if self.task is None:
-            self.task = asyncio.current_task()
-            assert self.task is not None
-        self.requested, self.active = False, True
-        return self
-
-    def cancel(self) -> None:
-        """Cancel the task inside the scope (nothing once it has left the scope)."""
-        if self.active and not self.requested:
-            self.requested = True
-            assert self.task is not None
-            self.task.cancel()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        self.active = False
-        if not self.requested:
-            return False
-        assert self.task is not None
-        left = self.task.uncancel()  # ours is done with, whatever came of it (as asyncio.timeout does)
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            return left == 0  # ours alone: swallowed; a caller's too: propagates
-        return False  # the body swallowed it (a backend catching CancelledError): only the count goes back
 
 
 class AsyncioRun(_Run):
@@ -95,7 +59,7 @@ class AsyncioRun(_Run):
         self.joined: asyncio.Future[None] | None = None  # the host waits on it for `running` to reach 0
         self.crashes: list[BaseException] | None = None  # what spawned attempts raised (not a backend failure)
         self.host: asyncio.Task[Any] | None = None
-        self.inline: _TaskScope | None = None  # the host's own attempt, while it runs
+        self.inline: TaskScope | None = None  # the host's own attempt, while it runs
         self.next: asyncio.Handle | LoopTimer | None = None  # the schedule's next step: a timer, or its continuation
         self.advancing = False  # in `_advance` (an end inside it is seen by its loop)
         self.done: asyncio.Future[None] | None = None  # what the host waits on once its attempt is over
@@ -134,7 +98,7 @@ class AsyncioRun(_Run):
         try:
             first = self._advance(host_free=True)
             if first is not None:
-                with _TaskScope(host) as self.inline:
+                with TaskScope(task=host) as self.inline:
                     await self._attempt(first)
                 self.inline = None
             if self.live:
@@ -277,7 +241,7 @@ class AsyncioRun(_Run):
             self._advance()
 
     def _scope(self) -> Any:
-        return _TaskScope()
+        return TaskScope()
 
     async def _complete_within(self, state: BackendState, query: Query, timeout: float) -> Response | None:
         try:

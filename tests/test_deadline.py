@@ -1,5 +1,6 @@
-"""``specexec._deadline``: the cheap per-wait deadline the HTTP streams use, on trio (virtual
-time, exact) and asyncio + uvloop (real clock, within ``Timing.tolerance``)."""
+"""``specexec._deadline`` (on asyncio: ``specexec._task_scope``): the cheap per-wait deadline the
+HTTP streams use, on trio (virtual time, exact) and asyncio + uvloop (real clock, within
+``Timing.tolerance``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import anyio
 import pytest
 import uvloop
 
-from specexec._deadline import _TaskDeadline, deadline_scope
+from specexec._deadline import deadline_scope
+from specexec._task_scope import TaskScope
 from tests.conftest import Timing
 
 pytestmark = pytest.mark.anyio
@@ -71,11 +73,11 @@ def test_on_asyncio_a_caught_deadline_leaves_the_tasks_cancel_count_as_it_was() 
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        with _TaskDeadline(loop.time() + 0.01) as scope:
+        with TaskScope(loop.time() + 0.01) as scope:
             await asyncio.sleep(10)
         assert scope.cancelled_caught and task.cancelling() == 0
         async with asyncio.timeout(0.01):  # asyncio's own timeout still tells its expiry apart
-            with _TaskDeadline(loop.time() + 10):
+            with TaskScope(loop.time() + 10):
                 with pytest.raises(asyncio.CancelledError):
                     await asyncio.sleep(10)
                 raise asyncio.CancelledError  # the timeout's cancellation goes on out
@@ -90,7 +92,7 @@ def test_on_asyncio_a_cancellation_after_the_deadline_fired_still_propagates() -
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        with _TaskDeadline(loop.time() + 0.01):
+        with TaskScope(loop.time() + 0.01):
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(10)  # the deadline's cancellation, swallowed by the body ...
             task.cancel()  # ... then the caller's
@@ -114,7 +116,7 @@ def test_on_asyncio_a_pending_cancellation_at_entry_is_not_taken_back() -> None:
         assert task is not None
         task.cancel()  # pending before the block: the caller's, delivered at the first wait
         loop = asyncio.get_running_loop()
-        with _TaskDeadline(loop.time() + 10):
+        with TaskScope(loop.time() + 10):
             await asyncio.sleep(10)
         pytest.fail("the pending cancellation was swallowed")  # pragma: no cover
 

@@ -4,6 +4,7 @@ scopes). Every other behaviour test runs on every driver through the ``anyio_bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sys
 from typing import Any
@@ -145,6 +146,30 @@ async def test_when_the_hedge_wins_the_runs_own_attempt_is_cancelled_and_the_cal
         assert again.response.text == fast.text
 
 
+@ASYNCIO_NATIVE
+async def test_a_hedge_wins_for_a_caller_that_once_swallowed_a_cancellation(timing: Timing) -> None:
+    # A task that caught a CancelledError without ``uncancel()`` keeps ``cancelling() == 1`` for
+    # good. The run's own cancellation of its attempt is still the run's to take back (as
+    # ``asyncio.timeout`` counts only what is pending beyond its entry), not the caller's.
+    slow, fast = Scripted("slow", 10.0), Scripted("fast", 0.1, provider="p2")
+
+    async def caller() -> tuple[specexec.Result, int]:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1.0)  # swallowed, never uncancelled
+        assert task.cancelling() == 1
+        result = await rt.run(Query("q"), Policy.hedge(["slow", "fast"], delay=0.5))
+        return result, task.cancelling()
+
+    async with Runtime([slow, fast]) as rt:
+        result, pending = await asyncio.create_task(caller())
+    assert [(x.backend, x.outcome) for x in result.trace.attempts] == [("slow", "cancelled"), ("fast", "accepted")]
+    assert result.latency == timing.approx(0.6)
+    assert pending == 1  # what the caller left pending stays pending
+
+
 class SwallowsCancellation(specexec.BackendBase):
     """A badly-behaved client library: when cancelled it catches the cancellation and answers."""
 
@@ -247,11 +272,11 @@ async def test_an_error_in_the_schedules_timer_reaches_the_caller_and_ends_every
 
 
 async def _scoped(cancel_inside: bool, cancel_outside: bool) -> str:
-    from specexec._engine_asyncio import _TaskScope
+    from specexec._task_scope import TaskScope
 
     task = asyncio.current_task()
     assert task is not None
-    with _TaskScope() as scope:
+    with TaskScope() as scope:
         if cancel_inside:
             scope.cancel()
         if cancel_outside:
@@ -270,11 +295,31 @@ async def test_a_task_scope_swallows_its_own_cancellation_only() -> None:
         assert task.cancelled()
 
 
+async def _scoped_after_a_swallowed_cancellation(cancel_outside: bool) -> str:
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1.0)  # swallowed without uncancel(): cancelling() stays 1
+    await _scoped(cancel_inside=True, cancel_outside=cancel_outside)
+    assert task.cancelling() == 1
+    return "left the scope"
+
+
+@ASYNCIO_NATIVE
+async def test_a_task_scope_counts_only_the_cancellations_that_came_after_its_entry() -> None:
+    assert await asyncio.create_task(_scoped_after_a_swallowed_cancellation(cancel_outside=False)) == "left the scope"
+    task = asyncio.create_task(_scoped_after_a_swallowed_cancellation(cancel_outside=True))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
 @ASYNCIO_NATIVE
 async def test_a_task_scope_cancelled_after_it_was_left_does_nothing() -> None:
-    from specexec._engine_asyncio import _TaskScope
+    from specexec._task_scope import TaskScope
 
-    with _TaskScope() as scope:
+    with TaskScope() as scope:
         pass
     scope.cancel()
     await asyncio.sleep(0)  # not cancelled

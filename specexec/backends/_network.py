@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from .._clock import running_library
-from .._deadline import _TaskDeadline
 from .._httpx import httpcore, httpx
+from .._task_scope import TaskScope
 
 if TYPE_CHECKING:
     from httpcore._backends.base import SOCKET_OPTION
@@ -36,7 +36,7 @@ from httpcore._backends.auto import AutoBackend
 
 __all__ = ["FastNetworkBackend", "use_fast_streams"]
 
-_READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 class _AnyIOStream(AnyIOStream):
@@ -47,11 +47,11 @@ class _AnyIOStream(AnyIOStream):
         try:
             if timeout is None:
                 return await self._stream.receive(max_bytes=max_bytes)
-            with _TaskDeadline(asyncio.get_running_loop().time() + timeout) as scope:
+            with TaskScope(asyncio.get_running_loop().time() + timeout) as scope:
                 return await self._stream.receive(max_bytes=max_bytes)
         except anyio.EndOfStream:
             return b""
-        except _READ_ERRORS as exc:
+        except _BROKEN as exc:
             raise httpcore.ReadError(exc) from exc
         assert scope.cancelled_caught  # the block returns unless the deadline cancelled it
         cause = TimeoutError()
@@ -65,9 +65,9 @@ class _AnyIOStream(AnyIOStream):
             if timeout is None:
                 await self._stream.send(item=buffer)
                 return
-            with _TaskDeadline(asyncio.get_running_loop().time() + timeout) as scope:
+            with TaskScope(asyncio.get_running_loop().time() + timeout) as scope:
                 await self._stream.send(item=buffer)
-        except _READ_ERRORS as exc:
+        except _BROKEN as exc:
             raise httpcore.WriteError(exc) from exc
         if scope.cancelled_caught:
             cause = TimeoutError()
