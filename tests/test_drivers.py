@@ -146,7 +146,12 @@ async def test_when_the_hedge_wins_the_runs_own_attempt_is_cancelled_and_the_cal
         assert again.response.text == fast.text
 
 
-@ASYNCIO_NATIVE
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [("asyncio+uvloop", "native"), ("asyncio+uvloop", "anyio")],
+    indirect=True,
+    ids=["asyncio+uvloop", "asyncio+uvloop+anyio-driver"],
+)
 async def test_a_hedge_wins_for_a_caller_that_once_swallowed_a_cancellation(timing: Timing) -> None:
     # A task that caught a CancelledError without ``uncancel()`` keeps ``cancelling() == 1`` for
     # good. The run's own cancellation of its attempt is still the run's to take back (as
