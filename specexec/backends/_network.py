@@ -7,7 +7,10 @@ httpcore's own classes for connecting, TLS, closing and ``get_extra_info`` and r
 ``read`` and ``write``: the same exceptions (``httpcore.ReadTimeout``, ``ReadError``,
 ``WriteTimeout``, ``WriteError``, each chained from its cause as httpcore chains them), with the
 timeout as the running loop's cheapest deadline (``specexec._deadline``) and the mapping done by
-``except`` clauses.
+``except`` clauses. On asyncio, over plain TCP, a write the socket takes at once and a read of
+bytes already received skip anyio's checkpoint too (a loop turn each; see ``_AnyIOStream``), and
+the socket behind httpcore's per-request "is the idle connection readable?" is looked up once
+per connection, not through anyio's attribute mapping each time.
 
 ``use_fast_streams(client)`` installs the backend on a client the HTTP backends create; an
 httpx or httpcore whose layout differs (or a client given its own network backend) keeps
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 from httpcore._backends.anyio import AnyIOBackend, AnyIOStream
 from httpcore._backends.auto import AutoBackend
+from httpcore._utils import is_socket_readable
 
 __all__ = ["FastNetworkBackend", "use_fast_streams"]
 
@@ -40,10 +44,42 @@ _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 class _AnyIOStream(AnyIOStream):
-    """httpcore's anyio stream (asyncio) with ``read``/``write`` timed by a heap-timer deadline."""
+    """httpcore's anyio stream (asyncio) with ``read``/``write`` timed by a heap-timer deadline.
+
+    Over a plain TCP socket (anyio's asyncio ``SocketStream``) a write whose bytes the socket
+    takes at once, and a read of bytes already received, go to the asyncio transport and its
+    protocol's queue directly: anyio's ``send``/``receive`` add a checkpoint there (a loop turn,
+    and a shielded cancel scope for ``send``), which nothing here needs — the wait for the
+    response is the cancellation point. Everything else (a write the socket has to wait for,
+    a read that has to wait, a closed or broken stream, TLS) is anyio's own, with its errors."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        super().__init__(stream)
+        self._raw_socket: Any = _UNSET  # looked up once (httpcore asks "is_readable" per request)
+        self._plain: Any = stream if _is_plain_socket_stream(stream) else None  # anyio's asyncio SocketStream
+
+    def get_extra_info(self, info: str) -> Any:
+        """httpcore's extra info; ``socket`` and ``is_readable`` from the socket looked up once."""
+        if info == "is_readable" or info == "socket":
+            sock = self._raw_socket
+            if sock is _UNSET:
+                sock = self._raw_socket = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+            return sock if info == "socket" else is_socket_readable(sock)
+        return super().get_extra_info(info)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes`` (``b""`` at EOF); ``httpcore.ReadTimeout`` after ``timeout`` seconds."""
+        plain = self._plain
+        if plain is not None:
+            queue = plain._protocol.read_queue
+            if queue and not plain._closed:  # received already: no wait, no checkpoint
+                chunk: bytes = queue.popleft()
+                if len(chunk) > max_bytes:
+                    chunk, leftover = chunk[:max_bytes], chunk[max_bytes:]
+                    queue.appendleft(leftover)
+                if not queue:
+                    plain._protocol.read_event.clear()
+                return chunk
         try:
             if timeout is None:
                 return await self._stream.receive(max_bytes=max_bytes)
@@ -61,17 +97,43 @@ class _AnyIOStream(AnyIOStream):
         """Send ``buffer`` whole; ``httpcore.WriteTimeout`` after ``timeout`` seconds."""
         if not buffer:
             return
+        plain = self._plain
+        if plain is not None:
+            protocol = plain._protocol
+            if protocol.write_event.is_set() and not plain._closed and protocol.exception is None:
+                try:
+                    plain._transport.write(buffer)
+                except RuntimeError:
+                    pass  # the transport is closing: anyio's send below says so
+                else:
+                    if protocol.write_event.is_set():  # the socket took it all (the write limit is 0)
+                        return
+                    buffer = b""  # written; what is left is waiting for the socket to drain
         try:
             if timeout is None:
-                await self._stream.send(item=buffer)
+                await self._send(buffer)
                 return
             with TaskScope(asyncio.get_running_loop().time() + timeout) as scope:
-                await self._stream.send(item=buffer)
+                await self._send(buffer)
         except _BROKEN as exc:
             raise httpcore.WriteError(exc) from exc
         if scope.cancelled_caught:
             cause = TimeoutError()
             raise httpcore.WriteTimeout(cause) from cause
+
+    async def _send(self, buffer: bytes) -> None:
+        """``buffer`` through anyio's send, or with ``b""``: wait until the socket drained what
+        was written directly (anyio's send does that wait after its write, with its errors)."""
+        if buffer:
+            await self._stream.send(item=buffer)
+            return
+        plain = self._plain
+        assert plain is not None
+        await plain._protocol.write_event.wait()
+        if plain._closed:
+            raise anyio.ClosedResourceError
+        if plain._protocol.exception is not None:
+            raise anyio.BrokenResourceError from plain._protocol.exception
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -80,6 +142,23 @@ class _AnyIOStream(AnyIOStream):
         stream = await super().start_tls(ssl_context, server_hostname, timeout)
         assert isinstance(stream, AnyIOStream)
         return _AnyIOStream(stream._stream)
+
+
+_UNSET: Any = object()
+_PLAIN_ATTRIBUTES = ("_transport", "_protocol", "_closed")
+_PROTOCOL_ATTRIBUTES = ("read_queue", "read_event", "write_event", "exception")
+
+
+def _is_plain_socket_stream(stream: object) -> bool:
+    """Whether ``stream`` is anyio's asyncio ``SocketStream`` with the layout the direct paths
+    use (any other stream, or another anyio's, keeps anyio's own ``send``/``receive``)."""
+    cls = type(stream)
+    if cls.__name__ != "SocketStream" or cls.__module__ != "anyio._backends._asyncio":
+        return False
+    protocol = getattr(stream, "_protocol", None)
+    return all(hasattr(stream, a) for a in _PLAIN_ATTRIBUTES) and all(
+        hasattr(protocol, a) for a in _PROTOCOL_ATTRIBUTES
+    )
 
 
 def _trio_stream(stream: Any) -> httpcore.AsyncNetworkStream:

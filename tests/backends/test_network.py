@@ -4,6 +4,7 @@ errors and timeouts as httpcore's own, and what the HTTP backends' clients get."
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -175,3 +176,110 @@ def test_the_http_backends_clients_get_the_fast_streams_and_other_transports_are
     assert isinstance(made._transport._pool._network_backend, FastNetworkBackend)  # type: ignore[attr-defined]
     mocked = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(200)))
     assert use_fast_streams(mocked)._transport is mocked._transport  # no pool of httpcore's: unchanged
+
+
+# -- the direct paths on asyncio (bytes already received, writes the socket takes) and their edges
+
+
+async def counts_what_it_is_sent(stream: anyio.abc.ByteStream) -> None:
+    """Reads a 10-digit length, then that many bytes a piece at a time, then answers the count."""
+    async with stream:
+        received = b""
+        while len(received) < 10:
+            received += await stream.receive(10 - len(received))
+        expected, total = int(received), 0
+        while total < expected:
+            total += len(await stream.receive(4096))
+            await anyio.lowlevel.checkpoint()  # a piece at a time: the client waits for the drain
+        await stream.send(str(total).encode())
+
+
+async def test_a_write_bigger_than_the_socket_takes_at_once_waits_until_it_is_sent() -> None:
+    data = b"x" * (16 * 1024 * 1024)
+    async with server(counts_what_it_is_sent) as port:
+        stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            with anyio.fail_after(20):
+                await stream.write(b"%010d" % len(data), timeout=15.0)
+                await stream.write(data, timeout=15.0)
+                answer = b""
+                while len(answer) < len(str(len(data))):
+                    answer += await stream.read(100, timeout=15.0)
+            assert answer == str(len(data)).encode()
+        finally:
+            await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), ("asyncio", {"use_uvloop": True})],
+    ids=["trio-virtual-time", "asyncio+uvloop"],
+)
+async def test_a_write_to_a_peer_that_never_reads_is_a_write_timeout_after_exactly_the_timeout(
+    timing: Timing,
+) -> None:
+    # a listening socket that never accepts: the kernel takes the connection and a few MB, no more
+    with socket.create_server(("127.0.0.1", 0)) as never_accepts:
+        port = never_accepts.getsockname()[1]
+        stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            t0 = anyio.current_time()
+            with anyio.fail_after(5), pytest.raises(httpcore.WriteTimeout) as caught:
+                await stream.write(b"x" * (64 * 1024 * 1024), timeout=0.25)  # more than the kernel buffers
+            assert anyio.current_time() - t0 == timing.approx(0.25)
+            assert isinstance(caught.value.__cause__, (TimeoutError, trio.TooSlowError))
+        finally:
+            await stream.aclose()
+
+
+async def hello_world_in_one_write(stream: anyio.abc.ByteStream) -> None:
+    async with stream:
+        await stream.send(b"hello world")
+        await anyio.sleep_forever()
+
+
+async def test_bytes_already_received_are_read_in_pieces_of_at_most_max_bytes(
+    anyio_backend: tuple[str, dict[str, object]],
+) -> None:
+    async with server(hello_world_in_one_write) as port:
+        stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            with anyio.fail_after(5):
+                pieces = [await stream.read(5, timeout=5.0)]  # waits for the data; the rest is kept
+                if anyio_backend[0] == "asyncio":  # received already: the next reads take it directly
+                    assert stream._plain._protocol.read_queue  # type: ignore[attr-defined]
+                while sum(map(len, pieces)) < 11:
+                    pieces.append(await stream.read(3, timeout=5.0))
+            assert b"".join(pieces) == b"hello world"
+            assert [len(p) for p in pieces][:3] == [5, 3, 3]
+        finally:
+            await stream.aclose()
+
+
+async def test_is_readable_and_socket_say_what_httpcores_own_stream_says() -> None:
+    from httpcore._backends.auto import AutoBackend
+
+    async with server(hello_then_close) as port:
+        ours = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        theirs = await AutoBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            await anyio.sleep(0.05)  # both received "hello" and the EOF
+            for stream in (ours, theirs):
+                assert stream.get_extra_info("is_readable") is True
+                assert stream.get_extra_info("socket") is not None
+                assert stream.get_extra_info("no such info") is None
+            assert ours.get_extra_info("socket").fileno() != theirs.get_extra_info("socket").fileno()
+        finally:
+            await ours.aclose()
+            await theirs.aclose()
+
+
+async def test_an_idle_open_connection_is_not_readable(anyio_backend: tuple[str, dict[str, object]]) -> None:
+    async with server(silent) as port:
+        stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            assert stream.get_extra_info("is_readable") is False
+            if anyio_backend[0] == "asyncio":
+                assert stream._plain is not None  # type: ignore[attr-defined]  # the direct paths are in use
+        finally:
+            await stream.aclose()
