@@ -7,10 +7,11 @@ httpcore's own classes for connecting, TLS, closing and ``get_extra_info`` and r
 ``read`` and ``write``: the same exceptions (``httpcore.ReadTimeout``, ``ReadError``,
 ``WriteTimeout``, ``WriteError``, each chained from its cause as httpcore chains them), with the
 timeout as the running loop's cheapest deadline (``specexec._deadline``) and the mapping done by
-``except`` clauses. On asyncio, over plain TCP, a write the socket takes at once and a read of
-bytes already received skip anyio's checkpoint too (a loop turn each; see ``_AnyIOStream``), and
-the socket behind httpcore's per-request "is the idle connection readable?" is looked up once
-per connection, not through anyio's attribute mapping each time.
+``except`` clauses. Over plain TCP they go further: on asyncio a write the socket takes at once
+and a read of bytes already received skip anyio's checkpoint (a loop turn each; see
+``_AnyIOStream``); on trio the socket is read and written directly, waiting with
+``trio.lowlevel.wait_readable`` (see ``_TrioStream``). On both, the socket behind httpcore's
+per-request "is the idle connection readable?" is looked up once per connection.
 
 ``use_fast_streams(client)`` installs the backend on a client the HTTP backends create; an
 httpx or httpcore whose layout differs (or a client given its own network backend) keeps
@@ -20,6 +21,9 @@ httpcore's own.
 from __future__ import annotations
 
 import asyncio
+import errno
+import math
+import socket
 import ssl
 from collections.abc import Iterable
 from functools import cache
@@ -176,9 +180,51 @@ def _trio_stream_class() -> type[httpcore.AsyncNetworkStream]:
     from httpcore._backends.trio import TrioStream
 
     class _TrioStream(TrioStream):
-        """httpcore's trio stream with ``read``/``write`` under one plain ``trio.CancelScope``."""
+        """httpcore's trio stream with ``read``/``write`` under one plain ``trio.CancelScope``.
+
+        Over plain TCP the socket is read and written directly (``recv``/``send`` on the
+        non-blocking socket, ``trio.lowlevel.wait_readable`` when there is nothing to read):
+        trio's ``receive_some``/``send_all`` add a conflict detector, an error-translating
+        context manager and a checkpoint (a yield) around each, which nothing here needs —
+        the wait for the response is the cancellation point. A socket error is trio's
+        ``BrokenResourceError`` (``ClosedResourceError`` for a closed socket) as trio maps
+        it, inside httpcore's ``ReadError``/``WriteError``; a write the socket cannot take at
+        once is finished by ``send_all``."""
+
+        def __init__(self, stream: trio.abc.Stream) -> None:
+            super().__init__(stream)
+            raw = getattr(getattr(stream, "socket", None), "_sock", None) if type(stream) is trio.SocketStream else None
+            self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+            self._is_readable: Any = None  # the trio socket's is_readable, looked up once
+
+        def get_extra_info(self, info: str) -> Any:
+            """httpcore's extra info; ``is_readable`` from the socket looked up once."""
+            if info == "is_readable":
+                if self._is_readable is None:
+                    self._is_readable = self.get_extra_info("socket").is_readable
+                return self._is_readable()
+            return super().get_extra_info(info)
 
         async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            raw = self._raw
+            if raw is not None:
+                deadline = math.inf if timeout is None else trio.current_time() + timeout
+                try:
+                    while True:
+                        try:
+                            return raw.recv(max_bytes)
+                        except BlockingIOError:
+                            pass
+                        with trio.CancelScope(deadline=deadline) as scope:
+                            await trio.lowlevel.wait_readable(raw)
+                        if scope.cancelled_caught:
+                            cause = trio.TooSlowError()
+                            raise httpcore.ReadTimeout(cause) from cause
+                except OSError as exc:
+                    broken = _stream_error(exc)
+                    raise httpcore.ReadError(broken) from broken
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # closed while waiting
+                    raise httpcore.ReadError(exc) from exc
             try:
                 if timeout is None:
                     return cast(bytes, await self._stream.receive_some(max_bytes=max_bytes))  # as httpcore's
@@ -192,6 +238,18 @@ def _trio_stream_class() -> type[httpcore.AsyncNetworkStream]:
         async def write(self, buffer: bytes, timeout: float | None = None) -> None:
             if not buffer:
                 return
+            raw = self._raw
+            if raw is not None:
+                try:
+                    sent = raw.send(buffer)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    broken = _stream_error(exc)
+                    raise httpcore.WriteError(broken) from broken
+                if sent == len(buffer):
+                    return
+                buffer = buffer[sent:]
             try:
                 if timeout is None:
                     await self._stream.send_all(data=buffer)
@@ -209,6 +267,16 @@ def _trio_stream_class() -> type[httpcore.AsyncNetworkStream]:
         ) -> httpcore.AsyncNetworkStream:
             stream = await super().start_tls(ssl_context, server_hostname, timeout)
             return _TrioStream(stream._stream)  # type: ignore[attr-defined]
+
+    def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        """A socket's ``OSError`` as trio's ``SocketStream`` maps it."""
+        error: trio.BrokenResourceError | trio.ClosedResourceError
+        if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+            error = trio.ClosedResourceError("this socket was already closed")
+        else:
+            error = trio.BrokenResourceError(f"socket connection broken: {exc}")
+        error.__cause__ = exc
+        return error
 
     return _TrioStream
 

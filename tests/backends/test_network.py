@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -279,7 +280,22 @@ async def test_an_idle_open_connection_is_not_readable(anyio_backend: tuple[str,
         stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         try:
             assert stream.get_extra_info("is_readable") is False
-            if anyio_backend[0] == "asyncio":
-                assert stream._plain is not None  # type: ignore[attr-defined]  # the direct paths are in use
+            direct = stream._plain if anyio_backend[0] == "asyncio" else stream._raw  # type: ignore[attr-defined]
+            assert direct is not None  # the direct paths are in use
+        finally:
+            await stream.aclose()
+
+
+async def test_a_connection_reset_by_the_peer_is_httpcores_read_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        try:
+            peer, _ = listening.accept()  # the kernel has it queued already
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # linger 0: a reset, not an orderly close
+            with anyio.fail_after(5), pytest.raises(httpcore.ReadError) as caught:
+                await stream.read(100, timeout=5.0)
+            assert isinstance(caught.value.__cause__, (anyio.BrokenResourceError, trio.BrokenResourceError))
         finally:
             await stream.aclose()
