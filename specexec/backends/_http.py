@@ -123,6 +123,7 @@ from ._config import (
 from ._config import (
     HttpTimeouts as HttpTimeouts,
 )
+from ._cookies import skip_cookieless_responses
 from ._network import use_fast_streams
 from ._sse import ServerSentEvent, SSEDecoder
 
@@ -528,7 +529,7 @@ class HostClients:
             headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
             verify=ssl_context(self._config.trust_env),
         )
-        return use_fast_streams(client)
+        return skip_cookieless_responses(use_fast_streams(client))
 
     async def aclose(self) -> None:
         """Close every shard created; the first error is raised after all were tried."""
@@ -733,7 +734,7 @@ class HttpBackend(BackendBase):
             headers={"user-agent": _USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
             verify=ssl_context(self.http.trust_env),  # the process's one: not ~40 ms of CPU per call
         )
-        return use_fast_streams(client)
+        return skip_cookieless_responses(use_fast_streams(client))
 
     def _new_host_clients(self) -> HostClients:
         return HostClients(self.http, self._httpx_timeout)
