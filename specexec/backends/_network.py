@@ -101,6 +101,7 @@ class _AnyIOStream(AnyIOStream):
         """Send ``buffer`` whole; ``httpcore.WriteTimeout`` after ``timeout`` seconds."""
         if not buffer:
             return
+        written = False  # handed to the transport already: only the wait for the drain is left
         plain = self._plain
         if plain is not None:
             protocol = plain._protocol
@@ -112,27 +113,23 @@ class _AnyIOStream(AnyIOStream):
                 else:
                     if protocol.write_event.is_set():  # the socket took it all (the write limit is 0)
                         return
-                    buffer = b""  # written; what is left is waiting for the socket to drain
+                    written = True
         try:
             if timeout is None:
-                await self._send(buffer)
+                await (self._drained() if written else self._stream.send(item=buffer))
                 return
             with TaskScope(asyncio.get_running_loop().time() + timeout) as scope:
-                await self._send(buffer)
+                await (self._drained() if written else self._stream.send(item=buffer))
         except _BROKEN as exc:
             raise httpcore.WriteError(exc) from exc
         if scope.cancelled_caught:
             cause = TimeoutError()
             raise httpcore.WriteTimeout(cause) from cause
 
-    async def _send(self, buffer: bytes) -> None:
-        """``buffer`` through anyio's send, or with ``b""``: wait until the socket drained what
-        was written directly (anyio's send does that wait after its write, with its errors)."""
-        if buffer:
-            await self._stream.send(item=buffer)
-            return
+    async def _drained(self) -> None:
+        """Wait until the socket took what was handed to the transport, with the errors anyio's
+        send raises after that same wait."""
         plain = self._plain
-        assert plain is not None
         await plain._protocol.write_event.wait()
         if plain._closed:
             raise anyio.ClosedResourceError
