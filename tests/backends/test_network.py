@@ -28,6 +28,16 @@ pytestmark = pytest.mark.anyio
 Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
 
 
+def virtual_time_on_trio() -> pytest.MarkDecorator:
+    """Run a test that only waits for a timeout on trio in virtual time (exact; a fresh clock)
+    and on asyncio + uvloop (real clock): this module's other tests run on the real clock."""
+    return pytest.mark.parametrize(
+        "anyio_backend",
+        [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), ("asyncio", {"use_uvloop": True})],
+        ids=["trio-virtual-time", "asyncio+uvloop"],
+    )
+
+
 @asynccontextmanager
 async def server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
     """A loopback TCP (or TLS) server running ``handler`` per connection; yields its port."""
@@ -70,14 +80,8 @@ async def test_read_returns_the_bytes_sent_then_empty_at_eof() -> None:
             await stream.aclose()
 
 
-@pytest.mark.parametrize(
-    "anyio_backend",
-    [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), ("asyncio", {"use_uvloop": True})],
-    ids=["trio-virtual-time", "asyncio+uvloop"],
-)
+@virtual_time_on_trio()
 async def test_a_silent_server_is_a_read_timeout_after_exactly_the_timeout(timing: Timing) -> None:
-    # this module's other tests run on the real clock (as every loopback test here); this one
-    # waits only for the timeout, so on trio it runs in virtual time and is exact
     async with server(silent) as port:
         stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         try:
@@ -211,11 +215,7 @@ async def test_a_write_bigger_than_the_socket_takes_at_once_waits_until_it_is_se
             await stream.aclose()
 
 
-@pytest.mark.parametrize(
-    "anyio_backend",
-    [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), ("asyncio", {"use_uvloop": True})],
-    ids=["trio-virtual-time", "asyncio+uvloop"],
-)
+@virtual_time_on_trio()
 async def test_a_write_to_a_peer_that_never_reads_is_a_write_timeout_after_exactly_the_timeout(
     timing: Timing,
 ) -> None:
@@ -260,11 +260,15 @@ async def test_bytes_already_received_are_read_in_pieces_of_at_most_max_bytes(
 async def test_is_readable_and_socket_say_what_httpcores_own_stream_says() -> None:
     from httpcore._backends.auto import AutoBackend
 
-    async with server(hello_then_close) as port:
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
         ours = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         theirs = await AutoBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         try:
-            await anyio.sleep(0.05)  # both received "hello" and the EOF
+            for _ in range(2):  # the kernel has both connections queued already
+                peer, _ = listening.accept()
+                peer.sendall(b"hello")
+                peer.close()  # on loopback the bytes and the EOF are in the client's buffer now
             for stream in (ours, theirs):
                 assert stream.get_extra_info("is_readable") is True
                 assert stream.get_extra_info("socket") is not None
