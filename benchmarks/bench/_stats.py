@@ -81,7 +81,9 @@ class Summary(msgspec.Struct, kw_only=True):
     ``ttft`` the same percentiles of the time to first token of the answered requests that
     report one (``None`` when none did); ``cost_received_mean`` the mean cost per request with
     each cancelled attempt charged by the tokens it received (``None`` unless the driver
-    measured it: streamed runs and backends that report TTFT).
+    measured it: streamed runs and backends that report TTFT); ``hedge_delay`` the ``p50`` and
+    ``p90`` of the delay the hedged requests used — the time from the run's start to its first
+    timed hedge (``None`` when no hedge fired).
     """
 
     requests: int
@@ -101,6 +103,7 @@ class Summary(msgspec.Struct, kw_only=True):
     quality: float | None
     ttft: dict[str, float | None] | None = None
     cost_received_mean: float | None = None
+    hedge_delay: dict[str, float] | None = None
 
 
 class Stats:
@@ -116,6 +119,7 @@ class Stats:
         "failed_latency",
         "failures",
         "good",
+        "hedge_delay",
         "hedged",
         "hedges",
         "latency",
@@ -130,6 +134,7 @@ class Stats:
         self.latency = new_histogram()
         self.failed_latency = new_histogram()
         self.ttft = new_histogram()
+        self.hedge_delay = new_histogram()  # µs from a hedged request's start to its first timed hedge
         self.requests = 0
         self.ok = 0
         self.attempts = 0
@@ -179,6 +184,8 @@ class Stats:
                 if a.outcome != "skipped":
                     launched += 1
                     if a.trigger == "hedge":
+                        if not hedges and a.started is not None:
+                            _record_fast(self.hedge_delay, _micros(a.started))
                         hedges += 1
             self.attempts += launched
             if launched > 1:
@@ -199,6 +206,7 @@ class Stats:
         self.latency.add(other.latency)
         self.failed_latency.add(other.failed_latency)
         self.ttft.add(other.ttft)
+        self.hedge_delay.add(other.hedge_delay)
         for name in (
             "requests", "ok", "attempts", "extra", "hedges", "hedged", "cost", "checked", "good", "cost_received",
             "received_n",
@@ -227,6 +235,10 @@ class Stats:
             ttft = {label: values[p] / 1e6 for label, p in PERCENTILES}
             ttft["max"] = self.ttft.get_max_value() / 1e6
             ttft["mean"] = mean_value(self.ttft) / 1e6
+        hedge_delay: dict[str, float] | None = None
+        if self.hedge_delay.get_total_count():
+            delays = self.hedge_delay.get_percentile_to_value_dict([50.0, 90.0])
+            hedge_delay = {"p50": delays[50.0] / 1e6, "p90": delays[90.0] / 1e6}
         misses = sum(v for k, v in self.failures.items() if k in _DEADLINE_KINDS)
         return Summary(
             requests=n,
@@ -246,6 +258,7 @@ class Stats:
             quality=self.good / self.checked if self.checked else None,
             ttft=ttft,
             cost_received_mean=self.cost_received / self.received_n if self.received_n else None,
+            hedge_delay=hedge_delay,
         )
 
     # -- shipping between processes ------------------------------------------------------
@@ -256,6 +269,7 @@ class Stats:
             "latency": self.latency.encode().decode("ascii"),
             "failed_latency": self.failed_latency.encode().decode("ascii"),
             "ttft": self.ttft.encode().decode("ascii"),
+            "hedge_delay": self.hedge_delay.encode().decode("ascii"),
             "counters": [
                 self.requests,
                 self.ok,
@@ -280,6 +294,8 @@ class Stats:
         s.failed_latency = HdrHistogram.decode(data["failed_latency"])
         if "ttft" in data:
             s.ttft = HdrHistogram.decode(data["ttft"])
+        if "hedge_delay" in data:
+            s.hedge_delay = HdrHistogram.decode(data["hedge_delay"])
         s.requests, s.ok, s.attempts, s.extra, s.hedges, s.hedged, s.checked, s.good = data["counters"]
         s.cost, s.cost_max = data["cost"]
         s.cost_received, s.received_n = data.get("received", (0.0, 0))

@@ -39,13 +39,17 @@ LIVE_P99, LIVE_P999 = 0.140, 0.230
 
 @dataclass(frozen=True)
 class LiveRow:
-    """One hedged policy's live figures and the limit at its extra load."""
+    """One hedged policy's live figures and the limit at its extra load; ``delay_used`` is the
+    median delay its hedged requests used (from the run's start to the first hedge; ``None``
+    when none fired): the learnt delay, which carries the primary's HTTP time, next to the
+    limit's."""
 
     policy: str
     p99: float
     p999: float
     extra_load: float
     limit: dict[str, float]
+    delay_used: float | None = None
 
     def met(self) -> bool:
         """p99 ≤ 140 ms, p99.9 ≤ 230 ms and extra load ≤ 6 %."""
@@ -61,7 +65,8 @@ def live_rows(stats: dict[str, PolicyStats], dist: Distribution | float, baselin
         if name == baseline or p99 is None or p999 is None:
             continue
         extra = summary.extra_load or 0.0
-        rows.append(LiveRow(name, p99, p999, extra, limit_at_load(dist, extra)))
+        used = summary.hedge_delay["p50"] if summary.hedge_delay else None
+        rows.append(LiveRow(name, p99, p999, extra, limit_at_load(dist, extra), used))
     return rows
 
 
@@ -69,14 +74,17 @@ def _rows_text(rows: Sequence[LiveRow]) -> str:
     lines = [
         "live figures vs the fixed-delay limit at equal extra load (limit: exact, no HTTP; targets: "
         f"p99 ≤ {1000 * LIVE_P99:g} ms, p99.9 ≤ {1000 * LIVE_P999:g} ms, extra load ≤ {100 * MAX_EXTRA:g} %)",
-        "  policy            p99 ms (limit)        p99.9 ms (limit)      extra load  (delay of that load)",
+        "  policy            p99 ms (limit)        p99.9 ms (limit)      extra load  (delay of that load)  "
+        "delay used (p50)",
     ]
     for r in rows:
         lim = r.limit
+        used = f"{1000 * r.delay_used:5.1f} ms" if r.delay_used is not None else "    -   "
         lines.append(
             f"  {r.policy:<16}  {1000 * r.p99:6.1f} ({1000 * lim['p99']:5.1f}) {r.p99 / lim['p99']:5.2f}×  "
             f"{1000 * r.p999:6.1f} ({1000 * lim['p99.9']:5.1f}) {r.p999 / lim['p99.9']:5.2f}×  "
-            f"{100 * r.extra_load:8.2f} %  ({1000 * lim['delay']:5.1f} ms)  {'met' if r.met() else 'MISSED'}"
+            f"{100 * r.extra_load:8.2f} %  ({1000 * lim['delay']:5.1f} ms)           {used}  "
+            f"{'met' if r.met() else 'MISSED'}"
         )
     return "\n".join(lines) + "\n"
 

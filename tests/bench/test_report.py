@@ -93,15 +93,19 @@ def test_stats_record_counts_attempts_hedges_wins_and_failures() -> None:
     trace.attempts = [
         AttemptRecord("a", trigger="primary", outcome="cancelled"),
         AttemptRecord("c", outcome="skipped"),
-        AttemptRecord("b", trigger="hedge", outcome="accepted"),
+        AttemptRecord("b", trigger="hedge", outcome="accepted", started=0.085),
+        AttemptRecord("d", trigger="hedge", outcome="cancelled", started=0.17),  # not the first hedge
     ]
     s.record(0.1, trace, None, True)
     s.record(
         2.0, Trace(mode="hedge", cost=0.25, attempts=[AttemptRecord("a", outcome="failed")]), "DeadlineExceeded", None
     )
     summary = s.summary()
-    assert (summary.requests, summary.ok, summary.attempts, summary.hedges) == (2, 1, 3, 1)
-    assert summary.extra_load == 0.5 and summary.hedge_rate == 0.5 and summary.wins == {"b": 1.0}
+    assert (summary.requests, summary.ok, summary.attempts, summary.hedges) == (2, 1, 4, 2)
+    assert summary.extra_load == 1.0 and summary.hedge_rate == 0.5 and summary.wins == {"b": 1.0}
+    assert summary.hedge_delay is not None  # the delay used: the first hedge's start, not the second's
+    assert summary.hedge_delay["p50"] == summary.hedge_delay["p90"] == pytest.approx(0.085, rel=1e-3)
+    assert Stats().summary().hedge_delay is None  # no hedge fired
     assert summary.failures == {"DeadlineExceeded": 1} and summary.deadline_misses == 1
     assert summary.cost_total == 0.75 and summary.cost_max == 0.5 and summary.quality == 1.0
     assert summary.latency["max"] == pytest.approx(0.1, rel=1e-3)

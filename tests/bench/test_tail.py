@@ -124,10 +124,13 @@ def test_live_mode_prints_each_hedged_policy_next_to_the_limit_at_its_load(tmp_p
     assert row["policy"] == "adaptive-p95"
     assert row["limit"]["extra_load"] == pytest.approx(row["extra_load"], abs=1e-6)
     assert row["met"] == (row["p99"] <= 0.140 and row["p999"] <= 0.230 and row["extra_load"] <= 0.06)
+    hedged = next(p["summary"] for p in doc["result"]["policies"] if p["name"] == "adaptive-p95")
+    assert row["delay_used"] == (hedged["hedge_delay"]["p50"] if hedged["hedge_delay"] else None)
     text = io.StringIO()
     args = ["--live", "--requests", "30", "--policies", "adaptive-p95", "--out", str(tmp_path)]
     assert main(args, stdout=text, stderr=io.StringIO()) == 0
     assert "live figures vs the fixed-delay limit" in text.getvalue() and "adaptive-p95" in text.getvalue()
+    assert "delay used (p50)" in text.getvalue()
     assert json.loads((tmp_path / "results.json").read_text())["mode"] == "live"  # --out is written, not ignored
 
 
