@@ -121,6 +121,10 @@ class AsyncioRun(_Run):
                 except asyncio.CancelledError as exc:
                     cancelled = cancelled or exc
                     self._cancel_all()
+            # A cancelled task keeps its CancelledError, whose traceback holds the attempt's
+            # frame, which holds this run: dropping the tasks here leaves no cycle, so the run
+            # is freed when it ends, not by the cyclic collector.
+            self.tasks = None
         if cancelled is not None:
             raise cancelled
         crashes = self.crashes

@@ -65,13 +65,17 @@ class TaskScope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         self.active = False
+        # Not kept past the block: a task that ends cancelled keeps its CancelledError, whose
+        # traceback holds the frame that holds this scope — with the task here, a cycle that
+        # only the cyclic collector frees (with everything the frames hold).
+        task, self.task = self.task, None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         if not self.requested:
             return False
-        assert self.task is not None
-        left = self.task.uncancel()  # ours is done with, whatever came of it
+        assert task is not None
+        left = task.uncancel()  # ours is done with, whatever came of it
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and left <= self.pending:
             self.cancelled_caught = True
             return True  # ours alone: swallowed

@@ -954,7 +954,7 @@ class HttpBackend(BackendBase):
                 body = await _read_error_body(response)
                 raise error_for_status(status, headers=response.headers, body=body, backend=self.name, secrets=secrets)
         except BaseException:
-            await response.aclose()
+            await _close(response)
             raise
         attempt.answered = True
         return response
@@ -970,7 +970,7 @@ class HttpBackend(BackendBase):
             except RecursionError:
                 raise call.bad("response JSON is nested too deeply to decode") from None
         finally:
-            await response.aclose()
+            await _close(response)
 
     async def _stream_send(
         self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders, attempt: _Attempt
@@ -1006,7 +1006,7 @@ class HttpBackend(BackendBase):
             except RecursionError:
                 raise call.bad("response JSON is nested too deeply to decode") from None
         finally:
-            await response.aclose()
+            await _close(response)
 
 
 class _Attempt:
@@ -1131,6 +1131,21 @@ def _is_json(response: httpx.Response) -> bool:
     """Whether ``response`` says it is a JSON document (not ``text/event-stream``)."""
     kind: str = response.headers.get("content-type", "")
     return kind.split(";", 1)[0].strip().lower() == "application/json"
+
+
+async def _close(response: httpx.Response) -> None:
+    """Close ``response`` and unlink it from its stream: httpx's response and its stream refer
+    to each other, so without this every request (its request, headers, URL and the pool's
+    entry with it) would wait for the cyclic garbage collector, whose passes pause the process,
+    instead of being freed when the exchange ends. Nothing reads a closed response's stream."""
+    try:
+        await response.aclose()
+    finally:
+        response.stream = _CLOSED_STREAM
+
+
+_CLOSED_STREAM = httpx.ByteStream(b"")
+"""What a closed response's ``stream`` becomes (``_close``)."""
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:
