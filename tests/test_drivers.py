@@ -545,6 +545,28 @@ async def test_a_hedge_runs_in_its_own_callers_context(timing: Timing) -> None:
     assert hedge.seen == ["second", "first", "third"]  # in the order their timers were due
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "stream"])
+@pytest.mark.parametrize("attempt_timeout", [None, 5.0], ids=["no-attempt-timeout", "attempt-timeout"])
+async def test_a_failed_attempt_leaves_no_reference_cycle_behind(streamed: bool, attempt_timeout: float | None) -> None:
+    """A failure's exception stays in the trace (``AttemptRecord.error``, with its traceback
+    through the engine's frames, which held the run): it is freed with the trace all the same."""
+    broken = Scripted("broken", 0.01, error=specexec.BackendError("boom", backend="broken"))
+    backends = [broken, Scripted("fast", 0.05, provider="p2")]
+    policy = Policy.race(["broken", "fast"], attempt_timeout=attempt_timeout)
+    async with Runtime(backends) as rt:
+        query = Query("q")
+        for _ in range(2):
+            await (_streamed(rt, query, policy) if streamed else rt.run(query, policy))
+        with cyclic_collector_off():
+            for _ in range(3):
+                result = await (_streamed(rt, query, policy) if streamed else rt.run(query, policy))
+            failed = result.trace.attempts[0]
+            assert failed.outcome == "failed" and isinstance(failed.error, specexec.BackendError)
+            assert failed.error.__traceback__ is not None  # kept, for the reader of the trace
+            del result, failed
+            assert gc.collect() == 0
+
+
 @pytest.mark.parametrize(
     "policy",
     [
