@@ -1137,11 +1137,10 @@ async def _close(response: httpx.Response) -> None:
     """Close ``response`` and unlink it from its stream: httpx's response and its stream refer
     to each other, so without this every request (its request, headers, URL and the pool's
     entry with it) would wait for the cyclic garbage collector, whose passes pause the process,
-    instead of being freed when the exchange ends. Nothing reads a closed response's stream."""
-    try:
-        await response.aclose()
-    finally:
-        response.stream = _CLOSED_STREAM
+    instead of being freed when the exchange ends. Nothing reads a closed response's stream; a
+    close that did not complete (cancelled, failed) leaves the response as it is."""
+    await response.aclose()
+    response.stream = _CLOSED_STREAM
 
 
 _CLOSED_STREAM = httpx.ByteStream(b"")
