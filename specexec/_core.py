@@ -218,10 +218,10 @@ class Core:
 
     __slots__ = (
         "accepted", "budget", "collect", "committed", "cost_skips", "deadline_passed", "fatal", "first_delta",
-        "halted", "in_flight", "input_estimate", "launched", "max_attempts", "max_parallel", "next_at", "one_domain",
-        "open_skips", "owed", "panicking", "plan", "policy", "primary", "query", "queue", "retries_used", "retry_due",
-        "retry_seq", "rt", "scorer", "single", "stream_error", "streaming", "t0", "timed", "tokens", "trace",
-        "waiting", "winner",
+        "halted", "in_flight", "input_estimate", "launched", "lost_reason", "max_attempts", "max_parallel", "next_at",
+        "one_domain", "open_skips", "owed", "panicking", "plan", "policy", "primary", "query", "queue", "retries_used",
+        "retry_due", "retry_seq", "rt", "scorer", "single", "stream_error", "streaming", "t0", "timed", "tokens",
+        "trace", "waiting", "winner",
     )  # fmt: skip
 
     def __init__(
@@ -268,6 +268,7 @@ class Core:
         self.in_flight: list[Attempt] = []
         self.owed = 0  # immediate launches owed to failures and rejections
         self.winner: Attempt | None = None
+        self.lost_reason: str | None = None  # why the winner's rivals were cancelled (`cancel_reason`)
         self.accepted: list[Attempt] = []
         self.fatal: BackendError | None = None
         self.deadline_passed = False
@@ -418,8 +419,12 @@ class Core:
             polled = self._poll_slot(now)
             if polled is not None:
                 return polled
+        plan = self.plan
         while self.queue and not self.halted:
-            index, why = self._choose(now)
+            if not self.in_flight or self.one_domain or len(self.queue) == 1:  # the head: no domain to weigh
+                index, why = 0, plan.next_reason if self.launched else plan.first_reason
+            else:
+                index, why = self._choose()
             state = self.queue.pop(index)
             admitted = self._admit(state, trigger, why, now, waiting_allowed=waiting_allowed)
             if admitted is not None:
@@ -465,11 +470,12 @@ class Core:
             self.skip(state, "failover throttle: this backend fails too often", now)
             return None
         tokens = self.tokens
-        never = state.health.never_admits(tokens)
-        if never is not None:
-            self.skip(state, never, now)
-            return None
         reason = state.health.acquire(now, tokens)
+        if reason is not None:  # asked only when refused: what never admits is refused by `acquire` too
+            never = state.health.never_admits(tokens)
+            if never is not None:
+                self.skip(state, never, now)
+                return None
         if reason is not None and waiting_allowed and self.policy.limit_wait > 0 and not reason.startswith("circuit"):
             give_up = now + self.policy.limit_wait
             self.waiting = _SlotWait(state, trigger, why, worst, reason, give_up)
@@ -564,22 +570,26 @@ class Core:
         heapq.heappush(self.retry_due, (due, self.retry_seq, state, number))
         self.event("retry scheduled", f"{state.name}: retry {number} in {wait:.3g}s", now)
 
-    def _choose(self, now: float) -> tuple[int, str]:
-        """The next candidate's index in the queue, and why: the head of the queue, unless a
-        hedge can go to another provider and region than the attempts in flight."""
-        if not self.in_flight or len(self.queue) == 1 or self.one_domain:
-            return 0, self.plan.next_reason if self.launched else self.plan.first_reason
-        in_flight = self.in_flight  # the failure domains in flight (one, the usual case: no set)
-        busy = (in_flight[0].state.domain,) if len(in_flight) == 1 else {a.state.domain for a in in_flight}
-        regions: set[str] | None = None  # built when a candidate outside every busy domain is ranked
-        providers: set[str] = set()
+    def _choose(self) -> tuple[int, str]:
+        """The next candidate's index in the queue (of two or more, with attempts in flight), and
+        why: the head of the queue, unless a hedge can go to another provider and region than the
+        attempts in flight."""
+        # The failure domains in flight, and their providers and regions: a few each, so lists
+        # filled by plain loops (no comprehension frames: this runs on every launch of a race).
+        busy: list[tuple[str, str]] = []
+        for a in self.in_flight:
+            busy.append(a.state.domain)
+        providers: list[str] | None = None  # built when a candidate outside every busy domain is ranked
+        regions: list[str] = []
         best, best_rank = 0, 3
         for i, s in enumerate(self.queue):
             if s.domain in busy:
                 continue  # rank 3: a domain in flight
-            if regions is None:
-                regions = {r for _, r in busy}
-                providers = {p for p, _ in busy}
+            if providers is None:
+                providers = []
+                for provider, region in busy:
+                    providers.append(provider)
+                    regions.append(region)
             rank = (s.region in regions) + (s.provider in providers) * 2
             if rank < best_rank:
                 best, best_rank = i, rank
@@ -728,9 +738,14 @@ class Core:
         """Why ``attempt`` (or a judge call: ``None``), still running at ``now``, is being cancelled.
         The committed stream itself is cancelled only by the deadline or the caller, never by its
         own commit."""
-        if self.winner is not None and self.winner is not attempt:
-            verb = "committed" if self.streaming else "answered"
-            return f"{self.winner.record.backend} {verb} first"
+        winner = self.winner
+        if winner is not None and winner is not attempt:
+            reason = self.lost_reason  # the same for every loser: formatted once per run
+            if reason is None:
+                reason = self.lost_reason = (
+                    f"{winner.record.backend} {'committed' if self.streaming else 'answered'} first"
+                )
+            return reason
         if self.fatal is not None:
             return "run stopped by a fatal error"
         if self.policy.deadline is not None and now >= self.t0 + self.policy.deadline:

@@ -141,7 +141,9 @@ class BackendState:
 
     def worst_case_cost(self, query: Query, estimate: int | None = None) -> float:
         """USD if ``query`` uses all its input estimate and ``max_tokens`` of output."""
-        return (self.input_tokens(query, estimate) * self.input_price + query.max_tokens * self.output_price) / 1e6
+        # the engine's estimate without a call to `input_tokens` when this backend has no counter (per launch)
+        tokens = estimate if estimate is not None and self._counter is None else self.input_tokens(query, estimate)
+        return (tokens * self.input_price + query.max_tokens * self.output_price) / 1e6
 
 
 class Runtime:

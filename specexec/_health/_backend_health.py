@@ -298,7 +298,8 @@ class BackendHealth:
         self.latency.record_censored(elapsed, now)
         if self._recent is not None:
             self._recent.record_censored(elapsed, now)
-        self.breaker.on_cancel(now)
+        if self.breaker._open:  # closed (the common case, a race's every loser): nothing to give back
+            self.breaker.on_cancel(now)
 
     # -- latency estimates -----------------------------------------------------------------
 
