@@ -30,17 +30,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _server_pid(port: int) -> int | None:
+    """The ``process_id`` of the Redis server answering on ``port``; None if none answers yet."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"INFO server\r\n")
+            data = b""
+            while b"process_id:" not in data or not data.split(b"process_id:", 1)[1].count(b"\r\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    return int(data.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
+
+
 class RedisServer:
-    """One redis-server process on 127.0.0.1 that a test can stop and start again on the same port."""
+    """One redis-server process on 127.0.0.1 that a test can stop and start again on the same port.
+
+    Test workers run in parallel (pytest-xdist), each starting its own servers: ``start`` checks
+    that the server answering on the port is the process it started (Redis's ``process_id``), so a
+    port another worker's server took between ``free_port`` and the bind is never shared silently;
+    a first start then moves to another free port."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="specexec-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self._started_once = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
+        for _ in range(5):
+            if self._start_on_port():
+                self._started_once = True
+                return
+            if self._started_once:  # a restart must keep its port: the clients hold the URL
+                raise RuntimeError(f"port {self.port} was taken by another process while redis-server was down")
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError("redis-server found no free port in 5 tries")
+
+    def _start_on_port(self) -> bool:
+        """Start the server on ``self.port``: True once it answers as this process; False if the
+        port is someone else's (the process is stopped); raises if it never answers."""
+        process = self.process = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir],
             stdout=subprocess.DEVNULL,
@@ -48,13 +83,14 @@ class RedisServer:
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
+            pid = _server_pid(self.port)
+            if pid == process.pid:
+                return True
+            if pid is not None or process.poll() is not None:  # another server has the port
+                self.stop()
+                return False
+            time.sleep(0.02)
+        self.stop()
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:

@@ -4,6 +4,8 @@ and asyncio, and a Redis outage never fails a call."""
 from __future__ import annotations
 
 import logging
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -131,3 +133,28 @@ def test_import_specexec_does_not_import_redis() -> None:
         [sys.executable, "-c", "import sys, specexec; print('redis' in sys.modules)"], capture_output=True, text=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_server_never_shares_a_port_another_worker_took(redis_server: RedisServer) -> None:
+    """Parallel test workers each start servers: one whose free port was taken meanwhile moves on."""
+    other = RedisServer()
+    other.port, other.url = redis_server.port, redis_server.url  # the port another worker's server got
+    try:
+        other.start()
+        assert other.port != redis_server.port
+        assert other.process is not None and other.process.poll() is None
+        with socket.create_connection(("127.0.0.1", other.port), timeout=2) as conn:
+            conn.sendall(b"INFO server\r\n")
+            assert f"process_id:{other.process.pid}\r\n".encode() in _read_until(conn, b"process_id:")
+    finally:
+        other.stop()
+        shutil.rmtree(other.dir, ignore_errors=True)
+
+
+def _read_until(conn: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data or not data.split(marker, 1)[1].count(b"\r\n"):
+        chunk = conn.recv(4096)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
