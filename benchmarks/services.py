@@ -3,7 +3,8 @@
 Used by their tests and by the load benchmark (``specexec.bench.service_load``):
 ``start_service`` launches one on a free loopback port, pointed at a fleet's port through a
 copy of the example's own ``backends.toml`` (and optionally ``router.toml``) with the values
-changed, and waits until ``GET /healthz`` answers — polling with a bounded deadline. A
+changed, and waits until ``GET /healthz`` answers as the process it started (another process
+on a port it chose moves it to another port) — polling with a bounded deadline. A
 ``ServiceProcess`` is a context manager that stops it (SIGTERM, then SIGKILL) and removes its
 files; on a failed start its stderr is in the error.
 """
@@ -49,6 +50,8 @@ KINDS: tuple[Kind, ...] = ("fastapi", "trio")
 """``fastapi``: uvicorn on uvloop; ``trio``: hypercorn's trio worker."""
 START_TIMEOUT = 30.0
 """Seconds a service may take to answer ``/healthz``."""
+PORT_TRIES = 5
+"""Free ports ``start_service`` tries when the one it chose turns out held by another process."""
 _EXAMPLE_FLEET = "127.0.0.1:8100"  # where the shipped backends.toml points
 
 
@@ -171,8 +174,25 @@ def start_service(
     kind: Kind, env: Mapping[str, str], *, port: int | None = None, timeout: float = START_TIMEOUT
 ) -> ServiceProcess:
     """Start example ``kind`` with ``env`` added to this process's environment (``write_configs``'s
-    variables, ``SPECEXEC_REDIS_URL``) and wait until ``/healthz`` answers 200, at most ``timeout`` s."""
-    port = free_port() if port is None else port
+    variables, ``SPECEXEC_REDIS_URL``) and wait until ``/healthz`` answers 200, at most ``timeout`` s.
+
+    The service answering must be the process started here (``/healthz`` reports its ``worker``
+    pid): test workers start services in parallel, and a port from ``free_port`` can be taken by
+    another one's before this one binds. On a port chosen here the start then moves to another
+    free port (at most ``PORT_TRIES`` in all); on a ``port`` given, it raises ``ServiceStartError``."""
+    tries = PORT_TRIES if port is None else 1
+    for _ in range(tries):
+        chosen = free_port() if port is None else port
+        service = _start_on(kind, env, chosen, timeout)
+        if service is not None:
+            return service
+    held = f"port {port}" if port is not None else f"each of {tries} free ports in turn"
+    raise ServiceStartError(f"the {kind} service example could not bind: {held} is held by another process")
+
+
+def _start_on(kind: Kind, env: Mapping[str, str], port: int, timeout: float) -> ServiceProcess | None:
+    """``start_service`` on ``port``: the ready service, or ``None`` when another process answered
+    there and ours exited (it could not bind)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"specexec-{kind}-service-"))
     child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
@@ -186,17 +206,22 @@ def start_service(
         raise
     service = ServiceProcess(kind, proc, port, workdir)
     deadline = time.monotonic() + timeout
+    someone_else = False  # a 200 from another process: ours cannot bind and will exit
     try:
         with httpx.Client(timeout=1.0, trust_env=False) as client:
             while True:
-                try:
-                    if client.get(f"{service.url}/healthz").status_code == 200:
-                        return service
-                except httpx.TransportError:
-                    pass
+                worker = _healthy_worker(client, service.url)
+                if worker == str(proc.pid):
+                    return service
+                someone_else = someone_else or worker is not None
                 rc = proc.poll()
+                if rc is not None and someone_else:
+                    service.close(timeout=2.0)
+                    return None
                 if rc is not None or time.monotonic() > deadline:
                     why = f"exited with status {rc}" if rc is not None else f"did not answer /healthz in {timeout:g} s"
+                    if someone_else:
+                        why += f" (another process answers on port {port})"
                     raise ServiceStartError(
                         f"the {kind} service example {why}; its output:\n{service.stderr_text().strip() or '(empty)'}"
                     )
@@ -204,3 +229,20 @@ def start_service(
     except BaseException:
         service.close(timeout=2.0)
         raise
+
+
+def _healthy_worker(client: httpx.Client, url: str) -> str | None:
+    """The ``worker`` (a pid) of the service answering ``GET /healthz`` 200 at ``url`` ("" when it
+    names none), or ``None`` when nothing answers 200."""
+    try:
+        response = client.get(f"{url}/healthz")
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    worker = body.get("worker") if isinstance(body, dict) else None
+    return str(worker) if worker is not None else ""

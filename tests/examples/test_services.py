@@ -3,17 +3,23 @@ the race upstream. Each test runs on both examples: FastAPI on uvicorn (uvloop) 
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from specexec.bench import services as services_module
 from specexec.bench.fleet import FleetProcess
-from specexec.bench.services import KINDS, Kind
+from specexec.bench.services import KINDS, Kind, ServiceStartError, start_service, write_configs
 
 from .conftest import CANARY, StartService
 
@@ -134,3 +140,53 @@ def test_a_client_disconnect_cancels_every_upstream_attempt(
     )
     assert upstream("alpha-us", "in_flight") == upstream("alpha-eu", "in_flight") == 0
     assert httpx.get(f"{service.url}/healthz", trust_env=False).status_code == 200
+
+
+class _Imposter(http.server.BaseHTTPRequestHandler):
+    """Another process's service on a port: ``/healthz`` answers 200 for a worker that is not ours."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok", "worker": "1"}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def imposter_port() -> Iterator[int]:
+    """A loopback port held by ``_Imposter`` (served from a thread, shut down on leaving)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Imposter)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_service_never_takes_another_process_on_its_port_for_itself(
+    kind: Kind, fleet: FleetProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test workers start services in parallel: a port from ``free_port`` can be taken by another
+    worker's service before ours binds. Its ``/healthz`` 200 is not ours: on a port we were given
+    that is an error naming the port; on a port we chose, the service moves to another one."""
+    env = write_configs(tmp_path, fleet.port)
+    with imposter_port() as taken:
+        with pytest.raises(ServiceStartError, match=rf"port {taken} .*another process"):
+            start_service(kind, env, port=taken)
+        offered = iter([taken])
+        real_free_port = services_module.free_port
+        monkeypatch.setattr(services_module, "free_port", lambda: next(offered, None) or real_free_port())
+        with start_service(kind, env) as service:
+            assert service.port != taken
+            health = httpx.get(f"{service.url}/healthz", trust_env=False).json()
+            assert health["worker"] == str(service.pid)
+        assert service.process.returncode is not None  # stopped on leaving
