@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import anyio
 import pytest
 import redis
 
+from specexec.bench import redis_server as redis_server_module
 from specexec.bench.redis_server import RedisServer
 from specexec.stores import RedisBudgetStore
 
@@ -147,3 +149,20 @@ def test_a_server_never_shares_a_port_another_worker_took(redis_server: RedisSer
     finally:
         other.stop()
         shutil.rmtree(other.dir, ignore_errors=True)
+
+
+def test_a_server_that_cannot_start_says_why_instead_of_blaming_the_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redis-server that exits at once with no other server on its port failed on its own:
+    its output is in the error, and it is not retried on other ports as if the port were taken."""
+    broken = tmp_path / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL CONFIG FILE ERROR: bad directive' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(redis_server_module, "redis_binary", lambda: str(broken))
+    server = RedisServer()
+    try:
+        with pytest.raises(RuntimeError, match=r"exited with status 1(.|\n)*FATAL CONFIG FILE ERROR"):
+            server.start()
+    finally:
+        shutil.rmtree(server.dir, ignore_errors=True)
