@@ -224,9 +224,10 @@ async def test_a_write_to_a_peer_that_never_reads_is_a_write_timeout_after_exact
         port = never_accepts.getsockname()[1]
         stream = await FastNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         try:
+            data = b"x" * (64 * 1024 * 1024)  # more than the kernel buffers; built before the clock starts
             t0 = anyio.current_time()
             with anyio.fail_after(5), pytest.raises(httpcore.WriteTimeout) as caught:
-                await stream.write(b"x" * (64 * 1024 * 1024), timeout=0.25)  # more than the kernel buffers
+                await stream.write(data, timeout=0.25)
             assert anyio.current_time() - t0 == timing.approx(0.25)
             assert isinstance(caught.value.__cause__, (TimeoutError, trio.TooSlowError))
         finally:
