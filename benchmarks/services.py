@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from typing import Literal
 
 import httpx
 
+from ._ports import free_port
 from .fleet import Constant, Deployment, FleetConfig
 from .fleet._process import stop_process
 
@@ -81,13 +81,6 @@ def example_fleet_config(ttft_us: float = 0.005, ttft_eu: float = 0.010) -> Flee
 
 class ServiceStartError(RuntimeError):
     """A service example exited or did not get ready in time; the message holds its stderr."""
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_configs(

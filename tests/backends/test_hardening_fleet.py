@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import json
 import logging
-import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,6 +26,7 @@ from specexec import (
     Unavailable,
 )
 from specexec.backends import Anthropic, HttpConfig, HttpTimeouts, OpenAICompatible, _http
+from specexec.bench._ports import free_port
 from specexec.bench.fleet import Constant, Deployment, Faults, FleetConfig, FleetProcess, start_fleet_process
 
 from .conftest import FAKE_KEY
@@ -163,13 +163,6 @@ async def test_a_timeout_keeps_no_path_to_the_key(hfleet: FleetProcess, stream: 
 
 
 # --------------------------------------------------------------------------- 16/17: connection errors
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize("cls", [OpenAICompatible, Anthropic])
