@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypedDict, Unpack
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack, get_args
 
 import msgspec
 
@@ -38,6 +38,7 @@ from .verifiers import Verifier, VerifierSpec
 Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
 Commit = Literal["first_token", "complete"]
 Order = Literal["as_listed", "latency", "cost", "weighted", "p2c"]
+_ORDERS: tuple[str, ...] = get_args(Order)
 CandidateRef: TypeAlias = "str | Backend"
 
 DEFAULT_FALLBACK_DELAY = 0.2
@@ -139,7 +140,7 @@ def parse_delay(delay: float | str) -> float | tuple[str, float]:
     text = delay.strip().lower()
     if text == "auto":
         return ("auto", 0.0)
-    m = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", text)
+    m = re.fullmatch(r"p(\d+(?:\.\d+)?)", text)
     if m:
         q = float(m.group(1)) / 100.0
         if not 0.0 < q < 1.0:
@@ -380,6 +381,11 @@ def from_file(loaded: _PolicyFile) -> Policy:
 
 def _make(cls: type[Policy], candidates: Sequence[CandidateRef], mode: Mode, knobs: Mapping[str, Any]) -> Policy:
     """A preset's policy: the typed knobs (checked by the type checker) as the struct's fields."""
+    if isinstance(candidates, str):  # `tuple("fast")` would be the candidates 'f', 'a', 's', 't'
+        raise PolicyError(
+            f"candidates must be a list of backend names, got the string {candidates!r}: write [{candidates!r}]",
+            path="$.candidates",
+        )
     return cls(candidates=tuple(candidates), mode=mode, **knobs)
 
 
@@ -405,6 +411,16 @@ def _validate(p: Policy) -> None:
             raise PolicyError(f"a candidate must be a backend name or a Backend, got {c!r}", path=f"$.candidates[{i}]")
     if p.mode not in _MODE_DELAY:
         raise PolicyError(f"mode must be one of {sorted(_MODE_DELAY)}, got {p.mode!r}", path="$.mode")
+    if p.order is not None and p.order not in _ORDERS:
+        raise PolicyError(f"order must be one of {', '.join(_ORDERS)}, got {p.order!r}", path="$.order")
+    if p.budget is not None and not isinstance(p.budget, HedgeBudgetConfig) and not isinstance(p, _PolicyFile):
+        hint = " ('none' is the TOML spelling: in Python pass budget=None)" if p.budget == "none" else ""
+        raise PolicyError(
+            f"budget must be a HedgeBudgetConfig or None (timed hedges not rationed), got {p.budget!r}{hint}",
+            path="$.budget",
+        )
+    if p.name is not None and not isinstance(p.name, str):
+        raise PolicyError(f"name must be a string, got {p.name!r}", path="$.name")
     try:
         delay = p.effective_delay
     except ValueError as exc:

@@ -69,6 +69,15 @@ def test_delay_parses(value: float | str, parsed: object) -> None:
         (lambda: Policy.race(["a"], verify=[42]), "$.verify[0]", "must be callable"),
         (lambda: Policy.hedge(["a"], delay="auto", budget=None), "$.delay", "set budget"),
         (lambda: Policy.race(["a"], accept_score=0.5), "$.accept_score", "needs a scorer"),
+        (lambda: Policy.hedge(["a"], delay="p100"), "$.delay", "between p0 and p100"),
+        # what a run only found out before, as a bare AttributeError / KeyError / unknown backend 'f'
+        (lambda: Policy.hedge(["a", "b"], budget="none"), "$.budget", "in Python pass budget=None"),
+        (lambda: Policy.hedge(["a", "b"], budget=5), "$.budget", "HedgeBudgetConfig or None"),
+        (lambda: Policy.hedge(["a", "b"], order="fastest"), "$.order", "as_listed, latency, cost, weighted, p2c"),
+        (lambda: Policy.hedge("fast"), "$.candidates", "a list of backend names, got the string 'fast'"),
+        (lambda: Policy.race("ab"), "$.candidates", "a list of backend names"),
+        (lambda: Policy.race(["a"], name=5), "$.name", "name must be a string"),
+        (lambda: Policy.race(["a"], commit="eventually"), "$.commit", "'first_token' or 'complete'"),
     ],
 )
 def test_bad_policies_fail_at_construction_with_a_path(build: object, path: str, words: str) -> None:
