@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["CANCEL_ALL", "DONE", "Core", "Launch", "Poll", "Resolved", "Result", "Wait"]
 
 EPSILON: Final = 1e-12  # float slack when comparing money against the ceiling
+MAX_TOKEN_COUNT: Final = 2**53
+"""The largest token count taken as usage: beyond it a count is not exact as a float (10**400
+cannot be priced at all), and no call is billed for it: such a count is estimated instead."""
 LIMIT_POLL: Final = 0.005  # seconds between checks while the primary waits for a rate/concurrency slot
 _ORDER_LABELS = {
     "as_listed": "as listed",
@@ -755,13 +758,18 @@ class Core:
     # -- money -------------------------------------------------------------------------------
 
     def settle(self, attempt: Attempt, usage: Usage, text: str | None, now: float) -> None:
-        """Charge what the provider reported — unless it is not usage (negative, not an integer):
-        then an estimate, marked so. Usage above the reservation is real money: charged as
-        reported; when that crosses ``max_cost``, nothing more is launched in this run."""
+        """Charge what the provider reported — unless it is not usage (negative, not an integer,
+        above ``MAX_TOKEN_COUNT``): then an estimate, marked so. Usage above the reservation is real
+        money: charged as reported; when that crosses ``max_cost``, nothing more is launched."""
         record, state, query = attempt.record, attempt.state, self.query
         input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, usage.estimated
         if not (
-            (type(input_tokens) is int and type(output_tokens) is int and input_tokens >= 0 and output_tokens >= 0)
+            (
+                type(input_tokens) is int
+                and type(output_tokens) is int
+                and 0 <= input_tokens <= MAX_TOKEN_COUNT
+                and 0 <= output_tokens <= MAX_TOKEN_COUNT
+            )
             or (_is_count(input_tokens) and _is_count(output_tokens))  # an int subclass, not a bool
         ):
             self.event(
@@ -1035,5 +1043,5 @@ def _after_commit_error(exc: Exception, backend: str) -> BackendError:
 
 
 def _is_count(value: object) -> bool:
-    """A token count a provider may report: a non-negative integer."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A token count a provider may report: an integer from 0 to ``MAX_TOKEN_COUNT``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT

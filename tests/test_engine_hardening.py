@@ -82,8 +82,8 @@ async def test_concurrency_slot_is_given_back_when_cancelled_while_verifying(tim
 # -- 2. provider usage is not trusted blindly ----------------------------------------------------
 
 
-@pytest.mark.parametrize("usage", [(-1_000_000, 20), (10, -5)])
-async def test_negative_usage_is_not_usage(timing: Timing, usage: tuple[int, int]) -> None:
+@pytest.mark.parametrize("usage", [(-1_000_000, 20), (10, -5), (10**400, 20), (10, 2**53 + 1)])
+async def test_negative_or_absurd_usage_is_not_usage(timing: Timing, usage: tuple[int, int]) -> None:
     liar = Reports("liar", 0.01, *usage, input_price=1.0, output_price=1.0)
     async with Runtime([liar]) as rt:
         result = await rt.run(Query("q", max_tokens=50), Policy.single("liar"))
@@ -92,6 +92,18 @@ async def test_negative_usage_is_not_usage(timing: Timing, usage: tuple[int, int
     assert record.input_tokens >= 0 and record.output_tokens >= 0
     assert result.cost >= 0
     assert any(e.what == "usage ignored" and "liar" in e.detail for e in result.trace.events)
+
+
+@pytest.mark.parametrize("mode", ["race", "failover"])
+async def test_an_absurd_count_from_one_backend_is_not_the_failure_of_the_run(timing: Timing, mode: str) -> None:
+    # 10**400 tokens cannot even be priced as a float (OverflowError): before, it ended the whole run
+    liar = Reports("liar", 0.01, 10, 10**400, input_price=1.0, output_price=1.0)
+    honest = Reports("honest", 0.02, 10, 5, input_price=1.0, output_price=1.0)
+    policy = Policy.race(["liar", "honest"]) if mode == "race" else Policy.failover(["liar", "honest"])
+    async with Runtime([liar, honest]) as rt:
+        result = await rt.run(Query("q", max_tokens=50), policy)
+    assert result.backend == "liar" and result.trace.attempts[0].usage_estimated
+    assert math.isfinite(result.cost) and result.trace.attempts[0].output_tokens <= 50
 
 
 async def test_negative_usage_does_not_make_room_for_more_pick_attempts(timing: Timing) -> None:
