@@ -45,6 +45,7 @@ class Stream:
         self._result: Result | None = None
         self._error: BaseException | None = None
         self._done = False
+        self._state = "new"  # "new" -> "open" (entered) -> "closed" (exited): entered once only
 
     @property
     def result(self) -> Result:
@@ -52,12 +53,18 @@ class Stream:
         if self._result is None:
             if self._error is not None:
                 raise RuntimeError("the stream ended with an error, not a result") from self._error
+            if self._state == "closed":
+                raise RuntimeError(
+                    "the stream was left before its end, so its run was cancelled and has no result "
+                    "(its trace, outcome 'cancelled', went to the runtime's sinks)"
+                )
             raise RuntimeError("Stream.result is available once the stream has ended")
         return self._result
 
     async def __aenter__(self) -> Stream:
-        if self._group is not None:
-            raise RuntimeError("a Stream can be entered once")
+        if self._state != "new":
+            raise RuntimeError("a Stream can be entered once: call stream() again for another answer")
+        self._state = "open"
         send, receive = anyio.create_memory_object_stream[str](0)
         self._receive = receive
         group = anyio.create_task_group()
@@ -77,7 +84,7 @@ class Stream:
         return self
 
     async def __anext__(self) -> str:
-        if self._receive is None:
+        if self._receive is None or self._state != "open":
             raise RuntimeError("iterate a Stream inside `async with`")
         try:
             return await self._receive.receive()
@@ -92,6 +99,7 @@ class Stream:
     ) -> None:
         group, self._group = self._group, None
         assert group is not None and self._receive is not None
+        self._state = "closed"
         if exc_type is not None or not self._done:
             group.cancel_scope.cancel()  # left early (or failed): nothing it started may go on
         try:

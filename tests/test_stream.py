@@ -178,6 +178,37 @@ async def test_leaving_early_cancels_everything(timing: Timing) -> None:
     assert committed.ended == timing.approx(0.04)  # the caller left on the 4th piece ("3", at 0.04)
 
 
+async def test_a_stream_left_early_says_so_and_cannot_be_entered_again(timing: Timing) -> None:
+    a = Streamer("a", 0.01, [str(i) for i in range(100)])
+    async with Runtime([a]) as rt:
+        stream = rt.stream("q", Policy.single("a"))
+        async with stream as s:
+            async for delta in s:
+                if delta == "1":
+                    break
+        with pytest.raises(RuntimeError, match=r"left before its end.*sinks"):
+            _ = s.result
+        with pytest.raises(RuntimeError, match="inside `async with`"):  # not anyio's bare ClosedResourceError
+            await s.__anext__()
+        with pytest.raises(RuntimeError, match="entered once"):  # before: a second, paid run
+            async with stream:
+                pass  # pragma: no cover
+        assert len(a.started_at) == 1 and a.active == 0
+
+
+async def test_a_finished_stream_cannot_be_entered_again(timing: Timing) -> None:
+    a = Streamer("a", 0.01, ["x", "y"])
+    async with Runtime([a]) as rt:
+        async with rt.stream("q", Policy.single("a")) as s:
+            assert [d async for d in s] == ["x", "y"]
+            assert [d async for d in s] == []  # ended: iterating again ends at once
+        assert s.result.response.text == "xy"
+        with pytest.raises(RuntimeError, match="entered once"):
+            async with s:
+                pass  # pragma: no cover
+    assert len(a.started_at) == 1
+
+
 async def test_cancelled_streams_are_charged_the_tokens_received(timing: Timing) -> None:
     loser = Streamer("loser", 0.01, ["x"] * 50, gap=0.01, input_price=1.0, output_price=2.0)
     winner = Streamer("winner", 0.2, ["w"], input_price=0.0, output_price=0.0)
