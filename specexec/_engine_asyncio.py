@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._core import DONE, Launch, Poll, Wait
 from ._engine import _Run
 from ._loop_timers import LoopTimer, call_at
-from ._task_scope import TaskScope
+from ._task_scope import TaskScope, cancel_task
 
 if TYPE_CHECKING:
     from ._core import Attempt
@@ -229,7 +229,7 @@ class AsyncioRun(_Run):
             return
         self.cancelled_all = True
         for task in self.tasks or ():
-            task.cancel()  # a finished task ignores it
+            cancel_task(task)  # a finished task ignores it; one in an anyio shield is cancelled after it
         inline = self.inline
         if inline is not None and asyncio.current_task() is not self.host:
             inline.cancel()  # the host's attempt (not when it is the one deciding)

@@ -610,3 +610,32 @@ async def _streamed(rt: Runtime, query: Query, policy: Policy) -> specexec.Resul
         async for _ in stream:
             pass
     return stream.result
+
+
+@pytest.mark.parametrize("loser_is", ["primary", "hedge"])
+async def test_a_losers_shielded_section_is_not_cut_short_on_any_driver(timing: Timing, loser_is: str) -> None:
+    # httpcore returns a connection to its pool inside an anyio shield: a raw Task.cancel() on the
+    # native asyncio driver cut through it, and the pool filled with connections stuck in NEW.
+    log: list[str] = []
+
+    async def loser(query: Query) -> str:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.6)
+            log.append("shielded section completed")
+        await anyio.sleep(100.0)  # cancelled here, once out of the shield
+        return "late"  # pragma: no cover
+
+    async def winner(query: Query) -> str:
+        await anyio.sleep(0.1)
+        return "winner"
+
+    names = ["loser", "winner"] if loser_is == "primary" else ["winner", "loser"]
+    backends = [specexec.CallableBackend("loser", loser), specexec.CallableBackend("winner", winner)]
+    async with Runtime(backends) as rt:
+        t0 = anyio.current_time()
+        result = await rt.run("q", Policy.race(names))
+        elapsed = anyio.current_time() - t0
+        assert rt.health("loser").concurrency.in_use == 0
+    assert result.backend == "winner" and log == ["shielded section completed"]
+    assert elapsed == timing.approx(0.6)
+    assert result.trace.attempts[names.index("loser")].outcome == "cancelled"
