@@ -200,6 +200,29 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "[REDACTED]", text)
 
 
+_ID_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{6,}")
+
+MAX_ID_CHARS = 200
+"""Longest provider id (request id, model id) kept from a response, after secrets are removed."""
+
+
+def redact_id(value: str | None, secrets: Iterable[str] = ()) -> str | None:
+    """A provider-supplied id (a request id header, a model id) fit to show: secrets removed as
+    by ``redact`` (except that ``sk-…`` must start a word, so a model named ``task-classifier``
+    stays intact) and at most ``MAX_ID_CHARS`` characters; ``None`` if empty."""
+    if not value:
+        return None
+    text = value[: MAX_ID_CHARS * 4]  # a key cut at this edge is cut again below
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    text = _ID_KEY_PATTERN.sub("[REDACTED]", text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "[REDACTED]", text)
+    if len(text) > MAX_ID_CHARS:
+        text = text[: MAX_ID_CHARS - 1] + "…"
+    return text or None
+
+
 def first_fatal(errors: Sequence[BaseException]) -> BackendError | None:
     """The first fatal backend error among ``errors``, if any."""
     for error in errors:

@@ -18,6 +18,7 @@ wants to act on it does so deliberately, e.g. by alerting or by loading other ro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -56,6 +57,10 @@ PING = "ping"
 """The plain probe query's name in a snapshot's ``queries`` (the one a feed merges)."""
 CANARY = "canary"
 """The canary question's name in a snapshot's ``queries``."""
+
+DEFAULT_MAX_SNAPSHOT_BYTES = 16 << 20
+"""The largest snapshot a feed reads (decoded bytes; ``HealthFeed(max_bytes=)``): a daemon's is a
+few kilobytes per backend, so anything near this is a broken or hostile source."""
 
 _log = logging.getLogger("specexec.feed")
 
@@ -195,7 +200,8 @@ class HealthFeed:
     ``source`` is the daemon's base URL (``http://127.0.0.1:PORT``; ``GET /v1/snapshot`` is
     fetched) or the path of its snapshot file. Give it to a runtime (``Runtime(...,
     feeds=[feed])``): while the runtime is entered, ``follow`` polls every ``interval``
-    seconds (each fetch bounded by ``timeout``). ``poll_once`` does one poll (tests, or
+    seconds (each fetch bounded by ``timeout``, and by ``max_bytes`` decoded bytes: 16 MiB by
+    default, beyond which the poll fails). ``poll_once`` does one poll (tests, or
     services that schedule polls themselves).
 
     **What a snapshot changes.** Only the *probe* latency window of each backend the runtime
@@ -244,6 +250,7 @@ class HealthFeed:
         interval: float = 5.0,
         max_age: float = 180.0,
         timeout: float = 2.0,
+        max_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not (interval > 0 and math.isfinite(interval)):
@@ -252,6 +259,8 @@ class HealthFeed:
             raise ValueError(f"max_age must be positive (seconds), got {max_age!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")
         text = str(source)
         self.url: str | None = None
         self.path: Path | None = None
@@ -264,6 +273,7 @@ class HealthFeed:
         self.interval = float(interval)
         self.max_age = float(max_age)
         self.timeout = float(timeout)
+        self.max_bytes = max_bytes
         self.wall_clock = wall_clock
         self._entries: dict[str, _Entry] = {}
         self._eval: tuple[RemoteEval, float] | None = None  # (the eval, loop time it becomes unknown)
@@ -370,8 +380,12 @@ class HealthFeed:
         if self.url is None:
             assert self.path is not None
             # A local snapshot file is a few kilobytes: read in place (no worker thread, which
-            # the structured-concurrency rules forbid; it costs microseconds).
-            return self.path.read_bytes()
+            # the structured-concurrency rules forbid; it costs microseconds), within max_bytes.
+            with self.path.open("rb") as file:
+                data = file.read(self.max_bytes + 1)
+            if len(data) > self.max_bytes:
+                raise ValueError(f"snapshot file larger than max_bytes ({self.max_bytes} bytes)")
+            return data
         client = self._client
         if client is not None:
             return await self._get(client)
@@ -379,18 +393,35 @@ class HealthFeed:
             return await self._get(one_shot)
 
     def _new_client(self) -> httpx.AsyncClient:
-        from ._httpx import httpx, ssl_context  # only a feed from a URL needs it, so ``import specexec`` does not
+        # only a feed from a URL needs these, so ``import specexec`` does not
+        from ._httpx import httpx, ssl_context
+        from .backends._body import ACCEPT_ENCODING
 
         return httpx.AsyncClient(
-            timeout=self.timeout, trust_env=False, follow_redirects=False, verify=ssl_context(trust_env=False)
+            timeout=self.timeout,
+            trust_env=False,
+            follow_redirects=False,
+            verify=ssl_context(trust_env=False),
+            headers={"accept-encoding": ACCEPT_ENCODING},  # the encodings iter_body inflates in bounded steps
         )
 
     async def _get(self, client: httpx.AsyncClient) -> bytes:
+        """The snapshot's body, at most ``max_bytes`` decoded bytes (a gzip bomb is stopped
+        there, never inflated whole); larger is a failed poll."""
+        from .backends._body import BodyTooLarge, iter_body
+
         assert self.url is not None
-        response = await client.get(self.url)
-        if response.status_code != 200:
-            raise OSError(f"GET {self.url}: HTTP {response.status_code}")
-        return response.content
+        async with client.stream("GET", self.url) as response:
+            if response.status_code != 200:
+                raise OSError(f"GET {self.url}: HTTP {response.status_code}")
+            chunks: list[bytes] = []
+            try:
+                async with contextlib.aclosing(iter_body(response, self.max_bytes)) as body:
+                    async for chunk in body:
+                        chunks.append(chunk)
+            except BodyTooLarge:
+                raise ValueError(f"GET {self.url}: snapshot larger than max_bytes ({self.max_bytes} bytes)") from None
+        return b"".join(chunks)
 
     # -- merging and expiry -----------------------------------------------------------------
 

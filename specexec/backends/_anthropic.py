@@ -150,11 +150,11 @@ class Anthropic(HttpBackend):
         return Response(
             text=text,
             usage=_usage(query, text, message.usage, message.usage),
-            model=message.model,
+            model=call.clean(message.model),
             finish_reason=message.stop_reason,
             raw=raw,
             tool_calls=calls,
-            request_id=call.request_id or message.id,
+            request_id=call.request_id or call.clean(message.id),
         )
 
     def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
@@ -216,9 +216,11 @@ class _MessageStream:
             if kind == "message":  # no `event:` line: the payload's `type` says
                 kind = anthropic_type_decoder.decode(data).type
             if kind == "content_block_delta":
-                self.deltas += 1  # text, thinking or tool-call arguments: generated tokens all
                 block = anthropic_block_delta_decoder.decode(data)
                 delta = block.delta
+                if delta.text or delta.partial_json or delta.thinking:
+                    self.deltas += 1  # text, thinking or tool-call arguments: generated tokens all
+                # an empty delta (or a signature, a citation) carries no token: not progress
                 if delta.type == "input_json_delta" and delta.partial_json:
                     if self._json_tool_only and self.tools.get(block.index, ("", ""))[1] == ANTHROPIC_JSON_TOOL:
                         self._text(delta.partial_json)  # the forced JSON tool's input is the answer's text
@@ -232,8 +234,8 @@ class _MessageStream:
                     self.tools[start.index] = (start.content_block.id or "", start.content_block.name or "")
             elif kind == "message_start":
                 message = anthropic_start_decoder.decode(data).message
-                self.model = message.model
-                self.id = message.id
+                self.model = self.call.clean(message.model)
+                self.id = self.call.clean(message.id)
                 self.start_usage = message.usage
             elif kind == "message_delta":
                 body = anthropic_message_delta_decoder.decode(data)

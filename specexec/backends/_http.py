@@ -72,6 +72,7 @@ from .._errors import (
     Timeout,
     Unavailable,
     redact,
+    redact_id,
 )
 from .._health import BreakerConfig
 from .._httpx import httpcore, httpx, ssl_context
@@ -147,10 +148,28 @@ _USER_AGENT = "specexec"
 # --------------------------------------------------------------------------- error mapping
 
 
-def request_id_from(headers: Mapping[str, str]) -> str | None:
-    """The provider's request id (``x-request-id``, else Anthropic's ``request-id``)."""
+def request_id_from(headers: Mapping[str, str], secrets: Sequence[str] = ()) -> str | None:
+    """The provider's request id (``x-request-id``, else Anthropic's ``request-id``), secrets
+    removed and cut to ``MAX_ID_CHARS`` (``specexec._errors.redact_id``): a hostile or broken
+    server may echo the key there, or send a huge value."""
     h = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
-    return h.get("x-request-id") or h.get("request-id") or None
+    return redact_id(h.get("x-request-id") or h.get("request-id") or None, secrets)
+
+
+_JSON_ESCAPE = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})", re.I)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    high, low, one = match.groups()
+    if one is None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+    code = int(one, 16)
+    return match.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)  # a lone surrogate stays escaped
+
+
+def unescape_json(text: str) -> str:
+    """``text`` with its JSON ``\\uXXXX`` escapes decoded (so a key spelled that way is redacted)."""
+    return _JSON_ESCAPE.sub(_unescape, text) if "\\u" in text else text
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -189,10 +208,11 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
 
 
 def excerpt(text: str | bytes, secrets: Iterable[str] = ()) -> str | None:
-    """A short (≤ ``BODY_EXCERPT_CHARS``) excerpt of a body with secrets removed; ``None`` if empty."""
+    """A short (≤ ``BODY_EXCERPT_CHARS``) excerpt of a body with secrets removed (JSON ``\\uXXXX``
+    escapes decoded first); ``None`` if empty."""
     if isinstance(text, bytes):
         text = text[:_ERROR_BODY_READ_LIMIT].decode("utf-8", "replace")
-    text = redact(text.strip(), secrets)
+    text = redact(unescape_json(text.strip()), secrets)
     if not text:
         return None
     if len(text) > BODY_EXCERPT_CHARS:
@@ -232,7 +252,7 @@ def error_for_status(
     limit", TGI's "`inputs` tokens + `max_new_tokens` must be <= N".
     """
     h = httpx.Headers(headers or {})
-    request_id = request_id_from(h)
+    request_id = request_id_from(h, secrets)
     body_excerpt = excerpt(body, secrets)
 
     def make(cls: type[BackendError], message: str, retry_after: float | None = None) -> BackendError:
@@ -375,7 +395,11 @@ class CallInfo:
     @property
     def request_id(self) -> str | None:
         """The provider's request id from the response headers (``None`` without one)."""
-        return request_id_from(self._headers) if self._headers is not None else None
+        return request_id_from(self._headers, self.secrets) if self._headers is not None else None
+
+    def clean(self, value: str | None) -> str | None:
+        """A provider id from the body (model, response id): secrets removed, at most ``MAX_ID_CHARS``."""
+        return redact_id(value, self.secrets) if value else None
 
     def bad(self, message: str, body: str | bytes = b"") -> BadResponse:
         """A ``BadResponse`` for this call, message and body excerpt redacted."""
@@ -402,11 +426,12 @@ def partial_stream_usage(query: Query, parts: Sequence[str], deltas: int, input_
     """What a stream that failed after some deltas is billed (``estimated``): the input the
     provider reported (else the input bound), and the output so far: at least one token per
     generated delta (text, reasoning, tool-call arguments), else the estimate of the text
-    received (at most ``max_tokens``)."""
+    received; at most ``max_tokens`` either way (the provider stops there, so a server sending
+    a flood of one-character deltas is not billed past it)."""
     if input_tokens is None:
         input_tokens = estimate_input_tokens(query)
-    received = min(estimate_tokens("".join(parts)), query.max_tokens)
-    return Usage(input_tokens=input_tokens, output_tokens=max(received, deltas), estimated=True)
+    received = estimate_tokens("".join(parts))
+    return Usage(input_tokens=input_tokens, output_tokens=min(max(received, deltas), query.max_tokens), estimated=True)
 
 
 def worst_case_usage(query: Query) -> Usage:
@@ -1024,7 +1049,7 @@ class _Attempt:
 
     @property
     def request_id(self) -> str | None:
-        return request_id_from(self.headers) if self.headers is not None else None
+        return request_id_from(self.headers, self.secrets) if self.headers is not None else None
 
     def call(self) -> CallInfo:
         return CallInfo(self.backend, self.status, self.headers, self.secrets)

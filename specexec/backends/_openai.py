@@ -153,11 +153,11 @@ class OpenAICompatible(HttpBackend):
         return Response(
             text=text,
             usage=_usage(query, text, completion.usage),
-            model=completion.model,
+            model=call.clean(completion.model),
             finish_reason=choice.finish_reason,
             raw=raw,
             tool_calls=calls,
-            request_id=call.request_id or completion.id,
+            request_id=call.request_id or call.clean(completion.id),
         )
 
     def _stream_state(self, query: Query, start: float, call: CallInfo) -> StreamState:
@@ -176,6 +176,11 @@ def _usage(query: Query, text: str, usage: OpenAIUsage | None) -> Usage:
     if usage is None:
         return make_usage(query, text, None, None)
     return make_usage(query, text, usage.prompt_tokens, usage.completion_tokens)
+
+
+def _has_tokens(calls: list[OpenAIToolCall] | None) -> bool:
+    """Whether streamed tool-call pieces carry generated tokens (a function name or arguments)."""
+    return calls is not None and any(c.function.name or c.function.arguments for c in calls)
 
 
 class _ChatStream:
@@ -217,9 +222,9 @@ class _ChatStream:
         if event.event == "error":
             raise error_for_stream_error("error", None, self.call, data)
         if chunk.model and self.model is None:
-            self.model = chunk.model
+            self.model = self.call.clean(chunk.model)
         if chunk.id and self.id is None:
-            self.id = chunk.id
+            self.id = self.call.clean(chunk.id)
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices:
@@ -233,8 +238,8 @@ class _ChatStream:
                     self.ttft = anyio.current_time() - self.start
                 self.parts.append(content)
                 self.deltas += 1
-            elif delta.reasoning_content or delta.reasoning or delta.tool_calls is not None or delta.refusal:
-                self.deltas += 1
+            elif delta.reasoning_content or delta.reasoning or delta.refusal or _has_tokens(delta.tool_calls):
+                self.deltas += 1  # a role-only delta, or `tool_calls: []`, carries no token: not progress
             for piece in delta.tool_calls or ():
                 known = self.calls.setdefault(piece.index, piece)
                 if piece.id and not known.id:

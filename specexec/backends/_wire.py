@@ -65,11 +65,40 @@ class AnthropicRequest(msgspec.Struct, frozen=True, omit_defaults=True):
 # --------------------------------------------------------------------------- OpenAI responses
 
 
-class OpenAIUsage(msgspec.Struct):
-    """Token counts; either may be missing on some servers (then it is estimated)."""
+MAX_COUNT = 2**63
+"""Token counts at or above this (in absolute value: no provider's counter is wider than 64
+bits) are not usage: the backend estimates the count instead. The engine's own, tighter bound
+(``_core.MAX_TOKEN_COUNT``, 2**53) then applies to what passes."""
 
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+
+def token_count(value: int | float | None) -> int | None:
+    """A reported token count as the backends pass it on: an integer below ``MAX_COUNT`` as is
+    (a negative one too: the engine refuses it, and says so in the trace), a whole float as
+    that integer (``5.0`` is 5), anything else (a fraction, an absurd magnitude) ``None``, so
+    it is estimated: the answer is kept either way."""
+    if isinstance(value, float):
+        if not (value.is_integer() and -MAX_COUNT < value < MAX_COUNT):
+            return None
+        return int(value)
+    if value is None or -MAX_COUNT < value < MAX_COUNT:
+        return value
+    return None
+
+
+class OpenAIUsage(msgspec.Struct):
+    """Token counts; either may be missing on some servers (then it is estimated). The wire
+    values are read as numbers and checked by ``token_count`` (the properties)."""
+
+    prompt: int | float | None = msgspec.field(default=None, name="prompt_tokens")
+    completion: int | float | None = msgspec.field(default=None, name="completion_tokens")
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return token_count(self.prompt)
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return token_count(self.completion)
 
 
 class OpenAIErrorBody(msgspec.Struct):
@@ -157,12 +186,29 @@ class ChatCompletionChunk(msgspec.Struct):
 
 
 class AnthropicUsage(msgspec.Struct):
-    """Token counts of a message (``message_start`` carries input, ``message_delta`` output)."""
+    """Token counts of a message (``message_start`` carries input, ``message_delta`` output),
+    checked by ``token_count`` as for ``OpenAIUsage``."""
 
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
+    input: int | float | None = msgspec.field(default=None, name="input_tokens")
+    output: int | float | None = msgspec.field(default=None, name="output_tokens")
+    cache_creation: int | float | None = msgspec.field(default=None, name="cache_creation_input_tokens")
+    cache_read: int | float | None = msgspec.field(default=None, name="cache_read_input_tokens")
+
+    @property
+    def input_tokens(self) -> int | None:
+        return token_count(self.input)
+
+    @property
+    def output_tokens(self) -> int | None:
+        return token_count(self.output)
+
+    @property
+    def cache_creation_input_tokens(self) -> int | None:
+        return token_count(self.cache_creation)
+
+    @property
+    def cache_read_input_tokens(self) -> int | None:
+        return token_count(self.cache_read)
 
 
 class AnthropicContentBlock(msgspec.Struct):
@@ -213,11 +259,13 @@ class AnthropicMessageStart(msgspec.Struct):
 
 
 class AnthropicBlockDelta(msgspec.Struct):
-    """``delta`` of ``content_block_delta``: ``text_delta`` carries ``text``; other kinds are ignored."""
+    """``delta`` of ``content_block_delta``: ``text_delta`` carries ``text``, ``input_json_delta``
+    ``partial_json``, ``thinking_delta`` ``thinking``; other kinds carry no token."""
 
     type: str
     text: str | None = None
     partial_json: str | None = None
+    thinking: str | None = None
 
 
 class AnthropicContentBlockDelta(msgspec.Struct):
