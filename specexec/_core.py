@@ -223,8 +223,8 @@ class Core:
         "accepted", "budget", "collect", "committed", "cost_skips", "deadline_passed", "fatal", "first_delta",
         "halted", "in_flight", "input_estimate", "launched", "lost_reason", "max_attempts", "max_parallel", "next_at",
         "one_domain", "open_skips", "owed", "panicking", "plan", "policy", "primary", "query", "queue", "retries_used",
-        "retry_due", "retry_seq", "rt", "scorer", "single", "stream_error", "streaming", "t0", "timed", "tokens",
-        "trace", "waiting", "winner",
+        "retry_due", "retry_seq", "rt", "scored_all", "scorer", "single", "stream_error", "streaming", "t0", "timed",
+        "tokens", "trace", "waiting", "winner",
     )  # fmt: skip
 
     def __init__(
@@ -265,6 +265,7 @@ class Core:
         self.max_parallel = plan.max_parallel
         self.collect = plan.collect
         self.scorer: Scorer | None = as_scorer(policy.scorer) if policy.scorer is not None else None
+        self.scored_all = False  # `set_scores` has been called
         self.single = plan.single
         self.committed = 0.0  # open reservations + settled costs, USD
         self.launched = 0
@@ -961,6 +962,7 @@ class Core:
             and bool(self.accepted)
             and self.scorer is not None
             and not self.scorer.per_response
+            and not self.scored_all
         )
 
     def candidates(self) -> list[Candidate]:
@@ -975,6 +977,7 @@ class Core:
 
     def set_scores(self, scores: Sequence[float | None] | BaseException, now: float) -> None:
         """The scorer's scores of ``candidates()`` (or its exception)."""
+        self.scored_all = True
         if isinstance(scores, BaseException):
             self.event("scorer failed", f"{type(scores).__name__}: {scores}", now)
             scores = [None] * len(self.accepted)
@@ -991,6 +994,13 @@ class Core:
         if self.stream_error is not None:
             trace.outcome = "stream_failed"
             raise self.stream_error
+        if self.deadline_passed and self.needs_scores:  # the deadline cut the scoring short
+            trace.outcome = "deadline"
+            raise DeadlineExceeded(
+                f"deadline of {self.policy.deadline:g}s passed while scoring {len(self.accepted)} accepted "
+                "responses: none was picked",
+                trace=trace,
+            )
         winner = self.winner
         if winner is not None and winner.record.outcome != "accepted":  # a committed stream cut short
             return self._fail()

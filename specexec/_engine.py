@@ -46,7 +46,7 @@ __all__ = ["Result", "execute"]
 class _Run:
     """One call of ``run``: the core's decisions carried out on anyio."""
 
-    __slots__ = ("core", "now", "policy", "query", "sink", "tg", "wake")
+    __slots__ = ("core", "now", "policy", "query", "scoring", "sink", "tg", "wake")
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class _Run:
         self.sink = sink  # a stream: the committed attempt's text goes here
         self.wake: Any = None  # what `_wait` waits on (the driver's event; on trio the parked host task)
         self.tg: TaskGroup | None = None
+        self.scoring = False  # `_score_all` began within the deadline
         self.query = query
         self.policy = policy
         self.now = self._begin()
@@ -72,10 +73,12 @@ class _Run:
         try:
             if self.policy.deadline is None:  # no scope to enter: ~10-25 µs saved per run
                 await self._run_attempts()
-            else:
+                if core.needs_scores:
+                    await self._score_all()
+            else:  # the deadline covers the scoring too, once the attempts have ended before it
                 core.deadline_passed = await self._run_within(core.t0 + self.policy.deadline)
-            if core.needs_scores:
-                await self._score_all()
+                if core.deadline_passed and core.needs_scores and not self.scoring:
+                    await self._score_all()  # the deadline ended the gathering: score what arrived
             return core.result(self.now())
         except BaseException:
             trace = core.trace
@@ -92,10 +95,17 @@ class _Run:
         return loop_clock()
 
     async def _run_within(self, deadline: float) -> bool:
-        """``_run_attempts`` cancelled at ``deadline``; True if the deadline cut it short."""
+        """``_run_and_score`` cancelled at ``deadline``; True if the deadline cut it short."""
         with anyio.CancelScope(deadline=deadline) as scope:
-            await self._run_attempts()
+            await self._run_and_score()
         return scope.cancelled_caught
+
+    async def _run_and_score(self) -> None:
+        """The attempts, then (``pick`` with a ``score_all`` scorer) the scoring of their answers."""
+        await self._run_attempts()
+        if self.core.needs_scores:
+            self.scoring = True
+            await self._score_all()
 
     async def _group(self) -> None:
         """``_schedule`` in a task group that the attempts are started in."""

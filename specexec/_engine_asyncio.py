@@ -73,7 +73,7 @@ class AsyncioRun(_Run):
     async def _run_within(self, deadline: float) -> bool:
         try:
             async with asyncio.timeout_at(deadline) as timeout:
-                await self._run_attempts()
+                await self._run_and_score()
         except TimeoutError:
             if not timeout.expired():
                 raise

@@ -34,7 +34,7 @@ class TrioRun(_Run):
 
     async def _run_within(self, deadline: float) -> bool:
         with trio.CancelScope(deadline=deadline) as scope:
-            await self._run_attempts()
+            await self._run_and_score()
         return scope.cancelled_caught
 
     async def _group(self) -> None:

@@ -438,3 +438,28 @@ async def test_retries_due_at_the_same_instant_do_not_compare_backends(timing: T
         result = await rt.run("q", Policy.race(["A", "B"], retries=1, backoff=0.1, jitter=False))
     assert result.latency == timing.approx(0.12)
     assert sorted(x.trigger for x in result.trace.attempts) == ["parallel", "primary", "retry", "retry"]
+
+
+class _HangingJudge:
+    """Compares every accepted response (``score_all``) and never finishes."""
+
+    per_response = False
+
+    async def score_one(self, query: Query, candidate: Any, ctx: Any) -> float:
+        raise AssertionError("not asked one by one")  # pragma: no cover
+
+    async def score_all(self, query: Query, candidates: Any, ctx: Any) -> list[float]:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def test_the_deadline_covers_scoring_in_pick(timing: Timing) -> None:
+    # before: score_all ran after the deadline's scope had ended, so a hanging judge hung the run
+    backends = [Scripted("A", 0.01), Scripted("B", 0.02)]
+    policy = Policy.pick(["A", "B"], scorer=_HangingJudge(), deadline=0.5)  # type: ignore[arg-type]
+    async with Runtime(backends) as rt:
+        t0 = anyio.current_time()
+        with anyio.fail_after(5.0), pytest.raises(specexec.DeadlineExceeded, match="while scoring 2 accepted") as info:
+            await rt.run("q", policy)
+        assert anyio.current_time() - t0 == timing.approx(0.5)
+    assert info.value.trace is not None and info.value.trace.outcome == "deadline"
