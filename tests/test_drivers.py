@@ -104,6 +104,24 @@ async def test_the_callers_cancellation_propagates_and_ends_every_attempt(timing
     assert [s.cancelled for s in slow] == [1, 1, 1]
 
 
+@pytest.mark.parametrize("policy", [Policy.race(["a", "b"]), Policy.hedge(["a", "b"], delay=0.1, budget=None)])
+async def test_the_callers_cancellation_comes_out_of_run_as_itself(
+    anyio_backend: tuple[str, dict[str, Any]], policy: Policy
+) -> None:
+    # before: the native trio driver's nursery raised BaseExceptionGroup[Cancelled, Cancelled]
+    seen: list[BaseException] = []
+    async with Runtime([Scripted("a", 10.0), Scripted("b", 10.0, provider="p2")]) as rt:
+        with anyio.move_on_after(1.0) as scope:
+            try:
+                await rt.run(Query("q"), policy)
+            except BaseException as exc:
+                seen.append(exc)
+                raise
+        assert scope.cancelled_caught
+    expected = anyio.get_cancelled_exc_class()
+    assert [type(e) for e in seen] == [expected]
+
+
 # -- the asyncio driver: the run's own task makes the first attempt ------------------------------
 
 ASYNCIO_NATIVE = pytest.mark.parametrize(
