@@ -238,8 +238,10 @@ def error_for_status(
     408, 409, 425, 5xx (incl. 529)          ``Unavailable``             no   (503/529: ``retry_after`` from the headers)
     400, 413, 422 saying the context is     ``ContextWindowExceeded``   no   (a model with a larger window may answer)
     exceeded (see below)
-    400, 404, 422                           ``BadRequest``              yes
+    400, 422                                ``BadRequest``              yes
     401, 403                                ``AuthError``               no   (about this backend's key: it is taken out)
+    404                                     ``Unavailable``             no   (this backend's model or ``base_url``
+                                                                             is wrong: another may answer)
     any other 4xx (402, 405, 410, 413 …)    ``Unavailable``             no   (this backend cannot serve it; another may)
     anything else (1xx, 3xx: no redirects)  ``BadResponse``             no
     ======================================  ==========================  =====
@@ -276,7 +278,9 @@ def error_for_status(
             f"the input and max_tokens exceed the model's context window (HTTP {status}): shorten the "
             "prompt or lower max_tokens, or route to a model with a larger window",
         )
-    if status in (400, 404, 422):
+    if status == 404:  # OpenAI's model_not_found, a base_url with a wrong path: about this backend
+        return make(Unavailable, "not found (HTTP 404): check this backend's base_url and model")
+    if status in (400, 422):
         return make(BadRequest, f"request refused as invalid (HTTP {status})")
     if status in (408, 409, 425) or status >= 500:
         what = "overloaded" if status == 529 else "unavailable"

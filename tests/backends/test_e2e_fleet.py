@@ -23,8 +23,10 @@ from specexec import (
     BackendError,
     BadRequest,
     BadResponse,
+    Policy,
     Query,
     RateLimited,
+    Runtime,
     Timeout,
     Unavailable,
 )
@@ -293,11 +295,11 @@ ERROR_CASES: list[tuple[str, type[BackendError], int | None]] = [
     ("malformed", BadResponse, 200),
     ("a-malformed", BadResponse, 200),
     ("limited", RateLimited, 429),
-    ("strict", BadRequest, 404),
+    ("strict", Unavailable, 404),  # the model this backend names does not exist there
     ("s400", BadRequest, 400),
     ("s401", AuthError, 401),
     ("s403", AuthError, 403),
-    ("s404", BadRequest, 404),
+    ("s404", Unavailable, 404),
     ("s408", Unavailable, 408),
     ("s409", Unavailable, 409),
     ("s422", BadRequest, 422),
@@ -326,6 +328,18 @@ async def test_error_kinds(
     if isinstance(error, RateLimited):
         assert error.retry_after == 7.0
     assert FAKE_KEY not in str(error)
+
+
+@pytest.mark.parametrize("name", ["strict", "s404"])
+async def test_a_backend_answering_404_is_failed_over_not_the_end_of_the_run(
+    faults_fleet: FleetProcess, name: str
+) -> None:
+    # a wrong model or base_url is this backend's problem (before: BadRequest, fatal: the run ended)
+    async with Runtime([make(faults_fleet, name), make(faults_fleet, "ok")]) as rt:
+        result = await rt.run(QUERY, Policy.failover([name, "ok"]))
+    assert result.backend == "ok"
+    first = result.trace.attempts[0]
+    assert first.outcome == "failed" and "HTTP 404" in first.reason and "base_url" in first.reason
 
 
 @pytest.mark.parametrize("name", ["auth", "a-auth"])

@@ -35,7 +35,7 @@ from .conftest import FAKE_KEY
     ("status", "kind", "fatal"),
     [
         (400, BadRequest, True),
-        (404, BadRequest, True),
+        (404, Unavailable, False),
         (422, BadRequest, True),
         (401, AuthError, False),
         (403, AuthError, False),

@@ -184,7 +184,7 @@ async def test_bad_bodies(body: bytes, match: str) -> None:
         (400, BadRequest),
         (401, AuthError),
         (403, AuthError),
-        (404, BadRequest),
+        (404, Unavailable),
         (408, Unavailable),
         (409, Unavailable),
         (422, BadRequest),
