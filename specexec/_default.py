@@ -100,7 +100,8 @@ def configure(
     health: HealthConfig | None = None,
     sinks: Iterable[TraceSink] = (),
 ) -> Runtime:
-    """Set the process-default runtime and return it; call it once, at start-up.
+    """Set the process-default runtime and return it; call it once, at start-up (``RuntimeError``
+    while the current default is entered).
 
     - ``configure(runtime)``: that ``Runtime`` becomes the default.
     - ``configure("specexec.toml")``: a runtime with the backends and ``[health]`` of a
@@ -135,6 +136,12 @@ def configure(
 
 def _install(rt: Runtime) -> Runtime:
     global _runtime
+    current = _runtime
+    if current is not None and current is not rt and current._resources is not None:
+        raise RuntimeError(
+            "configure() while the default runtime is entered (`async with specexec.default_runtime()`): "
+            "the entered one would stay open but unused; configure before entering it, or after it exits"
+        )
     rt._loop_pooled = True
     _runtime = rt
     return rt

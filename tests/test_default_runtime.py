@@ -92,6 +92,18 @@ async def test_unknown_backend_in_an_own_runtime_says_add_backend() -> None:
         await specexec.run("q", specexec.Policy.single("x"), runtime=rt)
 
 
+@pytest.mark.anyio
+async def test_configure_refuses_to_replace_an_entered_default() -> None:
+    # before: the entered default was silently swapped for one never entered (its feeds not running)
+    specexec.configure(backends=[Scripted("a", 0.01)])
+    async with specexec.default_runtime():
+        with pytest.raises(RuntimeError, match="entered"):
+            specexec.configure(backends=[Scripted("b", 0.01)])
+        assert (await specexec.run("q", specexec.Policy.single("a"))).backend == "a"
+    specexec.configure(backends=[Scripted("b", 0.01)])  # once it has exited: fine
+    assert (await specexec.run("q", specexec.Policy.single("b"))).backend == "b"
+
+
 def test_configure_refuses_a_runtime_with_other_arguments() -> None:
     with pytest.raises(TypeError, match="either a Runtime or"):
         specexec.configure(specexec.Runtime(), backends=[Scripted("a", 0.01)])
