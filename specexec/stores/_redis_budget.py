@@ -184,20 +184,26 @@ class RedisBudgetStore:
                 )
             return self._sync
 
+    _role = ("Redis budget store", "budgets")  # what the outage messages call this store and what it shares
+
     def _outage(self, exc: BaseException) -> None:
         if not self._down:
             self._down = True
+            name, shared = self._role
             _log.warning(
-                "specexec: Redis budget store at %s unreachable (%s: %s); budgets are per process until it answers",
+                "specexec: %s at %s unreachable (%s: %s); %s are per process until it answers",
+                name,
                 _safe_url(self.url),
                 type(exc).__name__,
                 exc,
+                shared,
             )
 
     def _recovered(self) -> None:
         if self._down:
             self._down = False
-            _log.info("specexec: Redis budget store at %s answers again; budgets are shared", _safe_url(self.url))
+            name, shared = self._role
+            _log.info("specexec: %s at %s answers again; %s are shared", name, _safe_url(self.url), shared)
 
 
 @functools.cache

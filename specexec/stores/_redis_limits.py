@@ -266,6 +266,7 @@ class RedisRateLimits:
         from ._redis_budget import RedisBudgetStore
 
         self._redis = RedisBudgetStore(url, timeout=timeout)  # its clients, outage logging and fallback rules
+        self._redis._role = ("Redis shared limits", "rate limits, concurrency slots, hedge budgets and breakers")
         self.prefix = prefix
         self.interval = interval
         self.limiters: list[LeasedRateLimiter] = []

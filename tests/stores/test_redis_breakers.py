@@ -303,6 +303,9 @@ async def test_an_outage_falls_back_to_local_breakers_and_sharing_resumes(
         assert await a.run() == "failed" and a.provider.calls == 2
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 2  # once per store (per process) for the whole outage
+        for warning in warnings:  # said as what it is (before: "Redis budget store ... budgets are per process")
+            message = warning.getMessage()
+            assert "Redis shared limits" in message and "budget store" not in message, message
         redis_server.start()  # empty: it lost every record
         await until_shared(a)  # a's open (from the outage) is published on recovery
         await until_shared(b)
