@@ -67,8 +67,12 @@ class DailyBudget:
         return True
 
     def settle(self, reserved: float, cost: float, wall: float) -> None:
-        """A probe that reserved ``reserved`` ended having cost ``cost`` (counted on the day of ``wall``)."""
+        """A probe that reserved ``reserved`` ended having cost ``cost`` (counted on the day of ``wall``).
+
+        A cost is never negative: a negative (or nan) one counts as 0, so no probe can give budget back.
+        """
         self._roll(wall)
+        cost = cost if cost > 0.0 else 0.0
         self.reserved = max(0.0, self.reserved - reserved)
         self.spent += cost
         self.total += cost

@@ -67,7 +67,7 @@ from typing import Annotated
 import msgspec
 
 from specexec import Backend, PolicyError, Query, Response
-from specexec.config import RuntimeConfig, decode_toml, keyed_table_error
+from specexec.config import OTHER_SECTIONS, RuntimeConfig, decode_toml, keyed_table_error
 from specexec.verifiers import Verdict, VerifierSpec, check
 
 from ._expect import contains_answer, normalise
@@ -357,6 +357,10 @@ class TargetSettings(msgspec.Struct, frozen=True):
     enabled: bool
 
 
+def _names(extra: Sequence[str]) -> tuple[str, ...]:
+    return (extra,) if isinstance(extra, str) else tuple(extra)  # extra="myapp": the section, not its letters
+
+
 class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
     """A probe daemon's config file: ``[[backends]]``, ``[health]`` (its ``breaker`` rules the
     probes' circuit state) and ``[probe]``.
@@ -385,13 +389,18 @@ class ProbeConfig(RuntimeConfig, frozen=True, forbid_unknown_fields=True):
 
     @classmethod
     def load(cls, source: str | Path, *, extra: Sequence[str] = ()) -> ProbeConfig:
-        """Load from a TOML file path or TOML text; top-level tables named in ``extra`` are ignored.
+        """Load from a TOML file path or TOML text.
+
+        The file is the one services read: the other readers' sections (``specexec.config.OTHER_SECTIONS``
+        other than ``[probe]`` and ``[eval]``: ``[routes]``, ``[router]``, ``[policies]``, ``[bench]``)
+        and the top-level tables named in ``extra`` are ignored; any other unknown section is an error.
 
         A relative ``[eval] file`` is made relative to the config file's directory (to the
         working directory for TOML text).
         """
+        others = sorted(OTHER_SECTIONS - set(cls.__struct_fields__))  # [routes], [router], [policies], [bench]
         try:
-            config = decode_toml(source, cls, ignore=extra)
+            config = decode_toml(source, cls, ignore=(*others, *_names(extra)), sections=True)
         except PolicyError as exc:
             if not exc.path.startswith("$.probe.backends[...]"):
                 raise

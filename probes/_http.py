@@ -10,28 +10,36 @@
 ``HEAD`` is answered like ``GET`` without a body; other methods get 405, other paths 404. A
 route that raises ``HttpError`` is answered with its status and message (``/metrics`` without
 prometheus_client: 501 and how to install it); any other exception is a 500.
-Keep-alive is supported; a connection idle for ``IDLE_TIMEOUT`` seconds is closed, and at
-most ``MAX_CONNECTIONS`` are served at once (more get a 503 and are closed). A handler
-never raises into the listener: a broken connection only ends itself.
+Keep-alive is supported; a connection idle for ``IDLE_TIMEOUT`` seconds is closed, one whose
+client does not take a response within ``WRITE_TIMEOUT`` seconds (a client that pipelines
+requests and never reads the answers) is reset, and at most ``MAX_CONNECTIONS`` are served at
+once (more get a 503 and are closed). A handler never raises into the listener: a broken
+connection only ends itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 import h11
-from anyio.abc import SocketStream
+from anyio.abc import SocketAttribute, SocketStream
 
-__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "Endpoints", "HttpError", "HttpServer"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "WRITE_TIMEOUT", "Endpoints", "HttpError", "HttpServer", "abort"]
 
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may sit idle (or take to send a request) before it is closed."""
+WRITE_TIMEOUT = 30.0
+"""Seconds a client may take to receive one response before its connection is reset (its slot freed)."""
 MAX_CONNECTIONS = 64
 """Connections served at once."""
 _READ_SIZE = 65536
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 
 _log = logging.getLogger("specexec.probes")
 
@@ -115,7 +123,10 @@ class HttpServer:
                 except Exception:
                     _log.exception("http: %s failed", path)
                     status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"
-            await self._send(stream, conn, status, content_type, body, head=method == "HEAD", allow=status == 405)
+            if not await self._send(
+                stream, conn, status, content_type, body, head=method == "HEAD", allow=status == 405
+            ):
+                return
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             try:
@@ -162,7 +173,9 @@ class HttpServer:
         head: bool = False,
         allow: bool = False,
         close: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Send one response within ``WRITE_TIMEOUT``; ``False`` (the connection reset) if the client
+        did not take it in time."""
         headers = [
             ("content-type", content_type),
             ("content-length", str(len(body))),
@@ -173,7 +186,18 @@ class HttpServer:
             headers.append(("allow", "GET, HEAD"))
         if close:
             headers.append(("connection", "close"))
-        await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        if not head and body:
-            await stream.send(conn.send(h11.Data(data=body)) or b"")
-        await stream.send(conn.send(h11.EndOfMessage()) or b"")
+        with anyio.move_on_after(WRITE_TIMEOUT):
+            await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            if not head and body:
+                await stream.send(conn.send(h11.Data(data=body)) or b"")
+            await stream.send(conn.send(h11.EndOfMessage()) or b"")
+            return True
+        abort(stream)
+        return False
+
+
+def abort(stream: SocketStream) -> None:
+    """Make closing ``stream`` a reset: the kernel drops what the client never read at once,
+    instead of holding it (and the connection) while it keeps trying to deliver it."""
+    with contextlib.suppress(OSError, anyio.TypedAttributeLookupError):
+        stream.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)

@@ -22,8 +22,10 @@ import random
 from collections.abc import Callable, Sequence
 
 import anyio
+import msgspec
 
-from specexec import Backend, BackendError, Query, RateLimited, Response
+from specexec import Backend, BackendError, Query, RateLimited, Response, Usage
+from specexec._core import _is_count
 from specexec._query import estimate_input_tokens, estimate_tokens
 from specexec._resources import Resources, _current
 
@@ -32,9 +34,13 @@ from ._config import Canary, TargetSettings
 from ._snapshot import CANARY, PING
 from ._state import ProbeState
 
-__all__ = ["Scheduler", "Target", "probe_cost", "worst_case_cost"]
+__all__ = ["MODEL_CHARS", "Scheduler", "Target", "is_usage", "probe_cost", "usage_cost", "worst_case_cost"]
 
 _log = logging.getLogger("specexec.probes")
+
+MODEL_CHARS = 200
+"""The longest provider-reported model id kept (published in /v1/health, /metrics, the snapshot)."""
+_SECRET_MARGIN = 4096  # characters past MODEL_CHARS redacted with it: a key begun in the kept part stays whole
 
 
 def _input_tokens(backend: Backend, query: Query) -> int:
@@ -52,15 +58,41 @@ def worst_case_cost(backend: Backend, query: Query) -> float:
     return (_input_tokens(backend, query) * input_price + query.max_tokens * output_price) / 1e6
 
 
-def probe_cost(backend: Backend, query: Query, response: Response) -> float:
-    """USD a probe's answer cost: prices × reported usage, estimated when the provider reported none."""
+def is_usage(usage: object) -> bool:
+    """Whether ``usage`` is token usage a provider may bill: a ``Usage`` of two integer counts from
+    0 to ``MAX_TOKEN_COUNT`` (the engine's check: negative, fractional, boolean or astronomically
+    large counts — 10**400 cannot even be priced — are not usage)."""
+    return isinstance(usage, Usage) and _is_count(usage.input_tokens) and _is_count(usage.output_tokens)
+
+
+def usage_cost(backend: Backend, query: Query, usage: object, text: str | None) -> float:
+    """USD of ``usage`` at ``backend``'s prices; usage that is not usage (see ``is_usage``) is
+    estimated instead: the input estimate and the estimate of ``text`` (``max_tokens`` when
+    there is no text), at most ``max_tokens``. Never negative."""
     input_price, output_price = _prices(backend)
-    usage = response.usage
-    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
-    if input_tokens == 0 and output_tokens == 0:
+    if isinstance(usage, Usage) and is_usage(usage):
+        input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    else:
         input_tokens = _input_tokens(backend, query)
-        output_tokens = min(estimate_tokens(response.text), query.max_tokens)
-    return (input_tokens * input_price + output_tokens * output_price) / 1e6
+        output_tokens = min(estimate_tokens(text), query.max_tokens) if text is not None else query.max_tokens
+    cost = (input_tokens * input_price + output_tokens * output_price) / 1e6
+    return cost if cost > 0.0 else 0.0  # a negative price, or nan, costs nothing
+
+
+def probe_cost(backend: Backend, query: Query, response: Response) -> float:
+    """USD a probe's answer cost: prices × reported usage, estimated when the provider reported
+    none (both counts 0) or reported something that is not usage (see ``usage_cost``)."""
+    usage = response.usage
+    if is_usage(usage) and usage.input_tokens == 0 and usage.output_tokens == 0:
+        return usage_cost(backend, query, None, response.text)  # nothing reported: estimated
+    return usage_cost(backend, query, usage, response.text)
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, at most 40 characters (a 10**5000 count has no ``repr`` at all)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    return repr(value)[:40]
 
 
 class Target:
@@ -72,6 +104,7 @@ class Target:
         self.state = state
         self.rng = random.Random(f"{seed}:{backend.name}") if seed is not None else random.Random()
         self.count = 0  # probes due so far (the canary cadence counts them)
+        self.usage_warned = False  # "not usage" is logged once per backend
 
     def first_delay(self) -> float:
         """Seconds from the start to the first probe: uniform in ``[0, jitter × interval]``."""
@@ -188,7 +221,11 @@ class Scheduler:
             kind = error.kind if isinstance(error, BackendError) else "error"
             message = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
             retry_after = error.retry_after if isinstance(error, RateLimited) else None
-            if kind == "timeout":
+            partial = getattr(error, "partial_usage", None)
+            if isinstance(partial, Usage):  # it failed after it began to answer: the provider bills that
+                self._check_usage(target, partial)
+                cost = usage_cost(backend, query, partial, None)
+            elif kind == "timeout":
                 cost = worst
             state.record_failure(
                 kind,
@@ -220,12 +257,49 @@ class Scheduler:
                 query=name,
             )
         else:
-            cost = probe_cost(backend, query, response)
-            if canary is not None and verdict is None:  # answered, but the verifier ran out of time
-                verdict = (False, f"canary verification did not finish within {timeout:g} s")
-            state.record_success(elapsed, response, now=now, wall=wall, cost=cost, canary=verdict, query=name)
+            try:
+                self._check_usage(target, response.usage)
+                cost = probe_cost(backend, query, response)
+                model = response.model
+                # Published and logged: no secrets, bounded (a provider may echo the key as its model).
+                clean = self._clean_model(model) if isinstance(model, str) and model else None
+                if clean != model:
+                    response = msgspec.structs.replace(response, model=clean)
+            except Exception as exc:  # an answer that cannot be priced (a custom backend's bug): a failure
+                cost = worst
+                state.record_failure(
+                    "bad_response",
+                    self.redact(f"unusable response: {type(exc).__name__}: {exc}"),
+                    now=now,
+                    wall=wall,
+                    cost=cost,
+                    query=name,
+                )
+            else:
+                if canary is not None and verdict is None:  # answered, but the verifier ran out of time
+                    verdict = (False, f"canary verification did not finish within {timeout:g} s")
+                state.record_success(elapsed, response, now=now, wall=wall, cost=cost, canary=verdict, query=name)
         self._log_changes(target, before, wall)
         return cost
+
+    def _clean_model(self, model: str) -> str:
+        """A provider-reported model id as it is kept: redacted (a provider may echo the key) and
+        at most ``MODEL_CHARS`` long. Only a bounded prefix is redacted (a multi-megabyte id is
+        not scanned whole); the margin keeps a key that starts within the kept part whole."""
+        return self.redact(model[: MODEL_CHARS + _SECRET_MARGIN])[:MODEL_CHARS]
+
+    def _check_usage(self, target: Target, usage: Usage) -> None:
+        """Log (once per backend) a provider that reported something that is not usage."""
+        if is_usage(usage) or target.usage_warned:
+            return
+        target.usage_warned = True
+        _log.warning(
+            "probe: backend %s reported input_tokens=%s, output_tokens=%s, which is not usage: "
+            "its probes are charged an estimate",
+            target.backend.name,
+            _short(getattr(usage, "input_tokens", None)),
+            _short(getattr(usage, "output_tokens", None)),
+        )
 
     def _log_changes(self, target: Target, before: tuple[str, bool], wall: float) -> None:
         state = target.state

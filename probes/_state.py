@@ -93,7 +93,7 @@ class QueryStats:
 
 _BUCKETS = 10  # time buckets of the success-rate window
 _SUCCESSES, _FAILURES = 0, 1
-_MESSAGE_CHARS = 200  # longest error message kept (already redacted by the caller)
+_MESSAGE_CHARS = 200  # longest error message and reported model id kept (already redacted by the caller)
 
 
 class ProbeState:
@@ -193,8 +193,8 @@ class ProbeState:
         stats.record(latency, response.ttft)
         self._outcomes.add(now, _SUCCESSES)
         self.consecutive_failures = 0
-        if response.model:
-            self.reported_model = response.model
+        if response.model:  # redacted by the caller (as error messages are), bounded here
+            self.reported_model = str(response.model)[:_MESSAGE_CHARS]
         if canary is not None:
             passed, reason = canary
             self.canary = "passed" if passed else "failed"
@@ -343,12 +343,13 @@ class ProbeState:
         self.health.last_error_kind = entry.last_error_kind
         self.errors = dict(entry.errors)
         self.consecutive_failures = entry.consecutive_failures
-        self.reported_model = entry.reported_model
-        self.health.last_model = entry.reported_model
+        self.reported_model = entry.reported_model[:_MESSAGE_CHARS] if entry.reported_model is not None else None
+        self.health.last_model = self.reported_model
         self.canary, self.canary_reason, self.canary_at = entry.canary, entry.canary_reason, entry.canary_at
         self.last_error, self.last_error_at = entry.last_error, entry.last_error_at
         self.last_success_at, self.last_probe_at = entry.last_success_at, entry.last_probe_at
-        self.probes, self.skipped, self.cost = entry.probes, entry.skipped, entry.cost
+        self.probes, self.skipped = entry.probes, entry.skipped
+        self.cost = entry.cost if entry.cost > 0.0 else 0.0  # a file from before costs were checked may hold < 0
         self.revision += 1
         for name, saved in entry.queries.items():
             if name not in self.queries:

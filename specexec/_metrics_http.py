@@ -3,13 +3,18 @@
 h11 comes with httpx (through httpcore), so it costs no new dependency; prometheus_client's
 own ``start_http_server`` runs a bare daemon thread, which the project's structured
 concurrency rules exclude. Keep-alive is supported; a connection idle for ``IDLE_TIMEOUT``
-seconds is closed; at most ``MAX_CONNECTIONS`` are served at once (more are closed at once).
+seconds is closed; one whose client does not take a response within ``WRITE_TIMEOUT`` seconds
+(a client that pipelines requests and never reads) is reset; at most ``MAX_CONNECTIONS`` are
+served at once (more are closed at once).
 A broken connection only ends itself; cancellation ends the server and every connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +24,8 @@ from anyio.abc import SocketAttribute, SocketStream
 
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may sit idle (or take to send its request) before it is closed."""
+WRITE_TIMEOUT = 30.0
+"""Seconds a client may take to receive one response before its connection is reset (its slot freed)."""
 MAX_CONNECTIONS = 16
 """Connections served at once."""
 _READ_SIZE = 65536
@@ -79,8 +86,8 @@ async def _serve(stream: SocketStream, render: Callable[[], tuple[str, bytes]]) 
                     break
                 elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return
-        if request is None or conn.their_state is not h11.DONE:
-            return  # idle too long, or closed
+        if request is None or conn.their_state not in (h11.DONE, h11.MUST_CLOSE):
+            return  # idle too long, or closed (MUST_CLOSE: a complete request with "Connection: close", or HTTP/1.0)
         method = request.method.decode("ascii", "replace").upper()
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
         headers = [("cache-control", "no-store"), ("server", "specexec-metrics")]
@@ -97,13 +104,26 @@ async def _serve(stream: SocketStream, render: Callable[[], tuple[str, bytes]]) 
                 _log.exception("metrics http: rendering /metrics failed")
                 status, content_type, body = 500, _TEXT, b"internal error\n"
         headers += [("content-type", content_type), ("content-length", str(len(body)))]
-        await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        if method != "HEAD" and body:
-            await stream.send(conn.send(h11.Data(data=body)) or b"")
-        await stream.send(conn.send(h11.EndOfMessage()) or b"")
+        with anyio.move_on_after(WRITE_TIMEOUT) as scope:
+            await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            if method != "HEAD" and body:
+                await stream.send(conn.send(h11.Data(data=body)) or b"")
+            await stream.send(conn.send(h11.EndOfMessage()) or b"")
+        if scope.cancelled_caught:  # the client does not read: reset the connection, free the slot
+            _abort(stream)
+            return
         if conn.our_state is h11.MUST_CLOSE:
             return
         try:
             conn.start_next_cycle()
         except h11.LocalProtocolError:
             return
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
+
+
+def _abort(stream: SocketStream) -> None:
+    """Make closing ``stream`` a reset: the kernel drops what the client never read at once."""
+    with contextlib.suppress(OSError, anyio.TypedAttributeLookupError):
+        stream.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)

@@ -102,3 +102,14 @@ async def test_the_probe_budget_stops_probing_and_says_so(caplog: pytest.LogCapt
     spent = [m for m in messages if "budget" in m and "spent" in m]
     assert len(spent) == 1 and "probing stops until UTC midnight" in spent[0]
     assert any("probing resumes" in m for m in messages)
+
+
+@pytest.mark.parametrize("cost", [-5e6, float("nan"), -0.0])
+def test_a_negative_cost_gives_no_budget_back(cost: float) -> None:
+    budget = DailyBudget(0.10)
+    assert budget.try_reserve(0.04, WALL0)
+    budget.settle(0.04, 0.03, WALL0)
+    assert budget.try_reserve(0.04, WALL0)
+    budget.settle(0.04, cost, WALL0)
+    assert (budget.spent, budget.total, budget.reserved) == (pytest.approx(0.03), pytest.approx(0.03), 0.0)
+    assert budget.try_reserve(0.07, WALL0) and not budget.try_reserve(0.001, WALL0)

@@ -84,6 +84,27 @@ def test_a_service_reads_the_same_file(tmp_path: Path) -> None:
     assert ProbeConfig.load(path).probe.interval == 30.0
 
 
+def test_the_other_readers_sections_are_accepted_and_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: `specexec probe --check` refused a shared file with [routes] ("unknown key 'routes'").
+    from specexec._cli import main as specexec_main
+    from specexec.config import OTHER_SECTIONS
+
+    others = sorted(OTHER_SECTIONS - {"probe", "eval"})  # the daemon reads [probe] and [eval] itself
+    assert {"routes", "router", "policies", "bench"} <= set(others)
+    path = tmp_path / "shared.toml"
+    path.write_text(EXAMPLE + "".join(f"\n[{name}]\nanything = 1\n" for name in others))
+    config = ProbeConfig.load(path)
+    assert config.probe.interval == 30.0 and config.eval is None
+    assert ProbeConfig.load(path.read_text()).probe.interval == 30.0  # TOML text, too
+    assert specexec_main(["probe", "--config", str(path), "--check"]) == 0
+    assert "ok (2 backend(s))" in capsys.readouterr().out
+    assert sorted(Runtime.from_config(path).backends) == ["mini-us", "sim"]  # a service reads it as well
+    with pytest.raises(PolicyError, match="routs"):  # a typo is still an error
+        ProbeConfig.load(EXAMPLE + "\n[routs]\nx = 1\n")
+
+
 @pytest.mark.parametrize(
     ("text", "path", "message"),
     [
@@ -100,7 +121,7 @@ def test_a_service_reads_the_same_file(tmp_path: Path) -> None:
         ('[probe.canary]\nquery = { prompt = "q" }\n', "$.probe.canary", "needs `expect` or `verify`"),
         ('[probe.canary]\nquery = { prompt = "q", max_tokens = 0 }\nexpect = "4"\n', "$.probe.canary.query", ""),
         ("[probe]\nport = 70000\n", "$.probe.port", "<= 65535"),
-        ("[prob]\ninterval = 5.0\n", "$.prob", "unknown key"),
+        ("[prob]\ninterval = 5.0\n", "$.prob", "unknown section [prob]; did you mean [probe]?"),
     ],
 )
 def test_errors_name_the_file_and_key_path(tmp_path: Path, text: str, path: str, message: str) -> None:

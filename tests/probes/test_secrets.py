@@ -58,3 +58,46 @@ async def test_keys_are_redacted_everywhere(monkeypatch: pytest.MonkeyPatch, cap
     assert all("[REDACTED]" in e for e in last_errors)
     for output in outputs:
         assert KEY.encode() not in output
+
+
+class Echoing(BackendBase):
+    """A backend whose provider reports the caller's key (or megabytes) as its model id."""
+
+    api_key_env = ENV
+
+    def __init__(self, name: str, model: str) -> None:
+        super().__init__(name)
+        self.model = "pinned-1"
+        self.reported = model
+
+    async def complete(self, query: Query) -> Response:
+        await anyio.sleep(0.01)
+        return Response("pong", model=self.reported)
+
+
+@pytest.mark.anyio
+async def test_a_reported_model_is_redacted_and_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the reported model was kept as given: served in /v1/health, /v1/snapshot and
+    # /metrics, written to the snapshot file, logged in the drift warning; 1 MB of it, 1 MB each.
+    monkeypatch.setenv(ENV, KEY)
+    caplog.set_level(logging.DEBUG)
+    backends = [Echoing("a", f"model-of {KEY}"), Echoing("b", "M" * (1 << 20)), Echoing("c", f"{'x' * 190}{KEY}")]
+    async with running(sim_config(probe="interval = 1.0\njitter = 0.0"), backends) as daemon:
+        await anyio.sleep_until(1.5)
+        outputs = [
+            msgspec.json.encode(daemon.health_report()),
+            encode_snapshot(daemon.snapshot()),
+            daemon.metrics().encode(),
+        ]
+        models = {n: daemon.states[n].reported_model for n in "abc"}
+        assert all(daemon.states[n].drift for n in "abc")
+    outputs.append("\n".join(r.getMessage() for r in caplog.records).encode())
+    assert models["a"] == "model-of [REDACTED]"
+    assert models["b"] == "M" * 200
+    assert models["c"] == "x" * 190 + "[REDACTED]"  # a key across the cut is redacted before the cut
+    assert any("drift" in r.getMessage() for r in caplog.records)
+    for output in outputs:
+        assert KEY.encode() not in output and KEY[:12].encode() not in output
+        assert len(output) < 100_000
