@@ -133,6 +133,7 @@ class Router:
         self.name = name
         self._recent: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
         self.source: Any = None  # the TOML shape, when loaded from TOML (for to_toml)
+        self.origin: str | None = None  # the file it was loaded from (named by `check`'s errors)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -145,6 +146,19 @@ class Router:
         from ._toml import load_router
 
         return load_router(source, classifiers=classifiers or {}, **options)
+
+    def check(self, runtime: Runtime) -> None:
+        """Check every route's policy against ``runtime``'s backends — at start-up, so that a route
+        naming an unknown backend fails there, not on every request it gets. ``PolicyError`` naming
+        the route's key path (``$.routes.<route>.candidates[i]``) and the router's file."""
+        for route, policy in self.routes.items():
+            try:
+                runtime.resolve(policy)
+            except PolicyError as exc:
+                message = str(exc).rsplit(" (at ", 1)[0]
+                raise PolicyError(
+                    f"route {route!r}: {message}", path=f"$.routes.{route}{exc.path[1:]}", source=self.origin
+                ) from None
 
     def to_toml(self) -> str:
         """The router as TOML (only for a router loaded from TOML: code-built selectors and

@@ -234,6 +234,7 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
     except PolicyError as exc:
         raise _inner(exc, "$", origin) from None
     router.source = spec
+    router.origin = origin
     return router
 
 
