@@ -54,6 +54,7 @@ async def open_service() -> AsyncIterator[Service]:
         router.budget.store = budget_store  # the tenant budget is now one for every worker
     runtime = specexec.Runtime.from_config(backends, shared_limits=shared_limits)
     try:
+        router.check(runtime)  # a route naming an unknown backend stops the service here, not per request
         async with runtime:
             sink = specexec.metrics.instrument(runtime)  # runs, attempts, hedges, cost ... on /metrics
             yield Service(runtime, router, sink)
