@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -79,3 +80,36 @@ def cyclic_collector_off() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@contextlib.contextmanager
+def stuck_readers(port: int, path: str, count: int, pipelined: int) -> Iterator[list[socket.socket]]:
+    """``count`` loopback connections to ``port``, each with ``pipelined`` GETs of ``path`` and a
+    tiny receive buffer, that never read: the server's writes block once the socket buffers are full."""
+    request = f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            s.connect(("127.0.0.1", port))  # the listener's backlog completes it
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.send(request * pipelined)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def peer_gone(s: socket.socket) -> bool:
+    """Whether the server closed (or reset) ``s``: reading it to its end finds EOF."""
+    try:
+        while s.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True

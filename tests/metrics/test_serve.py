@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from functools import partial
 from typing import Any
 
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from specexec import Policy, Runtime, _metrics_http
 from specexec.metrics import CONTENT_TYPE, instrument, serve
-from tests.helpers import Scripted
+from tests.helpers import Scripted, peer_gone, stuck_readers
 
 pytestmark = pytest.mark.anyio
 
@@ -75,30 +74,6 @@ async def test_a_request_that_asks_to_close_is_answered(request_line: bytes) -> 
 BIG = b"x" * (8 << 20)  # far more than a loopback socket's buffers take: the first answer blocks
 
 
-def _stuck_readers(port: int, count: int) -> list[socket.socket]:
-    """``count`` connections that pipeline GETs with a tiny receive buffer and never read."""
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        socks.append(s)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        s.connect(("127.0.0.1", port))
-        s.setblocking(False)
-        s.send(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n" * 3)
-    return socks
-
-
-def _gone(s: socket.socket) -> bool:
-    try:
-        while s.recv(1 << 20):
-            pass
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
-
-
 async def _fresh_status(port: int) -> bytes:
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -129,16 +104,12 @@ async def test_clients_that_never_read_are_disconnected_at_the_write_deadline(
         port = await tg.start(
             partial(_metrics_http.serve_metrics, lambda: (CONTENT_TYPE, BIG), host="127.0.0.1", port=0)
         )
-        socks = _stuck_readers(port, 4)
-        try:
+        with stuck_readers(port, "/metrics", 4, 3) as socks:
             await anyio.sleep(0.1 * write_timeout)  # every connection is accepted and blocked writing
             assert await _fresh_status(port) == b""  # no slot: closed unanswered
             await anyio.sleep(0.4 * write_timeout)
-            assert not any(_gone(s) for s in socks)  # each answer has its whole deadline
+            assert not any(peer_gone(s) for s in socks)  # each answer has its whole deadline
             await anyio.sleep(1.0 * write_timeout)
-            assert all(_gone(s) for s in socks)
+            assert all(peer_gone(s) for s in socks)
             assert await _fresh_status(port) == b"HTTP/1.1 200 "
-        finally:
-            for s in socks:
-                s.close()
-            tg.cancel_scope.cancel()
+        tg.cancel_scope.cancel()

@@ -3,9 +3,8 @@ time (trio ``MockClock``: the clock jumps only when every task waits, here for a
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -14,6 +13,7 @@ from anyio.abc import SocketAttribute
 
 from specexec.probes import ProbeConfig, _http
 from specexec.probes._http import Endpoints, HttpServer
+from tests.helpers import peer_gone, stuck_readers
 
 from ._support import running, virtual_time_backend
 
@@ -29,27 +29,6 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
     return virtual_time_backend()
 
 
-@contextmanager
-def stuck_readers(port: int, path: str, count: int, pipelined: int) -> Iterator[list[socket.socket]]:
-    """``count`` connections, each with ``pipelined`` GETs of ``path`` and a tiny receive buffer,
-    that never read: the server's writes block once the socket buffers are full."""
-    request = f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            socks.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-            s.connect(("127.0.0.1", port))  # the listener's backlog completes it
-            s.setblocking(False)
-            with suppress(BlockingIOError):
-                s.send(request * pipelined)
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
-
-
 async def status_of_a_fresh_client(port: int, path: str) -> bytes:
     """The status line a new connection gets for ``GET path`` (``b""``: closed without an answer)."""
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
@@ -61,18 +40,6 @@ async def status_of_a_fresh_client(port: int, path: str) -> bytes:
         except (anyio.EndOfStream, anyio.BrokenResourceError):
             pass
         return data.split(b"\r\n", 1)[0]
-
-
-def peer_gone(s: socket.socket) -> bool:
-    """Whether the server closed (or reset) ``s``: reading it to its end finds EOF."""
-    try:
-        while s.recv(1 << 20):
-            pass
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
 
 
 BIG = b"x" * (8 << 20)  # far more than a loopback socket's buffers take: the first answer blocks
