@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ._policy import Policy
     from ._runtime import BackendState, Runtime
 
-__all__ = ["Result", "execute"]
+__all__ = ["Result", "execute", "unwrapped"]
 
 
 class _Run:
@@ -71,15 +71,19 @@ class _Run:
         """Run to a result or an error; every attempt has ended when this returns or raises."""
         core = self.core
         try:
-            if self.policy.deadline is None:  # no scope to enter: ~10-25 µs saved per run
-                await self._run_attempts()
-                if core.needs_scores:
-                    await self._score_all()
-            else:  # the deadline covers the scoring too, once the attempts have ended before it
-                core.deadline_passed = await self._run_within(core.t0 + self.policy.deadline)
-                if core.deadline_passed and core.needs_scores and not self.scoring:
-                    await self._score_all()  # the deadline ended the gathering: score what arrived
-            return core.result(self.now())
+            try:
+                if self.policy.deadline is None:  # no scope to enter: ~10-25 µs saved per run
+                    await self._run_attempts()
+                    if core.needs_scores:
+                        await self._score_all()
+                else:  # the deadline covers the scoring too, once the attempts have ended before it
+                    core.deadline_passed = await self._run_within(core.t0 + self.policy.deadline)
+                    if core.deadline_passed and core.needs_scores and not self.scoring:
+                        await self._score_all()  # the deadline ended the gathering: score what arrived
+                return core.result(self.now())
+            except BaseExceptionGroup as group:
+                error = unwrapped(group)
+            raise error  # outside the handler: the group is not left as its context (a cycle)
         except BaseException:
             trace = core.trace
             trace.outcome = "cancelled" if trace.outcome == "running" else trace.outcome
@@ -461,6 +465,32 @@ def execute(
     if sink is not None:
         check_streamable(policy)
     return _driver()(runtime, query, policy, states, sink).execute()
+
+
+def unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What a run raises for the task group's ``group``, alike on every driver: the one
+    exception an attempt raised (a backend's ``BaseException``, not a failure the core can
+    report) as itself, the group (without its cancellations) when several did, and a
+    cancellation alone (the caller's, the deadline's) as one cancellation."""
+    cancelled, crashes = group.split(anyio.get_cancelled_exc_class())
+    if crashes is None:
+        assert cancelled is not None
+        return _first_leaf(cancelled)
+    leaves = _leaves(crashes)
+    return leaves[0] if len(leaves) == 1 else crashes
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions in ``error`` that are not themselves groups, in order."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 DRIVER = os.environ.get("SPECEXEC_DRIVER", "native")

@@ -90,11 +90,14 @@ class AsyncioRun(_Run):
         (once, if still needed: ``_cancel_all``) and waited for before this returns or raises; a
         cancellation that comes while waiting is raised after. A spawned attempt
         that raised (a ``BaseException`` from a backend, not a failure the core can report)
-        cancels the rest and is raised here, in an exception group as ``TaskGroup`` does."""
+        cancels the rest and is raised here — as itself when it is the only one, in an exception
+        group when the host's own attempt or another raised too — ahead of a cancellation, as
+        ``TaskGroup`` gives errors priority."""
         self.host = host = asyncio.current_task()
         assert host is not None
         self.live = True
         cancelled: asyncio.CancelledError | None = None
+        own: BaseException | None = None  # what the host's own attempt raised
         try:
             first = self._advance(host_free=True)
             if first is not None:
@@ -107,9 +110,9 @@ class AsyncioRun(_Run):
         except asyncio.CancelledError as exc:  # the caller's or the deadline's: raised once all have ended
             cancelled = exc
             self._cancel_all()
-        except BaseException:
+        except BaseException as exc:
+            own = exc
             self._cancel_all()
-            raise
         finally:
             self.live = False
             if self.next is not None:
@@ -125,15 +128,15 @@ class AsyncioRun(_Run):
             # frame, which holds this run: dropping the tasks here leaves no cycle, so the run
             # is freed when it ends, not by the cyclic collector.
             self.tasks = None
+        crashes, self.crashes = self.crashes or [], None
+        if own is not None:
+            crashes.insert(0, own)
+        if len(crashes) == 1:
+            raise crashes[0]  # ahead of a cancellation, as `asyncio.TaskGroup` gives errors priority
+        if crashes:
+            raise BaseExceptionGroup("unhandled errors in a specexec run's attempts", crashes)
         if cancelled is not None:
             raise cancelled
-        crashes = self.crashes
-        if crashes:
-            self.crashes = None
-            for crash in crashes:
-                if isinstance(crash, (SystemExit, KeyboardInterrupt)):
-                    raise crash
-            raise BaseExceptionGroup("unhandled errors in a specexec run's attempts", crashes)
         if self.error is not None:
             raise self.error
 

@@ -38,18 +38,10 @@ class TrioRun(_Run):
         return scope.cancelled_caught
 
     async def _group(self) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                await self._schedule()
-        except BaseExceptionGroup as group:
-            # A cancellation from outside (the caller, the deadline) reaches every task: the
-            # nursery raises a group of Cancelled alone, which leaves the run as one Cancelled,
-            # as anyio's task group does (`except trio.Cancelled` in a caller sees it).
-            _, rest = group.split(trio.Cancelled)
-            if rest is not None:
-                raise
-            raise _first_leaf(group) from None
+        # What the nursery raises (a group) leaves the run as ``_engine.unwrapped`` says.
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await self._schedule()
 
     def _spawn(self, attempt: Attempt) -> None:
         assert self.nursery is not None
@@ -96,9 +88,3 @@ class TrioRun(_Run):
         with trio.move_on_after(limit):
             return await anext(chunks, None)
         return False
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception of ``group`` that is not itself a group."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

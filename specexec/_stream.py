@@ -17,6 +17,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._engine import unwrapped
+
 if TYPE_CHECKING:
     from ._engine import Result
 
@@ -103,6 +105,11 @@ class Stream:
         if exc_type is not None or not self._done:
             group.cancel_scope.cancel()  # left early (or failed): nothing it started may go on
         try:
-            await group.__aexit__(None, None, None)
+            try:
+                await group.__aexit__(None, None, None)
+                return
+            except BaseExceptionGroup as errors:  # a crash in an attempt: as run() raises it
+                error = unwrapped(errors)
+            raise error  # outside the handler: the group is not left as its context (a cycle)
         finally:
             self._receive.close()

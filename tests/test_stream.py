@@ -349,3 +349,28 @@ class _Sink:
 
     async def send(self, item: str) -> None:
         raise AssertionError("nothing should be sent")
+
+
+class _Crash(BaseException):
+    pass
+
+
+class CrashingStreamer(Streamer):
+    """Streams its first piece, then raises a ``BaseException`` (not a failure the engine can report)."""
+
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        await anyio.sleep(self.ttft)
+        yield StreamChunk(self.pieces[0])
+        raise _Crash("the stream crashed")
+
+
+async def test_a_stream_attempt_that_crashes_reaches_the_caller_as_itself(timing: Timing) -> None:
+    """As from ``run()``: not in anyio's exception group (the stream's task is its own business)."""
+    other = Streamer("other", 5.0, ["x"])
+    async with Runtime([CrashingStreamer("crash", 0.1, ["a", "b"]), other]) as rt:
+        with pytest.raises(BaseException) as caught:
+            async with specexec.stream("q", Policy.hedge(["crash", "other"], delay=1.0), runtime=rt) as s:
+                async for _ in s:
+                    pass
+        assert type(caught.value) is _Crash
+        assert other.active == 0
