@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 import trio
 from fastapi_service.app import create_app
-from fastapi_service.settings import open_service
+from fastapi_service.settings import config_error_message, open_service
 from hypercorn.config import Config
 from hypercorn.trio import serve
+
+import specexec
 
 
 async def main(host: str, port: int) -> None:
@@ -48,4 +51,8 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8001, help="port to listen on (default 8001)")
     args = parser.parse_args()
-    trio.run(main, args.host, args.port)
+    try:
+        trio.run(main, args.host, args.port)
+    except specexec.PolicyError as exc:  # a bad config file: the error says where, no traceback
+        print(f"trio_service: {config_error_message(exc)}", file=sys.stderr)
+        sys.exit(2)

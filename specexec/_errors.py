@@ -123,16 +123,21 @@ class BackendError(SpecExecError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        parts = [super().__str__()]
+        """The message, then what is known of the failure in parentheses:
+        ``connection refused (backend=b1, status=503, request_id=r-1, body='busy')``."""
+        details = []
         if self.backend:
-            parts.append(f"backend={self.backend}")
+            details.append(f"backend={self.backend}")
         if self.status is not None:
-            parts.append(f"status={self.status}")
+            details.append(f"status={self.status}")
         if self.request_id:
-            parts.append(f"request_id={self.request_id}")
+            details.append(f"request_id={self.request_id}")
         if self.body:
-            parts.append(f"body={self.body!r}")
-        return " ".join(parts)
+            details.append(f"body={self.body!r}")
+        message = super().__str__()
+        if not details:
+            return message
+        return f"{message} ({', '.join(details)})" if message else ", ".join(details)
 
 
 class RateLimited(BackendError):

@@ -20,9 +20,13 @@ bad field (``PolicyError: max_attempts must be >= 1, got 0 (at $.max_attempts)``
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 import re
+import types
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypedDict, Unpack, get_args
@@ -389,6 +393,40 @@ def _make(cls: type[Policy], candidates: Sequence[CandidateRef], mode: Mode, kno
     return cls(candidates=tuple(candidates), mode=mode, **knobs)
 
 
+_SIGNATURE_PROBLEMS: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+"""``_verifier_signature_problem``'s answers by function, or by class for a callable object (a
+policy is re-validated whenever it is copied with ``msgspec.structs.replace``)."""
+_FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+
+
+def _verifier_signature_problem(v: object) -> str | None:
+    """Why ``v(query, response)`` cannot be called, or ``None``: also when ``v``'s signature
+    cannot be read (a builtin, an extension type), which is then found at run time."""
+    key = v if isinstance(v, _FUNCTIONS) else type(v)
+    try:
+        return _SIGNATURE_PROBLEMS[key]
+    except (KeyError, TypeError):  # not seen yet; or not hashable or weakly referable: not cached
+        pass
+    try:
+        signature = inspect.signature(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        problem = None
+    else:
+        try:
+            signature.bind(None, None)
+            problem = None
+        except TypeError as exc:
+            name = getattr(v, "__qualname__", None) or type(v).__qualname__
+            bare = signature.replace(
+                parameters=[q.replace(annotation=q.empty) for q in signature.parameters.values()],
+                return_annotation=signature.empty,
+            )
+            problem = f"{name}{bare} does not take two positional arguments ({exc})"
+    with contextlib.suppress(TypeError):  # not hashable or weakly referable: not cached
+        _SIGNATURE_PROBLEMS[key] = problem
+    return problem
+
+
 def _validate(p: Policy) -> None:
     for name in (
         "candidates",
@@ -449,6 +487,12 @@ def _validate(p: Policy) -> None:
         for i, v in enumerate(getattr(p, field)):
             if not callable(v):
                 raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.{field}[{i}]")
+            problem = _verifier_signature_problem(v)
+            if problem is not None:
+                raise PolicyError(
+                    f"a verifier is called as verifier(query, response) -> bool | Verdict (sync or async); {problem}",
+                    path=f"$.{field}[{i}]",
+                )
     _require_int(p.prefix_chars, 1, "prefix_chars", "$.prefix_chars")
     if p.weights is not None:
         if not isinstance(p.weights, (dict, tuple)):

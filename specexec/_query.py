@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._errors import PolicyError
+
 DEFAULT_MAX_TOKENS = 256
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 
@@ -123,20 +125,24 @@ class Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # bad input is a PolicyError (a ValueError too) with the field's path, as everywhere in specexec
         if self.prompt is None and not self.messages:
-            raise ValueError("Query needs a prompt or at least one message")
+            raise PolicyError("Query needs a prompt or at least one message", path="$.prompt")
         if self.prompt is not None and self.messages:
-            raise ValueError("Query takes a prompt or messages, not both")
+            raise PolicyError("Query takes a prompt or messages, not both", path="$.messages")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"Query.max_tokens must be a positive int, got {self.max_tokens!r}")
+            raise PolicyError(f"Query.max_tokens must be a positive int, got {self.max_tokens!r}", path="$.max_tokens")
         if self.response_format is not None and self.response_format.get("type") not in _RESPONSE_FORMATS:
-            raise ValueError(
+            raise PolicyError(
                 f"Query.response_format type must be one of {sorted(_RESPONSE_FORMATS)}, got "
-                f"{self.response_format.get('type')!r}"
+                f"{self.response_format.get('type')!r}",
+                path="$.response_format.type",
             )
         choice = self.tool_choice
         if isinstance(choice, str) and choice not in ("auto", "none", "required"):
-            raise ValueError(f"Query.tool_choice must be 'auto', 'none', 'required' or a dict, got {choice!r}")
+            raise PolicyError(
+                f"Query.tool_choice must be 'auto', 'none', 'required' or a dict, got {choice!r}", path="$.tool_choice"
+            )
 
     @property
     def chat(self) -> tuple[Message, ...]:

@@ -62,7 +62,7 @@ def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = (
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc, origin) from None
+        raise validation_error(exc, origin, type_) from None
     except RecursionError:
         raise PolicyError(f"nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
 
@@ -93,7 +93,7 @@ def keyed_table_error(source: str | Path, keys: Sequence[str], type_: type) -> P
         try:
             msgspec.convert(table, type_)
         except (msgspec.ValidationError, PolicyError) as exc:
-            inner = validation_error(exc, None) if isinstance(exc, msgspec.ValidationError) else exc
+            inner = validation_error(exc, None, type_) if isinstance(exc, msgspec.ValidationError) else exc
             message = str(inner).removesuffix(f" (at {inner.path})")
             return PolicyError(message, path=f"{prefix}.{name}{inner.path[1:]}", source=origin)
     return None
@@ -159,13 +159,20 @@ def unknown_top_level(
     )
 
 
-def validation_error(exc: msgspec.ValidationError, origin: str | None) -> PolicyError:
-    """A msgspec validation error as a ``PolicyError`` with the key path pulled out."""
+def validation_error(exc: msgspec.ValidationError, origin: str | None, type_: object = None) -> PolicyError:
+    """A msgspec validation error as a ``PolicyError`` with the key path pulled out.
+
+    With ``type_`` (the type that was being decoded) a bad enum value (a ``Literal``, an
+    ``Enum``, a tagged union's tag) says which values the key takes.
+    """
     message = str(exc)
     path = "$"
     m = re.search(r" - at `(\$[^`]*)`$", message)
     if m:
         path, message = m.group(1), message[: m.start()]
+    m = re.fullmatch(r"Invalid (?:enum )?value (.+)", message)
+    if m and type_ is not None:
+        message += _expected_values(type_, path, m.group(1))
     m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised while validating a nested struct
     if m:
         inner, message = m.group(1), message[: m.start()]
@@ -179,3 +186,69 @@ def validation_error(exc: msgspec.ValidationError, origin: str | None) -> Policy
         else:
             message = f"unknown key {key!r} (check its spelling)"
     return PolicyError(message, path=path, source=origin)
+
+
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _expected_values(type_: object, path: str, got: str) -> str:
+    """``": expected one of 'a', 'b'"`` (and the closest one) for the enum at ``path`` of ``type_``;
+    ``""`` when the path does not lead to one."""
+    try:
+        values = _enum_values(mi.type_info(type_), path)
+    except Exception:  # a type msgspec cannot describe: the message stays as msgspec wrote it
+        return ""
+    if not values:
+        return ""
+    text = f": expected one of {', '.join(repr(v) for v in values)}"
+    names = [v for v in values if isinstance(v, str)]
+    close = difflib.get_close_matches(got.strip("'\""), names, n=1, cutoff=0.6)
+    return text + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def _members(types: Sequence[mi.Type]) -> list[mi.Type]:
+    """``types`` with unions flattened and constraints (``Annotated``) unwrapped."""
+    out: list[mi.Type] = []
+    for t in types:
+        while isinstance(t, mi.Metadata):
+            t = t.type
+        out.extend(_members(t.types) if isinstance(t, mi.UnionType) else [t])
+    return out
+
+
+def _enum_values(root: mi.Type, path: str) -> list[object]:
+    """The values allowed at ``path`` (msgspec's ``$.a[0].b``, ``[...]`` for a table's value)."""
+    types = [root]
+    steps = list(_PATH_STEP.finditer(path))
+    for i, step in enumerate(steps):
+        members = _members(types)
+        key, index = step.group(1), step.group(2)
+        if key is not None:
+            tagged = [m for m in members if isinstance(m, mi.StructType) and m.tag_field == key]
+            if tagged and i == len(steps) - 1:
+                return [m.tag for m in tagged if m.tag is not None]
+            types = [
+                f.type
+                for m in members
+                if isinstance(m, (mi.StructType, mi.TypedDictType, mi.DataclassType))
+                for f in m.fields
+                if f.encode_name == key
+            ]
+        elif index == "...":
+            types = [m.value_type for m in members if isinstance(m, mi.DictType)]
+        else:
+            types = [m.item_type for m in members if isinstance(m, (mi.ListType, mi.VarTupleType))]
+            types += [
+                m.item_types[int(index)]
+                for m in members
+                if isinstance(m, mi.TupleType) and int(index) < len(m.item_types)
+            ]
+        if not types:
+            return []
+    values: list[object] = []
+    for m in _members(types):
+        if isinstance(m, mi.LiteralType):
+            values.extend(v for v in m.values if v not in values)
+        elif isinstance(m, mi.EnumType):
+            values.extend(e.value for e in m.cls if e.value not in values)
+    return values

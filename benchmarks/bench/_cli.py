@@ -10,6 +10,7 @@ SCENARIO is a built-in name (``specexec bench --list``) or a TOML file. Exit sta
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from specexec import PolicyError
 from ._live import LOOPS, live_notes, run_live
 from ._progress import Progress, progress_wanted
 from ._report import build_result, render, to_json, write_outputs
-from ._scenario import builtin_scenarios, load_scenario
+from ._scenario import OWN_RUNNERS, builtin_scenarios, load_scenario
 from ._sim import ENGINES, default_jobs, simulate
 from ._stats import PolicyStats
 from ._target import DEFAULT_RATE, DEFAULT_REQUESTS, check_bounds, confirm, estimate_cost, load_target, run_target
@@ -92,12 +93,8 @@ def _list(stdout: TextIO) -> int:
         except PolicyError as exc:  # pragma: no cover - the shipped scenarios load
             description = f"(does not load: {exc})"
         stdout.write(f"{name}\n    {description}\n")
-    from ._routing import DESCRIPTION
-
-    stdout.write(f"routing\n    {DESCRIPTION}\n")
-    from ._ttft import DESCRIPTION as TTFT_DESCRIPTION
-
-    stdout.write(f"ttft\n    {TTFT_DESCRIPTION}\n")
+    for name in OWN_RUNNERS:
+        stdout.write(f"{name}\n    {importlib.import_module(f'._{name}', __package__).DESCRIPTION}\n")
     return 0
 
 
@@ -106,14 +103,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["routing"]:  # the routing scenario compares routers, not policies: its own runner
-        from ._routing import main as routing_main
-
-        return routing_main(arguments, stdout=out, stderr=err)
-    if arguments[:1] == ["ttft"]:  # streamed policies with TTFT percentiles and their closed-form limit
-        from ._ttft import main as ttft_main
-
-        return ttft_main(arguments, stdout=out, stderr=err)
+    # routing compares routers, not policies; ttft streamed policies with TTFT percentiles: their own runners
+    if arguments[:1] and arguments[0] in OWN_RUNNERS:
+        runner = importlib.import_module(f"._{arguments[0]}", __package__)
+        code: int = runner.main(arguments, stdout=out, stderr=err)
+        return code
     parser = build_parser()
     try:
         args = parser.parse_args(arguments)
@@ -157,7 +151,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         if mode == "target":
             check_bounds(scenario)
     except PolicyError as exc:
-        err.write(f"specexec bench: {exc}\n")
+        text = str(exc)  # "(at $)" says nothing: the error is about the whole scenario or argument
+        err.write(f"specexec bench: {text.removesuffix(' (at $)') if exc.path == '$' else text}\n")
         return 2
 
     notes: list[str] = []

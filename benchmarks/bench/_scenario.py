@@ -79,6 +79,7 @@ from specexec.verifiers import VerifierSpec
 
 __all__ = [
     "BUILTIN_DIR",
+    "OWN_RUNNERS",
     "Brownout",
     "Event",
     "FleetSpec",
@@ -96,6 +97,9 @@ __all__ = [
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 """Where the built-in scenarios live: ``specexec bench NAME`` finds ``NAME.toml`` here."""
+OWN_RUNNERS: tuple[str, ...] = ("routing", "ttft")
+"""The built-in scenarios that are programs, not TOML files: ``specexec bench NAME`` runs the
+``main`` of module ``_NAME`` of this package (``--list`` shows its ``DESCRIPTION``)."""
 
 DEFAULT_PROMPT = "What is 2 + 2? Answer with a number only."
 """The prompt of a workload that names none (the fleet's canary question)."""
@@ -403,7 +407,7 @@ def resolve_scenario(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    known = ", ".join(builtin_scenarios()) or "none"
+    known = ", ".join([*builtin_scenarios(), *OWN_RUNNERS])
     raise PolicyError(f"no scenario {name_or_path!r}: not a built-in ({known}) nor a file", path="$")
 
 
@@ -542,7 +546,7 @@ def _load_policies(raw: dict[str, dict[str, Any]], names: set[str] | None, origi
             loaded = msgspec.convert(table, _PolicyFile)
             policy = from_file(loaded)
         except msgspec.ValidationError as exc:
-            raise _rebase(validation_error(exc, None), prefix, origin) from None
+            raise _rebase(validation_error(exc, None, _PolicyFile), prefix, origin) from None
         except PolicyError as exc:
             raise _rebase(exc, prefix, origin) from None
         if names is not None:

@@ -105,9 +105,9 @@ async def _serve_with_signals(config: FleetConfig, args: argparse.Namespace, hos
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m specexec.bench.fleet",
+        prog=prog,
         description="Loopback mock fleet of OpenAI- and Anthropic-compatible LLM deployments.",
     )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="fleet TOML (default: the example fleet)")
@@ -119,9 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``python -m specexec.bench.fleet`` / ``specexec fleet`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "specexec fleet") -> int:
+    """The ``specexec fleet`` / ``python -m specexec.bench.fleet`` command (``prog``: the name its
+    usage shows); returns the exit status."""
+    args = _parser(prog).parse_args(argv)
     try:
         config = FleetConfig.load(args.config)
     except FleetConfigError as e:

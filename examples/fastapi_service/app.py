@@ -39,19 +39,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import specexec
 import specexec.metrics
 
-from .settings import Service, open_service
+from .settings import Service, config_error_message, open_service
 
 WORKER = str(os.getpid())
 
@@ -176,9 +176,32 @@ class ChatStream(Response):
             await body(payload, more=False)
 
 
+class CleanStartupErrors:
+    """ASGI middleware: a configuration error at start-up is reported to the server
+    (``lifespan.startup.failed``) as the message in ``errors`` alone, not as Starlette's traceback
+    of it; uvicorn logs it on stderr and exits non-zero."""
+
+    def __init__(self, app: ASGIApp, errors: list[str]) -> None:
+        self.app = app
+        self.errors = errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_clean(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.errors:
+                message = {**message, "message": self.errors[-1]}
+            await send(message)
+
+        await self.app(scope, receive, send_clean)
+
+
 def create_app(service: Service | None = None) -> FastAPI:
     """The app. Without ``service`` its lifespan opens one from the environment (uvicorn); a
     program that opens the runtime itself (``examples/trio_service.py``) passes it in."""
+    startup_errors: list[str] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -186,11 +209,17 @@ def create_app(service: Service | None = None) -> FastAPI:
             app.state.service = service
             yield
             return
-        async with open_service() as opened:
+        async with AsyncExitStack() as stack:
+            try:
+                opened = await stack.enter_async_context(open_service())
+            except specexec.PolicyError as exc:
+                startup_errors.append(config_error_message(exc))
+                raise
             app.state.service = opened
             yield
 
     app = FastAPI(title="specexec chat example", lifespan=lifespan)
+    app.add_middleware(CleanStartupErrors, errors=startup_errors)
 
     @app.exception_handler(specexec.SpecExecError)
     async def specexec_error(request: Request, exc: specexec.SpecExecError) -> JSONResponse:

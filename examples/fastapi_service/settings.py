@@ -10,7 +10,8 @@
 ==========================  ==================================================================
 
 A bad file stops the service at start-up with a ``PolicyError`` that names the file and the key
-path (e.g. ``router.toml: ... (at $.routes.chat.delay)``): nothing is served half-configured.
+path (e.g. ``router.toml: ... (at $.routes.chat.delay)``): nothing is served half-configured. The
+service prints it (``config_error_message``) on stderr, without a traceback, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ HERE = Path(__file__).resolve().parent
 BACKENDS_ENV = "SPECEXEC_BACKENDS"
 ROUTER_ENV = "SPECEXEC_ROUTER"
 REDIS_ENV = "SPECEXEC_REDIS_URL"
+
+
+def config_error_message(exc: specexec.PolicyError) -> str:
+    """What the service prints when its configuration does not load: the error (file, key path,
+    what was expected) and what to do about it."""
+    return (
+        f"bad configuration: {exc}\n"
+        f"Fix the file (or point {BACKENDS_ENV} / {ROUTER_ENV} at another one) and start the service again."
+    )
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .._resources import _current
 from .._trace import RouteDecision
 from ._budget import Budget, BudgetState
 from ._context import SelectContext, _Capture
+from ._llm import LlmRouter
 from ._selectors import Choice, Selector
 
 if TYPE_CHECKING:
@@ -124,6 +125,13 @@ class Router:
             target = getattr(selector, "route", None)
             if isinstance(target, str) and target not in routes:
                 raise PolicyError(f"selector routes to unknown route {target!r}", path=f"$.select[{i}].route")
+            if isinstance(selector, LlmRouter):  # its labels are the routes the model may answer
+                for j, label in enumerate(selector.labels):
+                    if label not in routes:
+                        raise PolicyError(
+                            f"LLM router label {label!r} names no route; routes: {', '.join(routes)}",
+                            path=f"$.select[{i}].labels[{j}]",
+                        )
         self.routes = dict(routes)
         self.selectors = list(select)
         self.default = default

@@ -164,12 +164,12 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
                 try:
                     msgspec.convert(table, _PolicyFile)
                 except msgspec.ValidationError as exc:
-                    inner = validation_error(exc, None)
+                    inner = validation_error(exc, None, _PolicyFile)
                     raise _inner(inner, f"$.{section}.{name}", origin) from None
     try:
         spec = msgspec.convert(raw, RouterFile)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc, origin) from None
+        raise validation_error(exc, origin, RouterFile) from None
     routes: dict[str, Policy] = {}
     # from_file, as Policy.from_toml: a table without `budget` gets the mode's default budget
     policies = {name: from_file(p) for name, p in spec.policies.items()}
@@ -336,7 +336,7 @@ def router_toml(data: Mapping[str, Any]) -> str:
     try:
         spec = msgspec.convert(dict(data), RouterFile)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc, None) from None
+        raise validation_error(exc, None, RouterFile) from None
     return dump_router(spec, minimal=True)
 
 

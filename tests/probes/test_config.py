@@ -119,7 +119,11 @@ def test_the_other_readers_sections_are_accepted_and_ignored(
         ("[probe.backends.a]\ninterval = 0.1\n", "$.probe.backends.a.interval", ">= 1.0"),
         ("[probe.backends.a]\ncanary = true\n", "$.probe.backends.a", "canary = true"),
         ('[probe.canary]\nquery = { prompt = "q" }\n', "$.probe.canary", "needs `expect` or `verify`"),
-        ('[probe.canary]\nquery = { prompt = "q", max_tokens = 0 }\nexpect = "4"\n', "$.probe.canary.query", ""),
+        (
+            '[probe.canary]\nquery = { prompt = "q", max_tokens = 0 }\nexpect = "4"\n',
+            "$.probe.canary.query.max_tokens",
+            "max_tokens must be a positive int",
+        ),
         ("[probe]\nport = 70000\n", "$.probe.port", "<= 65535"),
         ("[prob]\ninterval = 5.0\n", "$.prob", "unknown section [prob]; did you mean [probe]?"),
     ],
