@@ -169,15 +169,10 @@ class ProbeDaemon:
                 pinned={name: t.settings.pinned_model for name, t in self.targets.items()},
                 states=self.states,
                 wall_clock=wall_clock,
+                secrets=self.secrets,
             )
         self._secret_envs = sorted(
             {env for b in self.backends if isinstance(env := getattr(b, "api_key_env", None), str)}
-        )
-        self._header_secrets = tuple(
-            value
-            for b in config.backends
-            for key, value in getattr(b, "headers", {}).items()
-            if any(word in key.lower() for word in ("key", "auth", "token", "secret", "cookie"))
         )
         self.started_at = wall_clock()
         self._started_loop = 0.0
@@ -200,10 +195,19 @@ class ProbeDaemon:
         """Each backend's probe state, by name."""
         return {name: t.state for name, t in self.targets.items()}
 
+    def secrets(self) -> list[str]:
+        """The configured keys' values now (from the environment) and what else the backends send as
+        credentials (``headers_env`` values, credential headers, ``base_url`` user info: ``HttpBackend.secrets``)."""
+        found = [v for env in self._secret_envs if (v := os.environ.get(env))]
+        for b in self.backends:
+            own = getattr(b, "secrets", None)
+            if callable(own):
+                found += own()
+        return found
+
     def redact(self, text: str) -> str:
         """``text`` without any API key (the configured keys verbatim, and anything key-like)."""
-        secrets = [v for env in self._secret_envs if (v := os.environ.get(env))]
-        return redact(text, [*secrets, *self._header_secrets])
+        return redact(text, self.secrets())
 
     def _budget_view(self, wall: float) -> BudgetView:
         return self.budget.view(wall)

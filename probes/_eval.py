@@ -33,6 +33,7 @@ import anyio
 import msgspec
 
 from specexec import Backend, PolicyError, Runtime
+from specexec._errors import redact_id
 
 from ._budget import DailyBudget, day_label, utc_day
 from ._config import EvalSettings
@@ -94,7 +95,9 @@ class EvalRunner:
     Construction loads and checks the eval file and its datasets (``PolicyError``: a missing
     file at ``$.eval.file``; an error inside it names the eval file and its key path) and
     chooses the class × backend pairs; it sends nothing. ``states`` are the daemon's probe
-    states by backend name (drift reasons go there); ``pinned`` each backend's pinned model id.
+    states by backend name (drift reasons go there); ``pinned`` each backend's pinned model id;
+    ``secrets`` the daemon's keys now, removed from the model ids it keeps (``redact_id``: also
+    anything key-like, and at most ``MAX_ID_CHARS``), as the HTTP backends do.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class EvalRunner:
         pinned: Mapping[str, str | None],
         states: Mapping[str, ProbeState],
         wall_clock: Callable[[], float],
+        secrets: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         from specexec.bench.eval import load_eval  # the eval library: imported only when [eval] is configured
 
@@ -129,6 +133,7 @@ class EvalRunner:
         self.pinned = dict(pinned)
         self.states = states
         self.wall_clock = wall_clock
+        self.secrets = secrets
         self.budget = DailyBudget(settings.daily_budget)
         self.results: dict[str, dict[str, EvalResultView]] = {}
         self.runs = 0
@@ -211,6 +216,7 @@ class EvalRunner:
             if r.cases == 0:
                 continue  # nothing answered (budget, outage): the last measurement stands
             pinned = self.pinned.get(r.backend)
+            model = self._clean(r.model)
             self.results.setdefault(r.cls, {})[r.backend] = EvalResultView(
                 passed=r.passed,
                 cases=r.cases,
@@ -221,9 +227,9 @@ class EvalRunner:
                 high=r.high,
                 bar=r.bar,
                 below_bar=r.below_bar,
-                model=r.model,
+                model=model,
                 pinned_model=pinned,
-                model_changed=pinned is not None and r.model is not None and r.model != pinned,
+                model_changed=pinned is not None and model is not None and model != pinned,
                 last_run_at=wall,
                 cost=r.cost,
             )
@@ -237,6 +243,10 @@ class EvalRunner:
             self._budget_stopped(self.wall_clock())
         self.revision += 1
         self.update_drift()
+
+    def _clean(self, model: str | None) -> str | None:
+        """A reported model id as it is published: secrets removed, at most ``MAX_ID_CHARS`` (``redact_id``)."""
+        return redact_id(model, self.secrets()) if model else None
 
     def update_drift(self) -> None:
         """Give each evaluated backend's probe state its drift reasons from the latest results (logged on change)."""
@@ -312,8 +322,9 @@ class EvalRunner:
                 if backend not in self.pairs.get(cls, ()):
                     continue  # no longer evaluated here
                 pinned = self.pinned.get(backend)  # the pin may have changed since
-                changed = pinned is not None and r.model is not None and r.model != pinned
-                r = msgspec.structs.replace(r, pinned_model=pinned, model_changed=changed)
+                model = self._clean(r.model)  # a snapshot another version wrote is not trusted either
+                changed = pinned is not None and model is not None and model != pinned
+                r = msgspec.structs.replace(r, model=model, pinned_model=pinned, model_changed=changed)
                 self.results.setdefault(cls, {})[backend] = r
         self.runs, self.round = saved.runs, saved.round
         self.skipped, self.cost = saved.skipped, saved.cost

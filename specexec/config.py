@@ -53,6 +53,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 
@@ -65,6 +66,7 @@ from ._simulated import SimulatedBackend
 from ._toml import decode_toml as decode_toml
 from ._toml import keyed_table_error as keyed_table_error
 from .backends import HttpConfig, HttpTimeouts
+from .backends._secrets import credential_in_url, is_credential_header
 
 __all__ = [
     "OTHER_SECTIONS",
@@ -145,14 +147,40 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 
 
 class _HttpCommon(_Common, frozen=True):
-    """What the HTTP backends share: extra headers, timeouts, connection pools."""
+    """What the HTTP backends share: extra headers, timeouts, connection pools.
+
+    Credentials are refused here (a ``PolicyError`` naming the key path, never the value): a
+    header whose name says it holds one (``authorization``, ``x-api-key``, ``api-key``,
+    ``cookie``, ``*token*`` …) and a ``base_url`` with user info or a secret query parameter
+    (``?key=``, ``?api_key=``, ``?token=`` …). They come from the environment: ``api_key_env``,
+    or ``headers_env = { NAME = "VARIABLE" }`` for any other header.
+    """
 
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    headers_env: dict[str, str] = msgspec.field(default_factory=dict)
     timeout: HttpTimeouts | float = HttpTimeouts()
     http: HttpConfig = HttpConfig()
 
+    _key_header: ClassVar[str] = ""  # how api_key_env's key is sent, for the errors
+
     def _check(self) -> None:
         _check_headers(self.headers)
+        for key in self.headers:
+            if is_credential_header(key):
+                raise PolicyError(
+                    f"credentials are not read from files: remove the header {key!r} and put its value in an "
+                    f'environment variable: api_key_env = "VARIABLE" sends the API key as {self._key_header}; '
+                    f'headers_env = {{ "{key}" = "VARIABLE" }} sends a variable\'s value as any other header',
+                    path=f"$.headers.{key}",
+                )
+        what = credential_in_url(getattr(self, "base_url", ""))
+        if what is not None:
+            raise PolicyError(
+                f"credentials are not read from files: base_url holds {what}; remove it and put the credential "
+                f'in an environment variable: api_key_env = "VARIABLE" sends the API key as {self._key_header}; '
+                'headers_env = { "HEADER" = "VARIABLE" } sends a variable\'s value as another header',
+                path="$.base_url",
+            )
         if isinstance(self.timeout, HttpTimeouts):
             check_finite_fields(self.timeout, "$.timeout")
         else:
@@ -175,6 +203,8 @@ class OpenAIConfig(_HttpCommon, tag="openai", frozen=True):
     api_key_env: str | None = None
     stream: bool | None = None
 
+    _key_header: ClassVar[str] = "Authorization: Bearer …"
+
     def build(self) -> Backend:
         """An ``OpenAICompatible`` backend."""
         from .backends import OpenAICompatible
@@ -185,6 +215,7 @@ class OpenAIConfig(_HttpCommon, tag="openai", frozen=True):
             model=self.model,
             api_key_env=self.api_key_env,
             headers=self.headers,
+            headers_env=self.headers_env,
             stream=self.stream,
             provider=self.provider or "openai",
             region=self.region,
@@ -207,6 +238,8 @@ class AnthropicConfig(_HttpCommon, tag="anthropic", frozen=True):
     anthropic_version: str = "2023-06-01"
     stream: bool | None = None
 
+    _key_header: ClassVar[str] = "x-api-key"
+
     def build(self) -> Backend:
         """An ``Anthropic`` backend."""
         from .backends import Anthropic
@@ -218,6 +251,7 @@ class AnthropicConfig(_HttpCommon, tag="anthropic", frozen=True):
             api_key_env=self.api_key_env,
             anthropic_version=self.anthropic_version,
             headers=self.headers,
+            headers_env=self.headers_env,
             stream=self.stream,
             provider=self.provider or "anthropic",
             region=self.region,

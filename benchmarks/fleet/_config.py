@@ -150,7 +150,9 @@ class Faults(_Base, frozen=True, kw_only=True):
     ``wrong_model`` (reports ``drift_model``, default ``model + "-drifted"``), ``no_usage``
     (omits token usage), ``refusal`` (the answer is ``refusal_text``, default "I'm sorry, but
     I can't help with that.", finish reason ``stop``, in place of the text, tool call or JSON
-    the request would have had).
+    the request would have had). ``error_drip`` > 0: an injected ``error_500``/``error_503``/
+    ``overloaded_529`` sends its head at once and its body one byte every ``error_drip`` seconds
+    (a slow error body).
     """
 
     error_500: Probability = 0.0
@@ -167,6 +169,7 @@ class Faults(_Base, frozen=True, kw_only=True):
     no_usage: Probability = 0.0
     refusal: Probability = 0.0
     slow_drip_interval: Seconds = 1.0
+    error_drip: Seconds = 0.0
     drift_model: str | None = None
     stall_after_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1
     refusal_text: Annotated[str, msgspec.Meta(min_length=1)] = DEFAULT_REFUSAL

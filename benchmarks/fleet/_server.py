@@ -278,14 +278,23 @@ class _DeploymentServer:
         if failure == "context_window":
             await ex.respond(400, self._headers(request_id), wire.context_window_error())
             return
-        if failure == "error_500":
-            await self._error(ex, request_id, 500, "The server had an error while processing your request (injected)")
-            return
-        if failure == "error_503":
-            await self._error(ex, request_id, 503, "The server is overloaded or not ready yet (injected)")
-            return
-        if failure == "overloaded_529":
-            await self._error(ex, request_id, 529, "Overloaded (injected)")
+        injected = {
+            "error_500": (500, "The server had an error while processing your request (injected)"),
+            "error_503": (503, "The server is overloaded or not ready yet (injected)"),
+            "overloaded_529": (529, "Overloaded (injected)"),
+        }.get(failure or "")
+        if injected is not None:
+            status, message = injected
+            drip = self.d.faults.error_drip
+            if drip <= 0:
+                await self._error(ex, request_id, status, message)
+                return
+            body = wire.error(status, message)  # the head at once, then the body a byte at a time
+            await ex.start(status, self._headers(request_id))
+            for i in range(len(body)):
+                await asyncio.sleep(drip)
+                await ex.send(body[i : i + 1])
+            await ex.end()
             return
 
         reply = make_reply(

@@ -59,12 +59,13 @@ class Anthropic(HttpBackend):
     sent as ``x-api-key`` with ``anthropic-version``. ``system`` messages of the query are
     joined into the top-level ``system`` field. ``complete`` streams underneath by default
     (``stream=None`` or ``True``; ``Response.ttft`` records the time to the first text delta);
-    ``stream=False`` asks for one JSON body. ``stream(query)`` yields ``StreamChunk``s. ``timeout``, ``http``
-    and ``client`` are as for ``OpenAICompatible``, and so is ``Response.raw`` (the JSON
+    ``stream=False`` asks for one JSON body. ``stream(query)`` yields ``StreamChunk``s. ``timeout``, ``http``,
+    ``headers_env`` and ``client`` are as for ``OpenAICompatible``, and so is ``Response.raw`` (the JSON
     body as a plain ``dict``, parsed once).
     """
 
     path = "/messages"
+    key_header = "x-api-key"
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class Anthropic(HttpBackend):
         timeout: HttpTimeouts = DEFAULT_TIMEOUTS,
         http: HttpConfig = DEFAULT_HTTP_CONFIG,
         client: httpx.AsyncClient | None = None,
+        headers_env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -104,6 +106,7 @@ class Anthropic(HttpBackend):
             timeout=timeout,
             http=http,
             client=client,
+            headers_env=headers_env,
         )
         self.anthropic_version = anthropic_version
 

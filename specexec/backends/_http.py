@@ -126,6 +126,7 @@ from ._config import (
 )
 from ._cookies import skip_cookieless_responses
 from ._network import use_fast_streams
+from ._secrets import is_credential_header, url_secrets
 from ._sse import ServerSentEvent, SSEDecoder
 
 BODY_EXCERPT_CHARS = 300
@@ -135,13 +136,17 @@ DRAIN_TIMEOUT = 1.0
 """Seconds a finished stream (``[DONE]`` / ``message_stop`` seen) may take to reach EOF so
 its connection can be reused; past that the connection is dropped and the answer returned."""
 
+ERROR_BODY_TIMEOUT = 1.0
+"""Seconds an error answer's body (at most 8 KiB, for its excerpt) may take: past that the
+status's error is raised with what was read. The status says what happened; a slow body must
+not turn it into a ``Timeout`` that is charged the attempt's reservation."""
+
 _ERROR_BODY_READ_LIMIT = 8192
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 _log = logging.getLogger("specexec.backends")
 _warned_env: set[str] = set()
-_SENSITIVE_HEADER = re.compile(r"key|auth|token|secret|cookie", re.I)
 _USER_AGENT = "specexec"
 
 
@@ -581,15 +586,20 @@ class HostClients:
             raise first
 
 
+_RawEnv = str | tuple[str | None, ...] | None
+"""What ``_request_headers`` read from the environment: ``api_key_env``'s value, or with
+``headers_env`` a tuple of it and each header variable's value."""
+
+
 class _KeyedHeaders:
     """The request headers and secrets built for one API key value; its repr never shows them."""
 
     __slots__ = ("headers", "raw", "secrets", "sse_headers")
 
     def __init__(
-        self, raw: str | None, headers: dict[str, str], sse_headers: dict[str, str], secrets: tuple[str, ...]
+        self, raw: _RawEnv, headers: dict[str, str], sse_headers: dict[str, str], secrets: tuple[str, ...]
     ) -> None:
-        self.raw = raw  # the environment variable's value as read (the key is it, stripped)
+        self.raw = raw  # the environment variables' values as read (the key is the first, stripped)
         self.headers = headers  # accept: application/json
         self.sse_headers = sse_headers  # accept: text/event-stream
         self.secrets = secrets
@@ -614,6 +624,8 @@ class HttpBackend(BackendBase):
     """
 
     path: ClassVar[str]
+    key_header: ClassVar[str]
+    """The header ``api_key_env``'s key is sent in (lower case)."""
 
     def __init__(
         self,
@@ -634,6 +646,7 @@ class HttpBackend(BackendBase):
         timeout: HttpTimeouts,
         http: HttpConfig,
         client: httpx.AsyncClient | None,
+        headers_env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -690,7 +703,11 @@ class HttpBackend(BackendBase):
             else self._httpx_timeout
         )
         self._extra_headers = _checked_headers(name, headers)
-        self._header_secrets = tuple(v for k, v in self._extra_headers.items() if _SENSITIVE_HEADER.search(k) and v)
+        self._headers_env = _checked_headers_env(name, headers_env, self._extra_headers, api_key_env, self.key_header)
+        self._header_secrets = (
+            *(v for k, v in self._extra_headers.items() if is_credential_header(k) and v),
+            *url_secrets(base_url),  # never shown by errors (``safe_url``), but a server may echo them
+        )
         self._keyed: _KeyedHeaders | None = None
         self._client = client
 
@@ -713,14 +730,14 @@ class HttpBackend(BackendBase):
 
     # -- the call ------------------------------------------------------------------------
 
-    def _api_key(self, env: str, raw: str | None) -> str | AuthError:
+    def _api_key(self, env: str, raw: str | None, what: str = "the API key") -> str | AuthError:
         """The key in ``raw`` (the value of ``env``), checked: whitespace around it is stripped
         (with one warning per variable), control and non-ASCII characters are an ``AuthError``
         (returned, not raised, so that no frame of its traceback holds the value). Neither the
         warning nor the error shows the value."""
         if not raw:
             return AuthError(
-                f"environment variable {env} is not set (or is empty): export {env} with the API key "
+                f"environment variable {env} is not set (or is empty): export {env} with {what} "
                 f"for backend {self.name!r} before running",
                 backend=self.name,
             )
@@ -734,7 +751,7 @@ class HttpBackend(BackendBase):
                 self.name,
             )
         if not key:
-            return AuthError(f"environment variable {env} holds only whitespace: export the API key", backend=self.name)
+            return AuthError(f"environment variable {env} holds only whitespace: export {what}", backend=self.name)
         if _NOT_PRINTABLE_ASCII.search(key):
             return AuthError(
                 f"environment variable {env} holds a control or non-ASCII character (a line break or a "
@@ -744,23 +761,55 @@ class HttpBackend(BackendBase):
             )
         return key
 
+    @property
+    def credential_envs(self) -> tuple[str, ...]:
+        """The environment variables this backend reads credentials from: ``api_key_env`` and ``headers_env``'s."""
+        envs = (self.api_key_env,) if self.api_key_env is not None else ()
+        return (*envs, *self._headers_env.values())
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials this backend sends, as they are now: the key and ``headers_env``'s values
+        from the environment, credential headers, ``base_url``'s user info and secret query values
+        (what a caller redacts from anything it shows, as the backend's errors do)."""
+        found = [v.strip() for env in self.credential_envs if (v := os.environ.get(env)) and v.strip()]
+        return (*found, *self._header_secrets)
+
     def _request_headers(self) -> _KeyedHeaders:
-        """The headers and secrets for the key in the environment now (rebuilt when it changed)."""
+        """The headers and secrets for the key (and ``headers_env``) in the environment now (rebuilt when changed)."""
         env = self.api_key_env
-        raw = os.environ.get(env) if env is not None else None
+        key_raw = os.environ.get(env) if env is not None else None
+        raw: _RawEnv = key_raw
+        if self._headers_env:
+            raw = (key_raw, *[os.environ.get(var) for var in self._headers_env.values()])
         keyed = self._keyed
         if keyed is not None and keyed.raw == raw:
             return keyed
-        key = self._api_key(env, raw) if env is not None else None
-        if isinstance(key, AuthError):
-            error, raw, key = key, None, None  # no frame of the traceback keeps the value
+        built = self._keyed_headers(key_raw, raw)
+        if isinstance(built, AuthError):
+            error, raw, key_raw = built, None, None  # no frame of the traceback keeps the value
             raise error
-        secrets = (key, *self._header_secrets) if key else self._header_secrets
-        headers = self._headers(key)
-        keyed = self._keyed = _KeyedHeaders(
+        self._keyed = built
+        return built
+
+    def _keyed_headers(self, key_raw: str | None, raw: _RawEnv) -> _KeyedHeaders | AuthError:
+        """The headers for these values read from the environment, or the ``AuthError`` (returned,
+        as ``_api_key``'s are, so that no frame of its traceback holds a value)."""
+        env = self.api_key_env
+        key = self._api_key(env, key_raw) if env is not None else None
+        if isinstance(key, AuthError):
+            return key
+        from_env: dict[str, str] = {}
+        if isinstance(raw, tuple):
+            for (name, var), value in zip(self._headers_env.items(), raw[1:], strict=True):
+                checked = self._api_key(var, value, what=f"header {name!r} (headers_env)")
+                if isinstance(checked, AuthError):
+                    return checked
+                from_env[name] = checked
+        secrets = (*((key,) if key else ()), *from_env.values(), *self._header_secrets)
+        headers = {**self._headers(key), **from_env}
+        return _KeyedHeaders(
             raw, {**headers, "accept": "application/json"}, {**headers, "accept": "text/event-stream"}, secrets
         )
-        return keyed
 
     def _new_client(self) -> httpx.AsyncClient:
         return make_client(self.http.as_httpx(), self._httpx_timeout, self.http.trust_env)
@@ -893,7 +942,7 @@ class HttpBackend(BackendBase):
             failure = self._idle_timeout(attempt)
         else:
             assert isinstance(exc, BackendError)
-            failure = exc
+            failure, cause = exc, exc.__cause__
         if attempt.answered and failure.partial_usage is None:
             failure.partial_usage = attempt.partial_usage(query)
         return failure, cause
@@ -906,7 +955,9 @@ class HttpBackend(BackendBase):
 
         A failure is raised outside the ``except`` that saw it, chained to a sanitized
         stand-in of the httpx exception (``sanitized_cause``): neither ``__cause__`` nor
-        ``__context__`` leads to the request and its key. Once the answer began (a 2xx),
+        ``__context__`` leads to the request and its key. A ``BackendError`` raised inside (an
+        HTTP error status, a bad body) loses the frames below this one, whose locals hold the
+        request (its URL) and its headers (the key). Once the answer began (a 2xx),
         every error carries the tokens the provider bills (``partial_usage``).
         """
         attempt = _Attempt(self.name, keyed.secrets)  # no local holds the secrets: frames get reported
@@ -920,12 +971,10 @@ class HttpBackend(BackendBase):
                 return result
             except (httpx.RequestError, BodyTooLarge, BackendError) as exc:
                 failure, cause = self._failure(exc, query, attempt, keyed.secrets, self._idle_is_read)
-                if failure is exc:
-                    raise
         finally:
             if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
                 await release_orphaned_connections(client)
-        raise failure from cause
+        raise failure.with_traceback(None) from cause
 
     async def _stream_exchange(
         self, client: httpx.AsyncClient, query: Query, content: bytes, keyed: _KeyedHeaders
@@ -947,12 +996,10 @@ class HttpBackend(BackendBase):
                 return
             except (httpx.RequestError, BodyTooLarge, BackendError, _IdleExpired) as exc:
                 failure, cause = self._failure(exc, query, attempt, keyed.secrets, False)
-                if failure is exc:
-                    raise
         finally:
             if not ok:  # failed or cancelled: a cancelled request may have orphaned a new connection
                 await release_orphaned_connections(client)
-        raise failure from cause
+        raise failure.with_traceback(None) from cause
 
     def _idle_timeout(self, attempt: _Attempt) -> Timeout:
         return Timeout(
@@ -971,11 +1018,19 @@ class HttpBackend(BackendBase):
         timeout: httpx.Timeout,
         attempt: _Attempt,
         secrets: Sequence[str],
+        clock: _IdleClock | None = None,
     ) -> httpx.Response:
         """Send the request; the response once its status is 2xx (else the mapped error, the
-        response closed)."""
+        response closed). ``clock``: ``HttpTimeouts.idle`` bounds the wait for the head (an error
+        status's body is then read within ``ERROR_BODY_TIMEOUT``, whatever ``idle`` is)."""
         request = client.build_request("POST", self._url, content=content, headers=headers, timeout=timeout)
-        response = await client.send(request, stream=True)
+        if clock is None:
+            response = await client.send(request, stream=True)
+        else:
+            with clock.scope() as scope:
+                response = await client.send(request, stream=True)
+            if scope.cancelled_caught:
+                raise _IdleExpired
         try:
             status = attempt.status = response.status_code
             attempt.headers = response.headers
@@ -1006,10 +1061,9 @@ class HttpBackend(BackendBase):
     ) -> AsyncGenerator[StreamChunk | Response, None]:
         clock = _IdleClock(self.timeout.idle)
         start = clock.now()
-        with clock.scope() as scope:
-            response = await self._open(client, content, keyed.sse_headers, self._httpx_timeout, attempt, keyed.secrets)
-        if scope.cancelled_caught:
-            raise _IdleExpired
+        response = await self._open(
+            client, content, keyed.sse_headers, self._httpx_timeout, attempt, keyed.secrets, clock
+        )
         try:
             call = attempt.call()
             if _is_json(response):  # a server that ignores ``stream: true`` answers in one JSON body
@@ -1113,6 +1167,43 @@ def _checked_headers(backend: str, headers: Mapping[str, str] | None) -> dict[st
     return out
 
 
+def _checked_headers_env(
+    backend: str,
+    headers_env: Mapping[str, str] | None,
+    headers: Mapping[str, str],
+    api_key_env: str | None,
+    key_header: str,
+) -> dict[str, str]:
+    """``headers_env`` (header name → the environment variable holding its value) with lower-case
+    names, refused (``PolicyError``) when a name is not a token, a variable is not a variable's
+    name (a value pasted by mistake is never echoed), a header is also in ``headers``, or it is the
+    header ``api_key_env`` already sends."""
+    out: dict[str, str] = {}
+    for name, env in (headers_env or {}).items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise PolicyError(
+                "headers_env: a key is not a valid HTTP header name", path=f"$.backends.{backend}.headers_env"
+            )
+        lower = name.lower()
+        path = f"$.backends.{backend}.headers_env.{name}"
+        if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
+            raise PolicyError(
+                f"headers_env: the value for {lower!r} must be the NAME of an environment variable holding the "
+                "header's value (e.g. 'AZURE_OPENAI_API_KEY'), not the value itself",
+                path=path,
+            )
+        if lower in headers:
+            raise PolicyError(f"header {lower!r} is in both headers and headers_env: keep one", path=path)
+        if lower == key_header and api_key_env is not None:
+            raise PolicyError(
+                f"{lower!r} is the header api_key_env sends the key in: name the variable in api_key_env "
+                "instead (or set api_key_env to None)",
+                path=path,
+            )
+        out[lower] = env
+    return out
+
+
 def _orphaned_connections(pool: httpcore.AsyncConnectionPool) -> list[httpcore.AsyncConnectionInterface]:
     try:
         assigned = {id(r.connection) for r in pool._requests if r.connection is not None}
@@ -1177,14 +1268,16 @@ _CLOSED_STREAM = httpx.ByteStream(b"")
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:
-    """Up to ``_ERROR_BODY_READ_LIMIT`` decoded bytes of an error answer's body (what could be read)."""
+    """Up to ``_ERROR_BODY_READ_LIMIT`` decoded bytes of an error answer's body, within
+    ``ERROR_BODY_TIMEOUT`` seconds (what could be read by then)."""
     chunks: list[bytes] = []
-    try:
-        async with contextlib.aclosing(iter_body(response, _ERROR_BODY_READ_LIMIT, truncate=True)) as body:
-            async for chunk in body:
-                chunks.append(chunk)
-    except httpx.HTTPError:
-        pass  # the status says what happened; a body cut short only shortens the excerpt
+    with deadline_scope()(loop_clock()() + ERROR_BODY_TIMEOUT):
+        try:
+            async with contextlib.aclosing(iter_body(response, _ERROR_BODY_READ_LIMIT, truncate=True)) as body:
+                async for chunk in body:
+                    chunks.append(chunk)
+        except httpx.HTTPError:
+            pass  # the status says what happened; a body cut short only shortens the excerpt
     return b"".join(chunks)
 
 

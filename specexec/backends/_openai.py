@@ -48,7 +48,9 @@ class OpenAICompatible(HttpBackend):
 
     ``api_key_env`` names the environment variable holding the key, read at each call and
     sent as ``Authorization: Bearer``; ``None`` sends no key (local servers). ``headers``
-    are added to every request. ``complete`` streams underneath by default (``stream=None``,
+    are added to every request; ``headers_env`` maps header names to environment variables
+    whose values are sent (read at each call, like the key: Azure's ``api-key``, a gateway's
+    token), and their values are redacted as the key is. ``complete`` streams underneath by default (``stream=None``,
     or ``True``: SSE with ``stream_options.include_usage``; ``Response.ttft`` records the time
     to the first content delta), so a cancelled attempt frees a server that notices a
     disconnect only while streaming (llama.cpp); ``stream=False`` asks for one JSON body.
@@ -68,6 +70,7 @@ class OpenAICompatible(HttpBackend):
     """
 
     path = "/chat/completions"
+    key_header = "authorization"
 
     def __init__(
         self,
@@ -88,6 +91,7 @@ class OpenAICompatible(HttpBackend):
         timeout: HttpTimeouts = DEFAULT_TIMEOUTS,
         http: HttpConfig = DEFAULT_HTTP_CONFIG,
         client: httpx.AsyncClient | None = None,
+        headers_env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -106,6 +110,7 @@ class OpenAICompatible(HttpBackend):
             timeout=timeout,
             http=http,
             client=client,
+            headers_env=headers_env,
         )
 
     def _headers(self, key: str | None) -> dict[str, str]:
