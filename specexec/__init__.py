@@ -38,6 +38,7 @@ from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import NoAcceptableResponse as NoAcceptableResponse
 from ._errors import PolicyError as PolicyError
 from ._errors import RateLimited as RateLimited
+from ._errors import RuntimeClosed as RuntimeClosed
 from ._errors import SpecExecError as SpecExecError
 from ._errors import Timeout as Timeout
 from ._errors import Unavailable as Unavailable

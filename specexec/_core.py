@@ -37,8 +37,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ._errors import BackendError, BadResponse, BudgetExceeded, DeadlineExceeded, NoAcceptableResponse, Timeout
+from ._errors import (
+    BackendError,
+    BadResponse,
+    BudgetExceeded,
+    DeadlineExceeded,
+    NoAcceptableResponse,
+    RuntimeClosed,
+    Timeout,
+)
 from ._query import Query, Response, ToolCall, Usage, estimate_input_tokens, estimate_tokens
+from ._resources import CLOSED_IN_FLIGHT, current_resources
 from ._trace import AttemptRecord, Trace, TraceEvent
 from .scorers import Candidate, Scorer, as_scorer
 from .verifiers import Verdict
@@ -62,6 +71,7 @@ _ORDER_LABELS = {
     "weighted": "drawn by weight",
     "p2c": "by power of two choices (latency x load)",
 }
+CLOSED: Final = "closed"  # `record_failure`'s kind for a call whose runtime was exited under it
 _NOT_RETRIED = frozenset({"auth", "context_window", "bad_request"})  # another try at the same backend cannot help
 _random = random.Random()  # backoff jitter, weighted and p2c draws (not security sensitive)
 
@@ -274,7 +284,7 @@ class Core:
         self.winner: Attempt | None = None
         self.lost_reason: str | None = None  # why the winner's rivals were cancelled (`cancel_reason`)
         self.accepted: list[Attempt] = []
-        self.fatal: BackendError | None = None
+        self.fatal: BackendError | RuntimeClosed | None = None
         self.deadline_passed = False
         self.cost_skips = 0
         self.primary: BackendState | None = None  # the first attempt's backend: hedges are timed on it
@@ -689,6 +699,8 @@ class Core:
         record.latency = now - attempt.started
         record.outcome, record.error = "failed", exc
         kind = self.record_failure(attempt, exc, now)
+        if kind == CLOSED:
+            return CANCEL_ALL
         if isinstance(exc, BackendError) and kind in self.plan.fatal_kinds:
             self.fatal = exc
             return CANCEL_ALL
@@ -697,8 +709,15 @@ class Core:
         return None
 
     def record_failure(self, attempt: Attempt, exc: Exception, now: float) -> str:
-        """Health, throttle, cost and reason of a failed call (race attempt or judge call); its kind."""
+        """Health, throttle, cost and reason of a failed call (race attempt or judge call); its kind
+        (``CLOSED``: the runtime's clients were closed under it — not the backend's failure)."""
         record, state = attempt.record, attempt.state
+        resources = current_resources()
+        if resources is not None and resources.closed:
+            record.outcome, record.reason = "cancelled", "the Runtime was exited while the run was in flight"
+            if self.fatal is None:
+                self.fatal = RuntimeClosed(CLOSED_IN_FLIGHT)
+            return CLOSED  # no health, no throttle; the reservation stays charged, as a cancellation's
         kind = exc.kind if isinstance(exc, BackendError) else "error"
         record.reason = f"{kind}: {exc}" if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
         retry_after = getattr(exc, "retry_after", None)
@@ -750,6 +769,8 @@ class Core:
                     f"{winner.record.backend} {'committed' if self.streaming else 'answered'} first"
                 )
             return reason
+        if isinstance(self.fatal, RuntimeClosed):
+            return "the Runtime was exited while the run was in flight"
         if self.fatal is not None:
             return "run stopped by a fatal error"
         if self.policy.deadline is not None and now >= self.t0 + self.policy.deadline:

@@ -190,6 +190,12 @@ class AuthError(BackendError):
     fatal = False
 
 
+class RuntimeClosed(SpecExecError, RuntimeError):
+    """The ``Runtime`` a run was using was exited (its HTTP clients closed) while the run was in
+    flight: the run stops at once, and no backend is blamed for it. Exit the runtime after the
+    runs that use it have ended (a service's lifespan does)."""
+
+
 _SECRET_PATTERNS = (
     re.compile(r"(sk-[A-Za-z0-9_\-]{6,})"),
     re.compile(r"((?:api[_-]?key|authorization|x-api-key|bearer)[\"']?\s*[:=]?\s*[\"']?)([^\s\"',}]{6,})", re.I),

@@ -12,6 +12,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from ._errors import RuntimeClosed
+
+CLOSED_IN_FLIGHT = (
+    "the Runtime was exited while this run was in flight (its HTTP clients are closed): exit it "
+    "after the runs that use it have ended"
+)
+
 
 class AsyncClosable(Protocol):
     """Anything with ``aclose()``: an ``httpx.AsyncClient`` for instance."""
@@ -31,11 +38,16 @@ class Resources:
     def get_or_create(self, key: str, factory: Callable[[], AsyncClosable]) -> Any:
         """The object stored under ``key``, made by ``factory()`` on first use."""
         if self._closed:
-            raise RuntimeError("this Runtime is closed: its resources cannot be used any more")
+            raise RuntimeClosed(CLOSED_IN_FLIGHT)
         item = self._items.get(key)
         if item is None:
             item = self._items[key] = factory()
         return item
+
+    @property
+    def closed(self) -> bool:
+        """``aclose()`` has begun: what is held is closed, or being closed, under its users."""
+        return self._closed
 
     def items(self) -> dict[str, Any]:
         """A copy of what is held, by key (for tests and diagnostics)."""
