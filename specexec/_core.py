@@ -1058,14 +1058,26 @@ class Core:
         summary = "; ".join(f"{a.backend}: {a.outcome} ({a.reason})" for a in trace.attempts) or "no candidates"
         if self.deadline_passed:
             trace.outcome = "deadline"
-            raise DeadlineExceeded(
-                f"deadline of {self.policy.deadline:g}s passed with no accepted response: {summary}", trace=trace
-            )
+            cut = self._cut()
+            raise DeadlineExceeded(f"deadline of {self.policy.deadline:g}s passed {cut}: {summary}", trace=trace)
         if self.launched == 0 and self.cost_skips:
             trace.outcome = "budget"
             raise BudgetExceeded(f"no candidate fits max_cost=${self.policy.max_cost}: {summary}", trace=trace)
         trace.outcome = "no_acceptable"
         raise NoAcceptableResponse(f"no acceptable response after {self.launched} attempt(s): {summary}", trace=trace)
+
+    def _cut(self) -> str:
+        """What the deadline cut: a committed stream (still sending, or its verify after commit) or the race."""
+        winner = self.winner
+        if winner is None or not self.streaming:
+            return "with no accepted response"
+        size = sum(map(len, winner.parts))
+        if winner.response is not None:  # read to its end: the verifiers after commit were running
+            return (
+                f"while verifying the committed stream from {winner.record.backend}, after its whole text "
+                f"({size} characters) was sent"
+            )
+        return f"while the committed stream from {winner.record.backend} was still sending ({size} characters read)"
 
 
 def _after_commit_error(exc: Exception, backend: str) -> BackendError:

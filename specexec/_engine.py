@@ -315,7 +315,7 @@ class _Run:
         request_id: str | None = None
         first_token_commit = policy.commit == "first_token"
         size = 0
-        async with _open_stream(attempt.state.backend, self.query) as chunks:
+        async with _open_stream(attempt.state.backend, self.query, self, attempt) as chunks:
             while (chunk := await self._next_chunk(attempt, chunks)) is not None:
                 usage = chunk.usage or usage
                 model = chunk.model or model
@@ -397,8 +397,14 @@ class _Run:
 
 
 @asynccontextmanager
-async def _open_stream(backend: Any, query: Query) -> AsyncIterator[AsyncIterator[StreamChunk]]:
-    """The backend's ``stream(query)`` (closed on exit), or its ``complete`` as one chunk."""
+async def _open_stream(
+    backend: Any, query: Query, run: _Run, attempt: Attempt
+) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    """The backend's ``stream(query)`` (closed on exit), or its ``complete`` as one chunk.
+
+    An error from the stream's ``aclose`` is a trace event (``stream close failed``), never the
+    attempt's outcome: it must not replace the cancellation of a loser (the caller's or the
+    run's), the failure being raised, or the end of a stream read to its end."""
     stream = getattr(backend, "stream", None)
     if stream is None:
         yield _whole(backend, query)
@@ -409,7 +415,11 @@ async def _open_stream(backend: Any, query: Query) -> AsyncIterator[AsyncIterato
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
-            await close()
+            try:
+                await close()
+            except Exception as exc:
+                detail = f"{attempt.state.name}: {type(exc).__name__}: {exc}"
+                run.core.event("stream close failed", detail, run.now())
 
 
 async def _whole(backend: Any, query: Query) -> AsyncIterator[StreamChunk]:

@@ -374,3 +374,90 @@ async def test_a_stream_attempt_that_crashes_reaches_the_caller_as_itself(timing
                     pass
         assert type(caught.value) is _Crash
         assert other.active == 0
+
+
+class _Chunks:
+    """A stream as an object with its own ``aclose`` (which raises when ``bad_close``)."""
+
+    def __init__(self, name: str, ttft: float, count: int, bad_close: bool) -> None:
+        self.name, self.ttft, self.count, self.bad_close, self.sent = name, ttft, count, bad_close, 0
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        await anyio.sleep(self.ttft if self.sent == 0 else 0.01)
+        if self.sent == self.count:
+            raise StopAsyncIteration
+        self.sent += 1
+        return StreamChunk(f"{self.name}{self.sent} ")
+
+    async def aclose(self) -> None:
+        if self.bad_close:
+            raise RuntimeError(f"{self.name}.aclose failed")
+
+
+class BadClose(specexec.BackendBase):
+    """Streams ``count`` chunks through ``_Chunks``; its ``aclose`` raises when ``bad_close``."""
+
+    def __init__(self, name: str, ttft: float, bad_close: bool, count: int = 3) -> None:
+        super().__init__(name, region=name)
+        self.ttft, self.bad_close, self.count = ttft, bad_close, count
+
+    async def complete(self, query: Query) -> specexec.Response:
+        raise AssertionError("streamed only")
+
+    def stream(self, query: Query) -> _Chunks:  # type: ignore[override]
+        return _Chunks(self.name, self.ttft, self.count, self.bad_close)
+
+
+@pytest.mark.parametrize("bad", ["loser", "winner", "both"])
+async def test_a_streams_aclose_that_raises_changes_no_outcome(bad: str, timing: Timing) -> None:
+    """A clean-up error is a trace event: a cancelled loser stays ``cancelled`` (its cancellation
+    is not replaced by the error, and its breaker is not fed); a committed stream read to its end
+    is still the answer."""
+    winner = BadClose("a", 0.2, bad_close=bad in ("winner", "both"))
+    loser = BadClose("b", 5.0, bad_close=bad in ("loser", "both"))
+    async with Runtime([winner, loser]) as rt:
+        deltas, result = await collect(rt, "q", Policy.hedge(["a", "b"], delay=0.1, budget=None))
+        assert "".join(deltas) == result.response.text == "a1 a2 a3 "
+        assert [(x.backend, x.outcome) for x in result.trace.attempts] == [("a", "accepted"), ("b", "cancelled")]
+        assert result.trace.attempts[1].reason == "a committed first"
+        closes = [e.detail for e in result.trace.events if e.what == "stream close failed"]
+        expected = {"loser": ["b"], "winner": ["a"], "both": ["b", "a"]}[bad]
+        assert closes == [f"{name}: RuntimeError: {name}.aclose failed" for name in expected]
+        assert [rt.health(n).failures for n in "ab"] == [0, 0]
+
+
+async def test_a_deadline_during_the_verify_after_commit_says_what_it_cut(timing: Timing) -> None:
+    """``commit="first_token"`` with ``verify``: the text was sent, then the whole answer's
+    verifier hung; the deadline ends it, and says so (it said "no accepted response")."""
+
+    async def hangs(query: Query, response: specexec.Response) -> bool:
+        await anyio.sleep(1000)
+        return True
+
+    async with Runtime([Streamer("a", 0.05, ["t0 ", "t1 ", "t2 "], gap=0.01)]) as rt:
+        t0 = anyio.current_time()
+        deltas: list[str] = []
+        with pytest.raises(specexec.DeadlineExceeded) as caught:
+            async with rt.stream("q", Policy.single("a", verify=[hangs], deadline=0.5)) as s:
+                async for delta in s:
+                    deltas.append(delta)
+        assert anyio.current_time() - t0 == timing.approx(0.5)
+    assert deltas == ["t0 ", "t1 ", "t2 "]
+    message = str(caught.value)
+    assert "deadline of 0.5s passed while verifying the committed stream from a" in message
+    assert "its whole text (9 characters) was sent" in message
+    assert "no accepted response" not in message
+
+
+async def test_a_deadline_that_cuts_a_committed_stream_says_how_far_it_got(timing: Timing) -> None:
+    async with Runtime([Streamer("a", 0.05, ["t0 ", "t1 ", "t2 "], gap=0.01, stall_at=2)]) as rt:
+        with pytest.raises(specexec.DeadlineExceeded) as caught:
+            async with rt.stream("q", Policy.single("a", deadline=0.5)) as s:
+                async for _ in s:
+                    pass
+    assert "deadline of 0.5s passed while the committed stream from a was still sending (6 characters read)" in str(
+        caught.value
+    )
