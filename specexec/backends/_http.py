@@ -69,6 +69,7 @@ from .._errors import (
     ContextWindowExceeded,
     PolicyError,
     RateLimited,
+    RuntimeClosed,
     Timeout,
     Unavailable,
     redact,
@@ -77,7 +78,7 @@ from .._errors import (
 from .._health import BreakerConfig
 from .._httpx import httpcore, httpx, ssl_context
 from .._query import Query, Response, StreamChunk, Usage, estimate_input_tokens, estimate_tokens
-from .._resources import current_resources
+from .._resources import CLOSED_IN_FLIGHT, current_resources
 from ._body import ACCEPT_ENCODING, BodyTooLarge, iter_body
 from ._config import (
     DEFAULT_CLIENTS_PER_HOST as DEFAULT_CLIENTS_PER_HOST,
@@ -570,7 +571,7 @@ class HostClients:
 
     def _new_client(self, shard: int) -> httpx.AsyncClient:
         if self._closed:
-            raise RuntimeError("this Runtime is closed: its HTTP clients cannot be used any more")
+            raise RuntimeClosed(CLOSED_IN_FLIGHT)
         return make_client(self._limits[shard], self._timeout, self._config.trust_env)
 
     async def aclose(self) -> None:
