@@ -183,6 +183,7 @@ class ProbeDaemon:
             budget=self.budget,
             wall_clock=self.wall_clock,
             redact=self.redact,
+            secrets=self.secrets,
         )
         self._revision_value = 0  # the last revision published (see Snapshot.revision)
         self._changes_seen: int | None = None  # the targets' change count it was published for

@@ -26,6 +26,7 @@ import msgspec
 
 from specexec import Backend, BackendError, Query, RateLimited, Response, Usage
 from specexec._core import _is_count
+from specexec._errors import MAX_ID_CHARS, redact_id
 from specexec._query import estimate_input_tokens, estimate_tokens
 from specexec._resources import Resources, _current
 
@@ -38,9 +39,8 @@ __all__ = ["MODEL_CHARS", "Scheduler", "Target", "is_usage", "probe_cost", "usag
 
 _log = logging.getLogger("specexec.probes")
 
-MODEL_CHARS = 200
+MODEL_CHARS = MAX_ID_CHARS
 """The longest provider-reported model id kept (published in /v1/health, /metrics, the snapshot)."""
-_SECRET_MARGIN = 4096  # characters past MODEL_CHARS redacted with it: a key begun in the kept part stays whole
 
 
 def _input_tokens(backend: Backend, query: Query) -> int:
@@ -129,7 +129,8 @@ class Scheduler:
 
     ``wall_clock`` gives Unix time (for the budget's UTC day and published timestamps);
     ``resources`` are shared by the HTTP backends (one pooled client per host); ``redact``
-    removes secrets from error messages before they are stored or logged.
+    removes secrets from error messages before they are stored or logged; ``secrets`` gives the
+    daemon's keys now, removed from reported model ids (``redact_id``).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class Scheduler:
         wall_clock: Callable[[], float],
         resources: Resources | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        secrets: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.targets = list(targets)
         self.max_concurrent = max_concurrent
@@ -148,6 +150,7 @@ class Scheduler:
         self.wall_clock = wall_clock
         self.resources = resources
         self.redact = redact
+        self.secrets = secrets
         self._limiter: anyio.CapacityLimiter | None = None
         self._exhausted_day: int | None = None
 
@@ -284,9 +287,9 @@ class Scheduler:
 
     def _clean_model(self, model: str) -> str:
         """A provider-reported model id as it is kept: redacted (a provider may echo the key) and
-        at most ``MODEL_CHARS`` long. Only a bounded prefix is redacted (a multi-megabyte id is
-        not scanned whole); the margin keeps a key that starts within the kept part whole."""
-        return self.redact(model[: MODEL_CHARS + _SECRET_MARGIN])[:MODEL_CHARS]
+        at most ``MODEL_CHARS`` long, as the HTTP backends keep ids (``redact_id``: a bounded
+        prefix is scanned, and ``sk-`` inside a word, as in ``task-classifier``, is no key)."""
+        return redact_id(model, self.secrets()) or ""
 
     def _check_usage(self, target: Target, usage: Usage) -> None:
         """Log (once per backend) a provider that reported something that is not usage."""

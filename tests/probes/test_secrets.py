@@ -95,9 +95,22 @@ async def test_a_reported_model_is_redacted_and_bounded(
         assert all(daemon.states[n].drift for n in "abc")
     outputs.append("\n".join(r.getMessage() for r in caplog.records).encode())
     assert models["a"] == "model-of [REDACTED]"
-    assert models["b"] == "M" * 200
+    assert models["b"] == "M" * 199 + "…"  # as the HTTP backends cut an id (redact_id)
     assert models["c"] == "x" * 190 + "[REDACTED]"  # a key across the cut is redacted before the cut
     assert any("drift" in r.getMessage() for r in caplog.records)
     for output in outputs:
         assert KEY.encode() not in output and KEY[:12].encode() not in output
         assert len(output) < 100_000
+
+
+@pytest.mark.anyio
+async def test_a_model_named_with_sk_inside_a_word_is_kept_as_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: redact()'s key pattern matched "sk-" inside a word, so "task-classifier-v2" was kept
+    # as "ta[REDACTED]" and differed from its own pin: a drift alarm for a model that never changed.
+    monkeypatch.setenv(ENV, KEY)
+    backend = Echoing("a", "task-classifier-v2")
+    backend.model = "task-classifier-v2"
+    async with running(sim_config(probe="interval = 1.0\njitter = 0.0"), [backend]) as daemon:
+        await anyio.sleep_until(1.5)
+        assert daemon.states["a"].reported_model == "task-classifier-v2"
+        assert not daemon.states["a"].drift
