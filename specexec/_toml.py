@@ -43,28 +43,36 @@ def decode_toml(source: str | Path, type_: type[T], *, ignore: Sequence[str] = (
     raised by a nested struct's ``__post_init__`` keep that struct's path.
     """
     text, origin = read_toml_source(source)
+    error = _decoded(text, type_, ignore, sections, origin)
+    if isinstance(error, PolicyError):
+        del text  # no frame of the error's traceback holds the file's text (a secret refused in it)
+        raise error  # outside any `except`: no chain to msgspec's error and the frames it holds
+    return error
+
+
+def _decoded(text: str, type_: type[T], ignore: Sequence[str], sections: bool, origin: str | None) -> T | PolicyError:
+    """``decode_toml``'s work: the value, or the ``PolicyError`` to raise (returned, as the HTTP
+    backends return an ``AuthError``, so that this frame and its locals are gone when it is raised)."""
     try:
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
-        raise PolicyError(f"not valid TOML: {exc}", source=origin) from None
+        return PolicyError(f"not valid TOML: {exc}", source=origin)
     except RecursionError:
-        raise PolicyError(f"not valid TOML: nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
+        return PolicyError(f"not valid TOML: nested more than {_MAX_DEPTH_HINT} levels deep", source=origin)
     known = tuple(getattr(type_, "__struct_fields__", ()))
     config = getattr(type_, "__struct_config__", None)
     if known and isinstance(raw, dict) and getattr(config, "forbid_unknown_fields", False):
-        if "*" in ignore:
-            raw = {k: v for k, v in raw.items() if k in known}
-        else:
+        if "*" not in ignore:
             for key, value in raw.items():
                 if key not in known and key not in ignore:
-                    raise unknown_top_level(key, value, type_, ignore, origin, sections=sections)
-            raw = {k: v for k, v in raw.items() if k in known}
+                    return unknown_top_level(key, value, type_, ignore, origin, sections=sections)
+        raw = {k: v for k, v in raw.items() if k in known}
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc, origin, type_) from None
+        return validation_error(exc, origin, type_)
     except RecursionError:
-        raise PolicyError(f"nested more than {_MAX_DEPTH_HINT} levels deep", source=origin) from None
+        return PolicyError(f"nested more than {_MAX_DEPTH_HINT} levels deep", source=origin)
 
 
 _MAX_DEPTH_HINT = "a few hundred"

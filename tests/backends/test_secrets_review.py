@@ -39,8 +39,8 @@ CREDENTIAL_URLS = [
 
 
 def shown(error: BaseException) -> list[str]:
-    """What a config error shows: message, repr, the formatted exception and its chain (the loader's
-    frames hold the file's text, as for any config error, so frame locals are not checked here)."""
+    """What a config error shows: message, repr, the formatted exception and its chain (frame
+    locals: ``frame_locals``)."""
     return ["".join(traceback.format_exception(error)), repr(error), repr(error.__cause__), repr(error.__context__)]
 
 
@@ -48,7 +48,45 @@ def entry(kind: str, body: str) -> str:
     return f'[[backends]]\nkind = "{kind}"\nname = "b"\nmodel = "m"\n{body}\n'
 
 
+def frame_locals(error: BaseException) -> list[str]:
+    """The repr of every local of every frame of ``error``'s traceback and of its chain's (what
+    an error reporter that captures locals, such as Sentry's, would send)."""
+    found: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename != __file__:  # the test's own frame holds the file's text
+                found += [repr(value) for value in tb.tb_frame.f_locals.values()]
+            tb = tb.tb_next
+        todo += [current.__cause__, current.__context__]
+    return found
+
+
 # --------------------------------------------------------------------------- config files
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'headers = {{ authorization = "Bearer {FAKE_KEY}" }}',  # refused by the struct's own check
+        f'headers = {{ note = "{FAKE_KEY}" }}\ntimeout = "slow"',  # any other error in the same file
+        f'headers = {{ note = "{FAKE_KEY}" }}\n[[backends',  # not TOML
+        f'headers = {{ note = "{FAKE_KEY}" }}\n[surprise]',  # an unknown section
+    ],
+    ids=["credential", "bad-value", "not-toml", "unknown-section"],
+)
+def test_no_frame_of_a_config_errors_traceback_holds_the_files_text(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "backends.toml"
+    path.write_text(entry("openai", body))
+    with pytest.raises(PolicyError) as info:
+        RuntimeConfig.load(path)
+    assert not [text for text in frame_locals(info.value) if FAKE_KEY in text]
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
