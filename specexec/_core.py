@@ -72,6 +72,7 @@ _ORDER_LABELS = {
     "p2c": "by power of two choices (latency x load)",
 }
 CLOSED: Final = "closed"  # `record_failure`'s kind for a call whose runtime was exited under it
+_CLOSED_REASON: Final = "the Runtime was exited while the run was in flight"  # its trace reason
 _NOT_RETRIED = frozenset({"auth", "context_window", "bad_request"})  # another try at the same backend cannot help
 _random = random.Random()  # backoff jitter, weighted and p2c draws (not security sensitive)
 
@@ -714,7 +715,7 @@ class Core:
         record, state = attempt.record, attempt.state
         resources = current_resources()
         if resources is not None and resources.closed:
-            record.outcome, record.reason = "cancelled", "the Runtime was exited while the run was in flight"
+            record.outcome, record.reason = "cancelled", _CLOSED_REASON
             if self.fatal is None:
                 self.fatal = RuntimeClosed(CLOSED_IN_FLIGHT)
             return CLOSED  # no health, no throttle; the reservation stays charged, as a cancellation's
@@ -770,7 +771,7 @@ class Core:
                 )
             return reason
         if isinstance(self.fatal, RuntimeClosed):
-            return "the Runtime was exited while the run was in flight"
+            return _CLOSED_REASON
         if self.fatal is not None:
             return "run stopped by a fatal error"
         if self.policy.deadline is not None and now >= self.t0 + self.policy.deadline:

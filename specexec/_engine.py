@@ -482,10 +482,9 @@ def unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
     exception an attempt raised (a backend's ``BaseException``, not a failure the core can
     report) as itself, the group (without its cancellations) when several did, and a
     cancellation alone (the caller's, the deadline's) as one cancellation."""
-    cancelled, crashes = group.split(anyio.get_cancelled_exc_class())
+    _, crashes = group.split(anyio.get_cancelled_exc_class())
     if crashes is None:
-        assert cancelled is not None
-        return _first_leaf(cancelled)
+        return _leaves(group)[0]
     leaves = _leaves(crashes)
     return leaves[0] if len(leaves) == 1 else crashes
 
@@ -495,12 +494,6 @@ def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
     return [error]
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception of ``group`` that is not itself a group."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 DRIVER = os.environ.get("SPECEXEC_DRIVER", "native")

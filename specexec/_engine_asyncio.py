@@ -128,12 +128,12 @@ class AsyncioRun(_Run):
             # frame, which holds this run: dropping the tasks here leaves no cycle, so the run
             # is freed when it ends, not by the cyclic collector.
             self.tasks = None
-        crashes, self.crashes = self.crashes or [], None
-        if own is not None:
-            crashes.insert(0, own)
-        if len(crashes) == 1:
-            raise crashes[0]  # ahead of a cancellation, as `asyncio.TaskGroup` gives errors priority
-        if crashes:
+        if own is not None or self.crashes:  # ahead of a cancellation, as `asyncio.TaskGroup` gives errors priority
+            crashes = [own] if own is not None else []
+            crashes += self.crashes or ()
+            self.crashes = None
+            if len(crashes) == 1:
+                raise crashes[0]
             raise BaseExceptionGroup("unhandled errors in a specexec run's attempts", crashes)
         if cancelled is not None:
             raise cancelled
