@@ -197,13 +197,14 @@ class RuntimeClosed(SpecExecError, RuntimeError):
 
 
 _SECRET_PATTERNS = (
-    re.compile(r"(sk-[A-Za-z0-9_\-]{6,})"),
+    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{6,}"),  # at a word's start: "task-classifier" is no key
     re.compile(r"((?:api[_-]?key|authorization|x-api-key|bearer)[\"']?\s*[:=]?\s*[\"']?)([^\s\"',}]{6,})", re.I),
 )
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secrets from ``text``: each of ``secrets`` verbatim, and anything that looks like a key."""
+    """Remove secrets from ``text``: each of ``secrets`` verbatim, and anything that looks like a
+    key (``sk-…`` starting a word; a value after ``api_key``, ``authorization``, ``bearer``…)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[REDACTED]")
@@ -211,24 +212,16 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "[REDACTED]", text)
 
 
-_ID_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{6,}")
-
 MAX_ID_CHARS = 200
 """Longest provider id (request id, model id) kept from a response, after secrets are removed."""
 
 
 def redact_id(value: str | None, secrets: Iterable[str] = ()) -> str | None:
     """A provider-supplied id (a request id header, a model id) fit to show: secrets removed as
-    by ``redact`` (except that ``sk-…`` must start a word, so a model named ``task-classifier``
-    stays intact) and at most ``MAX_ID_CHARS`` characters; ``None`` if empty."""
+    by ``redact`` and at most ``MAX_ID_CHARS`` characters; ``None`` if empty."""
     if not value:
         return None
-    text = value[: MAX_ID_CHARS * 4]  # a key cut at this edge is cut again below
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[REDACTED]")
-    text = _ID_KEY_PATTERN.sub("[REDACTED]", text)
-    text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "[REDACTED]", text)
+    text = redact(value[: MAX_ID_CHARS * 4], secrets)  # a key cut at this edge is cut again below
     if len(text) > MAX_ID_CHARS:
         text = text[: MAX_ID_CHARS - 1] + "…"
     return text or None

@@ -37,7 +37,7 @@ from ._backend import Backend
 from ._errors import PolicyError
 from ._toml import decode_toml
 from .scorers import ScoreFn, Scorer, ScorerSpec
-from .verifiers import Verifier, VerifierSpec
+from .verifiers import AllOf, AnyOf, Verifier, VerifierSpec
 
 Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
 Commit = Literal["first_token", "complete"]
@@ -427,6 +427,24 @@ def _verifier_signature_problem(v: object) -> str | None:
     return problem
 
 
+def _check_verifiers(verifiers: Sequence[object], path: str) -> None:
+    """``PolicyError`` (with its path) for a verifier in ``verifiers`` — or nested in an
+    ``all_of`` / ``any_of`` among them — that is not callable as ``verifier(query, response)``."""
+    for i, v in enumerate(verifiers):
+        where = f"{path}[{i}]"
+        if not callable(v):
+            raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=where)
+        if isinstance(v, (AllOf, AnyOf)):
+            _check_verifiers(v.verifiers, f"{where}.verifiers")
+            continue
+        problem = _verifier_signature_problem(v)
+        if problem is not None:
+            raise PolicyError(
+                f"a verifier is called as verifier(query, response) -> bool | Verdict (sync or async); {problem}",
+                path=where,
+            )
+
+
 def _validate(p: Policy) -> None:
     for name in (
         "candidates",
@@ -484,15 +502,7 @@ def _validate(p: Policy) -> None:
     if p.accept_score is not None and p.scorer is None:
         raise PolicyError("accept_score needs a scorer", path="$.accept_score")
     for field in ("verify", "verify_prefix"):
-        for i, v in enumerate(getattr(p, field)):
-            if not callable(v):
-                raise PolicyError(f"a verifier must be callable (query, response), got {v!r}", path=f"$.{field}[{i}]")
-            problem = _verifier_signature_problem(v)
-            if problem is not None:
-                raise PolicyError(
-                    f"a verifier is called as verifier(query, response) -> bool | Verdict (sync or async); {problem}",
-                    path=f"$.{field}[{i}]",
-                )
+        _check_verifiers(getattr(p, field), f"$.{field}")
     _require_int(p.prefix_chars, 1, "prefix_chars", "$.prefix_chars")
     if p.weights is not None:
         if not isinstance(p.weights, (dict, tuple)):

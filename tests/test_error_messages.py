@@ -131,6 +131,18 @@ def test_a_verifier_of_the_wrong_arity_is_a_policy_error(bad: Callable[..., Any]
     assert info.value.path == "$.verify_prefix[0]"
 
 
+@pytest.mark.parametrize("bad", [_none, _three, _kw_only, 3])
+def test_a_wrong_verifier_nested_in_all_of_or_any_of_is_a_policy_error_with_its_path(bad: Any) -> None:
+    nested = verifiers.any_of(verifiers.json_valid(), verifiers.all_of(verifiers.length(min=1), bad))
+    with pytest.raises(PolicyError) as info:
+        Policy.hedge(["a", "b"], verify=[verifiers.length(min=1), nested])
+    assert info.value.path == "$.verify[1].verifiers[1].verifiers[1]"
+    assert "(query, response)" in str(info.value)
+    with pytest.raises(PolicyError) as info:
+        Policy.hedge(["a"], verify_prefix=[verifiers.all_of(bad)])
+    assert info.value.path == "$.verify_prefix[0].verifiers[0]"
+
+
 class _Method:
     def check(self, query: Query, response: Response) -> bool:
         return True

@@ -17,6 +17,7 @@ from specexec import (
     Timeout,
     Unavailable,
 )
+from specexec._errors import redact
 from specexec.backends import (
     BODY_EXCERPT_CHARS,
     DEFAULT_HTTP_CONFIG,
@@ -247,3 +248,21 @@ def test_retry_after_on_503_and_529_is_kept(status: int, expected: float | None)
 
     error = error_for_status(status, headers={"Retry-After": "3"}, backend="b")
     assert isinstance(error, Unavailable) and error.retry_after == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("model task-classifier-v2 not found", "task-classifier-v2"),
+        ("see disk-quota-exceeded", "disk-quota-exceeded"),
+    ],
+)
+def test_redact_keeps_words_that_only_contain_sk_dash(text: str, kept: str) -> None:
+    # Before: the key pattern matched "sk-" inside a word ("ta[REDACTED]"), so an error about a
+    # model or a quota named like that lost the name a user needs to act on.
+    assert kept in redact(text)
+
+
+@pytest.mark.parametrize("before", ["", " ", "=", ":", '"', "'", "(", "Bearer ", "key=", "_"])
+def test_redact_still_removes_a_key_at_the_start_of_a_word(before: str) -> None:
+    assert FAKE_KEY not in redact(f"oops {before}{FAKE_KEY} here")
