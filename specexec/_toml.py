@@ -178,9 +178,8 @@ def validation_error(exc: msgspec.ValidationError, origin: str | None, type_: ob
     m = re.search(r" - at `(\$[^`]*)`$", message)
     if m:
         path, message = m.group(1), message[: m.start()]
-    m = re.fullmatch(r"Invalid (?:enum )?value (.+)", message)
-    if m and type_ is not None:
-        message += _expected_values(type_, path, m.group(1))
+    if type_ is not None:
+        message = with_allowed_values(message, path, type_)
     m = re.search(r" \(at (\$[^)]*)\)$", message)  # a PolicyError raised while validating a nested struct
     if m:
         inner, message = m.group(1), message[: m.start()]
@@ -194,6 +193,14 @@ def validation_error(exc: msgspec.ValidationError, origin: str | None, type_: ob
         else:
             message = f"unknown key {key!r} (check its spelling)"
     return PolicyError(message, path=path, source=origin)
+
+
+def with_allowed_values(message: str, path: str, type_: object) -> str:
+    """msgspec's ``message`` about a bad enum value at ``path`` of ``type_`` (a ``Literal``, an
+    ``Enum``, a tagged union's tag) with the values the key takes and the closest one; any other
+    message unchanged."""
+    m = re.fullmatch(r"Invalid (?:enum )?value (.+)", message)
+    return message + _expected_values(type_, path, m.group(1)) if m else message
 
 
 _PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")

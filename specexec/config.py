@@ -65,6 +65,7 @@ from ._health import BreakerConfig, HealthConfig
 from ._simulated import SimulatedBackend
 from ._toml import decode_toml as decode_toml
 from ._toml import keyed_table_error as keyed_table_error
+from ._toml import validation_error as validation_error
 from .backends import HttpConfig, HttpTimeouts
 from .backends._secrets import credential_in_url, is_credential_header
 
@@ -78,6 +79,7 @@ __all__ = [
     "decode_toml",
     "keyed_table_error",
     "load_backends",
+    "validation_error",
 ]
 
 OTHER_SECTIONS: frozenset[str] = frozenset({"probe", "bench", "eval", "router", "routes", "policies"})

@@ -39,7 +39,7 @@ from typing import Literal
 import msgspec
 
 from specexec import Message, PolicyError, Query
-from specexec.config import BackendConfig, decode_toml, keyed_table_error
+from specexec.config import BackendConfig, decode_toml, keyed_table_error, validation_error
 from specexec.verifiers import VerifierSpec
 
 __all__ = [
@@ -259,12 +259,7 @@ def _load_cases(name: str, cls: TaskClass, root: Path, source: str) -> tuple[Cas
         try:
             raw = decoder.decode(line)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            at = "$"
-            if " - at `" in message:
-                message, at = message.rsplit(" - at `", 1)
-                at = at.rstrip("`")
-            raise PolicyError(message, path=at, source=origin) from None
+            raise validation_error(exc, origin, _CaseLine) from None
         except msgspec.DecodeError as exc:
             raise PolicyError(f"not a JSON object: {exc}", source=origin) from None
         if (raw.prompt is None) == (not raw.messages):

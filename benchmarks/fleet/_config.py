@@ -396,7 +396,9 @@ def _config_error(e: msgspec.ValidationError, source: str) -> FleetConfigError:
     m = _AT.match(str(e))
     if m is None:
         return FleetConfigError(str(e), source=source)
-    return FleetConfigError(m["detail"], source=source, path=m["path"])
+    from specexec._toml import with_allowed_values  # only on an error: the fleet's start stays light
+
+    return FleetConfigError(with_allowed_values(m["detail"], m["path"], FleetConfig), source=source, path=m["path"])
 
 
 # --------------------------------------------------------------------------- a small TOML writer

@@ -83,6 +83,16 @@ def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
     assert "cases.jsonl:2" in str(e.value) and "refrence" in str(e.value)
 
 
+def test_a_bad_enum_in_a_dataset_line_lists_the_allowed_values(tmp_path: Path) -> None:
+    path = write_eval(tmp_path)
+    line = '{"prompt": "a", "reference": "1", "check": {"kind": "exactt"}}'
+    (tmp_path / "cases.jsonl").write_text(line + "\n")
+    with pytest.raises(PolicyError) as e:
+        load_eval(path)
+    assert "cases.jsonl:1" in str(e.value) and e.value.path == "$.check.kind"
+    assert "expected one of" in str(e.value) and "did you mean 'exact'?" in str(e.value)
+
+
 def test_unknown_candidate_is_refused(tmp_path: Path) -> None:
     path = write_eval(tmp_path)
     path.write_text(path.read_text().replace('route = "math"', 'route = "math"\ncandidates = ["nope"]'))

@@ -89,6 +89,21 @@ def test_error_names_file_and_key_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("change", "allowed"),
+    [
+        (('api = "anthropic"', 'api = "anthropc"'), "expected one of 'anthropic', 'openai'; did you mean 'anthropic'?"),
+        (('mode = "reset"', 'mode = "rest"'), "expected one of 'error', 'reset'; did you mean 'reset'?"),
+    ],
+)
+def test_a_bad_enum_lists_the_allowed_values(tmp_path: Path, change: tuple[str, str], allowed: str) -> None:
+    text = GOOD.replace(*change, 1)
+    assert text != GOOD
+    with pytest.raises(FleetConfigError) as e:
+        FleetConfig.load(write(tmp_path, text))
+    assert allowed in str(e.value)
+
+
+@pytest.mark.parametrize(
     ("change", "path", "words"),
     [
         (("rpm = 60", "rpm = 60\nrpn = 3"), "$.deployments[1]", "unknown field `rpn`"),
