@@ -2,7 +2,8 @@
 
 Theory of operation. Each process keeps its own ``CircuitBreaker`` (the hot path reads only
 local memory: ``allow`` and ``would_allow`` never wait for Redis) and mirrors the **fleet's
-episode** of the backend, kept in one Redis hash per backend, ``{prefix}{backend}:breaker``:
+episode** of the backend, kept in one Redis hash per backend, ``<prefix>{breakers}:<backend>``
+(``{breakers}``: a Redis Cluster hash tag, so one script can sync them all):
 
 - ``gen`` — the episode: a new one starts at each open from closed or half-open, and at each
   close (Redis's clock in ms, at least the previous ``gen`` + 1, so it only grows);

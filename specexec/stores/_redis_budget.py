@@ -1,6 +1,6 @@
 """``RedisBudgetStore``: spend budgets shared by every process that points at one Redis.
 
-Each tally (a budget key in one period window) is a Redis hash ``{prefix}{key}:{window}`` with
+Each tally (a budget key in one period window) is a Redis hash ``<prefix><key>:<window>`` with
 ``spent`` and ``reserved`` (USD). ``reserve`` is one Lua script — read both, compare with the
 limit, add — so concurrent reservations from any number of processes never overshoot the limit.
 ``settle`` releases the reservation and adds the real cost in another script. Tallies expire
@@ -17,6 +17,10 @@ process until Redis answers again — logs one WARNING per outage and one INFO w
 A reservation made locally is settled locally. A process that dies between ``reserve`` and
 ``settle`` leaves its reservation counted until the tally expires: the error is on the safe
 side (less budget, never more).
+
+On a Redis Cluster (``cluster=True``: redis-py's cluster client, ``url`` any node) each script
+touches one key, so the tallies spread over the cluster's slots. A cluster that cannot serve a
+slot (a master down, the cluster still forming) counts as an outage.
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ DEFAULT_TIMEOUT = 0.25
 class RedisBudgetStore:
     """A ``routing.BudgetStore`` on Redis at ``url`` (e.g. ``"redis://127.0.0.1:6379/0"``).
 
-    ``prefix`` namespaces the keys; ``ttl`` and ``timeout`` as in the module docstring. Safe to
-    share between runs and event loops of one process (a client per event-loop kind).
+    ``prefix`` namespaces the keys; ``ttl`` and ``timeout`` as in the module docstring;
+    ``cluster=True`` for a Redis Cluster (``url`` names any of its nodes). Safe to share between
+    runs and event loops of one process (a client per event-loop kind).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class RedisBudgetStore:
         prefix: str = "specexec:budget:",
         ttl: int = DEFAULT_TTL,
         timeout: float = DEFAULT_TIMEOUT,
+        cluster: bool = False,
     ) -> None:
         try:
             import redis  # noqa: F401  (the optional dependency, checked at construction)
@@ -84,6 +90,7 @@ class RedisBudgetStore:
         self.prefix = prefix
         self.ttl = ttl
         self.timeout = timeout
+        self.cluster = cluster
         self._local = InMemoryBudgetStore()
         self._local_reserved: dict[tuple[str, int], float] = {}
         self._down = False
@@ -154,12 +161,19 @@ class RedisBudgetStore:
         return await self._call("eval", script, 1, key, *args)
 
     async def _call(self, command: str, *args: object) -> Any:
-        if sniffio.current_async_library() == "asyncio":
-            client = self._asyncio_client()
-            with anyio.fail_after(self.timeout):
-                return await getattr(client, command)(*args)
-        client = self._sync_client()
-        return await anyio.to_thread.run_sync(lambda: getattr(client, command)(*args), limiter=self._limiter)
+        try:
+            if sniffio.current_async_library() == "asyncio":
+                client = self._asyncio_client()
+                with anyio.fail_after(self.timeout):
+                    return await getattr(client, command)(*args)
+            client = self._sync_client()
+            return await anyio.to_thread.run_sync(lambda: getattr(client, command)(*args), limiter=self._limiter)
+        except _moved() as exc:  # a cluster node asked for with the single-server client
+            error = ValueError(
+                f"the Redis at {_safe_url(self.url)} is a node of a Redis Cluster (it answered {type(exc).__name__}: "
+                f"{exc}): pass cluster=True to the store (RedisBudgetStore, RedisRateLimits)"
+            )
+        raise error  # outside the handler: no chain to redis-py's error
 
     def _asyncio_client(self) -> Any:
         import asyncio
@@ -169,7 +183,8 @@ class RedisBudgetStore:
         loop_id = id(asyncio.get_running_loop())
         client = self._async.get(loop_id)
         if client is None:
-            client = self._async[loop_id] = redis.asyncio.Redis.from_url(
+            kind = redis.asyncio.RedisCluster if self.cluster else redis.asyncio.Redis
+            client = self._async[loop_id] = kind.from_url(
                 self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
             )
         return client
@@ -179,9 +194,8 @@ class RedisBudgetStore:
 
         with self._sync_lock:
             if self._sync is None:
-                self._sync = redis.Redis.from_url(
-                    self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-                )
+                kind = redis.RedisCluster if self.cluster else redis.Redis
+                self._sync = kind.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
             return self._sync
 
     _role = ("Redis budget store", "budgets")  # what the outage messages call this store and what it shares
@@ -211,7 +225,22 @@ def _unreachable() -> tuple[type[BaseException], ...]:
     """The errors that mean "Redis did not answer" (imported lazily: ``import specexec`` needs no redis)."""
     import redis.exceptions
 
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, OSError)
+    return (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterError,  # a cluster that lost a slot's master, or is still forming
+        redis.exceptions.RedisClusterException,  # no node of the cluster answered
+        TimeoutError,
+        OSError,
+    )
+
+
+@functools.cache
+def _moved() -> tuple[type[BaseException], ...]:
+    """What a cluster node answers for a key on another node (imported lazily, as ``_unreachable``)."""
+    import redis.exceptions
+
+    return (redis.exceptions.MovedError, redis.exceptions.AskError)
 
 
 def _safe_url(url: str) -> str:

@@ -26,6 +26,12 @@ A runtime syncs once when it is entered, before any run. While Redis cannot be r
 a backend registered after the runtime was entered, until the next sync) each process falls back to its own
 in-process ``RateLimiter`` with the full limit (logged once per outage): a fleet of ``P``
 processes may then admit up to ``P`` times the limit — the cost of never failing a run.
+
+Keys, and a Redis Cluster (``cluster=True``). A script may touch only keys of one hash slot, so
+what one script touches shares a hash tag: a rate limit is one key, ``<prefix><backend>:rpm``
+(or ``:tpm``); a concurrency limit is ``<prefix>{<backend>}:slots`` and its ``:demand`` key; a
+hedge budget ``<prefix>{hedge:<config>}`` and its one-second buckets; every breaker of a store
+is ``<prefix>{breakers}:<backend>`` (one script syncs them all, so they share one slot).
 """
 
 from __future__ import annotations
@@ -249,7 +255,8 @@ class RedisRateLimits:
     then one limit for all processes using the same Redis and ``prefix`` (keyed by backend name).
     ``breakers=True`` shares the circuit breakers too (``SharedBreaker``: one process's open
     breaker is seen by all within one ``interval``, at worst two; one half-open trial for the
-    fleet); by default each process keeps its own.
+    fleet); by default each process keeps its own. ``cluster=True`` for a Redis Cluster (``url``
+    names any node; see the module docstring for the keys).
     """
 
     def __init__(
@@ -260,12 +267,14 @@ class RedisRateLimits:
         interval: float = DEFAULT_INTERVAL,
         timeout: float = 0.25,
         breakers: bool = False,
+        cluster: bool = False,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         from ._redis_budget import RedisBudgetStore
 
-        self._redis = RedisBudgetStore(url, timeout=timeout)  # its clients, outage logging and fallback rules
+        # its clients, outage logging and fallback rules
+        self._redis = RedisBudgetStore(url, timeout=timeout, cluster=cluster)
         self._redis._role = ("Redis shared limits", "rate limits, concurrency slots, hedge budgets and breakers")
         self.prefix = prefix
         self.interval = interval
@@ -281,13 +290,13 @@ class RedisRateLimits:
 
     def limiter(self, backend: str, kind: str, rate_per_minute: float) -> LeasedRateLimiter:
         """The shared ``kind`` (``"rpm"`` / ``"tpm"``) limit of ``backend``."""
-        made = LeasedRateLimiter(f"{self.prefix}{backend}:{kind}", rate_per_minute)
+        made = LeasedRateLimiter(f"{self.prefix}{backend}:{kind}", rate_per_minute)  # one key: any cluster slot
         self.limiters.append(made)
         return made
 
     def concurrency(self, backend: str, limit: int) -> LeasedConcurrency:
         """The fleet-wide ``max_concurrency`` of ``backend``."""
-        made = LeasedConcurrency(f"{self.prefix}{backend}:slots", limit)
+        made = LeasedConcurrency(f"{self.prefix}{{{backend}}}:slots", limit)  # and its `:demand` key: one slot
         self.slots.append(made)
         return made
 
@@ -296,7 +305,7 @@ class RedisRateLimits:
         unless this store was made with ``breakers=True``."""
         if not self.share_breakers:
             return None
-        made = SharedBreaker(f"{self.prefix}{backend}:breaker", config)
+        made = SharedBreaker(f"{self.prefix}{{breakers}}:{backend}", config)  # one slot: one script syncs them all
         made.notify = self._news
         self.breakers.append(made)
         return made
@@ -312,7 +321,8 @@ class RedisRateLimits:
         budget = self.budgets.get(config)
         if budget is None:
             name = f"{config.max_extra_load:g}:{config.min_per_second:g}:{config.ttl:g}"
-            budget = self.budgets[config] = LeasedHedgeBudget(f"{self.prefix}hedge:{name}", config)
+            # its one-second buckets (`…:d:<s>`, `…:w:<s>`) share the key's cluster slot
+            budget = self.budgets[config] = LeasedHedgeBudget(f"{self.prefix}{{hedge:{name}}}", config)
         return budget
 
     async def sync(self) -> None:

@@ -282,7 +282,7 @@ async def test_the_record_expires(redis_server: RedisServer, anyio_backend: str)
         await sync(a)
     client = redis.Redis.from_url(redis_server.url)
     try:
-        ttl_ms = client.pttl("specexec:limit:b:breaker")
+        ttl_ms = client.pttl("specexec:limit:{breakers}:b")
         assert 60_000 < ttl_ms <= 60_000 + 3_600_000  # the open period, then an hour
     finally:
         client.close()
