@@ -16,11 +16,18 @@ trio, a tenth of the client's CPU for a streamed answer. So:
 - any other loop: ``anyio.CancelScope``.
 
 A deadline of ``inf`` arms nothing.
+
+``ATTEMPT_DEADLINE`` tells a backend when the engine will cut the call it is in (the policy's
+``attempt_timeout``; for a stream, its wait for the next chunk), so that it can end its own
+waits first: an HTTP backend reads a slow error body only until then, and raises the status's
+error (a 429 with its ``Retry-After``) rather than be cut into a ``Timeout``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -29,7 +36,11 @@ import anyio
 from ._clock import running_library
 from ._task_scope import TaskScope
 
-__all__ = ["DeadlineScope", "deadline_scope"]
+__all__ = ["ATTEMPT_DEADLINE", "DeadlineScope", "deadline_scope"]
+
+ATTEMPT_DEADLINE: ContextVar[float] = ContextVar("specexec_attempt_deadline", default=math.inf)
+"""The loop-clock time at which the engine cuts the backend call under way (``inf``: none); see
+the module docstring. Set by the engine around each call it bounds."""
 
 
 class DeadlineScope(Protocol):

@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._clock import loop_clock, running_library
 from ._core import CANCEL_ALL, DONE, SCORE, Attempt, Core, Launch, Poll, Result, Wait
 from ._core import _random as _random  # re-exported: tests seed the engine's draws here
+from ._deadline import ATTEMPT_DEADLINE
 from ._errors import PolicyError, Timeout
 from ._query import Query, Response, StreamChunk, ToolCall, Usage
 from .verifiers import check
@@ -248,7 +249,11 @@ class _Run:
         timeout = self.policy.attempt_timeout
         if timeout is None:
             return await state.backend.complete(query)
-        response = await self._complete_within(state, query, timeout)
+        token = ATTEMPT_DEADLINE.set(self.now() + timeout)  # the backend's own waits end before it
+        try:
+            response = await self._complete_within(state, query, timeout)
+        finally:
+            ATTEMPT_DEADLINE.reset(token)
         if response is None:
             raise Timeout(f"no answer within attempt_timeout={timeout:g}s", backend=state.name)
         return response
@@ -354,7 +359,11 @@ class _Run:
             limit, what = None, ""
         if limit is None:
             return await anext(chunks, None)
-        chunk = await self._next_within(chunks, limit)
+        token = ATTEMPT_DEADLINE.set(self.now() + limit)
+        try:
+            chunk = await self._next_within(chunks, limit)
+        finally:
+            ATTEMPT_DEADLINE.reset(token)
         if chunk is False:
             raise Timeout(what, backend=attempt.state.name)
         return chunk

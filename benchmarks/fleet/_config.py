@@ -151,8 +151,8 @@ class Faults(_Base, frozen=True, kw_only=True):
     (omits token usage), ``refusal`` (the answer is ``refusal_text``, default "I'm sorry, but
     I can't help with that.", finish reason ``stop``, in place of the text, tool call or JSON
     the request would have had). ``error_drip`` > 0: an injected ``error_500``/``error_503``/
-    ``overloaded_529`` sends its head at once and its body one byte every ``error_drip`` seconds
-    (a slow error body).
+    ``overloaded_529``, and a 429 (the ``rpm`` quota's or a scheduled rate limit's), sends its
+    head at once and its body one byte every ``error_drip`` seconds (a slow error body).
     """
 
     error_500: Probability = 0.0

@@ -144,16 +144,33 @@ class _DeploymentServer:
         ]
 
     async def _error(
-        self, ex: Exchange, request_id: str, status: int, message: str, extra: list[tuple[str, str]] | None = None
+        self,
+        ex: Exchange,
+        request_id: str,
+        status: int,
+        message: str,
+        extra: list[tuple[str, str]] | None = None,
+        *,
+        drip: float = 0.0,
     ) -> None:
-        await ex.respond(status, [*self._headers(request_id), *(extra or [])], self.wire.error(status, message))
+        """An error answer in the deployment's format; ``drip`` > 0: its head at once, then its
+        body one byte every ``drip`` seconds (a slow error body)."""
+        headers, body = [*self._headers(request_id), *(extra or [])], self.wire.error(status, message)
+        if drip <= 0:
+            await ex.respond(status, headers, body)
+            return
+        await ex.start(status, headers)
+        for i in range(len(body)):
+            await asyncio.sleep(drip)
+            await ex.send(body[i : i + 1])
+        await ex.end()
 
     async def _too_many(self, ex: Exchange, request_id: str, retry_after: float, message: str) -> None:
         headers = [
             ("retry-after", str(max(0, math.ceil(retry_after)))),
             ("retry-after-ms", str(max(0, round(retry_after * 1000)))),
         ]
-        await self._error(ex, request_id, 429, message, headers)
+        await self._error(ex, request_id, 429, message, headers, drip=self.d.faults.error_drip)
 
     # -- serving
 
@@ -285,16 +302,7 @@ class _DeploymentServer:
         }.get(failure or "")
         if injected is not None:
             status, message = injected
-            drip = self.d.faults.error_drip
-            if drip <= 0:
-                await self._error(ex, request_id, status, message)
-                return
-            body = wire.error(status, message)  # the head at once, then the body a byte at a time
-            await ex.start(status, self._headers(request_id))
-            for i in range(len(body)):
-                await asyncio.sleep(drip)
-                await ex.send(body[i : i + 1])
-            await ex.end()
+            await self._error(ex, request_id, status, message, drip=self.d.faults.error_drip)
             return
 
         reply = make_reply(

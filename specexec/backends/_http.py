@@ -60,7 +60,7 @@ import anyio
 
 from .._backend import BackendBase, Limits
 from .._clock import loop_clock
-from .._deadline import DeadlineScope, deadline_scope
+from .._deadline import ATTEMPT_DEADLINE, DeadlineScope, deadline_scope
 from .._errors import (
     AuthError,
     BackendError,
@@ -138,9 +138,10 @@ DRAIN_TIMEOUT = 1.0
 its connection can be reused; past that the connection is dropped and the answer returned."""
 
 ERROR_BODY_TIMEOUT = 1.0
-"""Seconds an error answer's body (at most 8 KiB, for its excerpt) may take: past that the
-status's error is raised with what was read. The status says what happened; a slow body must
-not turn it into a ``Timeout`` that is charged the attempt's reservation."""
+"""Seconds an error answer's body (at most 8 KiB, for its excerpt) may take — less when the
+engine's ``attempt_timeout`` leaves less (half of what it leaves): past that the status's error
+is raised with what was read. The status says what happened; a slow body must not turn it into
+a ``Timeout`` that is charged the attempt's reservation."""
 
 _ERROR_BODY_READ_LIMIT = 8192
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -1270,9 +1271,12 @@ _CLOSED_STREAM = httpx.ByteStream(b"")
 
 async def _read_error_body(response: httpx.Response) -> bytes:
     """Up to ``_ERROR_BODY_READ_LIMIT`` decoded bytes of an error answer's body, within
-    ``ERROR_BODY_TIMEOUT`` seconds (what could be read by then)."""
+    ``ERROR_BODY_TIMEOUT`` seconds and half the time the engine leaves this call
+    (``ATTEMPT_DEADLINE``): what could be read by then. The other half is the margin in which
+    the status's error is raised before the engine would cut the call into a ``Timeout``."""
     chunks: list[bytes] = []
-    with deadline_scope()(loop_clock()() + ERROR_BODY_TIMEOUT):
+    now = loop_clock()()
+    with deadline_scope()(now + min(ERROR_BODY_TIMEOUT, (ATTEMPT_DEADLINE.get() - now) / 2)):
         try:
             async with contextlib.aclosing(iter_body(response, _ERROR_BODY_READ_LIMIT, truncate=True)) as body:
                 async for chunk in body:

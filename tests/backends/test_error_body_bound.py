@@ -9,9 +9,17 @@ from typing import Any
 import anyio
 import pytest
 
-from specexec import NoAcceptableResponse, Policy, Query, Runtime, Unavailable
+from specexec import NoAcceptableResponse, Policy, Query, RateLimited, Runtime, Unavailable
 from specexec.backends import Anthropic, HttpTimeouts, OpenAICompatible, _http
-from specexec.bench.fleet import Constant, Deployment, Faults, FleetConfig, FleetProcess, start_fleet_process
+from specexec.bench.fleet import (
+    Constant,
+    Deployment,
+    Faults,
+    FleetConfig,
+    FleetProcess,
+    RateLimit,
+    start_fleet_process,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +47,9 @@ CONFIG = FleetConfig(
         dep("drip503", error_503=1.0),
         dep("a-drip529", api="anthropic", overloaded_529=1.0),
         dep("good"),
-    )
+        dep("drip429"),
+    ),
+    events=(RateLimit(deployments=("drip429",), retry_after=7.0),),
 )
 
 
@@ -92,3 +102,33 @@ async def test_a_slow_error_body_is_charged_nothing(efleet: FleetProcess, stream
     (attempt,) = info.value.attempts
     assert isinstance(attempt.error, Unavailable) and attempt.error.status == 500
     assert attempt.reserved > 0 and attempt.cost == 0.0 and info.value.trace.cost == 0.0
+
+
+async def test_a_slow_429_body_is_rate_limited_with_its_retry_after_within_the_bound(efleet: FleetProcess) -> None:
+    backend = make(efleet, "drip429")
+    start = anyio.current_time()
+    with anyio.fail_after(_http.ERROR_BODY_TIMEOUT + SLACK + 2.0), pytest.raises(RateLimited) as info:
+        await backend.complete(QUERY)
+    assert anyio.current_time() - start < _http.ERROR_BODY_TIMEOUT + SLACK
+    assert info.value.status == 429 and info.value.retry_after == 7.0
+
+
+ATTEMPT_TIMEOUT = 0.5  # shorter than ERROR_BODY_TIMEOUT
+
+
+@pytest.mark.parametrize("stream", [False, None], ids=["json", "default-stream"])
+@pytest.mark.parametrize(("name", "kind"), [("drip503", Unavailable), ("drip429", RateLimited)])
+async def test_a_slow_error_body_under_a_short_attempt_timeout_is_still_the_statuss_error(
+    efleet: FleetProcess, name: str, kind: type[Exception], stream: bool | None
+) -> None:
+    # Before: the error body was given ERROR_BODY_TIMEOUT (1 s) whatever the attempt had left, so
+    # attempt_timeout=0.5 cut it first: a Timeout, its reservation charged, a 429's Retry-After lost.
+    backends = [make(efleet, name, stream=stream, input_price=10.0, output_price=30.0)]
+    async with Runtime(backends) as rt:
+        start = anyio.current_time()
+        with anyio.fail_after(ATTEMPT_TIMEOUT + SLACK + 2.0), pytest.raises(NoAcceptableResponse) as info:
+            await rt.run(QUERY, Policy.single(name, attempt_timeout=ATTEMPT_TIMEOUT))
+        assert anyio.current_time() - start < ATTEMPT_TIMEOUT + SLACK
+    (attempt,) = info.value.attempts
+    assert isinstance(attempt.error, kind), attempt.error
+    assert attempt.cost == 0.0 and info.value.trace.cost == 0.0
