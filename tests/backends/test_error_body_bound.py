@@ -132,3 +132,19 @@ async def test_a_slow_error_body_under_a_short_attempt_timeout_is_still_the_stat
     (attempt,) = info.value.attempts
     assert isinstance(attempt.error, kind), attempt.error
     assert attempt.cost == 0.0 and info.value.trace.cost == 0.0
+
+
+@pytest.mark.parametrize(("name", "kind"), [("drip503", Unavailable), ("drip429", RateLimited)])
+async def test_a_slow_error_body_of_a_stream_under_a_short_attempt_timeout_is_the_statuss_error(
+    efleet: FleetProcess, name: str, kind: type[Exception]
+) -> None:
+    # The stream's wait for its first token is the call the engine bounds (ATTEMPT_DEADLINE too).
+    async with Runtime([make(efleet, name)]) as rt:
+        start = anyio.current_time()
+        with anyio.fail_after(ATTEMPT_TIMEOUT + SLACK + 2.0), pytest.raises(NoAcceptableResponse) as info:
+            async with rt.stream(QUERY, Policy.single(name, attempt_timeout=ATTEMPT_TIMEOUT)) as stream:
+                async for _ in stream:
+                    pass
+        assert anyio.current_time() - start < ATTEMPT_TIMEOUT + SLACK
+    (attempt,) = info.value.attempts
+    assert isinstance(attempt.error, kind), attempt.error
