@@ -11,15 +11,27 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import msgspec
 
+from .._core import EPSILON
 from .._engine import Result, execute
+from .._policy import Policy
 from .._query import Query
 from .._trace import Trace
 
 if TYPE_CHECKING:
-    from .._policy import Policy
     from .._runtime import Runtime
     from ._budget import Budget, BudgetState
+
+
+def held_to(policy: Policy, reserved: float) -> Policy:
+    """``policy`` whose ``max_cost`` is at most ``reserved`` (what a budget reserved for the run),
+    so that the engine — which never crosses ``max_cost`` silently — cannot spend past the
+    reservation, whatever the bound left out (a custom scorer's calls)."""
+    if policy.max_cost is not None and policy.max_cost <= reserved:
+        return policy
+    # a free run's reservation is 0; a ceiling must be positive, and within the engine's float slack
+    return msgspec.structs.replace(policy, max_cost=max(reserved, EPSILON))
 
 
 class _Capture:
@@ -98,9 +110,12 @@ class SelectContext:
         if budget is not None and state is not None and self._bound is not None:
             reserved = self._bound(policy, query)
             booked = await budget.reserve(state, reserved)
+        states = self.runtime.resolve(policy)
+        if booked:
+            policy = held_to(policy, reserved)  # the same states: a plan does not depend on max_cost
         run = self.capture.child()
         try:
-            return await execute(cast("Runtime", run), query, policy, self.runtime.resolve(policy))
+            return await execute(cast("Runtime", run), query, policy, states)
         finally:
             self.cost += run.cost
             if booked and budget is not None and state is not None:

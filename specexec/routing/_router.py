@@ -33,8 +33,9 @@ from .._policy import Policy
 from .._query import Query, as_query
 from .._resources import _current
 from .._trace import RouteDecision
+from ..scorers import LlmJudge
 from ._budget import Budget, BudgetState
-from ._context import SelectContext, _Capture
+from ._context import SelectContext, _Capture, held_to
 from ._llm import LlmRouter
 from ._selectors import Choice, Selector
 
@@ -263,9 +264,15 @@ class Router:
 
     @staticmethod
     def _bound(policy: Policy, q: Query, rt: Runtime) -> float:
-        """The most a run of ``policy`` can cost: the dearest ``max_attempts`` candidates, capped by ``max_cost``."""
+        """The most a run of ``policy`` can cost: its dearest ``max_attempts`` candidates, each
+        ``1 + retries`` times (a failed attempt is charged, then retried), plus an ``llm_judge``'s
+        call for each response it may score; capped by ``max_cost``. A run under a budget is held
+        to it (``held_to``): what it leaves out — a custom scorer's calls — is refused, not overspent."""
         worst = sorted((s.worst_case_cost(q) for s in rt.resolve(policy)), reverse=True)
-        bound = sum(worst[: policy.effective_max_attempts])
+        attempts = policy.effective_max_attempts
+        bound = sum(worst[:attempts]) * (1 + policy.retries)
+        if isinstance(policy.scorer, LlmJudge):  # one call per response: at most one per candidate launched
+            bound += attempts * _judge_bound(policy.scorer, q, rt)
         return min(bound, policy.max_cost) if policy.max_cost is not None else bound
 
     def _guess(self, q: Query) -> str:
@@ -430,6 +437,8 @@ class Router:
         if budget is not None and state is not None:
             reserved = self._bound(policy, q, rt)
             booked = await budget.reserve(state, reserved)
+            if booked:
+                policy = held_to(policy, reserved)  # the same states: a plan does not depend on max_cost
         run = capture.child()
         try:
             return await execute(cast("Runtime", run), q, policy, states, sink)
@@ -438,6 +447,21 @@ class Router:
                 actual = run.cost
                 with anyio.CancelScope(shield=True):
                     await budget.settle(state, reserved, actual)
+
+
+ANSWER_BYTES_PER_TOKEN = 4
+"""What a judge's reservation assumes an answer's text to be, in bytes per output token: the
+engine reserves a judge call at the bytes of the real answer (a safe bound on its tokens), and
+English text runs about 4 bytes a token. A longer answer's judge call that does not fit the run's
+reservation is refused (the response stays unscored, traced), never paid past the budget."""
+
+
+def _judge_bound(judge: LlmJudge, q: Query, rt: Runtime) -> float:
+    """The worst case of one ``judge`` call on an answer to ``q`` (at most ``q.max_tokens`` tokens)."""
+    state = rt.state_for(judge.backend)
+    prompt = judge.prompt.format(question=q.text, answer="")
+    answer = ANSWER_BYTES_PER_TOKEN * q.max_tokens
+    return state.worst_case_cost(Query(prompt, max_tokens=judge.max_tokens)) + answer * state.input_price / 1e6
 
 
 async def decide(router: Router, query: str | Query, runtime: Runtime | None = None) -> RouteDecision:

@@ -211,6 +211,116 @@ def test_concurrent_runs_never_spend_past_the_budget(
     assert total <= limit + 1e-12
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limit=st.sampled_from([0.002, 0.005, 0.02]),
+    runs=st.lists(
+        st.tuples(st.integers(0, 300), st.integers(1, 256), st.sampled_from(["judge it", "retry it", "hi"])),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_routes_with_retries_and_a_judge_never_spend_past_the_budget(
+    limit: float, runs: list[tuple[int, int, str]]
+) -> None:
+    # Before: a route's reservation was its dearest max_attempts candidates only — not the retries
+    # of an attempt (a timed-out one is charged its worst case, then its retry), nor the judge's
+    # calls of a pick — so the budget was overspent by whatever those cost.
+    store = routing.InMemoryBudgetStore()
+    clock = FakeClock("2026-12-01T10:00:00")
+    spent: list[float] = []
+
+    async def main() -> None:
+        frontier = Scripted("frontier", 0.2, output_price=4.0)
+        mini = Scripted("mini", 0.05, output_price=1.0)
+        judge = Scripted("judge", 0.01, text="7", input_price=40.0, usage=(30, 1))
+        stuck = Scripted("stuck", 10.0, output_price=4.0)  # never within attempt_timeout
+        budget = Budget(limit, "day", "tenant", store=store, clock=clock)
+        router = specexec.Router(
+            {
+                "judged": Policy.pick(["frontier", "mini"], scorer=specexec.scorers.llm_judge("judge")),
+                "retried": Policy.single("stuck", retries=2, attempt_timeout=0.1),
+                "simple": Policy.single("mini"),
+            },
+            [routing.rule("judged", regex="judge"), routing.rule("retried", regex="retry")],
+            default="simple",
+            budget=budget,
+        )
+
+        async def one(delay_ms: int, tokens: int, text: str) -> None:
+            await trio.sleep(delay_ms / 1000)
+            frontier.usage = mini.usage = (0, tokens)
+            with contextlib.suppress(specexec.BudgetExceeded, specexec.NoAcceptableResponse):
+                await rt.run(Query(text, tenant="t"), router)
+
+        sink = lambda trace: spent.append(trace.cost)  # noqa: E731
+        async with Runtime([frontier, mini, judge, stuck], sinks=[sink]) as rt, trio.open_nursery() as nursery:
+            for run in runs:
+                nursery.start_soon(one, *run)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    window = int(_ts("2026-12-01T00:00:00"))
+    total, reserved = trio.run(store.usage, "t", window)
+    assert reserved == pytest.approx(0.0, abs=1e-12)
+    assert total == pytest.approx(sum(spent))
+    assert total <= limit + 1e-12
+
+
+async def test_a_judged_route_under_a_budget_is_scored_within_its_reservation() -> None:
+    clock = FakeClock("2026-12-01T10:00:00")
+    budget = Budget(1.0, "day", "tenant", clock=clock)
+    backends = [
+        Scripted("a", 0.01, text="an answer", output_price=4.0),
+        Scripted("b", 0.02, text="another", output_price=4.0),
+        Scripted("judge", 0.01, text="7", input_price=40.0, usage=(30, 1)),
+    ]
+    policy = Policy.pick(["a", "b"], scorer=specexec.scorers.llm_judge("judge"))
+    router = specexec.Router({"judged": policy}, default="judged", budget=budget)
+    async with Runtime(backends) as rt:
+        q = Query("hi", tenant="t")
+        reserved = router._bound(policy, q, rt)
+        result = await rt.run(q, router)
+    judged = [a for a in result.trace.attempts if a.trigger == "judge"]
+    assert [a.outcome for a in judged] == ["accepted", "accepted"]  # each response scored: the bound fits both
+    assert result.cost <= reserved
+    spent, _ = await budget.store.usage("t", budget.window(clock())[0])
+    assert spent == pytest.approx(result.cost)
+
+
+async def test_a_custom_scorers_calls_past_the_reservation_are_refused_not_overspent() -> None:
+    # The bound cannot know what a custom scorer calls: the run is held to its reservation.
+    clock = FakeClock("2026-12-01T10:00:00")
+    budget = Budget(1.0, "day", "tenant", clock=clock)
+    judge = Scripted("judge", 0.01, text="7", input_price=1000.0, usage=(100, 1))
+    refused: list[str] = []
+
+    class Greedy:
+        per_response = False
+
+        async def score_one(self, query: Query, candidate: Any, ctx: Any) -> float:
+            raise NotImplementedError
+
+        async def score_all(self, query: Query, candidates: Any, ctx: Any) -> list[float]:
+            for _ in range(50):  # 50 calls of up to ~$0.1 each: far past the reservation
+                try:
+                    await ctx.complete("judge", Query("rate it"))
+                except specexec.BudgetExceeded as exc:
+                    refused.append(str(exc))
+                    break
+            return [1.0 for _ in candidates]
+
+    policy = Policy.pick(["a"], scorer=Greedy())
+    router = specexec.Router({"r": policy}, default="r", budget=budget)
+    async with Runtime([Scripted("a", 0.01, output_price=4.0), judge]) as rt:
+        q = Query("hi", tenant="t")
+        reserved = router._bound(policy, q, rt)
+        result = await rt.run(q, router)
+    assert refused and "does not fit max_cost" in refused[0]
+    assert result.cost <= reserved + 1e-12
+    spent, _ = await budget.store.usage("t", budget.window(clock())[0])
+    assert spent <= reserved + 1e-12
+
+
 @pytest.mark.parametrize(
     ("key", "queries", "keys"),
     [
