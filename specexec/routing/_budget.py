@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal, Protocol
 
 from .._errors import BudgetExceeded, PolicyError
@@ -92,6 +92,18 @@ class Downgrade:
         self.below = float(below)
         self.routes = dict(routes or {})
         self.to = to
+
+    def unknown_route(self, routes: Collection[str]) -> tuple[str, str] | None:
+        """``(what, key path under the rule)`` for a route this rule names that is not in
+        ``routes`` (``"cheapest"`` is always a target), or ``None``."""
+        for source, target in self.routes.items():
+            if source not in routes:
+                return f"downgrades from unknown route {source!r}", f".routes.{source}"
+            if target != "cheapest" and target not in routes:
+                return f"downgrades {source!r} to unknown route {target!r}", f".routes.{source}"
+        if self.to is not None and self.to != "cheapest" and self.to not in routes:
+            return f"downgrades to unknown route {self.to!r}", ".to"
+        return None
 
     def apply(self, route: str, cheapest: Callable[[], str]) -> str:
         """The route ``route`` becomes under this rule."""

@@ -63,6 +63,16 @@ class LlmRouter:
             raise PolicyError(f"labels must be a non-empty list of route names, got {labels!r}", path="$.labels")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise PolicyError(f"timeout must be a positive number of seconds, got {timeout!r}", path="$.timeout")
+        if not (isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1):
+            raise PolicyError(
+                f"max_tokens must be an integer >= 1 (the answer is a short JSON object), got {max_tokens!r}",
+                path="$.max_tokens",
+            )
+        if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 <= threshold <= 1):
+            raise PolicyError(
+                f"threshold must be a confidence in [0, 1] (a stated confidence is cut to it), got {threshold!r}",
+                path="$.threshold",
+            )
         self.policy = backend if isinstance(backend, Policy) else Policy.single(backend, name="router:llm")
         self.labels = labels
         self.timeout = float(timeout)

@@ -18,6 +18,7 @@ cancelled; the caller's cancellation propagates.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
     from .._runtime import Runtime
     from .._stream import Stream
+
+_log = logging.getLogger("specexec.routing")
 
 SimilarFn = Callable[[Query], Hashable]
 _MEMORY = 4096  # how many traffic classes the speculative guess remembers
@@ -133,6 +136,15 @@ class Router:
                             f"LLM router label {label!r} names no route; routes: {', '.join(routes)}",
                             path=f"$.select[{i}].labels[{j}]",
                         )
+        if budget is not None:
+            for j, rule in enumerate(budget.downgrades):
+                problem = rule.unknown_route(routes)
+                if problem is not None:
+                    what, where = problem
+                    raise PolicyError(
+                        f"budget downgrade below={rule.below:g}: {what}; routes: {', '.join(routes)}",
+                        path=f"$.budget.downgrade[{j}]{where}",
+                    )
         self.routes = dict(routes)
         self.selectors = list(select)
         self.default = default
@@ -160,14 +172,18 @@ class Router:
         """Check every route's policy against ``runtime``'s backends — at start-up, so that a route
         naming an unknown backend fails there, not on every request it gets. ``PolicyError`` naming
         the route's key path (``$.routes.<route>.candidates[i]``) and the router's file."""
-        for route, policy in self.routes.items():
+        checks = [(f"route {route!r}", f"$.routes.{route}", policy) for route, policy in self.routes.items()]
+        checks += [
+            (f"selector {selector.name!r}", f"$.select[{i}].policy", selector.policy)
+            for i, selector in enumerate(self.selectors)
+            if isinstance(selector, LlmRouter)
+        ]
+        for what, path, policy in checks:
             try:
                 runtime.resolve(policy)
             except PolicyError as exc:
                 message = str(exc).rsplit(" (at ", 1)[0]
-                raise PolicyError(
-                    f"route {route!r}: {message}", path=f"$.routes.{route}{exc.path[1:]}", source=self.origin
-                ) from None
+                raise PolicyError(f"{what}: {message}", path=f"{path}{exc.path[1:]}", source=self.origin) from None
 
     def to_toml(self) -> str:
         """The router as TOML (only for a router loaded from TOML: code-built selectors and
@@ -219,7 +235,7 @@ class Router:
                 passed.append(f"{selector.name}: no decision")
             elif choice.route not in self.routes:
                 passed.append(f"{selector.name}: unknown route {choice.route!r}")
-            elif choice.confidence is not None and choice.confidence < selector.threshold:
+            elif choice.confidence is not None and not choice.confidence >= selector.threshold:  # NaN: below any
                 passed.append(
                     f"{selector.name}: {choice.route} at confidence {choice.confidence:.3g} < {selector.threshold:g}"
                 )
@@ -275,13 +291,32 @@ class Router:
             bound += attempts * _judge_bound(policy.scorer, q, rt)
         return min(bound, policy.max_cost) if policy.max_cost is not None else bound
 
+    def _similar_key(self, q: Query) -> Hashable | None:
+        """``similar(q)`` as a dictionary key: an unhashable one (a list or dict in the metadata) by
+        its JSON; ``None`` (nothing remembered) when ``similar`` raises — routing never fails a run."""
+        try:
+            key = self.similar(q)
+            hash(key)
+            return key
+        except TypeError:
+            try:
+                return msgspec.json.encode(key, order="deterministic")
+            except (TypeError, ValueError, msgspec.EncodeError):
+                return repr(key)
+        except Exception:
+            _log.exception("specexec: the router's similar function failed; guessing the default route")
+            return None
+
     def _guess(self, q: Query) -> str:
         """The route most decided lately for similar traffic (decayed counts), else the default."""
-        recent = self._recent.get(self.similar(q))
+        key = self._similar_key(q)
+        recent = self._recent.get(key) if key is not None else None
         return max(recent, key=recent.__getitem__) if recent else self.default
 
     def _remember(self, q: Query, route: str) -> None:
-        key = self.similar(q)
+        key = self._similar_key(q)
+        if key is None:
+            return
         recent = self._recent.get(key)
         if recent is None:
             recent = self._recent[key] = {}
@@ -376,8 +411,10 @@ class Router:
         probe = RouteDecision(guessed)
         self._steer(probe, q, state, rt)
         guess = _Guess(capture.child())
+        # the LLM routers still to answer are paid beside the guess: its max_cost leaves them room
+        room = sum(self._bound(s.policy, s.prompt(q), rt) for s in self.selectors[fast:] if isinstance(s, LlmRouter))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run_guess, guess, rt, ctx, q, probe.name, state)
+            tg.start_soon(self._run_guess, guess, rt, ctx, q, probe.name, state, room)
             chosen = await self._choose(self.selectors[fast:], q, ctx, passed)
             record = self._decision(q, chosen, ctx, t0, state, rt, passed)
             if record.name != probe.name:
@@ -393,7 +430,8 @@ class Router:
         record.speculation = "miss"
         record.speculation_cost = guess.capture.cost
         record.started = ctx.now() - t0
-        return record, await self._run_route(rt, capture, ctx, q, record.name, state)
+        spent = ctx.cost + record.speculation_cost  # the router's calls and the cancelled guess
+        return record, await self._run_route(rt, capture, ctx, q, record.name, state, spent=spent)
 
     async def _run_guess(
         self,
@@ -403,10 +441,11 @@ class Router:
         q: Query,
         route: str,
         state: BudgetState | None,
+        room: float,
     ) -> None:
         with guess.scope:
             try:
-                guess.result = await self._run_route(rt, guess.capture, ctx, q, route, state, routing_cost=False)
+                guess.result = await self._run_route(rt, guess.capture, ctx, q, route, state, spent=room)
             except Exception as exc:  # kept until the decision says whether it matters
                 guess.error = exc
 
@@ -419,15 +458,19 @@ class Router:
         route: str,
         state: BudgetState | None,
         *,
-        routing_cost: bool = True,
+        spent: float | None = None,
         sink: MemoryObjectSendStream[str] | None = None,
     ) -> Result:
+        """Run ``route``'s policy within what is left of its ``max_cost`` after ``spent`` (default:
+        what the router's calls cost, ``ctx.cost``) and within the budget's reservation."""
         policy = self.routes[route]
-        if routing_cost and ctx.cost > 0 and policy.max_cost is not None:
-            left = policy.max_cost - ctx.cost
+        spent = ctx.cost if spent is None else spent
+        if spent > 0 and policy.max_cost is not None:
+            left = policy.max_cost - spent
             if left <= 0:
                 raise BudgetExceeded(
-                    f"routing spent ${ctx.cost:.6f} of route {route!r}'s max_cost=${policy.max_cost:g}: nothing left"
+                    f"routing spent (or keeps room for) ${spent:.6f} of route {route!r}'s "
+                    f"max_cost=${policy.max_cost:g}: nothing left"
                 )
             policy = msgspec.structs.replace(policy, max_cost=left)
         states = rt.resolve(policy)

@@ -44,12 +44,18 @@ class Selector(Protocol):
         ...
 
 
-def _as_set(value: str | Collection[Any] | None) -> frozenset[Any] | None:
+def _as_set(value: object, path: str) -> frozenset[Any] | None:
+    """The values a condition accepts: one scalar (a string, a number, a date …) or a collection
+    of them; ``PolicyError`` at ``path`` for a value that cannot be compared by equality."""
     if value is None:
         return None
-    if isinstance(value, (str, int)):
-        return frozenset((value,))
-    return frozenset(value)
+    many = isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping))
+    try:
+        return frozenset(value) if many else frozenset((value,))  # type: ignore[arg-type]
+    except TypeError:
+        raise PolicyError(
+            f"a condition takes a value or a list of values (strings, numbers), got {value!r}", path=path
+        ) from None
 
 
 class Rule:
@@ -85,15 +91,15 @@ class Rule:
             if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 0):
                 raise PolicyError(f"{key} must be an integer >= 0, got {bound!r}", path=f"$.{key}")
         self.min_tokens, self.max_tokens = min_tokens, max_tokens
-        self.tenant = _as_set(tenant)
+        self.tenant = _as_set(tenant, "$.tenant")
         self.min_priority, self.max_priority = min_priority, max_priority
         conditions: dict[str, frozenset[Any]] = {}
         for key, value in (metadata or {}).items():
-            conditions[key] = _as_set(value) or frozenset()
+            conditions[key] = _as_set(value, f"$.metadata.{key}") or frozenset()
         if feature is not None:
-            conditions["feature"] = _as_set(feature) or frozenset()
+            conditions["feature"] = _as_set(feature, "$.feature") or frozenset()
         if step is not None:
-            conditions["step"] = _as_set(step) or frozenset()
+            conditions["step"] = _as_set(step, "$.step") or frozenset()
         self.metadata = conditions
         self.conditions = {
             "regex": regex,
@@ -124,7 +130,10 @@ class Rule:
             why.append(f"priority {query.priority} <= {self.max_priority}")
         for key, allowed in self.metadata.items():
             value = query.metadata.get(key)
-            if value not in allowed:
+            try:
+                if value not in allowed:
+                    return None
+            except TypeError:  # a list or dict in the query's metadata: equal to no allowed value
                 return None
             why.append(f"{key}={value}")
         if self.min_tokens is not None or self.max_tokens is not None:

@@ -209,12 +209,13 @@ def load_router(source: str | Path, *, classifiers: Mapping[str, Any], **options
             )
         except PolicyError as exc:
             raise _inner(exc, "$.budget", origin) from None
-        for j, d in enumerate(spec.budget.downgrade):
-            for target in [*(d.routes or {}).values(), d.to]:
-                if target is not None and target != "cheapest" and target not in routes:
-                    raise PolicyError(
-                        f"downgrade to unknown route {target!r}", path=f"$.budget.downgrade[{j}]", source=origin
-                    )
+        for j, rule in enumerate(downgrades):  # in the file's order
+            problem = rule.unknown_route(routes)
+            if problem is not None:
+                what, where = problem
+                raise PolicyError(
+                    f"{what}; routes: {', '.join(routes)}", path=f"$.budget.downgrade[{j}]{where}", source=origin
+                )
     extra: dict[str, Any] = {}
     if spec.similar is not None:
         try:

@@ -157,7 +157,7 @@ def _bad(replace: str, by: str) -> str:
         (_bad("limit_usd = 10.0", "limit_usd = 0"), "limit_usd must be a positive", "$.budget.limit_usd"),
         (_bad('period = "day"', 'period = "week"'), "Invalid enum value 'week'", "$.budget.period"),
         (_bad("below = 0.5", "below = 2"), "below must be a fraction", "$.budget.downgrade[0].below"),
-        (_bad('to = "cheapest"', 'to = "gold"'), "downgrade to unknown route 'gold'", "$.budget.downgrade[1]"),
+        (_bad('to = "cheapest"', 'to = "gold"'), "downgrades to unknown route 'gold'", "$.budget.downgrade[1].to"),
         (_bad('route = "hard"', 'route = "hardest"'), "unknown route 'hardest'", "$.select[1].route"),
     ],
 )
