@@ -49,9 +49,10 @@ def _as_set(value: object, path: str) -> frozenset[Any] | None:
     of them; ``PolicyError`` at ``path`` for a value that cannot be compared by equality."""
     if value is None:
         return None
-    many = isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping))
     try:
-        return frozenset(value) if many else frozenset((value,))  # type: ignore[arg-type]
+        if isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping)):
+            return frozenset(value)
+        return frozenset((value,))
     except TypeError:
         raise PolicyError(
             f"a condition takes a value or a list of values (strings, numbers), got {value!r}", path=path
