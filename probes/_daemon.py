@@ -334,6 +334,11 @@ class ProbeDaemon:
                 target.state.restore(entry, now=now, histograms=fresh)
             except ValueError as exc:
                 _log.warning("snapshot: histograms of %s not restored: %s", name, exc)
+            state = target.state  # a file written before these were redacted may quote a key
+            for attribute in ("canary_reason", "last_error"):
+                text = getattr(state, attribute)
+                if text is not None:
+                    setattr(state, attribute, self.redact(text))
         self.budget.restore(snap.budget.day, snap.budget.spent, snap.budget.total, wall)
         if self.eval is not None and snap.eval is not None:
             self.eval.restore(snap.eval, wall, results=snap.eval.file == self.eval.settings.file)

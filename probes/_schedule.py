@@ -211,7 +211,7 @@ class Scheduler:
                     elapsed = anyio.current_time() - start
                     if canary is not None and isinstance(response, Response):
                         v = await canary.verdict(response)
-                        verdict = (v.accept, v.reason)
+                        verdict = (v.accept, self.redact(v.reason))  # it may quote the reply: published, logged
                 except Exception as exc:  # a backend's failure, or a bug in a custom backend
                     error = exc
         finally:

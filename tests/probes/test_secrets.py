@@ -114,3 +114,51 @@ async def test_a_model_named_with_sk_inside_a_word_is_kept_as_reported(monkeypat
         await anyio.sleep_until(1.5)
         assert daemon.states["a"].reported_model == "task-classifier-v2"
         assert not daemon.states["a"].drift
+
+
+class EchoesKeyInItsAnswer(BackendBase):
+    """Answers the canary with a text that quotes its key (a provider's error page as a 200)."""
+
+    api_key_env = ENV
+
+    async def complete(self, query: Query) -> Response:
+        await anyio.sleep(0.01)
+        return Response(f"Invalid API key opaque{KEY}opaque for this org", model="m-1")
+
+
+@pytest.mark.anyio
+async def test_a_canary_reason_quoting_the_key_is_redacted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the canary's failure reason quotes the reply, and was published, stored and logged as is.
+    monkeypatch.setenv(ENV, KEY)
+    caplog.set_level(logging.DEBUG)
+    canary = '[probe.canary]\nquery = { prompt = "2+2?", max_tokens = 4 }\nexpect = "4"\nevery = 1\n'
+    config = sim_config(probe="interval = 1.0\njitter = 0.0", extra=canary)
+    async with running(config, [EchoesKeyInItsAnswer("echo")]) as daemon:
+        await anyio.sleep_until(3.5)
+        reason = daemon.health_report().backends["echo"].canary_reason
+        outputs = [msgspec.json.encode(daemon.health_report()), encode_snapshot(daemon.snapshot())]
+    outputs.append("\n".join(r.getMessage() for r in caplog.records).encode())
+    assert reason is not None and "[REDACTED]" in reason
+    for output in outputs:
+        assert KEY.encode() not in output
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_quoting_a_key_is_redacted_when_resumed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A snapshot written before canary reasons were redacted (here: the key not yet in the
+    # environment, so nothing knew it) is published redacted once the daemon knows the key.
+    path = tmp_path / "probes.msgpack"
+    monkeypatch.delenv(ENV, raising=False)
+    canary = '[probe.canary]\nquery = { prompt = "2+2?", max_tokens = 4 }\nexpect = "4"\nevery = 1\n'
+    config = sim_config(probe="interval = 1.0\njitter = 0.0", extra=canary)
+    async with running(config, [EchoesKeyInItsAnswer("echo")], snapshot=path):
+        await anyio.sleep_until(3.5)
+    assert KEY.encode() in path.read_bytes()
+    monkeypatch.setenv(ENV, KEY)
+    async with running(config, [EchoesKeyInItsAnswer("echo")], snapshot=path) as daemon:
+        reason = daemon.health_report().backends["echo"].canary_reason  # resumed, before any new probe ends
+        assert reason is not None and KEY not in reason and "[REDACTED]" in reason
