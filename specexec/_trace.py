@@ -65,7 +65,8 @@ class RouteDecision(msgspec.Struct):
     reason, ``confidence`` its confidence where it gave one, ``latency`` the seconds the
     selectors took, ``cost`` the USD they spent (an LLM router's call). ``passed`` says why each
     earlier selector passed. ``requested`` is the route before a budget downgrade;
-    ``budget_key`` / ``budget_remaining`` the budget's key and the fraction left before this run.
+    ``budget_key`` / ``budget_remaining`` the budget's key and the fraction left before this run,
+    ``budget`` the budget's name (what it is keyed by and its period: ``"tenant/day"``).
     With speculation: ``speculated`` the route started at t = 0, ``speculation`` ``"hit"`` or
     ``"miss"``, ``speculation_cost`` what the cancelled guess cost, ``started`` when the route's
     run began (seconds from the router's start). ``step`` is the query's ``metadata["step"]``
@@ -82,6 +83,7 @@ class RouteDecision(msgspec.Struct):
     requested: str | None = None
     budget_key: str | None = None
     budget_remaining: float | None = None
+    budget: str | None = None
     speculated: str | None = None
     speculation: Literal["hit", "miss"] | None = None
     speculation_cost: float = 0.0

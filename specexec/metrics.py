@@ -28,8 +28,9 @@ memory, no I/O):
                                              (``panic``, ``retry scheduled``, ``ceiling crossed``, …)
 ``specexec_cost_usd_total``                  USD charged, by ``policy``, ``route``, ``backend``
 ``specexec_tokens_total``                    tokens by ``backend``, ``kind`` (input, output)
-``specexec_budget_spent_usd_total``          USD of routed runs by spend budget key (``budget``)
-``specexec_budget_remaining_ratio``          share of that budget left before its latest run
+``specexec_budget_spent_usd_total``          USD of routed runs by spend budget (``budget``: its name,
+                                             ``tenant/day``; its key with ``budget_keys=True``)
+``specexec_budget_remaining_ratio``          share of that budget left before its latest run (of any key)
 ==========================================  ==========================================================
 
 From the runtime, read at each scrape (``watch``; a collector callback):
@@ -50,9 +51,10 @@ prometheus_client's docs). Counters and histograms then add up across workers;
 (breaker state, in-flight, hedge budget) describes one process: it is not in the
 multiprocess files; serve it per worker if you need it.
 
-Label values come from names you chose (policies, routes, backends, budget keys); a budget
-keyed by tenant makes one series per tenant. No query text, tenant id or error message is
-ever a label.
+Label values come from names you chose (policies, routes, backends, budgets). No query text,
+tenant id or error message is a label — unless you ask for one series per budget key
+(``PrometheusSink(budget_keys=True)``): the ``budget`` label is then the key's value (a tenant
+id, for a budget keyed by tenant), one series per value, which never go away.
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class PrometheusSink:
 
     ``registry``: where the metrics are registered (default: a new ``CollectorRegistry``).
     ``namespace``: the metric name prefix. ``latency_buckets`` / ``ttft_buckets``: histogram
-    upper bounds in seconds. Calling the sink never blocks (in-memory updates only).
+    upper bounds in seconds. ``budget_keys``: label spend by the budget key's value (a tenant
+    id: one series per tenant) instead of the budget's name. Calling the sink never blocks
+    (in-memory updates only).
     """
 
     def __init__(
@@ -121,7 +125,9 @@ class PrometheusSink:
         namespace: str = "specexec",
         latency_buckets: Sequence[float] = LATENCY_BUCKETS,
         ttft_buckets: Sequence[float] = TTFT_BUCKETS,
+        budget_keys: bool = False,
     ) -> None:
+        self.budget_keys = budget_keys
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
         r, ns = self.registry, namespace
@@ -190,7 +196,7 @@ class PrometheusSink:
             "tokens", "Tokens by backend and kind (input, output).", ("backend", "kind"), namespace=ns, registry=r
         )
         self.budget_spent = Counter(
-            "budget_spent_usd", "USD spent by routed runs, by spend budget key.", ("budget",), namespace=ns, registry=r
+            "budget_spent_usd", "USD spent by routed runs, by spend budget.", ("budget",), namespace=ns, registry=r
         )
         self.budget_remaining = Gauge(
             "budget_remaining_ratio",
@@ -244,11 +250,12 @@ class PrometheusSink:
             if e.what == "skipped" and e.detail.startswith(_HEDGE_REFUSED):
                 child(self.hedges_refused, policy, route).inc()
         decision = trace.route
-        if decision is not None and decision.budget_key is not None:
+        budget = None if decision is None else decision.budget_key if self.budget_keys else decision.budget
+        if decision is not None and budget is not None:
             if trace.cost:
-                child(self.budget_spent, decision.budget_key).inc(trace.cost)
+                child(self.budget_spent, budget).inc(trace.cost)
             if decision.budget_remaining is not None:
-                child(self.budget_remaining, decision.budget_key).set(decision.budget_remaining)
+                child(self.budget_remaining, budget).set(decision.budget_remaining)
 
     def watch(self, runtime: Runtime, *, clock: Callable[[], float] | None = None) -> RuntimeCollector:
         """Register a ``RuntimeCollector`` of ``runtime`` in this sink's registry (see its docs)."""

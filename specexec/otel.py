@@ -16,8 +16,9 @@ Attributes follow the OpenTelemetry GenAI semantic conventions where they fit:
 ``gen_ai.usage.output_tokens``, ``gen_ai.response.time_to_first_chunk`` (streams) and
 ``error.type`` (the error's kind). specexec's own are under ``specexec.*``: on the run
 ``specexec.mode``, ``.policy``, ``.outcome``, ``.winner``, ``.cost_usd``, ``.max_cost_usd``,
-``.candidates``, ``.hedges``, ``.route`` (and ``.route.selector``, ``.route.why``,
-``.route.confidence``, ``.route.speculation``); on an attempt ``specexec.backend``,
+``.candidates``, ``.hedges``, ``.route`` (and ``.route.selector``, ``.route.confidence``,
+``.route.speculation``; not the decision's ``why``, which quotes what a rule matched: the
+tenant, the query's text); on an attempt ``specexec.backend``,
 ``.region``, ``.trigger``, ``.outcome``, ``.reason``, ``.cost_usd``, ``.usage_estimated``,
 ``.score``. Trace events (hedges held back by the budget, ``panic``, ``commit``, …) and
 skipped candidates are span events on the run span, at their times. A run that did not end
@@ -172,8 +173,6 @@ def _run_attributes(trace: Trace) -> dict[str, Any]:
     if route is not None:
         attributes["specexec.route"] = route.name
         attributes["specexec.route.selector"] = route.selector
-        if route.why:
-            attributes["specexec.route.why"] = route.why
         if route.confidence is not None:
             attributes["specexec.route.confidence"] = route.confidence
         if route.speculation is not None:

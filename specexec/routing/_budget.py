@@ -249,6 +249,13 @@ class Budget:
         except Exception:
             return (state.spent, 0.0)
 
+    @property
+    def name(self) -> str:
+        """What the budget is keyed by and its period (``"tenant/day"``, ``"key/600s"``): a name
+        that holds no key value (the metrics' label)."""
+        period = self.period if isinstance(self.period, str) else f"{self.period:g}s"
+        return f"{self._key_name()}/{period}"
+
     def _key_name(self) -> str:
         return "key" if callable(self.key) else self.key
 

@@ -268,7 +268,7 @@ class Router:
     def _steer(self, record: RouteDecision, q: Query, state: BudgetState | None, rt: Runtime) -> None:
         if self.budget is None or state is None:
             return
-        record.budget_key, record.budget_remaining = state.key, state.remaining
+        record.budget_key, record.budget_remaining, record.budget = state.key, state.remaining, self.budget.name
         steered = self.budget.steer(record.name, q, state, lambda: self._cheapest(q, rt))
         if steered != record.name:
             if steered not in self.routes:

@@ -21,7 +21,7 @@ _WORKER = textwrap.dedent(
     latency = float(sys.argv[1])
     for _ in range(3):
         sink(Trace(mode="single", policy="p", outcome="ok", latency=latency,
-                   route=RouteDecision("r", budget_key="k", budget_remaining=latency),
+                   route=RouteDecision("r", budget_key="t1", budget_remaining=latency, budget="k"),
                    attempts=[AttemptRecord("a", trigger="primary", outcome="accepted", latency=latency)]))
     """
 )

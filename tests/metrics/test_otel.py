@@ -103,7 +103,13 @@ def test_events_skipped_candidates_and_the_route_are_recorded(
         wall_time=1_700_000_000.0,
         outcome="ok",
         latency=0.5,
-        route=RouteDecision("simple", selector="rule:x", why="regex matched", confidence=0.9, speculation="hit"),
+        route=RouteDecision(
+            "simple",
+            selector="rule:x",
+            why="tenant=acme, regex matched 'my password'",
+            confidence=0.9,
+            speculation="hit",
+        ),
         attempts=[
             specexec.AttemptRecord("a", outcome="skipped", reason="circuit open"),
             specexec.AttemptRecord("b", trigger="primary", outcome="accepted", started=0.0, ended=0.5, latency=0.5),
@@ -122,4 +128,7 @@ def test_events_skipped_candidates_and_the_route_are_recorded(
     assert run.attributes is not None
     assert (run.attributes["specexec.route"], run.attributes["specexec.route.selector"]) == ("simple", "rule:x")
     assert run.attributes["specexec.route.speculation"] == "hit"
+    # Before: specexec.route.why held a rule's reason: the tenant id and the query text it matched.
+    assert "specexec.route.why" not in run.attributes
+    assert not any("acme" in str(v) or "password" in str(v) for v in run.attributes.values())
     assert run.end_time == 1_700_000_000 * 10**9 + 500_000_000

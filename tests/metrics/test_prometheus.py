@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 import specexec
 from specexec import AttemptRecord, Policy, RouteDecision, Runtime, Trace, TraceEvent
@@ -88,7 +88,7 @@ async def test_the_collector_reads_breaker_state_in_flight_and_hedge_budget_at_s
 
 def test_routes_and_spend_budgets_come_from_the_trace() -> None:
     sink = PrometheusSink()
-    route = RouteDecision("code", selector="rule:code", budget_key="team-a", budget_remaining=0.25)
+    route = RouteDecision("code", selector="rule:code", budget_key="team-a", budget_remaining=0.25, budget="tenant/day")
     trace = Trace(
         mode="single",
         policy="coder",
@@ -103,8 +103,13 @@ def test_routes_and_spend_budgets_come_from_the_trace() -> None:
     sink(trace)
     r = sink.registry
     assert value(r, "specexec_runs_total", mode="single", policy="coder", route="code", outcome="ok") == 2
-    assert value(r, "specexec_budget_spent_usd_total", budget="team-a") == pytest.approx(0.006)
-    assert value(r, "specexec_budget_remaining_ratio", budget="team-a") == 0.25
+    # Before: the label was the key's value, a tenant id (one series per tenant, forever).
+    assert value(r, "specexec_budget_spent_usd_total", budget="tenant/day") == pytest.approx(0.006)
+    assert value(r, "specexec_budget_remaining_ratio", budget="tenant/day") == 0.25
+    assert "team-a" not in generate_latest(r).decode()
+    per_key = PrometheusSink(budget_keys=True)
+    per_key(trace)
+    assert value(per_key.registry, "specexec_budget_spent_usd_total", budget="team-a") == pytest.approx(0.003)
     assert value(r, "specexec_run_events_total", policy="coder", route="code", event="panic") == 2
     assert value(r, "specexec_attempt_ttft_seconds_count", backend="coder") == 2
     assert value(r, "specexec_attempt_ttft_seconds_bucket", backend="coder", le="0.06") == 2
