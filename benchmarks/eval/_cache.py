@@ -35,9 +35,12 @@ class Cache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.answers: dict[str, Answer] = {}
+        self._torn = False  # the file ends inside a line: the next append starts a new one
         if path is not None and path.exists():
             decoder = msgspec.json.Decoder(Answer)
-            for line in path.read_bytes().splitlines():
+            data = path.read_bytes()
+            self._torn = bool(data) and not data.endswith(b"\n")
+            for line in data.splitlines():
                 try:
                     answer = decoder.decode(line)
                 except msgspec.DecodeError:
@@ -54,4 +57,5 @@ class Cache:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("ab") as f:
-                f.write(msgspec.json.encode(answer) + b"\n")
+                f.write((b"\n" if self._torn else b"") + msgspec.json.encode(answer) + b"\n")
+            self._torn = False

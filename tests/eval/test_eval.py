@@ -328,3 +328,20 @@ def test_unknown_scorer_kind_lists_the_kinds(tmp_path: Path) -> None:
         load_eval(path)
     assert e.value.path == "$.classes.sum.scorer.kind"
     assert "exact, normalised, numeric, regex, verifier, llm_judge" in str(e.value)
+
+
+def test_an_answer_appended_after_a_torn_cache_line_is_kept(tmp_path: Path) -> None:
+    # Before: the next run's first answer was appended to the torn bytes, so it was lost too
+    # (and paid for again by the run after).
+    from specexec.bench.eval._cache import Answer, Cache
+
+    path = tmp_path / "cache.jsonl"
+    cache = Cache(path)
+    cache.put(Answer("k1", "a", 0.1, 0.0))
+    cache.put(Answer("k2", "b", 0.1, 0.0))
+    path.write_bytes(path.read_bytes()[:-10])  # the run was interrupted while writing k2's line
+    resumed = Cache(path)
+    assert sorted(resumed.answers) == ["k1"]  # k2 is sent again
+    resumed.put(Answer("k2", "b", 0.1, 0.0))
+    resumed.put(Answer("k3", "c", 0.1, 0.0))
+    assert sorted(Cache(path).answers) == ["k1", "k2", "k3"]
