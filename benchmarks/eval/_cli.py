@@ -88,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` and ``--write-routes`` can be written, checked before anything is sent (a paid
+    run must not end in a traceback for want of a directory)."""
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise PolicyError(f"--out {out} is a file: give a directory (it is made if missing)", path="--out")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PolicyError(f"--out {out}: cannot make the directory: {exc.strerror}", path="--out") from None
+    if args.write_routes:
+        routes = Path(args.write_routes)
+        if routes.is_dir():
+            raise PolicyError(f"--write-routes {routes} is a directory: give a file name", path="--write-routes")
+        if not routes.parent.is_dir():
+            raise PolicyError(
+                f"--write-routes {routes}: the directory {routes.parent} does not exist", path="--write-routes"
+            )
+
+
 def _configs(spec: EvalSpec, target: str | None) -> list[BackendConfig]:
     if target is None:
         return list(spec.file.backends)
@@ -152,6 +173,7 @@ def main(
             raise PolicyError(
                 f"--{mode} needs simulated backends; give real ones with --target CONFIG", path=f"--{mode}"
             )
+        _check_outputs(args)
         previous = read_previous(args.compare) if args.compare else None
         fleet_cfg = fleet_for(spec) if mode == "live" else None
     except PolicyError as exc:
@@ -230,7 +252,10 @@ def _evaluate(
     try:
         if args.write_routes:
             text = routes_toml(spec, report)
-            Path(args.write_routes).write_text(text, encoding="utf-8")
+            try:
+                Path(args.write_routes).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise PolicyError(f"cannot write {args.write_routes}: {exc.strerror}", path="--write-routes") from None
             written = Router.from_toml(text)
             report.routing = trio.run(
                 _quality, written, spec, results, backends, clock=trio.testing.MockClock(autojump_threshold=0)

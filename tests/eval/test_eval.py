@@ -345,3 +345,25 @@ def test_an_answer_appended_after_a_torn_cache_line_is_kept(tmp_path: Path) -> N
     resumed.put(Answer("k2", "b", 0.1, 0.0))
     resumed.put(Answer("k3", "c", 0.1, 0.0))
     assert sorted(Cache(path).answers) == ["k1", "k2", "k3"]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--write-routes"])
+def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(tmp_path: Path, flag: str) -> None:
+    # Before: a traceback (FileExistsError during the run; FileNotFoundError after every call was sent).
+    path = write_eval(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    bad = tmp_path / "a-file" if flag == "--out" else tmp_path / "missing" / "routes.toml"
+    code, out, err = run(str(path), "--sim", flag, str(bad))
+    assert code == 2 and out == ""
+    assert err.startswith("specexec eval: ") and flag in err and "Traceback" not in err
+
+
+def test_a_class_with_no_candidates_is_refused(tmp_path: Path) -> None:
+    # Before: no [[backends]] and no candidates evaluated nothing and exited 0.
+    path = write_eval(tmp_path)
+    text = path.read_text()
+    start = text.index("[[backends]]")
+    path.write_text(text[:start] + text[text.index("[classes", start) :])
+    with pytest.raises(PolicyError) as e:
+        load_eval(path)
+    assert e.value.path == "$.classes.sum.candidates" and "no candidates" in str(e.value)
