@@ -154,6 +154,13 @@ DEFAULT_JUDGE_PROMPT = (
 )
 
 
+ANSWER_BYTES_PER_TOKEN = 4
+"""What a judge's reservation made before the answer assumes the answer to be, in bytes per
+output token: a judge call is reserved at the bytes of the real answer (a safe bound on its
+tokens), and English text runs about 4 bytes a token. A longer answer's judge call may then
+not fit what was reserved: it is refused (the response stays unscored), never paid past it."""
+
+
 class LlmJudge(_Spec, tag="llm_judge", frozen=True):
     """Ask ``backend`` to rate each response 0–10 (score = rating / 10).
 
@@ -172,14 +179,20 @@ class LlmJudge(_Spec, tag="llm_judge", frozen=True):
         check_int(self.max_tokens, "$.max_tokens", ge=1, why=" (the judge's reply is a number: 8 is plenty)")
         _check_judge_prompt(self.prompt)
 
+    def judge_query(self, query: Query, answer: str) -> Query:
+        """The query sent to the judge to rate ``answer`` to ``query``."""
+        return Query(
+            prompt=self.prompt.format(question=query.text, answer=answer), max_tokens=self.max_tokens, temperature=0.0
+        )
+
+    def worst_query(self, query: Query) -> Query:
+        """The judge's query for the longest answer ``query`` is expected to get (``max_tokens``
+        tokens at ``ANSWER_BYTES_PER_TOKEN``): what a reservation made before the answer takes."""
+        return self.judge_query(query, "x" * (ANSWER_BYTES_PER_TOKEN * query.max_tokens))
+
     async def score_one(self, query: Query, candidate: Candidate, ctx: ScoreContext) -> float:
         """Send the judge prompt and parse the first number of the reply."""
-        judge_query = Query(
-            prompt=self.prompt.format(question=query.text, answer=candidate.response.text),
-            max_tokens=self.max_tokens,
-            temperature=0.0,
-        )
-        reply = await ctx.complete(self.backend, judge_query)
+        reply = await ctx.complete(self.backend, self.judge_query(query, candidate.response.text))
         m = re.search(r"\d+(?:\.\d+)?", reply.text)
         if m is None:
             raise ValueError(f"judge reply has no rating: {reply.text[:80]!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -29,6 +29,7 @@ from ._live import fleet_backends, fleet_for
 from ._report import EvalReport, build_report, plot, render, to_json
 from ._routes import compare, read_previous, routes_toml, routing_quality
 from ._run import CaseResult, Job, fingerprints, plan, run_eval
+from ._score import judge_for
 from ._sim import sim_backends
 
 __all__ = ["EXIT_REGRESSION", "build_parser", "main"]
@@ -88,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _judge_lines(jobs: Sequence[Job], cache: Cache, backends: Mapping[str, Backend]) -> list[CostLine]:
+    """The judges' calls, a line per judge backend: each answer to judge (a cached one by its
+    text, one still to come at its longest, ``LlmJudge.worst_query``) at its worst case."""
+    calls: dict[str, list[float]] = {}
+    for job in jobs:
+        judge = judge_for(job.case)
+        if judge is None:
+            continue
+        cached = cache.get(job.key)
+        query = judge.judge_query(job.case.query, cached.text) if cached else judge.worst_query(job.case.query)
+        calls.setdefault(judge.backend, []).append(worst_case_cost(backends[judge.backend], query))
+    return [CostLine(f"{name} (judge)", len(c), sum(c), sum(c)) for name, c in sorted(calls.items())]
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """``--out`` and ``--write-routes`` can be written, checked before anything is sent (a paid
     run must not end in a traceback for want of a directory)."""
@@ -110,6 +125,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _configs(spec: EvalSpec, target: str | None) -> list[BackendConfig]:
+    for name in spec.file.classes:  # nothing to evaluate would be a report of nothing, and rc 0
+        if not spec.candidates(name):
+            raise PolicyError(
+                f"class {name!r} has no candidates: name them (candidates = [...], backends of --target CONFIG) "
+                "or add [[backends]] to the eval file",
+                path=f"$.classes.{name}.candidates",
+                source=spec.source,
+            )
     if target is None:
         return list(spec.file.backends)
     loaded = {b.name: b for b in RuntimeConfig.load(Path(target), extra=("*",)).backends}
@@ -207,12 +230,13 @@ def _evaluate(
     jobs_list = plan(spec, fingerprints(spec, configs))
     by_name = {b.name: b for b in backends}
     to_send = [j for j in jobs_list if cache.get(j.key) is None]
-    if mode == "target" and to_send:
-        lines = []
-        for name in sorted({j.backend for j in to_send}):
-            mine = [j for j in to_send if j.backend == name]
-            worst = sum(worst_case_cost(by_name[name], j.case.query) for j in mine)
-            lines.append(CostLine(name, len(mine), worst, worst))
+    lines = []
+    for name in sorted({j.backend for j in to_send}):
+        mine = [j for j in to_send if j.backend == name]
+        worst = sum(worst_case_cost(by_name[name], j.case.query) for j in mine)
+        lines.append(CostLine(name, len(mine), worst, worst))
+    lines += _judge_lines(jobs_list, cache, by_name)  # a cached answer is judged (and paid for) again
+    if mode == "target" and lines:
         if args.max_cost is not None:
             err.write(f"--max-cost: at most ${args.max_cost:,.4f} in total will be spent\n")
         if not confirm(lines, yes=args.yes, stdin=stdin, stderr=err):

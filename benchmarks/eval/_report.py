@@ -132,7 +132,7 @@ def build_report(spec: EvalSpec, mode: str, results: Sequence[CaseResult]) -> Ev
         classes=classes,
         nothing_passes=[c for c, r in classes.items() if r.chosen is None],
         sent=sum(not r.cached and not r.skipped for r in results),
-        cost_total=sum(r.cost for r in results if not r.cached),
+        cost_total=sum(r.judge_cost if r.cached else r.cost for r in results),  # a cached answer's judge is paid again
     )
 
 

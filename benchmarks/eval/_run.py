@@ -18,7 +18,7 @@ from specexec.config import BackendConfig
 
 from ._cache import Answer, Cache, cache_key
 from ._file import Case, EvalSpec
-from ._score import score
+from ._score import judge_for, score
 
 __all__ = ["CaseResult", "Ceiling", "CostBudget", "Job", "fingerprints", "plan", "run_eval"]
 
@@ -75,6 +75,8 @@ class CaseResult(msgspec.Struct, frozen=True):
     model: str | None = None
     error: bool = False
     """The call failed (an outage, a timeout): no answer was scored (``passed`` is False)."""
+    judge_cost: float = 0.0
+    """What this run's judge call cost (in ``cost`` too; spent again for a cached answer)."""
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -144,59 +146,92 @@ async def run_eval(
 
     async def one(i: int, job: Job) -> None:
         cached = cache.get(job.key)
-        answer = cached
-        if answer is None:
-            reserve = worst_case_cost(backends[job.backend], job.case.query) if spend is not None else 0.0
-            if spend is not None and not spend.try_reserve(reserve):
-                results[i] = CaseResult(
-                    job.case.cls, job.case.id, job.backend, False, 0.0, 0.0, spend.refusal, skipped=True
-                )
-                bump()
-                return
-            charged = reserve  # what a call cancelled mid-flight is charged
-            try:
-                try:
-                    async with slots.get(job.backend) or contextlib.nullcontext():
-                        policy = Policy.single(job.backend, limit_wait=math.inf, attempt_timeout=timeout)
-                        result = await runtime.run(job.case.query, policy)
-                    latency = next(
-                        (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
-                        result.latency,
-                    )  # the model's own time, not the wait for an rpm slot
-                    answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
-                except SpecExecError as exc:
-                    trace = getattr(exc, "trace", None)
-                    cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
-                    latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
-                    answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
-                charged = answer.cost
-            finally:
-                if spend is not None:
-                    spend.settle(reserve, charged)
-            if answer.error is None:  # a failed call (503, timeout…) is sent again next run
-                cache.put(answer)
-        if answer.error is not None:
-            verdict_passed, reason, judge_cost = False, answer.error, 0.0
-        else:
-            from specexec import Response
+        judge = judge_for(job.case)
+        held = 0.0  # reserved for the judge's call: with the candidate's, so no answer is paid for nothing
+        try:
+            answer = cached
+            if answer is None:
+                reserve = worst_case_cost(backends[job.backend], job.case.query) if spend is not None else 0.0
+                if judge is not None and spend is not None:
+                    held = worst_case_cost(backends[judge.backend], judge.worst_query(job.case.query))
+                if spend is not None and not spend.try_reserve(reserve + held):
+                    held = 0.0
+                    results[i] = CaseResult(
+                        job.case.cls, job.case.id, job.backend, False, 0.0, 0.0, spend.refusal, skipped=True
+                    )
+                    bump()
+                    return
+                answer = await call(job, reserve)
+                if answer.error is None:  # a failed call (503, timeout…) is sent again next run
+                    cache.put(answer)
+            judge_cost = 0.0
+            if answer.error is not None:
+                verdict_passed, reason = False, answer.error
+            else:
+                from specexec import Response
 
-            s = await score(job.case, Response(answer.text, model=answer.model), runtime)
-            verdict_passed, reason, judge_cost = s.passed, s.reason, s.cost
-            if spend is not None and judge_cost:
-                spend.settle(0.0, judge_cost)
-        results[i] = CaseResult(
-            job.case.cls,
-            job.case.id,
-            job.backend,
-            verdict_passed,
-            answer.latency,
-            answer.cost + judge_cost,
-            reason,
-            cached=cached is not None,
-            model=answer.model,
-            error=answer.error is not None,
-        )
-        bump()
+                if judge is not None and spend is not None:  # the judge's call at the answer's own length
+                    need = worst_case_cost(backends[judge.backend], judge.judge_query(job.case.query, answer.text))
+                    if need > held and not spend.try_reserve(need - held):
+                        results[i] = CaseResult(
+                            job.case.cls, job.case.id, job.backend, False, answer.latency,
+                            0.0 if cached is not None else answer.cost, f"{spend.refusal} (the judge's call)",
+                            cached=cached is not None, skipped=True, model=answer.model,
+                        )  # fmt: skip
+                        bump()
+                        return
+                    held = max(need, held)
+                charged = held  # what a judge call cancelled mid-flight is charged
+                try:
+                    s = await score(job.case, Response(answer.text, model=answer.model), runtime)
+                    verdict_passed, reason, judge_cost = s.passed, s.reason, s.cost
+                    charged = judge_cost
+                finally:
+                    if judge is not None and spend is not None:
+                        spend.settle(held, charged)
+                        held = 0.0
+            results[i] = CaseResult(
+                job.case.cls,
+                job.case.id,
+                job.backend,
+                verdict_passed,
+                answer.latency,
+                answer.cost + judge_cost,
+                reason,
+                cached=cached is not None,
+                model=answer.model,
+                error=answer.error is not None,
+                judge_cost=judge_cost,
+            )
+            bump()
+        finally:
+            if held and spend is not None:
+                spend.settle(held, 0.0)  # reserved for a judge call that was never made
+
+    async def call(job: Job, reserve: float) -> Answer:
+        """The candidate's answer to ``job`` (an ``Answer`` with ``error`` when it failed); its
+        reservation settled to what it cost (a call cancelled mid-flight: its worst case)."""
+        charged = reserve
+        try:
+            try:
+                async with slots.get(job.backend) or contextlib.nullcontext():
+                    policy = Policy.single(job.backend, limit_wait=math.inf, attempt_timeout=timeout)
+                    result = await runtime.run(job.case.query, policy)
+                latency = next(
+                    (a.latency for a in result.trace.attempts if a.outcome == "accepted" and a.latency is not None),
+                    result.latency,
+                )  # the model's own time, not the wait for an rpm slot
+                answer = Answer(job.key, result.response.text, latency, result.cost, result.response.model)
+            except SpecExecError as exc:
+                trace = getattr(exc, "trace", None)
+                cost = sum(a.cost for a in trace.attempts) if trace is not None else 0.0
+                latency = max((a.latency or 0.0 for a in trace.attempts), default=0.0) if trace else 0.0
+                answer = Answer(job.key, "", latency, cost, None, f"{type(exc).__name__}: {exc}")
+            charged = answer.cost
+            return answer
+        finally:
+            if spend is not None:
+                spend.settle(reserve, charged)
 
     queue = iter(enumerate(jobs))
 

@@ -60,6 +60,14 @@ def _judge_prompt(judge: Judge, reference: str | None) -> str:
     return "\n\n".join([*parts, DEFAULT_JUDGE_PROMPT])
 
 
+def judge_for(case: Case) -> LlmJudge | None:
+    """The LLM judge that scores ``case`` (its rubric and reference in the prompt), or ``None``."""
+    s = case.scorer
+    if not isinstance(s, Judge):
+        return None
+    return LlmJudge(s.backend, prompt=_judge_prompt(s, case.reference), max_tokens=s.max_tokens)
+
+
 async def score(case: Case, response: Response, runtime: Runtime) -> Score:
     """Score ``response`` for ``case`` (a judge's call is made through ``runtime``)."""
     s = case.scorer
@@ -84,8 +92,8 @@ async def score(case: Case, response: Response, runtime: Runtime) -> Score:
     if isinstance(s, VerifierScorer):
         verdict = await check(s.verify, case.query, response)
         return Score(verdict.accept, verdict.reason)
-    assert isinstance(s, Judge)
-    judge = LlmJudge(s.backend, prompt=_judge_prompt(s, ref), max_tokens=s.max_tokens)
+    judge = judge_for(case)
+    assert judge is not None and isinstance(s, Judge)
     ctx = _JudgeContext(runtime)
     try:
         rating = await judge.score_one(case.query, Candidate("", response, 0.0, 0.0), ctx)

@@ -492,19 +492,9 @@ class Router:
                     await budget.settle(state, reserved, actual)
 
 
-ANSWER_BYTES_PER_TOKEN = 4
-"""What a judge's reservation assumes an answer's text to be, in bytes per output token: the
-engine reserves a judge call at the bytes of the real answer (a safe bound on its tokens), and
-English text runs about 4 bytes a token. A longer answer's judge call that does not fit the run's
-reservation is refused (the response stays unscored, traced), never paid past the budget."""
-
-
 def _judge_bound(judge: LlmJudge, q: Query, rt: Runtime) -> float:
-    """The worst case of one ``judge`` call on an answer to ``q`` (at most ``q.max_tokens`` tokens)."""
-    state = rt.state_for(judge.backend)
-    prompt = judge.prompt.format(question=q.text, answer="")
-    answer = ANSWER_BYTES_PER_TOKEN * q.max_tokens
-    return state.worst_case_cost(Query(prompt, max_tokens=judge.max_tokens)) + answer * state.input_price / 1e6
+    """The worst case of one ``judge`` call on an answer to ``q`` (``LlmJudge.worst_query``)."""
+    return rt.state_for(judge.backend).worst_case_cost(judge.worst_query(q))
 
 
 async def decide(router: Router, query: str | Query, runtime: Runtime | None = None) -> RouteDecision:
