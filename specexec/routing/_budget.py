@@ -153,13 +153,20 @@ class Budget:
         store: BudgetStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not (isinstance(limit_usd, (int, float)) and not isinstance(limit_usd, bool) and limit_usd > 0):
-            raise PolicyError(f"limit_usd must be a positive number, got {limit_usd!r}", path="$.limit_usd")
+        if not (isinstance(limit_usd, (int, float)) and not isinstance(limit_usd, bool) and 0 < limit_usd < math.inf):
+            raise PolicyError(f"limit_usd must be a positive number of USD, got {limit_usd!r}", path="$.limit_usd")
         if isinstance(period, str):
             if period not in ("hour", "day", "month"):
                 raise PolicyError(f"period must be hour, day, month or seconds, got {period!r}", path="$.period")
-        elif not (isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0):
-            raise PolicyError(f"period must be hour, day, month or seconds > 0, got {period!r}", path="$.period")
+        elif not (
+            isinstance(period, (int, float))
+            and not isinstance(period, bool)
+            and 1 <= period < math.inf
+            and float(period).is_integer()
+        ):  # windows are named by their start in whole Unix seconds
+            raise PolicyError(
+                f"period must be hour, day, month or a whole number of seconds >= 1, got {period!r}", path="$.period"
+            )
         if not (callable(key) or (isinstance(key, str) and key)):
             raise PolicyError(f"key must be a metadata name or a callable, got {key!r}", path="$.key")
         self.limit = float(limit_usd)

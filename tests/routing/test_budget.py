@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 from typing import Any
 
 import pytest
@@ -156,6 +157,16 @@ def test_budget_arguments_are_checked() -> None:
         Budget(1, "week")  # type: ignore[arg-type]
     with pytest.raises(specexec.PolicyError, match=r"exactly one"):
         routing.downgrade(0.5)
+    # Before: accepted — an infinite limit that never holds anything, and periods under a second
+    # or of a fraction of one, whose windows (whole Unix seconds) ran into each other.
+    for limit in (math.inf, math.nan):
+        with pytest.raises(specexec.PolicyError, match=r"limit_usd must be a positive number"):
+            Budget(limit)
+    for period in (0.5, 90.5, math.inf):
+        with pytest.raises(specexec.PolicyError, match=r"whole number of seconds") as info:
+            Budget(1.0, period)
+        assert info.value.path == "$.period"
+    assert Budget(1.0, 90.0).window(100.0) == (90, 180.0)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
