@@ -181,6 +181,8 @@ class EvalRunner:
         self.runs += 1
         self.revision += 1
         started = wall
+        spent_before = self.budget.total
+        recorded = False
         try:
             summary = await run_round(
                 self.spec,
@@ -201,11 +203,15 @@ class EvalRunner:
                 self.settings.interval,
             )
             return True
+        else:
+            self.round += 1
+            self._record(summary, started)
+            recorded = True
+            return True
         finally:
             self.running = False
-        self.round += 1
-        self._record(summary, started)
-        return True
+            if not recorded:  # failed or cancelled: what its calls cost is spent all the same
+                self.cost += max(self.budget.total - spent_before, 0.0)
 
     def _record(self, summary: Sequence[PairResult], wall: float) -> None:
         """Keep a run's results; ``wall``: when it started."""

@@ -467,3 +467,21 @@ async def test_a_restart_with_another_eval_file_keeps_todays_spending(tmp_path: 
         assert d.eval.budget.spent == pytest.approx(0.1)  # the budget is the daemon's, whatever the file
         await anyio.sleep(10.0)  # the other file's results are not taken: its first run is at start
         assert d.eval.runs == 1 and d.eval.budget.spent == pytest.approx(0.2)
+
+
+async def test_what_a_failed_run_spent_is_in_the_eval_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: a run that raised after its calls were paid left them out of the eval's cost (the
+    # specexec_eval_cost_usd_total metric), while the budget had counted them.
+    import specexec.bench.eval as eval_library
+
+    real = eval_library.run_round
+
+    async def pays_then_fails(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise RuntimeError("a bug after the calls")
+
+    monkeypatch.setattr(eval_library, "run_round", pays_then_fails)
+    async with running(config(eval_file(tmp_path)), [backend(Model(), price=1000.0)]) as daemon:
+        await anyio.sleep(10.0)
+        assert daemon.eval is not None and daemon.eval.failed_runs == 1
+        assert daemon.eval.budget.total > 0 and daemon.eval.cost == pytest.approx(daemon.eval.budget.total)
