@@ -151,7 +151,7 @@ class Attempt:
     """Book-keeping of one launched attempt (the public face is its ``AttemptRecord``); ``handle``
     is the driver's (a cancel scope, a timer entry)."""
 
-    __slots__ = ("answered_at", "handle", "parts", "record", "reserved", "response", "started", "state")
+    __slots__ = ("answered_at", "handle", "parts", "record", "reserved", "response", "started", "state", "text_at")
 
     def __init__(self, state: BackendState, record: AttemptRecord, reserved: float, started: float) -> None:
         self.state = state
@@ -162,6 +162,7 @@ class Attempt:
         self.answered_at = started  # when the backend answered (before verification)
         self.handle: Any = None  # the driver's: streams cancel each attempt alone
         self.parts: list[str] = []  # streams: the text received so far
+        self.text_at = started  # streams: when text last came (the stall timeout counts from it)
 
 
 class _SlotWait:

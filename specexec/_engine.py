@@ -291,14 +291,15 @@ class _Run:
                 assert response is not None
                 ended = self.now()
                 record.ended = ended - core.t0
+                first_token = policy.commit == "first_token"
                 if attempt is not core.winner:  # the whole answer decides (shorter than the prefix, or "complete")
-                    verifiers = policy.verify_prefix if policy.commit == "first_token" else policy.verify
+                    verifiers = policy.verify_prefix if first_token else policy.verify
                     if not await self._stream_verdict(attempt, verifiers, response):
                         return
                     if not self._commit(attempt, "its whole answer passed" if verifiers else "it answered"):
                         return
                     await self._forward(attempt)
-                elif policy.verify:
+                if first_token and policy.verify:  # what committed it was the prefix: verify still judges the whole
                     verdict = await check(policy.verify, self.query, response)
                     core.event(
                         "verified after commit",
@@ -329,8 +330,9 @@ class _Run:
                 request_id = chunk.request_id or request_id
                 if not chunk.text:
                     continue
+                attempt.text_at = self.now()
                 if not parts:
-                    core.first_token(attempt, self.now())
+                    core.first_token(attempt, attempt.text_at)
                 parts.append(chunk.text)
                 size += len(chunk.text)
                 if attempt is core.winner:
@@ -350,8 +352,10 @@ class _Run:
         """The next chunk, ``None`` at the end; ``Timeout`` when the first token (``attempt_timeout``)
         or the next one once begun (``stall_timeout``) is late."""
         policy = self.policy
-        if attempt.parts:
-            limit, what = policy.stall_timeout, f"stream stalled: no new text for {policy.stall_timeout}s"
+        if attempt.parts:  # counted from the last text: chunks without any do not restart it
+            stall = policy.stall_timeout
+            limit = None if stall is None else attempt.text_at + stall - self.now()
+            what = f"stream stalled: no new text for {policy.stall_timeout}s"
         elif policy.attempt_timeout is not None:
             limit = attempt.started + policy.attempt_timeout - self.now()
             what = f"no first token within attempt_timeout={policy.attempt_timeout:g}s"

@@ -519,6 +519,12 @@ def _validate(p: Policy) -> None:
     _require(
         p.commit in ("first_token", "complete"), "commit must be 'first_token' or 'complete'", p.commit, "$.commit"
     )
+    if p.commit == "complete" and p.verify_prefix:  # it would be ignored: what it blocks would stream
+        raise PolicyError(
+            "verify_prefix applies to commit='first_token' (it judges the first prefix_chars before the commit); "
+            "with commit='complete' the whole answer is verified before it streams: put these verifiers in verify",
+            path="$.verify_prefix",
+        )
     if p.stall_timeout is not None:
         _require(
             _is_finite(p.stall_timeout) and p.stall_timeout > 0,

@@ -243,3 +243,11 @@ def test_backend_error_details_are_set_off_from_the_message() -> None:
     assert str(BackendError("boom", backend="b1")) == "boom (backend=b1)"
     assert str(BackendError("boom")) == "boom"
     assert str(specexec.RateLimited(status=429)) == "rate limited (status=429)"
+
+
+def test_verify_prefix_with_commit_complete_is_a_policy_error() -> None:
+    # Before: accepted and ignored, so the refusal it was meant to block streamed to the caller.
+    with pytest.raises(PolicyError, match="put these verifiers in verify") as info:
+        Policy.failover(["a", "b"], verify_prefix=[verifiers.not_refusal()], commit="complete")
+    assert info.value.path == "$.verify_prefix"
+    Policy.failover(["a", "b"], verify=[verifiers.not_refusal()], commit="complete")  # the way to say it

@@ -160,6 +160,56 @@ async def test_stall_after_commit_raises_a_timeout_never_hangs(timing: Timing) -
     assert got == ["a", "b"] and stalls.active == 0
 
 
+class KeepAlive(specexec.BackendBase):
+    """Streams "A", then a chunk without text every 0.05 s for ``for_`` seconds, then "B"."""
+
+    def __init__(self, name: str, for_: float) -> None:
+        super().__init__(name)
+        self.for_ = for_
+
+    async def complete(self, query: Query) -> specexec.Response:
+        raise AssertionError("streamed only")
+
+    async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk("A")
+        for _ in range(round(self.for_ / 0.05)):
+            await anyio.sleep(0.05)
+            yield StreamChunk("")
+        yield StreamChunk("B")
+
+
+async def test_chunks_without_text_do_not_restart_the_stall_timeout(timing: Timing) -> None:
+    # Before: each empty chunk gave the next read a whole stall_timeout again: 'A', 'B' after 2 s
+    # (and an endless keep-alive never timed out).
+    got: list[str] = []
+    async with Runtime([KeepAlive("k", 2.0)]) as rt:
+        t0 = anyio.current_time()
+        with pytest.raises(specexec.Timeout, match="stalled"):
+            async with rt.stream("q", Policy.single("k", stall_timeout=0.3)) as s:
+                async for delta in s:
+                    got.append(delta)
+        assert anyio.current_time() - t0 == timing.approx(0.3)
+    assert got == ["A"]
+
+
+@pytest.mark.parametrize("text", ["hi", ""], ids=["shorter-than-the-prefix", "empty"])
+async def test_verify_judges_a_first_token_stream_shorter_than_its_prefix(text: str) -> None:
+    # Before: an answer that ended before prefix_chars was committed whole and verify never ran.
+    judged: list[str] = []
+
+    def reject(query: Query, response: specexec.Response) -> bool:
+        judged.append(response.text)
+        return False
+
+    backend = Streamer("a", 0.01, [text] if text else [])
+    async with Runtime([backend]) as rt:
+        _, result = await collect(rt, "q", Policy.single("a", verify=[reject], prefix_chars=5))
+    assert judged == [text]
+    assert [(e.what, e.detail) for e in result.trace.events if e.what == "verified after commit"] == [
+        ("verified after commit", "a: rejected by reject")
+    ]
+
+
 async def test_leaving_early_cancels_everything(timing: Timing) -> None:
     a = Streamer("a", 0.01, [str(i) for i in range(100)])
     b = Streamer("b", 5.0, ["never"])

@@ -1165,8 +1165,19 @@ def _checked_headers(backend: str, headers: Mapping[str, str] | None) -> dict[st
                 "non-ASCII character); it is not shown here, as it may be a secret",
                 path=f"$.backends.{backend}.headers.{lower}",
             )
+        _not_twice(out, lower, name, f"$.backends.{backend}.headers.{name}")
         out[lower] = value
     return out
+
+
+def _not_twice(seen: Mapping[str, object], lower: str, name: str, path: str) -> None:
+    """``PolicyError`` when header ``name`` is already in ``seen`` under another case (one would be dropped)."""
+    if lower in seen:
+        raise PolicyError(
+            f"header {lower!r} is given twice ({name!r} and another spelling); header names are case-insensitive: "
+            "keep one",
+            path=path,
+        )
 
 
 def _checked_headers_env(
@@ -1196,6 +1207,7 @@ def _checked_headers_env(
             )
         if lower in headers:
             raise PolicyError(f"header {lower!r} is in both headers and headers_env: keep one", path=path)
+        _not_twice(out, lower, name, path)
         if lower == key_header and api_key_env is not None:
             raise PolicyError(
                 f"{lower!r} is the header api_key_env sends the key in: name the variable in api_key_env "

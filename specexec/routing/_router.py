@@ -208,7 +208,7 @@ class Router:
         capture = _Capture(rt)
         ctx = SelectContext(capture, now)
         state: BudgetState | None = None
-        token = _current.set(getattr(rt, "_resources", None))
+        token = _current.set(rt._run_resources())  # pooled clients, as Runtime.run
         try:
             state = await self.budget.state(q) if self.budget is not None else None
             ctx.attach_budget(self.budget, state, lambda p, query: self._bound(p, query, rt))
@@ -349,7 +349,7 @@ class Router:
         q = as_query(query)
 
         async def start(sink: MemoryObjectSendStream[str]) -> Result:
-            token = _current.set(getattr(rt, "_resources", None))
+            token = _current.set(rt._run_resources())  # pooled clients, as Runtime.run
             try:
                 return await self._execute(rt, q, sink)
             finally:
@@ -388,6 +388,7 @@ class Router:
                 result,
                 route=record.name,
                 latency=now() - t0,
+                ttft=None if result.ttft is None else result.ttft + record.started,  # from the router's start too
                 cost=result.cost + record.cost + record.speculation_cost,
             )
         finally:

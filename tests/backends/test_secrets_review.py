@@ -150,6 +150,9 @@ def test_plain_headers_and_query_parameters_still_load(tmp_path: Path) -> None:
             "both",
         ),
         ("anthropic", 'headers_env = { "x-api-key" = "ENV" }', "$.backends[0].headers_env.x-api-key", "api_key_env"),
+        # Before: accepted, one of the two silently dropped (header names are case-insensitive)
+        ("openai", 'headers = { "X-Org" = "a", "x-org" = "b" }', "$.backends[0].headers.x-org", "twice"),
+        ("openai", 'headers_env = { "X-Org" = "A", "x-org" = "B" }', "$.backends[0].headers_env.x-org", "twice"),
         (
             "openai",
             'api_key_env = "K"\nheaders_env = { authorization = "ENV" }',

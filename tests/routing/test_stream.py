@@ -60,6 +60,8 @@ async def test_router_streams_the_chosen_route(timing: Timing) -> None:
     assert deltas == ["def", " f():"]  # the route's hedge committed to coder-b's stream
     assert result.route == "code" and result.backend == "coder-b"
     assert result.latency == timing.approx(0.3 + 0.05 + 0.1 + 0.01)
+    # Before: 0.15 — from the route's start, while latency counts from the router's
+    assert result.ttft == timing.approx(0.3 + 0.05 + 0.1)
     assert result.trace.route is not None and result.trace.route.selector == "classifier:slow"
     assert traces and traces[-1].route is result.trace.route and mini.calls == 0
 
@@ -83,3 +85,24 @@ async def test_runtime_stream_and_specexec_stream_take_a_router(timing: Timing) 
             async with make() as s:
                 deltas = [d async for d in s]
             assert deltas == ["hi", " there"] and s.result.route == "simple"
+
+
+async def test_a_routed_stream_uses_the_default_runtimes_pooled_clients() -> None:
+    # Before: Router.stream (and specexec.stream(q, router)) ran with no resources, so an HTTP
+    # backend opened a one-shot client per stream; run(q, router) used the pool.
+    from specexec._resources import current_resources
+
+    seen: list[object] = []
+
+    class Probe(Streamer):
+        async def stream(self, query: Query) -> AsyncIterator[StreamChunk]:
+            seen.append(current_resources())
+            async for chunk in super().stream(query):
+                yield chunk
+
+    rt = Runtime([Probe("mini", 0.01, ["hi"])])
+    rt._loop_pooled = True  # as the process-default runtime is
+    router = specexec.Router({"simple": Policy.single("mini")}, default="simple")
+    async with router.stream("hello", rt) as s:
+        assert [d async for d in s] == ["hi"]
+    assert len(seen) == 1 and seen[0] is not None
