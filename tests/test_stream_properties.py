@@ -61,8 +61,12 @@ def test_the_caller_sees_one_stream(specs: list[dict[str, Any]], p: dict[str, An
         "attempt_timeout": 1.0,  # streams that stall before their first token end (a backend's idle timeout)
     }
     if p["prefix"] is not None:
-        knobs["verify_prefix"] = [verifiers.regex(r"^<")]
-        knobs["prefix_chars"] = p["prefix"]
+        check = [verifiers.regex(r"^<")]
+        if p["commit"] == "first_token":
+            knobs["verify_prefix"] = check
+            knobs["prefix_chars"] = p["prefix"]
+        else:  # a complete answer is verified whole (verify_prefix would be refused)
+            knobs["verify"] = check
     names = [b.name for b in backends]
     policy = Policy(candidates=tuple(names), mode=p["mode"], delay=0.05 if p["mode"] == "hedge" else None, **knobs)
     traces: list[specexec.Trace] = []
