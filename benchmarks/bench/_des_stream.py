@@ -172,8 +172,9 @@ class StreamRun(_SimRun):
         usage, model = backend.stream_usage(query), backend.reported_model or backend.model
         response = core.stream_done(attempt, usage, model, "stop", (), None, now)
         attempt.record.ended = now - core.t0
+        first_token = policy.commit == "first_token"
         if attempt is not core.winner:  # the whole answer decides (shorter than the prefix, or "complete")
-            verifiers = policy.verify_prefix if policy.commit == "first_token" else policy.verify
+            verifiers = policy.verify_prefix if first_token else policy.verify
             if not self._stream_verdict(attempt, verifiers, response):
                 self._ended(attempt)
                 return
@@ -181,7 +182,7 @@ class StreamRun(_SimRun):
                 self._ended(attempt)
                 return
             self._send()
-        elif policy.verify:
+        if first_token and policy.verify:  # what committed it was the prefix: verify still judges the whole
             verdict = run_now(check(policy.verify, query, response), "a verifier")
             detail = "ok" if verdict.accept else verdict.reason
             core.event("verified after commit", f"{attempt.record.backend}: {detail}", now)
