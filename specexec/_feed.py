@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -381,7 +383,12 @@ class HealthFeed:
             assert self.path is not None
             # A local snapshot file is a few kilobytes: read in place (no worker thread, which
             # the structured-concurrency rules forbid; it costs microseconds), within max_bytes.
-            with self.path.open("rb") as file:
+            # Opened without blocking: a FIFO (or a device) on the path would block the event loop
+            # itself in open() or read(); a snapshot is a regular file.
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{self.path} is not a regular file (a probe snapshot is one)")
                 data = file.read(self.max_bytes + 1)
             if len(data) > self.max_bytes:
                 raise ValueError(f"snapshot file larger than max_bytes ({self.max_bytes} bytes)")
@@ -432,8 +439,8 @@ class HealthFeed:
         self._eval = (snapshot.eval, now + self.max_age - snapshot_age) if snapshot.eval is not None else None
         for name in runtime.backends:
             remote = snapshot.backends.get(name)
-            if remote is None or remote.age is None:
-                self._forget(runtime, name)
+            if remote is None or remote.age is None or not 0.0 <= remote.age < math.inf:
+                self._forget(runtime, name)  # an age that is NaN or negative would be fresh forever
                 continue
             fresh_until = now + self.max_age - (remote.age + snapshot_age)
             if now >= fresh_until:

@@ -4,6 +4,10 @@ a gzip bomb (or an endless body) from a hostile "daemon" fails the poll cleanly,
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,3 +97,55 @@ def test_a_snapshot_file_past_the_bound_fails_the_poll(tmp_path: Path) -> None:
 
     assert not anyio.run(poll)
     assert feed.failures == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_snapshot_path_that_is_not_a_regular_file_fails_the_poll_at_once(tmp_path: Path) -> None:
+    # Before: opening a FIFO with no writer blocked the event loop itself (the whole process
+    # hung), so the poll runs in a child process here, bounded.
+    path = tmp_path / "probes.msgpack"
+    os.mkfifo(path)
+    done = subprocess.run(
+        [sys.executable, "-c", _POLL_ONCE, str(path)], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["False", "1"], done.stdout + done.stderr
+    assert "not a regular file" in done.stderr
+
+
+_POLL_ONCE = """
+import logging, sys, anyio
+from specexec import HealthFeed, Runtime, SimulatedBackend
+logging.basicConfig(level=logging.WARNING)
+feed = HealthFeed(sys.argv[1], timeout=0.5)
+async def poll():
+    async with Runtime([SimulatedBackend("a", 0.01)]) as runtime:
+        return await feed.poll_once(runtime)
+print(anyio.run(poll), feed.failures)
+"""
+
+
+@pytest.mark.parametrize("age", [math.nan, -1.0e9, math.inf])
+def test_a_backend_entry_with_an_impossible_age_is_unknown(tmp_path: Path, age: float) -> None:
+    # Before: a NaN or negative age made the entry fresh forever (never expired at max_age).
+    import time
+
+    import anyio
+
+    from specexec._health import LatencyWindow
+
+    window = LatencyWindow(60.0, 6, 1)
+    for _ in range(30):
+        window.record(0.05, 0.0)
+    observed, censored = window.encode(0.0)
+    latency = {"observed": observed, "censored": censored}
+    backend = {"state": "healthy", "age": age, "queries": {"ping": {"samples": 30, "latency": latency}}}
+    doc = {"version": 2, "generated_at": time.time(), "backends": {"a": backend}}
+    path = tmp_path / "probes.msgpack"
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    feed = HealthFeed(path, max_age=1.0)
+
+    async def poll() -> tuple[bool, object]:
+        async with Runtime([SimulatedBackend("a", 0.01)]) as runtime:
+            return await feed.poll_once(runtime), feed.remote("a")
+
+    assert anyio.run(poll) == (True, None)
