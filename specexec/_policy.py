@@ -27,7 +27,7 @@ import math
 import re
 import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypedDict, Unpack, get_args
 
@@ -35,8 +35,9 @@ import msgspec
 
 from ._backend import Backend
 from ._errors import PolicyError
+from ._query import Query
 from ._toml import decode_toml
-from .scorers import ScoreFn, Scorer, ScorerSpec
+from .scorers import LlmJudge, ScoreFn, Scorer, ScorerSpec
 from .verifiers import AllOf, AnyOf, Verifier, VerifierSpec
 
 Mode = Literal["single", "failover", "cascade", "hedge", "race", "pick"]
@@ -309,6 +310,20 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=Tr
     def label(self) -> str:
         """A name for reports: ``name`` or the mode."""
         return self.name or self.mode
+
+    def cost_bound(self, query: Query, cost: Callable[[CandidateRef, Query], float]) -> float:
+        """The most one run of this policy can cost for ``query`` (USD): its dearest
+        ``max_attempts`` candidates, each ``1 + retries`` times (a failed attempt is charged, then
+        retried), plus an ``llm_judge``'s call for each response it may score (one per candidate
+        launched, at ``LlmJudge.worst_query``), capped by ``max_cost``. ``cost(candidate, query)``
+        is one call's worst case (``worst_case_cost``). What a budget reserves and ``--target``
+        shows; a custom scorer's own calls are not in it."""
+        worst = sorted((cost(c, query) for c in self.candidates), reverse=True)
+        attempts = self.effective_max_attempts
+        bound = sum(worst[:attempts]) * (1 + self.retries)
+        if isinstance(self.scorer, LlmJudge):
+            bound += attempts * cost(self.scorer.backend, self.scorer.worst_query(query))
+        return min(bound, self.max_cost) if self.max_cost is not None else bound
 
 
 class _Knobs(TypedDict, total=False):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from specexec import Backend, PolicyError, worst_case_cost
+from specexec import Backend, PolicyError, Query, worst_case_cost
 from specexec.config import AnthropicConfig, BackendConfig, OpenAIConfig, RuntimeConfig
 
 from ._live import run_policy_live
@@ -99,17 +99,15 @@ def estimate_cost(scenario: Scenario, backends: Sequence[Backend]) -> list[CostL
     by_name = {b.name: b for b in backends}
     queries = [r.query for r in requests(scenario.workload, scenario.seed)]
     out = []
+
+    def cost(candidate: str | Backend, query: Query) -> float:
+        return worst_case_cost(by_name[candidate] if isinstance(candidate, str) else candidate, query)
+
     for key, policy in scenario.policies.items():
-        names = [c for c in policy.candidates if isinstance(c, str)]
-        attempts = names[: policy.effective_max_attempts]
         likely = worst = 0.0
         for q in queries:
-            costs = [worst_case_cost(by_name[n], q) for n in attempts]
-            likely += costs[0] if costs else 0.0
-            per_request = sum(costs)
-            if policy.max_cost is not None:
-                per_request = min(per_request, policy.max_cost)
-            worst += per_request
+            likely += cost(policy.candidates[0], q)
+            worst += policy.cost_bound(q, cost)  # retries and a judge's calls included
         out.append(CostLine(key, len(queries), likely, worst))
     return out
 

@@ -34,7 +34,6 @@ from .._policy import Policy
 from .._query import Query, as_query
 from .._resources import _current
 from .._trace import RouteDecision
-from ..scorers import LlmJudge
 from ._budget import Budget, BudgetState
 from ._context import SelectContext, _Capture, held_to
 from ._llm import LlmRouter
@@ -280,16 +279,10 @@ class Router:
 
     @staticmethod
     def _bound(policy: Policy, q: Query, rt: Runtime) -> float:
-        """The most a run of ``policy`` can cost: its dearest ``max_attempts`` candidates, each
-        ``1 + retries`` times (a failed attempt is charged, then retried), plus an ``llm_judge``'s
-        call for each response it may score; capped by ``max_cost``. A run under a budget is held
-        to it (``held_to``): what it leaves out — a custom scorer's calls — is refused, not overspent."""
-        worst = sorted((s.worst_case_cost(q) for s in rt.resolve(policy)), reverse=True)
-        attempts = policy.effective_max_attempts
-        bound = sum(worst[:attempts]) * (1 + policy.retries)
-        if isinstance(policy.scorer, LlmJudge):  # one call per response: at most one per candidate launched
-            bound += attempts * _judge_bound(policy.scorer, q, rt)
-        return min(bound, policy.max_cost) if policy.max_cost is not None else bound
+        """The most a run of ``policy`` can cost (``Policy.cost_bound``). A run under a budget is
+        held to it (``held_to``): what it leaves out — a custom scorer's calls — is refused, not
+        overspent."""
+        return policy.cost_bound(q, lambda candidate, query: rt.state_for(candidate).worst_case_cost(query))
 
     def _similar_key(self, q: Query) -> Hashable | None:
         """``similar(q)`` as a dictionary key: an unhashable one (a list or dict in the metadata) by
@@ -491,11 +484,6 @@ class Router:
                 actual = run.cost
                 with anyio.CancelScope(shield=True):
                     await budget.settle(state, reserved, actual)
-
-
-def _judge_bound(judge: LlmJudge, q: Query, rt: Runtime) -> float:
-    """The worst case of one ``judge`` call on an answer to ``q`` (``LlmJudge.worst_query``)."""
-    return rt.state_for(judge.backend).worst_case_cost(judge.worst_query(q))
 
 
 async def decide(router: Router, query: str | Query, runtime: Runtime | None = None) -> RouteDecision:

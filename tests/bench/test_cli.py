@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import specexec
 from specexec._cli import main as specexec_main
 from specexec.bench.bench import main
 from specexec.bench.fleet import FleetProcess
@@ -207,3 +208,32 @@ def test_target_checks_keys_names_and_bounds(
     monkeypatch.setenv("SPECEXEC_BENCH_TEST_KEY", "x")
     code, _, err = _run([str(other), "--target", str(target), "--yes"])
     assert code == 2 and "'three'" in err and "$.policies.hedge.candidates[1]" in err
+
+
+def test_the_target_estimate_counts_retries_and_a_judges_calls(tmp_path: Path) -> None:
+    # Before: the worst case was one call per candidate launched: a policy with retries=3 showed
+    # what it shows without, and a judged pick what an unjudged one shows.
+    from specexec import Query
+    from specexec.bench.bench import load_scenario
+    from specexec.bench.bench._target import estimate_cost
+    from specexec.scorers import llm_judge
+
+    backends = "".join(
+        f'[[backends]]\nkind = "simulated"\nname = "{n}"\nlatency = 0.01\ninput_price = 1.0\noutput_price = 1.0\n'
+        for n in ("m1", "m2", "judge")
+    )
+    policies = (
+        '[policies.noretry]\nmode = "single"\ncandidates = ["m1"]\n'
+        '[policies.retrying]\nmode = "single"\ncandidates = ["m1"]\nretries = 3\n'
+        '[policies.plainpick]\nmode = "pick"\ncandidates = ["m1", "m2"]\nscorer = { kind = "majority" }\n'
+        '[policies.judged]\nmode = "pick"\ncandidates = ["m1", "m2"]\n'
+        'scorer = { kind = "llm_judge", backend = "judge" }\n'
+    )
+    path = tmp_path / "s.toml"
+    path.write_text("[workload]\nrequests = 5\nmax_tokens = 16\n" + backends + policies)
+    scenario = load_scenario(str(path))
+    built = [c.build() for c in scenario.backends]
+    lines = {line.policy: line for line in estimate_cost(scenario, built)}
+    assert lines["retrying"].worst == pytest.approx(4 * lines["noretry"].worst)
+    judge_call = specexec.worst_case_cost(built[2], llm_judge("judge").worst_query(Query("x", max_tokens=16)))
+    assert lines["judged"].worst > lines["plainpick"].worst + 2 * 5 * 0.9 * judge_call
