@@ -284,6 +284,14 @@ class Router:
         overspent."""
         return policy.cost_bound(q, lambda candidate, query: rt.state_for(candidate).worst_case_cost(query))
 
+    def _room_for(self, selector: LlmRouter, q: Query, rt: Runtime) -> float:
+        """The worst case of ``selector``'s call for ``q``; 0 when it cannot be made (an unknown
+        backend: the call fails and the selector passes — routing never fails a run)."""
+        try:
+            return self._bound(selector.policy, selector.prompt(q), rt)
+        except PolicyError:
+            return 0.0
+
     def _similar_key(self, q: Query) -> Hashable | None:
         """``similar(q)`` as a dictionary key: an unhashable one (a list or dict in the metadata) by
         its JSON; ``None`` (nothing remembered) when ``similar`` raises — routing never fails a run."""
@@ -406,7 +414,7 @@ class Router:
         self._steer(probe, q, state, rt)
         guess = _Guess(capture.child())
         # the LLM routers still to answer are paid beside the guess: its max_cost leaves them room
-        room = sum(self._bound(s.policy, s.prompt(q), rt) for s in self.selectors[fast:] if isinstance(s, LlmRouter))
+        room = sum(self._room_for(s, q, rt) for s in self.selectors[fast:] if isinstance(s, LlmRouter))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_guess, guess, rt, ctx, q, probe.name, state, room)
             chosen = await self._choose(self.selectors[fast:], q, ctx, passed)

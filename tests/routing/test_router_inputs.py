@@ -173,3 +173,16 @@ async def test_a_speculative_run_stays_within_the_routes_max_cost(guess: str) ->
         decision = result.trace.route
         assert decision is not None and decision.speculation == ("hit" if guess == "main" else "miss")
         assert result.cost <= max_cost + 1e-12
+
+
+async def test_speculation_with_an_llm_selector_on_an_unknown_backend_never_fails_the_run() -> None:
+    # The room kept for the LLM router's call is 0 when it cannot be made: the selector passes.
+    router = specexec.Router(
+        {"main": Policy.single("m", max_cost=1.0), "other": Policy.single("m")},
+        [routing.llm("no-such-backend", labels=["main", "other"])],
+        default="main",
+        speculate=True,
+    )
+    async with Runtime([Scripted("m", 0.01)]) as rt:
+        result = await rt.run(Query("hi"), router)
+    assert result.route == "main"
