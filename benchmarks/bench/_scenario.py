@@ -104,8 +104,9 @@ OWN_RUNNERS: tuple[str, ...] = ("routing", "ttft")
 DEFAULT_PROMPT = "What is 2 + 2? Answer with a number only."
 """The prompt of a workload that names none (the fleet's canary question)."""
 
-Positive = Annotated[float, msgspec.Meta(gt=0.0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+_FINITE = 1e300  # msgspec takes no infinite bound: this refuses inf where the file says it (with its path)
+Positive = Annotated[float, msgspec.Meta(gt=0.0, lt=_FINITE)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0, lt=_FINITE)]
 
 
 class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -163,3 +163,18 @@ def test_resolve() -> None:
 def test_leading_comment() -> None:
     assert leading_comment("#\n# One\n# two.\n#\n# Not this.\nx = 1\n") == "One two."
     assert leading_comment("x = 1\n# late\n") == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ('\n[[events]]\nkind = "brownout"\nfactor = inf\n', "$.events[0].factor"),
+        ('\n[[events]]\nkind = "rate_limit"\nretry_after = inf\n', "$.events[0].retry_after"),
+        ('\n[[events]]\nkind = "outage"\nstart = inf\n', "$.events[0].start"),
+    ],
+)
+def test_an_infinite_number_is_refused_where_the_file_says_it(write: Write, extra: str, path: str) -> None:
+    # Before: accepted at load; a brownout of factor inf failed the run later ("the run failed:
+    # PolicyError ... (at $.factor)", no file and no event), a retry_after of inf failed every request.
+    err = _error(write, SMALL + extra)
+    assert err.path == path, str(err)
